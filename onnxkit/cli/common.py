@@ -1,0 +1,117 @@
+"""What every command shares: options declared once, error mapping, rendering, exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from onnxkit.results import Result
+
+
+@dataclass
+class _State:
+    verbose: bool = False
+    quiet: bool = False
+    json: bool = False
+
+
+STATE = _State()
+
+# Options shared by the commands, declared once.
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs and tracebacks.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the verdict.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (tables go to stderr).")]
+Trust = Annotated[bool, typer.Option("--trust", help="Allow formats that run code when loaded (pickle, joblib, Keras Lambda); only for files you vouch for.")]
+Inputs = Annotated[list[str] | None, typer.Option("--input", "-i", help="Input spec NAME:[d0,d1,...]:DTYPE; a named dim is dynamic. Repeatable.")]
+Tol = Annotated[list[str] | None, typer.Option("--tol", help="Absolute tolerance, or OUTPUT=ATOL[:RTOL] for one output (glob). Repeatable.")]
+Rtol = Annotated[float | None, typer.Option("--rtol", help="Relative tolerance (allclose semantics: |a-b| <= atol + rtol*|b|).")]
+Preset = Annotated[str | None, typer.Option("--preset-tol", help="Tolerance preset: fp32, fp16, int8, int4.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for random inputs.")]
+Providers = Annotated[list[str] | None, typer.Option("--provider", "-p", help="Execution provider (cpu, cuda, tensorrt, openvino, dml, coreml, rocm); repeat for a priority order.")]
+
+
+def setup(json_out: bool = False, verbose: bool = False, quiet: bool = False) -> None:
+    """Called first by every command with its own copies of the shared flags."""
+    STATE.json = STATE.json or json_out
+    STATE.verbose = STATE.verbose or verbose
+    STATE.quiet = STATE.quiet or quiet
+    configure_logging()
+
+
+def configure_logging() -> None:
+    level = logging.DEBUG if STATE.verbose else (logging.ERROR if STATE.quiet else logging.WARNING)
+    root = logging.getLogger("onnxkit")
+    if not any(getattr(h, "_onnxkit", False) for h in root.handlers):
+        from rich.logging import RichHandler
+        from rich.console import Console
+
+        handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False, markup=False)
+        handler._onnxkit = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+        root.propagate = False
+    root.setLevel(level)
+    # Quiet the chatty libraries underneath unless asked for detail.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if STATE.verbose else "3")
+    for noisy in ("tensorflow", "tf2onnx", "absl", "onnxruntime", "torch.onnx", "onnxscript", "skl2onnx"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if STATE.verbose else logging.ERROR)
+
+
+def emit(result: Result) -> None:
+    """Render ``result`` and end the command with its exit code."""
+    from onnxkit.reports.render import render
+
+    render(result, json_mode=STATE.json, quiet=STATE.quiet)
+    raise typer.Exit(result.exit_code)
+
+
+def _print_error(message: str, code: int, hint: str | None, kind: str) -> None:
+    line = f"Error: {message}"
+    if hint:
+        line += f" (hint: {hint})"
+    sys.stderr.write(line + "\n")
+    if STATE.json:
+        doc: dict[str, Any] = {"error": message, "kind": kind, "exit_code": code}
+        if hint:
+            doc["hint"] = hint
+        sys.stdout.write(json.dumps(doc) + "\n")
+
+
+def invoke(app: typer.Typer, argv: list[str], prog: str) -> int:
+    """Run the app; map every onnxkit error to one line on stderr and its exit code."""
+    from typer import Abort
+    from typer._click.exceptions import ClickException  # typer's private click copy
+    from typer.main import get_command
+
+    from onnxkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, OnnxkitError
+
+    # --json/-v are per command; know them before parsing so early errors honour them.
+    STATE.json = STATE.json or "--json" in argv
+    STATE.verbose = STATE.verbose or "-v" in argv or "--verbose" in argv or bool(os.environ.get("ONNXKIT_DEBUG"))
+    command = get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name=prog, standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except OnnxkitError as exc:
+        if STATE.verbose:
+            traceback.print_exception(exc)
+        _print_error(exc.message, exc.exit_code, exc.hint, type(exc).__name__)
+        return exc.exit_code
+    except ClickException as exc:
+        if STATE.json:
+            _print_error(exc.format_message(), EXIT_USAGE, None, "UsageError")
+        else:
+            exc.show()
+        return exc.exit_code if exc.exit_code else EXIT_USAGE
+    except (Abort, KeyboardInterrupt):
+        sys.stderr.write("Error: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0

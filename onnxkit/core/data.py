@@ -1,0 +1,359 @@
+"""Input data: user files (.npz, .npy, .csv, .parquet), seeded random inputs, and the checks
+that a batch fits a model's inputs.
+
+Data files are streamed in batches so memory stays bounded by the batch size, not the file.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from onnxkit._lazy import require
+from onnxkit.core.files import preflight
+from onnxkit.core.spec import InputSpec
+from onnxkit.errors import InputError, UnsafeInput, UsageError
+
+Feeds = dict[str, np.ndarray]
+DATA_SUFFIXES = (".npz", ".npy", ".csv", ".parquet", ".pq")
+
+_IDS = re.compile(r"(input_ids|token_ids|ids$|tokens?$)", re.I)
+_MASK = re.compile(r"mask", re.I)
+_TYPES = re.compile(r"(token_type|segment)", re.I)
+_POSITIONS = re.compile(r"position", re.I)
+
+DEFAULT_VOCAB = 1000
+
+
+@dataclass
+class DataSource:
+    """A data file opened for streaming; ``batches(n)`` yields feeds of at most n rows."""
+
+    path: Path
+    specs: list[InputSpec]
+
+    @property
+    def kind(self) -> str:
+        return self.path.suffix.lower().lstrip(".")
+
+    def batches(self, batch_size: int) -> Iterator[Feeds]:
+        if batch_size <= 0:
+            raise UsageError("batch size must be a positive integer")
+        suffix = self.path.suffix.lower()
+        if suffix == ".npz":
+            yield from _npz_batches(self.path, self.specs, batch_size)
+        elif suffix == ".npy":
+            yield from _npy_batches(self.path, self.specs, batch_size)
+        elif suffix == ".csv":
+            yield from _table_batches(self.path, self.specs, batch_size, "csv")
+        else:
+            yield from _table_batches(self.path, self.specs, batch_size, "parquet")
+
+    def count_rows(self) -> int | None:
+        suffix = self.path.suffix.lower()
+        if suffix in (".parquet", ".pq"):
+            pq = require("pyarrow.parquet")
+            return pq.ParquetFile(self.path).metadata.num_rows
+        if suffix == ".npy":
+            return int(_open_npy(self.path).shape[0])
+        return None
+
+
+def open_data(path: str | Path, specs: list[InputSpec]) -> DataSource:
+    p = preflight(path, what="data file")
+    if p.suffix.lower() not in DATA_SUFFIXES:
+        raise UsageError(f"unsupported data file {p.name}; use one of {', '.join(DATA_SUFFIXES)}")
+    return DataSource(p, specs)
+
+
+def load_all(path: str | Path, specs: list[InputSpec]) -> Feeds:
+    """Read a whole data file into one feed (for small files and saved references)."""
+    src = open_data(path, specs)
+    parts = list(src.batches(1 << 30))
+    if not parts:
+        raise InputError(f"data file {path} holds no rows")
+    return parts[0] if len(parts) == 1 else concat_feeds(parts)
+
+
+def concat_feeds(parts: list[Feeds]) -> Feeds:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _open_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise UnsafeInput(
+                f"{path.name} holds a Python object array; loading it would unpickle (run code). "
+                "Save numeric arrays instead",
+            ) from None
+        raise InputError(f"cannot read {path.name} as .npy: {exc}") from None
+    except (OSError, EOFError) as exc:
+        raise InputError(f"cannot read {path.name} as .npy (truncated or not NumPy): {exc}") from None
+
+
+def _npy_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
+    if len(specs) > 1:
+        raise InputError(
+            f"{path.name} holds one array but the model has {len(specs)} inputs "
+            f"({', '.join(s.name for s in specs)}); use an .npz with one key per input",
+        )
+    arr = _open_npy(path)
+    name = specs[0].name if specs else "input"
+    if arr.ndim == 0:
+        raise InputError(f"{path.name} holds a scalar; expected a batch of inputs")
+    if arr.shape[0] == 0:
+        raise InputError(f"data file {path.name} holds no rows")
+    for i in range(0, arr.shape[0], n):
+        yield {name: np.ascontiguousarray(arr[i : i + n])}
+
+
+def _npz_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"cannot read {path.name} as .npz (truncated or not NumPy): {exc}") from None
+    with z:
+        keys = list(z.files)
+        if not keys:
+            raise InputError(f"data file {path.name} holds no arrays")
+        arrays: dict[str, np.ndarray] = {}
+        for k in keys:
+            try:
+                arrays[k] = z[k]
+            except ValueError as exc:
+                if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+                    raise UnsafeInput(
+                        f"array {k!r} in {path.name} is a Python object array; loading it would unpickle "
+                        "(run code). Save numeric arrays instead",
+                    ) from None
+                raise InputError(f"cannot read array {k!r} of {path.name}: {exc}") from None
+            except (OSError, zipfile.BadZipFile, EOFError) as exc:
+                raise InputError(f"cannot read array {k!r} of {path.name} (truncated?): {exc}") from None
+    if specs and len(keys) == 1 and len(specs) == 1 and keys[0] not in {s.name for s in specs}:
+        # A single unnamed array (np.savez(f, x)) feeds the single input.
+        arrays = {specs[0].name: arrays[keys[0]]}
+    rows = {k: (a.shape[0] if a.ndim else None) for k, a in arrays.items()}
+    counts = {r for r in rows.values() if r is not None}
+    if len(counts) > 1:
+        raise InputError(f"arrays in {path.name} have different row counts: {rows}")
+    total = counts.pop() if counts else 0
+    if total == 0:
+        raise InputError(f"data file {path.name} holds no rows")
+    for i in range(0, total, n):
+        yield {k: a[i : i + n] for k, a in arrays.items()}
+
+
+def _frame_to_feeds(frame, specs: list[InputSpec], path: Path) -> Feeds:
+    cols = [str(c) for c in frame.columns]
+    # Several model inputs named like the columns: one input per column (tabular pipelines).
+    if len(specs) > 1:
+        missing = [s.name for s in specs if s.name not in cols]
+        if missing:
+            raise InputError(
+                f"the model expects inputs {', '.join(s.name for s in specs)}; columns missing from "
+                f"{path.name}: {', '.join(missing)}",
+            )
+        feeds = {}
+        for s in specs:
+            col = frame[s.name].to_numpy()
+            feeds[s.name] = _cast_column(col, s, path).reshape(-1, 1)
+        return feeds
+    spec = specs[0] if specs else None
+    values = frame.to_numpy()
+    if spec is not None and spec.dtype.kind in "fiub" and values.dtype == object:
+        raise InputError(f"{path.name} has non-numeric columns but input {spec.name!r} is {spec.dtype.name}")
+    if spec is not None:
+        values = _cast_column(values, spec, path)
+    return {spec.name if spec else "input": values}
+
+
+def _cast_column(col: np.ndarray, spec: InputSpec, path: Path) -> np.ndarray:
+    # Table files carry no exact dtype (CSV especially); a value-preserving cast to the
+    # declared dtype is what the user means, a lossy one is refused.
+    if spec.dtype.kind == "U":
+        return col.astype(str).astype(object).astype(np.str_)
+    try:
+        cast = col.astype(spec.dtype)
+    except (ValueError, TypeError):
+        raise InputError(f"column values in {path.name} cannot be read as {spec.dtype.name} for input {spec.name!r}") from None
+    if spec.dtype.kind in "iub" and col.dtype.kind == "f":
+        finite = np.isfinite(col)
+        if not np.array_equal(cast[finite].astype(col.dtype), col[finite]) or not finite.all():
+            raise InputError(f"{path.name} holds fractional or missing values for integer input {spec.name!r}")
+    return cast
+
+
+def _table_batches(path: Path, specs: list[InputSpec], n: int, kind: str) -> Iterator[Feeds]:
+    any_rows = False
+    if kind == "csv":
+        pd = require("pandas", "sklearn")
+        try:
+            reader = pd.read_csv(path, chunksize=n)
+            for frame in reader:
+                if len(frame):
+                    any_rows = True
+                    yield _frame_to_feeds(frame, specs, path)
+        except pd.errors.EmptyDataError:
+            raise InputError(f"data file {path.name} holds no rows") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot parse {path.name} as CSV: {str(exc).splitlines()[0]}") from None
+    else:
+        pq = require("pyarrow.parquet")
+        try:
+            pf = pq.ParquetFile(path)
+            for batch in pf.iter_batches(batch_size=n):
+                frame = batch.to_pandas()
+                if len(frame):
+                    any_rows = True
+                    yield _frame_to_feeds(frame, specs, path)
+        except OSError as exc:
+            raise InputError(f"cannot read {path.name} as Parquet: {exc}") from None
+    if not any_rows:
+        raise InputError(f"data file {path.name} holds no rows")
+
+
+# ---------------------------------------------------------------- random inputs
+
+def concrete_shape(spec: InputSpec, batch: int, seq: int, named: dict[str, int] | None = None) -> tuple[int, ...]:
+    """Fill the dynamic dims of ``spec``: the first with ``batch``, others with ``seq``;
+    a symbolic name keeps the same value across inputs (via ``named``)."""
+    named = {} if named is None else named
+    out = []
+    for i, d in enumerate(spec.shape):
+        if isinstance(d, int):
+            out.append(d)
+            continue
+        value = batch if i == 0 else seq
+        if isinstance(d, str):
+            value = named.setdefault(d, value)
+        out.append(value)
+    return tuple(out)
+
+
+def random_feeds(
+    specs: list[InputSpec],
+    *,
+    batch: int = 2,
+    seq: int = 16,
+    seed: int = 0,
+    vocab: int = DEFAULT_VOCAB,
+) -> Feeds:
+    """Seeded random inputs that respect dtype and plausible value ranges."""
+    rng = np.random.default_rng(seed)
+    named: dict[str, int] = {}
+    feeds: Feeds = {}
+    for spec in specs:
+        shape = concrete_shape(spec, batch, seq, named)
+        feeds[spec.name] = random_array(spec, shape, rng, vocab)
+    return feeds
+
+
+def random_array(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator, vocab: int = DEFAULT_VOCAB) -> np.ndarray:
+    dt = spec.dtype
+    if dt.kind == "b":
+        return rng.random(shape) < 0.5
+    if dt.kind in "iu":
+        if _MASK.search(spec.name):
+            return np.ones(shape, dtype=dt)
+        if _TYPES.search(spec.name):
+            return np.zeros(shape, dtype=dt)
+        if _POSITIONS.search(spec.name) and len(shape) >= 1:
+            return np.broadcast_to(np.arange(shape[-1], dtype=dt), shape).copy()
+        high = vocab if _IDS.search(spec.name) else 10
+        high = min(high, int(np.iinfo(dt).max))
+        return rng.integers(0, high, size=shape, dtype=dt)
+    if dt.kind == "U":
+        words = np.array(["a", "b", "c", "d"])
+        return rng.choice(words, size=shape).astype(np.str_)
+    return rng.standard_normal(shape).astype(dt)
+
+
+def edge_case_feeds(specs: list[InputSpec], *, batch: int, seq: int, with_nan: bool) -> list[tuple[str, Feeds]]:
+    """Named edge-case batches: zeros, ones, large and tiny magnitudes, NaN where accepted."""
+    named: dict[str, int] = {}
+    shapes = {s.name: concrete_shape(s, batch, seq, named) for s in specs}
+    rng = np.random.default_rng(1234)
+    cases: list[tuple[str, Feeds]] = []
+
+    def build(fill) -> Feeds:
+        out = {}
+        for s in specs:
+            if s.dtype.kind == "f":
+                out[s.name] = fill(shapes[s.name]).astype(s.dtype)
+            else:  # ids/masks keep their plausible values; edge cases are about floats
+                out[s.name] = random_array(s, shapes[s.name], rng)
+        return out
+
+    if not any(s.dtype.kind == "f" for s in specs):
+        return [("zeros", {s.name: np.zeros(shapes[s.name], dtype=s.dtype) if s.dtype.kind != "U" else random_array(s, shapes[s.name], rng) for s in specs})]
+    cases.append(("zeros", build(np.zeros)))
+    cases.append(("ones", build(np.ones)))
+    cases.append(("large", build(lambda sh: rng.standard_normal(sh) * 1e4)))
+    cases.append(("tiny", build(lambda sh: rng.standard_normal(sh) * 1e-6)))
+    if with_nan:
+        def with_nans(sh):
+            a = rng.standard_normal(sh)
+            mask = rng.random(sh) < 0.2
+            a[mask] = np.nan
+            return a
+        cases.append(("nan", build(with_nans)))
+    return cases
+
+
+# ---------------------------------------------------------------- checks
+
+def describe(arr: np.ndarray) -> str:
+    return f"{arr.dtype.name}[{','.join(str(d) for d in arr.shape)}]"
+
+
+def describe_spec(spec: InputSpec) -> str:
+    dims = ",".join("?" if d is None else str(d) for d in spec.shape)
+    return f"{spec.dtype.name if spec.dtype.kind != 'U' else 'string'}[{dims}]"
+
+
+def check_feeds(feeds: Feeds, specs: list[InputSpec], *, where: str = "data") -> Feeds:
+    """Refuse feeds that do not fit: missing/extra names, rank, fixed dims, dtype.
+
+    No silent casts: a dtype mismatch is an error naming both sides."""
+    if not feeds:
+        raise InputError(f"{where} holds no inputs")
+    if not specs:
+        return feeds
+    expected = {s.name for s in specs}
+    got = set(feeds)
+    missing = sorted(expected - got)
+    extra = sorted(got - expected)
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if extra:
+            parts.append(f"unexpected {', '.join(extra)}")
+        raise InputError(
+            f"{where} does not match the model inputs ({'; '.join(parts)}); expected: "
+            + ", ".join(f"{s.name}: {describe_spec(s)}" for s in specs),
+        )
+    for s in specs:
+        arr = np.asarray(feeds[s.name])
+        if arr.size == 0:
+            raise InputError(f"{where}: input {s.name!r} is empty; refusing a vacuous run")
+        ok_dtype = arr.dtype == s.dtype or (s.dtype.kind == "U" and arr.dtype.kind in "UO")
+        if s.shape and (arr.ndim != len(s.shape) or any(isinstance(d, int) and d != a for d, a in zip(s.shape, arr.shape))) or not ok_dtype:
+            raise InputError(f"{where}: expected {s.name}: {describe_spec(s)}, got {describe(arr)}")
+    return feeds
+
+
+def non_finite_inputs(feeds: Feeds) -> list[str]:
+    """Names of float inputs that hold NaN or Inf (reported, not refused)."""
+    return [k for k, v in feeds.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+
+
+def feeds_rows(feeds: Feeds) -> int:
+    return int(next(iter(feeds.values())).shape[0]) if feeds else 0

@@ -1,0 +1,181 @@
+"""Pre-flight checks on input paths and atomic writes of outputs.
+
+Every file a user hands to onnxkit goes through :func:`preflight` before any library sees
+it, and every file onnxkit writes goes through :func:`atomic_output`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from onnxkit.errors import EnvironmentProblem, InputError, Interrupted, UsageError
+
+# Magic bytes -> what a user would call the file. Used only to explain a refusal.
+_MAGIC: list[tuple[bytes, str]] = [
+    (b"PK\x03\x04", "a ZIP archive (a PyTorch .pt/.pt2, Keras .keras or skops file?)"),
+    (b"\x80\x02", "a Python pickle"),
+    (b"\x80\x03", "a Python pickle"),
+    (b"\x80\x04", "a Python pickle"),
+    (b"\x80\x05", "a Python pickle"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (a legacy Keras .h5?)"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"PAR1", "a Parquet file"),
+    (b"\x1f\x8b", "a gzip file"),
+    (b"{", "a JSON document"),
+    (b"tree\n", "a LightGBM text model"),
+    (b"version=", "a LightGBM text model"),
+    (b"<", "an HTML or XML document (a download that failed?)"),
+]
+
+
+def describe_magic(head: bytes) -> str | None:
+    """What the first bytes of a file look like, in words, or None if unknown."""
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    return None
+
+
+def read_head(path: Path, n: int = 16) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(n)
+
+
+def preflight(path: str | os.PathLike[str], *, what: str = "file", allow_dir: bool = False) -> Path:
+    """Check that ``path`` exists and is a readable regular file (or directory when allowed).
+
+    FIFOs, sockets and devices are refused from ``stat`` alone, so nothing blocks on them.
+    Returns the path as given (not resolved: symlink rules are the caller's business).
+    """
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise InputError(f"{what} not found: {p}") from None
+    except PermissionError:
+        raise InputError(f"{what} not readable (permission denied): {p}") from None
+    except OSError as exc:
+        raise InputError(f"{what} cannot be opened: {p} ({exc.strerror})") from None
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        if allow_dir:
+            if not os.access(p, os.R_OK | os.X_OK):
+                raise InputError(f"{what} not readable (permission denied): {p}")
+            return p
+        raise InputError(f"{what} is a directory, expected a file: {p}")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise InputError(f"{what} is {kind}, not a regular file: {p}")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"{what} not readable (permission denied): {p}")
+    if st.st_size == 0:
+        raise InputError(f"{what} is empty (0 bytes): {p}")
+    return p
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    p = Path(path)
+    files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
+    for f in files:
+        if p.is_dir():
+            h.update(str(f.relative_to(p)).encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+    return h.hexdigest()
+
+
+def check_output_path(out: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None) -> Path:
+    """Refuse an output that is a directory, a symlink, or the same file as an input;
+    check that its folder exists and is writable, before any expensive work."""
+    o = Path(out)
+    if str(out).endswith(os.sep) or o.is_dir():
+        raise UsageError(f"output is a directory, expected a file path: {o}")
+    if o.is_symlink():
+        raise UsageError(f"output is a symbolic link; refusing to write through it: {o}")
+    for src in inputs:
+        if src is None:
+            continue
+        s = Path(src)
+        with contextlib.suppress(OSError):
+            if o.exists() and s.exists() and os.path.samefile(o, s):
+                raise UsageError(f"output would overwrite the input: {o}")
+        # An output inside a SavedModel directory given as input would modify the source.
+        with contextlib.suppress(OSError):
+            if s.is_dir() and o.resolve().is_relative_to(s.resolve()):
+                raise UsageError(f"output lies inside the input directory {s}: {o}")
+    parent = o.parent if str(o.parent) else Path(".")
+    if not parent.exists():
+        raise EnvironmentProblem(f"output folder does not exist: {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EnvironmentProblem(f"output folder is not writable: {parent}")
+    return o
+
+
+def _raise_os_error(exc: OSError, dest: Path) -> None:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise EnvironmentProblem(f"disk full while writing {dest}; the previous file (if any) is untouched") from None
+    if exc.errno == errno.EFBIG:
+        raise EnvironmentProblem(f"file size limit reached while writing {dest}") from None
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        raise EnvironmentProblem(f"cannot write {dest}: {exc.strerror}") from None
+    raise EnvironmentProblem(f"cannot write {dest}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def atomic_output(dest: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path in the destination folder; on success fsync and rename it onto
+    ``dest``. On any failure (disk full, Ctrl-C, exception) the temporary file is removed and
+    the previous ``dest`` is left as it was."""
+    dest = Path(dest)
+    if dest.is_symlink():
+        raise UsageError(f"output is a symbolic link; refusing to write through it: {dest}")
+    folder = dest.parent if str(dest.parent) else Path(".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".tmp", dir=folder)
+    except OSError as exc:
+        _raise_os_error(exc, dest)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        # mkstemp creates 0600; give the file the permissions a normal write would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, dest)
+        with contextlib.suppress(OSError):
+            dfd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+    except KeyboardInterrupt:
+        tmp.unlink(missing_ok=True)
+        raise Interrupted() from None
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        _raise_os_error(exc, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(dest: str | os.PathLike[str], data: bytes) -> Path:
+    with atomic_output(dest) as tmp:
+        tmp.write_bytes(data)
+    return Path(dest)
+
+
+def write_text_atomic(dest: str | os.PathLike[str], text: str) -> Path:
+    return write_bytes_atomic(dest, text.encode("utf-8"))

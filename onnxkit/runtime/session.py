@@ -1,0 +1,188 @@
+"""ONNX Runtime sessions: the one place that creates them and runs them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from onnxkit.core.spec import InputSpec, outputs_from_onnx, specs_from_onnx
+from onnxkit.errors import ConversionError, EnvironmentProblem, InputError, UsageError
+
+log = logging.getLogger(__name__)
+
+# Short names users type -> ONNX Runtime's provider names.
+PROVIDER_ALIASES: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+    "webgpu": "WebGpuExecutionProvider",
+}
+
+GRAPH_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def ort():
+    import onnxruntime
+
+    # ORT prints warnings for every session (e.g. unused initializers) at level 2; users
+    # read onnxkit's own messages instead.
+    onnxruntime.set_default_logger_severity(3)
+    return onnxruntime
+
+
+def available_providers() -> list[str]:
+    return list(ort().get_available_providers())
+
+
+def resolve_provider(name: str) -> str:
+    """An alias or a (case-insensitive, partial) provider name -> ONNX Runtime's name."""
+    key = name.strip().lower()
+    if key in PROVIDER_ALIASES:
+        return PROVIDER_ALIASES[key]
+    known = set(PROVIDER_ALIASES.values()) | set(available_providers())
+    for full in sorted(known):
+        if full.lower() == key or full.lower() == key + "executionprovider":
+            return full
+    raise UsageError(f"unknown execution provider {name!r}; known: {', '.join(sorted(PROVIDER_ALIASES))}")
+
+
+def select_providers(names: list[str] | None, *, fallback: bool = False) -> list[str]:
+    """Resolve the requested providers in priority order; exit 3 if one is missing
+    (unless ``fallback``, which warns and drops to CPU)."""
+    if not names:
+        return ["CPUExecutionProvider"]
+    wanted = [resolve_provider(n) for n in names]
+    have = available_providers()
+    missing = [p for p in wanted if p not in have]
+    if missing:
+        if not fallback:
+            raise EnvironmentProblem(
+                f"execution provider {', '.join(missing)} is not available; available: {', '.join(have)}",
+                hint="install the onnxruntime package built for that provider, or pass --fallback",
+            )
+        log.warning("execution provider %s not available; falling back to CPU", ", ".join(missing))
+        wanted = [p for p in wanted if p in have]
+    if "CPUExecutionProvider" not in wanted:
+        wanted.append("CPUExecutionProvider")
+    return wanted
+
+
+def _map_ort_error(exc: Exception, what: str) -> Exception:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    low = msg.lower()
+    if "opset" in low and ("not supported" in low or "unsupported" in low or "is under development" in low):
+        return EnvironmentProblem(f"{what}: the installed onnxruntime does not support this model's opset ({msg})")
+    if "ir version" in low and "unsupported" in low:
+        return EnvironmentProblem(f"{what}: the installed onnxruntime does not support this model's IR version ({msg})")
+    if "could not find an implementation" in low or "not_implemented" in low:
+        return ConversionError(f"{what}: ONNX Runtime has no kernel for an op in this model ({msg})")
+    return InputError(f"{what}: ONNX Runtime refused the model ({msg})")
+
+
+@dataclass
+class OnnxSession:
+    """A loaded ONNX Runtime session with named inputs and outputs."""
+
+    session: object
+    providers: list[str]
+    input_specs: list[InputSpec]
+    output_names: list[str]
+    path: Path | None = None
+    options: dict = field(default_factory=dict)
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        names = outputs or self.output_names
+        try:
+            res = self.session.run(names, feeds)
+        except Exception as exc:  # ORT raises its own Fail/InvalidArgument types
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"ONNX Runtime could not run the model on these inputs: {msg}") from exc
+        return dict(zip(names, res))
+
+    def node_providers(self) -> dict[str, int] | None:
+        """Nodes per execution provider, from ORT's profile of the optimized graph, where known."""
+        return None
+
+
+def make_session(
+    model: str | os.PathLike[str] | bytes | object,
+    *,
+    providers: list[str] | None = None,
+    provider_options: dict[str, dict[str, str]] | None = None,
+    threads: int | None = None,
+    level: str = "all",
+    optimized_model_path: str | None = None,
+    custom_op_library: str | None = None,
+) -> OnnxSession:
+    """Create a session from a path, serialized bytes or a ModelProto."""
+    rt = ort()
+    so = rt.SessionOptions()
+    so.log_severity_level = 3
+    if level not in GRAPH_LEVELS:
+        raise UsageError(f"unknown optimization level {level!r}; choose from {', '.join(GRAPH_LEVELS)}")
+    so.graph_optimization_level = getattr(rt.GraphOptimizationLevel, GRAPH_LEVELS[level])
+    if threads:
+        if threads < 1:
+            raise UsageError("--threads must be at least 1")
+        so.intra_op_num_threads = threads
+    if optimized_model_path:
+        so.optimized_model_filepath = str(optimized_model_path)
+    if custom_op_library:
+        so.register_custom_ops_library(str(custom_op_library))
+    provs = providers or ["CPUExecutionProvider"]
+    opts = [dict((provider_options or {}).get(p, {})) for p in provs]
+    path: Path | None = None
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        src: object = str(model)
+    elif isinstance(model, bytes):
+        src = model
+    else:
+        from onnxkit.core.onnx_io import model_size_bytes
+
+        if model_size_bytes(model) > 1_800_000_000:
+            raise UsageError("models over 2 GB must be given to ONNX Runtime by path")
+        src = model.SerializeToString()
+    try:
+        sess = rt.InferenceSession(src, sess_options=so, providers=provs, provider_options=opts)
+    except Exception as exc:
+        raise _map_ort_error(exc, f"cannot load {path.name if path else 'model'}") from exc
+    inputs = []
+    for i in sess.get_inputs():
+        inputs.append(InputSpec(i.name, tuple(d if isinstance(d, int) else (d or None) for d in (i.shape or [])), _ort_dtype(i.type)))
+    outs = [o.name for o in sess.get_outputs()]
+    return OnnxSession(sess, sess.get_providers(), inputs, outs, path)
+
+
+_ORT_TYPES = {
+    "float": np.float32, "float16": np.float16, "double": np.float64, "int8": np.int8, "uint8": np.uint8,
+    "int16": np.int16, "uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64,
+    "uint64": np.uint64, "bool": np.bool_, "string": np.str_,
+}
+
+
+def _ort_dtype(type_str: str) -> np.dtype:
+    m = re.match(r"tensor\((\w+)\)", type_str or "")
+    if not m or m.group(1) not in _ORT_TYPES:
+        return np.dtype(object)
+    return np.dtype(_ORT_TYPES[m.group(1)])
+
+
+__all__ = [
+    "OnnxSession", "make_session", "select_providers", "resolve_provider", "available_providers",
+    "PROVIDER_ALIASES", "specs_from_onnx", "outputs_from_onnx",
+]
