@@ -1,0 +1,74 @@
+"""Shared test helpers: run the CLI in-process and capture what a user would see."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@dataclass
+class CliRun:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self):
+        return json.loads(self.stdout)
+
+    def __repr__(self) -> str:  # shown by pytest when an assertion fails
+        return f"CliRun(code={self.code}, stdout={self.stdout[-2000:]!r}, stderr={self.stderr[-2000:]!r})"
+
+
+def run_cli(*args: str | Path) -> CliRun:
+    """Invoke `onnxkit ARGS...` in this process, as the console script would."""
+    from onnxkit.cli import app as app_mod
+    from onnxkit.cli import common
+
+    common.STATE.verbose = common.STATE.quiet = common.STATE.json = False
+    app_mod._register()
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = common.invoke(app_mod.app, [str(a) for a in args], prog="onnxkit")
+    return CliRun(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def make_linear_onnx(path: Path, *, in_features: int = 4, out_features: int = 3, seed: int = 0, opset: int = 17) -> Path:
+    """A tiny real model (Gemm + Relu, dynamic batch) built with onnx.helper, no framework."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((out_features, in_features)).astype(np.float32)
+    b = rng.standard_normal(out_features).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["x", "w", "b"], ["h"], transB=1, name="fc"),
+            helper.make_node("Relu", ["h"], ["y"], name="relu"),
+        ],
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", in_features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", out_features])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="onnxkit-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def linear_onnx(tmp_path_factory) -> Path:
+    return make_linear_onnx(tmp_path_factory.mktemp("linear") / "linear.onnx")
