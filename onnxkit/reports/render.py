@@ -13,12 +13,16 @@ from rich.table import Table as RichTable
 from onnxkit.results import Result, Table, fmt_num
 
 
+# CI logs are not terminals; Rich would squeeze tables into 80 columns there.
+_LOG_WIDTH = 140
+
+
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=False)
+    return Console(stderr=True, highlight=False, soft_wrap=False, width=None if sys.stderr.isatty() else _LOG_WIDTH)
 
 
 def stdout_console() -> Console:
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else _LOG_WIDTH)
 
 
 def _cell(v: Any) -> str:

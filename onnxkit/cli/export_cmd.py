@@ -1,0 +1,56 @@
+"""onnxkit export SOURCE -o OUT.onnx"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from onnxkit.cli import common
+from onnxkit.cli.app import app
+
+
+@app.command("export")
+def export_command(
+    source: Annotated[str, typer.Argument(help="Model file or folder (.pt2, .pt, .keras, .h5, SavedModel, .skops, .json, .txt, ...) or a factory file.py:function.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The ONNX file to write.", show_default=False)],
+    framework: Annotated[str | None, typer.Option("--framework", help="Override detection: torch, tensorflow, sklearn, xgboost, lightgbm.")] = None,
+    inputs: common.Inputs = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="PyTorch state_dict for a factory source (loaded with weights_only=True).")] = None,
+    signature: Annotated[str, typer.Option("--signature", help="TensorFlow SavedModel signature.")] = "serving_default",
+    sample: Annotated[Path | None, typer.Option("--sample", help="CSV sample to learn column names and types (scikit-learn ColumnTransformer).")] = None,
+    exporter: Annotated[str, typer.Option("--exporter", help="PyTorch exporter: auto, dynamo or torchscript.")] = "auto",
+    opset: Annotated[int | None, typer.Option("--opset", help="Target ONNX opset.")] = None,
+    zipmap: Annotated[bool, typer.Option("--zipmap", help="Keep scikit-learn's ZipMap (list of dicts) probability output.")] = False,
+    no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the validation against the source.")] = False,
+    tol: common.Tol = None,
+    rtol: common.Rtol = None,
+    seed: common.Seed = 0,
+    trust: common.Trust = False,
+    json_out: common.Json = False,
+    verbose: common.Verbose = False,
+    quiet: common.Quiet = False,
+) -> None:
+    """Export a trained model to ONNX, check it and validate it against the source.
+
+    Exit 1 when the export is out of tolerance (the file is kept), 4 when the exporter fails,
+    5 when the source would run code on load (pickle, Keras Lambda) without --trust.
+    """
+    common.setup(json_out, verbose, quiet)
+    from onnxkit.core.compare import make_tolerance
+    from onnxkit.core.export import export_model
+    from onnxkit.core.spec import parse_specs
+    from onnxkit.errors import UsageError
+    from onnxkit.frameworks.base import LoadOptions
+
+    if exporter not in ("auto", "dynamo", "torchscript"):
+        raise UsageError(f"unknown --exporter {exporter!r}; choose auto, dynamo or torchscript")
+    if opset is not None and not 7 <= opset <= 30:
+        raise UsageError(f"--opset {opset} is out of range (7..30)")
+    options = LoadOptions(
+        framework=framework, trust=trust, inputs=parse_specs(inputs), weights=weights, signature=signature,
+        sample=sample, exporter=exporter, opset=opset, zipmap=zipmap,
+    )
+    tolerance = make_tolerance(tol, rtol)
+    common.emit(export_model(source, output, options, validate=not no_validate, tolerance=tolerance, seed=seed))

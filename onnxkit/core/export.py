@@ -1,0 +1,191 @@
+"""``onnxkit export``: load a source model, convert it, check it, write it, validate it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onnxkit import __version__
+from onnxkit.core.compare import Tolerance
+from onnxkit.core.files import check_output_path, sha256_file
+from onnxkit.core.validate import DEFAULT_BATCH_SIZES, ValidationResult, validate_models
+from onnxkit.errors import ConversionError, Interrupted
+from onnxkit.frameworks.base import LoadOptions, SourceModel
+from onnxkit.results import Result, Table, fmt_bytes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportResult(Result):
+    source: str = ""
+    output: str = ""
+    framework: str = ""
+    framework_version: str = ""
+    exporter: str = ""
+    opset: int | None = None
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    file_size: int = 0
+    source_sha256: str = ""
+    checker_ok: bool = True
+    checker_problems: list[str] = field(default_factory=list)
+    export_seconds: float = 0.0
+    validation: ValidationResult | None = None
+
+    def tables(self) -> list[Table]:
+        def shape(d: dict) -> str:
+            return f"{d['dtype']}[{', '.join('?' if x is None else str(x) for x in d['shape'])}]"
+
+        rows = [
+            ["source", f"{self.source} ({self.framework} {self.framework_version})"],
+            ["exporter", self.exporter + (f", opset {self.opset}" if self.opset else "")],
+            ["output", f"{self.output} ({fmt_bytes(self.file_size)})"],
+            ["inputs", "; ".join(f"{d['name']}: {shape(d)}" for d in self.inputs)],
+            ["outputs", "; ".join(f"{d['name']}: {shape(d)}" for d in self.outputs)],
+            ["checker", "ok" if self.checker_ok else "; ".join(self.checker_problems)],
+            ["time", f"{self.export_seconds:.2f} s"],
+        ]
+        tables = [Table("Export", ["property", "value"], rows)]
+        if self.validation is not None:
+            tables.extend(self.validation.tables())
+        return tables
+
+
+def source_digest(source: str | Path, options: LoadOptions) -> str:
+    """sha256 of the source file (or directory, or factory file plus weights)."""
+    s = str(source)
+    p = Path(s)
+    if not p.exists() and ":" in s:  # a factory reference: path/to/file.py:func
+        target = Path(s.rsplit(":", 1)[0])
+        parts = [sha256_file(target)] if target.exists() else []
+        if options.weights:
+            parts.append(sha256_file(options.weights))
+        return ":".join(parts)
+    return sha256_file(p)
+
+
+def add_metadata(model, entries: dict[str, str]) -> None:
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in entries.items():
+        if key in existing:
+            existing[key].value = value
+        else:
+            prop = model.metadata_props.add()
+            prop.key, prop.value = key, value
+
+
+def _checker_problems(path: Path) -> list[str]:
+    from onnxkit.core.inspect import check_model_file
+
+    return check_model_file(path, None)
+
+
+def _io_dicts(specs) -> list[dict[str, Any]]:
+    return [s.to_dict() for s in specs]
+
+
+def export_model(
+    source: str | Path,
+    output: str | Path,
+    options: LoadOptions | None = None,
+    *,
+    validate: bool = True,
+    tolerance: Tolerance | None = None,
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES,
+    seed: int = 0,
+    loaded: SourceModel | None = None,
+) -> ExportResult:
+    """Export ``source`` to ``output``; check and validate it; write it atomically.
+
+    The file is written even when validation fails (the result says so); when anything
+    raises, no file is left behind and a previous ``output`` stays as it was.
+    """
+    from onnxkit.core.onnx_io import save_onnx
+    from onnxkit.core.spec import outputs_from_onnx, specs_from_onnx
+    from onnxkit.frameworks.registry import load_source
+    from onnxkit.runtime.session import make_session
+
+    options = options or LoadOptions()
+    src_path = Path(str(source))
+    out = check_output_path(output, src_path if src_path.exists() else None)
+    t0 = time.perf_counter()
+    model_src = loaded or load_source(source, options)
+    outcome = model_src.export(options)
+    model = outcome.model
+    if model is None:
+        raise ConversionError(f"the {model_src.framework} exporter returned no model")
+    opset = outcome.opset or next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
+    add_metadata(model, {
+        "onnxkit.version": __version__,
+        "onnxkit.source_framework": model_src.framework,
+        "onnxkit.source_framework_version": model_src.framework_version,
+        "onnxkit.source_sha256": source_digest(source, options),
+        "onnxkit.source_name": src_path.name,
+        "onnxkit.exporter": outcome.exporter,
+        "onnxkit.input_spec": json.dumps([s.to_dict() for s in (options.inputs or model_src.input_specs)]),
+    })
+    export_seconds = time.perf_counter() - t0
+
+    # Stage in a hidden folder beside the destination so the model and any external data
+    # are checked and validated under their final names, then moved into place together.
+    staging = Path(tempfile.mkdtemp(prefix=".onnxkit-export-", dir=out.parent if str(out.parent) else "."))
+    try:
+        staged = staging / out.name
+        save_onnx(model, staged)
+        problems = _checker_problems(staged)
+        specs = specs_from_onnx(model)
+        result = ExportResult(
+            command="export",
+            source=str(source),
+            output=str(out),
+            framework=model_src.framework,
+            framework_version=model_src.framework_version,
+            exporter=outcome.exporter,
+            opset=opset,
+            inputs=_io_dicts(specs),
+            outputs=_io_dicts(outputs_from_onnx(model)),
+            source_sha256=source_digest(source, options),
+            checker_ok=not problems,
+            checker_problems=problems,
+            export_seconds=export_seconds,
+            notes=list(outcome.notes),
+        )
+        if problems:
+            result.passed = False
+            result.notes.append("onnx.checker rejected the exported model; it was written for inspection")
+        elif validate:
+            session = make_session(staged)
+            result.validation = validate_models(
+                model_src.predict,
+                session.run,
+                session.input_specs,
+                tolerance=tolerance or Tolerance(),
+                reference_name=f"{model_src.framework} {src_path.name}",
+                candidate_name=out.name,
+                batch_sizes=batch_sizes,
+                seed=seed,
+            )
+            result.validation.command = "export"
+            result.passed = result.validation.passed
+            if not result.passed:
+                result.notes.append(f"validation failed; {out} was written so you can inspect it")
+        else:
+            result.notes.append("validation skipped (--no-validate)")
+        # Data files first: a reader that sees the new .onnx always finds its data.
+        moved = sorted(staging.iterdir(), key=lambda p: p.name == out.name)
+        for f in moved:
+            os.replace(f, out.parent / f.name)
+        result.file_size = out.stat().st_size
+        return result
+    except KeyboardInterrupt:
+        raise Interrupted() from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
