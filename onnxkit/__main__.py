@@ -1,0 +1,3 @@
+from onnxkit.cli.app import main
+
+main()
