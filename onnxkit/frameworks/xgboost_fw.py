@@ -1,0 +1,132 @@
+"""XGBoost boosters saved in XGBoost's own formats (``.json``, ``.ubj``), converted with
+onnxmltools. Classifier or regressor is read from the booster's objective."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxkit._lazy import require
+from onnxkit.core.files import preflight
+from onnxkit.errors import ConversionError, InputError
+from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
+from onnxkit.frameworks.sklearn_fw import (
+    CLASSIFIER_OUTPUTS,
+    REGRESSOR_OUTPUTS,
+    batch_dim_of,
+    convert_opset,
+    ensure_default_opset,
+    first_line,
+    matrix_spec,
+    name_batch_dims,
+)
+
+# onnxmltools 1.16 refuses any target above this for its XGBoost and LightGBM converters.
+ONNXMLTOOLS_MAX_OPSET = 15
+CLASSIFIER_OBJECTIVES = ("binary:logistic", "multi:softprob", "multi:softmax")
+# Objectives onnxmltools converts as regressors (log-link ones get an Exp).
+REGRESSOR_OBJECTIVES = (
+    "reg:squarederror", "reg:squaredlogerror", "reg:absoluteerror", "reg:pseudohubererror",
+    "reg:logistic", "count:poisson", "reg:gamma", "reg:tweedie", "reg:linear",
+)
+
+
+class XGBoostSource(SourceModel):
+    framework = "xgboost"
+
+    def __init__(self, path: Path, booster: Any, options: LoadOptions) -> None:
+        xgb = require("xgboost", "sklearn")
+        self.path = path
+        self.booster = booster
+        self.framework_version = f"xgboost {xgb.__version__}"
+        config = json.loads(booster.save_config())
+        learner = config["learner"]
+        self.objective = learner["objective"]["name"]
+        self.num_class = int(learner["learner_model_param"].get("num_class", "0") or 0)
+        if self.objective not in CLASSIFIER_OBJECTIVES + REGRESSOR_OBJECTIVES:
+            raise ConversionError(
+                f"XGBoost objective {self.objective!r} is not supported by the ONNX converter",
+                hint=f"supported: {', '.join(CLASSIFIER_OBJECTIVES + REGRESSOR_OBJECTIVES)}",
+            )
+        self.is_classifier = self.objective in CLASSIFIER_OBJECTIVES
+        self.input_specs = [matrix_spec(options, int(booster.num_features()))]
+        # XGBoost treats NaN as "missing" and routes it down each split's default branch.
+        self.accepts_nan = True
+        if self.is_classifier:
+            self.output_names = list(CLASSIFIER_OUTPUTS)
+            self.label_outputs = ("label",)
+        else:
+            self.output_names = list(REGRESSOR_OUTPUTS)
+
+    def predict(self, feeds: Feeds) -> Feeds:
+        xgb = require("xgboost", "sklearn")
+        X = np.asarray(feeds[self.input_specs[0].name], dtype=np.float32)
+        dm = xgb.DMatrix(X, missing=np.nan)
+        names = self.output_names or []
+        if not self.is_classifier:
+            y = np.asarray(self.booster.predict(dm), dtype=np.float32)
+            return {names[0]: y.reshape(len(X), -1)}
+        if self.objective == "multi:softmax":
+            margin = np.asarray(self.booster.predict(dm, output_margin=True), dtype=np.float64).reshape(len(X), -1)
+            e = np.exp(margin - margin.max(axis=1, keepdims=True))
+            proba = e / e.sum(axis=1, keepdims=True)
+        else:
+            p = np.asarray(self.booster.predict(dm), dtype=np.float64)
+            proba = np.stack([1.0 - p, p], axis=1) if p.ndim == 1 else p
+        # XGBClassifier.predict: p > 0.5 for binary, argmax otherwise; both equal argmax
+        # with ties going to the first class.
+        label = np.argmax(proba, axis=1).astype(np.int64)
+        return {names[0]: label, names[1]: proba.astype(np.float32)}
+
+    def export(self, options: LoadOptions) -> ExportOutcome:
+        onnxmltools = require("onnxmltools", "sklearn")
+        from onnxmltools.convert.common.data_types import DoubleTensorType, FloatTensorType
+
+        spec = self.input_specs[0]
+        shape = [None if not isinstance(d, int) else d for d in spec.shape]
+        tensor = DoubleTensorType(shape) if spec.dtype == np.float64 else FloatTensorType(shape)
+        booster = self.booster.copy()
+        # onnxmltools reads features as f0, f1, ...; named features make it fail.
+        booster.feature_names = None
+        booster.feature_types = None
+        opset = min(options.opset or ONNXMLTOOLS_MAX_OPSET, ONNXMLTOOLS_MAX_OPSET)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = onnxmltools.convert_xgboost(booster, initial_types=[(spec.name, tensor)], target_opset=opset)
+        except Exception as exc:
+            raise ConversionError(f"onnxmltools could not convert the XGBoost model: {first_line(exc)}") from None
+        return finish_tree_export(model, self, options, opset, f"onnxmltools {onnxmltools.__version__} (XGBoost)")
+
+
+def finish_tree_export(model: Any, src: SourceModel, options: LoadOptions, opset: int, exporter: str) -> ExportOutcome:
+    """Common tail of the onnxmltools exports: batch dims, opset, output names, notes."""
+    notes = [f"opset {opset}: onnxmltools' tree converters support up to {ONNXMLTOOLS_MAX_OPSET}"]
+    ensure_default_opset(model, opset)
+    if options.opset and options.opset > ONNXMLTOOLS_MAX_OPSET:
+        model = convert_opset(model, options.opset)
+        notes = [f"converted at opset {opset} (the onnxmltools maximum), then upgraded to opset {options.opset}"]
+    name_batch_dims(model, batch_dim_of(src.input_specs))
+    graph_names = [o.name for o in model.graph.output]
+    if len(graph_names) != len(src.output_names or []):
+        raise ConversionError(
+            f"the converted model has outputs {', '.join(graph_names)}; expected {', '.join(src.output_names or [])}",
+        )
+    src.output_names = graph_names
+    notes.append("NaN inputs are treated as missing values, as the booster does")
+    return ExportOutcome(model=model, exporter=exporter, opset=options.opset or opset, notes=notes)
+
+
+def load(source: str | Path, options: LoadOptions) -> XGBoostSource:
+    path = preflight(source, what="XGBoost model")
+    xgb = require("xgboost", "sklearn")
+    booster = xgb.Booster()
+    try:
+        booster.load_model(str(path))
+    except xgb.core.XGBoostError as exc:
+        raise InputError(f"cannot load {path.name} as an XGBoost model (corrupt or truncated?): {first_line(exc)}") from None
+    return XGBoostSource(path, booster, options)
