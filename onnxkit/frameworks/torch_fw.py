@@ -1,0 +1,748 @@
+"""PyTorch sources: torch.export programs (.pt2), TorchScript, Python factories with a
+state_dict, and (only with --trust) whole pickled modules.
+
+Everything torch-specific lives here, including the quirks of its two ONNX exporters:
+the torch.export-based one (``dynamo=True``) and the older TorchScript-based one.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import importlib
+import importlib.util
+import io
+import json
+import logging
+import pickle
+import re
+import sys
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxkit._lazy import require
+from onnxkit.core.files import preflight, read_head
+from onnxkit.core.spec import SPEC_FORM, InputSpec
+from onnxkit.errors import ConversionError, InputError, OnnxkitError, UnsafeInput, UsageError
+from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
+
+log = logging.getLogger(__name__)
+
+EXPORTERS = ("auto", "dynamo", "torchscript")
+# Example sizes for dynamic dims while tracing: not 0 or 1 (torch.export specializes
+# those), and different from each other so unrelated dims are not mistaken as equal.
+EXAMPLE_BATCH = 2
+EXAMPLE_SEQ = 7
+# Loggers of the exporters that narrate every step; silenced unless onnxkit logs at DEBUG.
+_CHATTY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx", "onnxscript", "onnx_ir")
+
+
+def _torch():
+    return require("torch")
+
+
+# ---------------------------------------------------------------- loading
+
+def load(source: str | Path, options: LoadOptions) -> SourceModel:
+    """Load a PyTorch source: a .pt2 program, TorchScript, a factory or a pickled module."""
+    from onnxkit.frameworks.registry import is_factory_ref
+
+    if options.exporter not in EXPORTERS:
+        raise UsageError(f"unknown exporter {options.exporter!r}; choose from {', '.join(EXPORTERS)}")
+    s = str(source)
+    if is_factory_ref(s):
+        return _load_factory(s, options)
+    path = preflight(source, what="source")
+    kind = _sniff(path)
+    if kind == "pt2":
+        return _load_pt2(path, options)
+    if kind == "torchscript":
+        return _load_torchscript(path, options)
+    return _load_pickle(path, options)
+
+
+def _sniff(path: Path) -> str:
+    """pt2 | torchscript | pickle, from the archive's member names alone."""
+    head = read_head(path, 4)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except zipfile.BadZipFile:
+            raise InputError(f"{path.name} looks like a ZIP archive but is corrupt or truncated") from None
+        if any(re.search(r"(^|/)models/[^/]+\.json$", n) or n.endswith("serialized_exported_program.json") for n in names):
+            return "pt2"
+        # TorchScript archives carry their code; torch.save archives only the pickle.
+        if any("/code/" in n or n.startswith("code/") for n in names) and any(n.endswith("constants.pkl") for n in names):
+            return "torchscript"
+        if any(n.endswith("data.pkl") for n in names):
+            return "pickle"
+        raise InputError(f"{path.name} is a ZIP archive but not a PyTorch file (no data.pkl, code/ or models/)")
+    if head[:1] == b"\x80":  # torch.save's legacy (pre-1.6) format is a bare pickle stream
+        return "pickle"
+    raise InputError(f"{path.name} is not a PyTorch file (expected a .pt2 program, TorchScript or torch.save archive)")
+
+
+def _need_inputs(what: str, options: LoadOptions) -> list[InputSpec]:
+    if not options.inputs:
+        raise UsageError(
+            f"{what} does not record its input shapes; pass --input {SPEC_FORM.split(', e.g. ')[0]} "
+            f"for each input (e.g. --input x:[batch,3,224,224]:float32)",
+        )
+    return list(options.inputs)
+
+
+def _load_factory(ref: str, options: LoadOptions) -> TorchSource:
+    torch = _torch()
+    target, func_name = ref.rsplit(":", 1)
+    specs = _need_inputs(f"the factory {ref}", options)
+    if target.endswith(".py"):
+        file = preflight(target, what="factory file")
+        mod_name = f"_onnxkit_factory_{abs(hash(str(file.resolve())))}"
+        spec = importlib.util.spec_from_file_location(mod_name, file)
+        if spec is None or spec.loader is None:
+            raise InputError(f"cannot import {file} as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        # The factory's own folder goes on sys.path so its sibling imports resolve.
+        sys.path.insert(0, str(file.resolve().parent))
+        try:
+            sys.modules[mod_name] = module
+            spec.loader.exec_module(module)
+        except OnnxkitError:
+            raise
+        except Exception as exc:
+            raise InputError(f"importing {file} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(str(file.resolve().parent))
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise InputError(f"cannot import module {target!r}: {exc}") from exc
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise InputError(f"{target} has no function {func_name!r}")
+    try:
+        model = func()
+    except Exception as exc:
+        raise InputError(f"{ref}() raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"{ref}() returned {type(model).__name__}, not a torch.nn.Module")
+    notes = []
+    if options.weights is not None:
+        _load_weights(model, Path(options.weights))
+    else:
+        notes.append("no --weights given: the factory's own initialization was exported")
+    path = Path(target) if target.endswith(".py") else Path(target.replace(".", "/"))
+    return TorchSource(model.eval(), path, specs, options, kind="factory", notes=notes)
+
+
+def _load_weights(model, weights: Path) -> None:
+    torch = _torch()
+    weights = preflight(weights, what="weights file")
+    try:
+        # weights_only is passed explicitly: an explicit True cannot be flipped by
+        # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD, while the default can.
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeInput(
+            f"{weights.name} holds pickled Python objects besides tensors; onnxkit loads weights with "
+            f"weights_only=True and never unpickles code ({_first_line(exc)})",
+            hint="save only the tensors: torch.save(model.state_dict(), path)",
+        ) from exc
+    except Exception as exc:
+        raise InputError(f"cannot read {weights.name} as PyTorch weights: {_first_line(exc)}") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # training checkpoints (Lightning and friends) nest it
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{weights.name} is not a state_dict (a dict of tensor names to tensors)")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        res = model.load_state_dict(state, strict=False) if "size mismatch" not in str(exc) else None
+        if res is None:
+            raise InputError(f"{weights.name} does not fit the factory's model: {_first_line(exc)}") from exc
+        parts = []
+        if res.missing_keys:
+            parts.append(f"missing {', '.join(res.missing_keys[:5])}" + (" ..." if len(res.missing_keys) > 5 else ""))
+        if res.unexpected_keys:
+            parts.append(f"unexpected {', '.join(res.unexpected_keys[:5])}" + (" ..." if len(res.unexpected_keys) > 5 else ""))
+        raise InputError(f"{weights.name} does not fit the factory's model: {'; '.join(parts)}") from exc
+
+
+def _load_torchscript(path: Path, options: LoadOptions) -> TorchSource:
+    torch = _torch()
+    specs = _need_inputs(f"the TorchScript file {path.name}", options)
+    try:
+        model = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise InputError(f"cannot load {path.name} as TorchScript: {_first_line(exc)}") from exc
+    return TorchSource(model.eval(), path, specs, options, kind="torchscript")
+
+
+def _load_pickle(path: Path, options: LoadOptions) -> TorchSource:
+    torch = _torch()
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not options.trust:
+            raise UnsafeInput(
+                f"{path.name} is a pickled PyTorch module; unpickling runs code. Save a state_dict "
+                f"(torch.save(model.state_dict())) or a torch.export program (.pt2), or pass --trust if you vouch for this file",
+            ) from exc
+        obj = None
+    except Exception as exc:
+        raise InputError(f"cannot read {path.name} with torch.load: {_first_line(exc)}") from exc
+    if obj is not None:
+        if isinstance(obj, dict):
+            raise UsageError(
+                f"{path.name} holds weights only (a state_dict), not a model; pass the code that builds the model "
+                f"as a factory: onnxkit export model.py:build --weights {path.name} --input ...",
+            )
+        raise InputError(f"{path.name} holds a {type(obj).__name__}, not a PyTorch model")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)  # --trust given: the user vouches
+    except Exception as exc:
+        raise InputError(
+            f"cannot unpickle {path.name}: {_first_line(exc)} (the classes it was saved from must be importable here)",
+        ) from exc
+    if not isinstance(obj, torch.nn.Module):
+        raise InputError(f"{path.name} holds a {type(obj).__name__}, not a torch.nn.Module")
+    specs = _need_inputs(f"the pickled module {path.name}", options)
+    return TorchSource(obj.eval(), path, specs, options, kind="pickled module")
+
+
+# ---------------------------------------------------------------- .pt2 programs
+
+# sympy expressions in a .pt2 are sympify()ed, i.e. eval()ed: allow only the printed
+# form of symbolic sizes: Capitalized sympy constructors, keyword flags, numbers and
+# identifier-like string literals.
+_SYM_TOKEN = re.compile(
+    r"\s+|[A-Z][A-Za-z]*(?=\()|[a-z_]+(?==)|'[A-Za-z][A-Za-z0-9_]*'|\d+(\.\d+)?(e-?\d+)?|[-+*/(),=]|True|False|oo|[a-z]\d+",
+)
+# Guards are exec()ed when the program is turned back into a module: allow comparisons
+# of input sizes and numbers, nothing else.
+_GUARD_ATTRS = {"size", "stride", "storage_offset", "dim", "shape", "isnan", "inf"}
+_GUARD_NAMES = {"L", "math"}
+_GUARD_NODES = (
+    ast.Expression, ast.Compare, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Subscript, ast.Load,
+    ast.Name, ast.Attribute, ast.Call, ast.And, ast.Or, ast.Not, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt,
+    ast.GtE, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.USub, ast.UAdd,
+)
+
+
+def _safe_sym_expr(text: str) -> bool:
+    pos = 0
+    while pos < len(text):
+        m = _SYM_TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            return False
+        pos = m.end()
+    return "__" not in text
+
+
+def _safe_guard(code: str) -> bool:
+    try:
+        tree = ast.parse(code, mode="eval")
+    except SyntaxError:
+        return False
+    for node in ast.walk(tree):
+        if not isinstance(node, _GUARD_NODES):
+            return False
+        if isinstance(node, ast.Name) and node.id not in _GUARD_NAMES:
+            return False
+        if isinstance(node, ast.Attribute) and node.attr not in _GUARD_ATTRS:
+            return False
+        if isinstance(node, ast.Call) and not isinstance(node.func, ast.Attribute):
+            return False
+        if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, str, bool, type(None))):
+            return False
+    return True
+
+
+def _safe_target(target: str, ops_attrs: set[str]) -> bool:
+    """Node targets are resolved by getattr from ``torch``, ``operator`` or ``math``:
+    allow registered operators (torch.ops.<namespace>.<op>), the symbolic-size helpers
+    and plain operator/math functions; anything else could reach os or pickle."""
+    parts = target.split(".")
+    if any(p.startswith("__") for p in parts) or target.startswith("#"):
+        return False
+    if parts[0] in ("_operator", "math"):
+        return len(parts) == 2
+    if parts[0] == "torch":
+        if parts[1:2] == ["ops"]:
+            return len(parts) in (4, 5) and parts[2] not in ops_attrs  # torch.ops.load_library is a method
+        return len(parts) == 2 and (parts[1].startswith("sym_") or parts[1].startswith(("_check", "_assert")))
+    return True  # any other string stays an unresolved name, never a callable
+
+
+def audit_pt2(path: Path) -> list[str]:
+    """Reasons why loading ``path`` with torch.export.load could run code; empty if none.
+
+    torch.export.load unpickles tensor subclasses and opaque constants, sympify()s size
+    expressions and exec()s guard code, all read from the file.
+    """
+    torch = _torch()
+    ops_attrs = {a for a in dir(type(torch.ops)) if not a.startswith("_")} | {"load_library"}
+    reasons: list[str] = []
+    with zipfile.ZipFile(path) as zf:
+        for name in zf.namelist():
+            if name.endswith("_weights_config.json") or name.endswith("_constants_config.json"):
+                try:
+                    config = json.loads(zf.read(name)).get("config", {})
+                except (ValueError, AttributeError):
+                    reasons.append(f"{name} is not valid JSON")
+                    continue
+                for fqn, meta in config.items():
+                    if not isinstance(meta, dict):
+                        reasons.append(f"{name}: malformed entry for {fqn}")
+                    elif meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(("weight_", "tensor_")):
+                        reasons.append(f"{fqn} is stored as a pickled object")
+            elif re.search(r"(^|/)models/[^/]+\.json$", name) or name.endswith("serialized_exported_program.json"):
+                try:
+                    program = json.loads(zf.read(name))
+                except ValueError:
+                    reasons.append(f"{name} is not valid JSON")
+                    continue
+                for code in program.get("guards_code") or []:
+                    if not isinstance(code, str) or not _safe_guard(code):
+                        reasons.append(f"guard code {str(code)[:80]!r} is not a plain size check")
+                for kind, value in _walk_strings(program):
+                    if kind == "expr" and not _safe_sym_expr(value):
+                        reasons.append(f"size expression {value[:80]!r} is not a plain sympy expression")
+                    elif kind == "target" and not _safe_target(value, ops_attrs):
+                        reasons.append(f"node target {value[:80]!r} is not a registered operator")
+    return reasons[:5]
+
+
+def _walk_strings(obj: Any) -> Iterator[tuple[str, str]]:
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, dict):
+            if isinstance(o.get("expr_str"), str):
+                yield "expr", o["expr_str"]
+            if isinstance(o.get("target"), str) and "inputs" in o:
+                yield "target", o["target"]
+            stack.extend(o.values())
+        elif isinstance(o, list):
+            stack.extend(o)
+
+
+@contextlib.contextmanager
+def _weights_only_loads() -> Iterator[None]:
+    """Inside, every torch.load is weights_only=True, so a file cannot fall back to full
+    unpickling (torch.export.load retries with weights_only=False on failure)."""
+    torch = _torch()
+    original = torch.load
+
+    def guarded(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    torch.load = guarded
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
+def _load_pt2(path: Path, options: LoadOptions) -> TorchSource:
+    torch = _torch()
+    if not options.trust:
+        reasons = audit_pt2(path)
+        if reasons:
+            raise UnsafeInput(
+                f"{path.name} would run code when loaded: {reasons[0]}"
+                + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""),
+                hint="re-export it with torch.export.save from plain tensors, or pass --trust if you vouch for this file",
+            )
+    guard = contextlib.nullcontext() if options.trust else _weights_only_loads()
+    try:
+        with guard, _quiet():
+            ep = torch.export.load(str(path))
+    except pickle.UnpicklingError as exc:
+        raise UnsafeInput(
+            f"{path.name} holds pickled objects besides tensors; unpickling runs code ({_first_line(exc)})",
+            hint="pass --trust if you vouch for this file",
+        ) from exc
+    except Exception as exc:
+        raise InputError(f"cannot load {path.name} as a torch.export program: {_first_line(exc)}") from exc
+    specs = _specs_from_program(ep)
+    if options.inputs:
+        from onnxkit.core.spec import merge_specs
+
+        specs = merge_specs(specs, list(options.inputs))
+    try:
+        module = ep.module()
+    except Exception as exc:
+        raise InputError(f"cannot rebuild a module from {path.name}: {_first_line(exc)}") from exc
+    return TorchSource(module, path, specs, options, kind="torch.export program", program=ep)
+
+
+def _specs_from_program(ep) -> list[InputSpec]:
+    """Input names, shapes and dtypes from the program's placeholders; symbolic sizes
+    become named dynamic dims ("batch" for a symbol used only as the leading dim)."""
+    torch = _torch()
+    user_inputs = list(ep.graph_signature.user_inputs)
+    nodes = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    raw: list[tuple[str, list[Any], Any]] = []
+    for name in user_inputs:
+        node = nodes.get(name)
+        val = node.meta.get("val") if node is not None else None
+        if not isinstance(val, torch.Tensor):
+            raise UsageError(f"the program's input {name!r} is not a tensor; onnxkit exports tensor inputs only")
+        dims: list[Any] = []
+        for d in val.shape:
+            dims.append(int(d) if isinstance(d, int) else str(d.node.expr))
+        raw.append((name, dims, val.dtype))
+    axes: dict[str, set[int]] = {}
+    for _, dims, _ in raw:
+        for i, d in enumerate(dims):
+            if isinstance(d, str):
+                axes.setdefault(d, set()).add(i)
+    rename: dict[str, str] = {}
+    leading = [sym for sym, where in axes.items() if where == {0}]
+    for k, sym in enumerate(leading):
+        rename[sym] = "batch" if k == 0 else f"batch_{k}"
+    specs = []
+    for name, dims, dtype in raw:
+        shape = tuple(rename.get(d, _dim_name(d)) if isinstance(d, str) else d for d in dims)
+        specs.append(InputSpec(name, shape, np.dtype(_np_dtype(dtype))))
+    return specs
+
+
+def _dim_name(expr: str) -> str:
+    """A symbolic size expression as a dim_param-friendly name (s53 stays s53)."""
+    return re.sub(r"\W+", "_", expr).strip("_") or "dyn"
+
+
+def _np_dtype(dtype) -> Any:
+    torch = _torch()
+    return torch.empty((), dtype=dtype).numpy().dtype
+
+
+# ---------------------------------------------------------------- the source model
+
+class TorchSource(SourceModel):
+    framework = "torch"
+
+    def __init__(
+        self,
+        module,
+        path: Path,
+        specs: list[InputSpec],
+        options: LoadOptions,
+        *,
+        kind: str,
+        program=None,
+        notes: list[str] | None = None,
+    ) -> None:
+        torch = _torch()
+        self.module = module
+        self.program = program
+        self.path = path
+        self.kind = kind
+        self.input_specs = specs
+        self.framework_version = str(torch.__version__)
+        self.load_notes = list(notes or [])
+        self._out_tree = None
+        self.output_names = self._output_names(options)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["kind"] = self.kind
+        return d
+
+    # -- running
+
+    def _example_feeds(self) -> Feeds:
+        """Example inputs for tracing: ones for integer inputs (a safe token id, a full
+        attention mask), seeded normals for floats."""
+        from onnxkit.core.data import concrete_shape
+
+        rng = np.random.default_rng(0)
+        named: dict[str, int] = {}
+        feeds: Feeds = {}
+        for spec in self.input_specs:
+            shape = concrete_shape(spec, EXAMPLE_BATCH, EXAMPLE_SEQ, named)
+            if spec.dtype.kind == "f":
+                feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            else:
+                feeds[spec.name] = np.ones(shape, dtype=spec.dtype)
+        return feeds
+
+    def _args(self, feeds: Feeds) -> tuple:
+        torch = _torch()
+        missing = [s.name for s in self.input_specs if s.name not in feeds]
+        if missing:
+            raise InputError(f"no data for input(s) {', '.join(missing)} of {self.path.name}")
+        return tuple(torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in self.input_specs)
+
+    def _forward(self, args: tuple):
+        torch = _torch()
+        try:
+            with torch.inference_mode(), _quiet():
+                return self.module(*args)
+        except OnnxkitError:
+            raise
+        except Exception as exc:
+            raise InputError(f"the PyTorch model failed on these inputs: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+    def _flatten(self, out) -> list[tuple[str, Any]]:
+        torch = _torch()
+        from torch.utils import _pytree as pytree
+
+        leaves, _ = pytree.tree_flatten_with_path(out)
+        named = []
+        for keypath, leaf in leaves:
+            if not isinstance(leaf, torch.Tensor):
+                continue
+            keys = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in keypath]
+            named.append(("_".join(keys), leaf))
+        return named
+
+    def _output_names(self, options: LoadOptions) -> list[str]:
+        flat = self._flatten(self._forward(self._args(self._example_feeds())))
+        if not flat:
+            raise InputError(f"{self.path.name}: the model returns no tensors")
+        if options.output_names:
+            if len(options.output_names) != len(flat):
+                raise UsageError(
+                    f"{len(options.output_names)} output names given but the model returns {len(flat)} tensors",
+                )
+            return list(options.output_names)
+        # A dict output keeps its keys; positions get output_0..N.
+        if all(k and not k.isdigit() for k, _ in flat):
+            return [k for k, _ in flat]
+        return [f"output_{i}" for i in range(len(flat))]
+
+    def predict(self, feeds: Feeds) -> Feeds:
+        flat = self._flatten(self._forward(self._args(feeds)))
+        if len(flat) != len(self.output_names or []):
+            raise InputError(f"the model returned {len(flat)} tensors, expected {len(self.output_names or [])}")
+        return {n: t.detach().cpu().numpy() for n, (_, t) in zip(self.output_names or [], flat)}
+
+    # -- exporting
+
+    def export(self, options: LoadOptions) -> ExportOutcome:
+        exporter = options.exporter or "auto"
+        if exporter not in EXPORTERS:
+            raise UsageError(f"unknown exporter {exporter!r}; choose from {', '.join(EXPORTERS)}")
+        notes = list(self.load_notes)
+        if exporter == "auto" and self.kind == "torchscript":
+            # torch.onnx's torch.export-based path refuses ScriptModules outright.
+            notes.append("TorchScript source: used the TorchScript exporter (the torch.export-based one does not take ScriptModules)")
+            exporter = "torchscript"
+        if exporter in ("auto", "dynamo"):
+            try:
+                model = self._export_dynamo(options.opset)
+                return self._outcome(model, "torch.onnx (dynamo)", notes)
+            except ConversionError as exc:
+                if exporter == "dynamo":
+                    raise
+                log.debug("dynamo exporter failed, falling back", exc_info=True)
+                notes.append(
+                    f"the torch.export-based exporter failed ({getattr(exc, 'detail', exc)}); used the TorchScript exporter instead",
+                )
+        model = self._export_torchscript(options.opset)
+        return self._outcome(model, "torch.onnx (torchscript)", notes)
+
+    def _outcome(self, model, exporter: str, notes: list[str]) -> ExportOutcome:
+        opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
+        return ExportOutcome(model=model, exporter=exporter, opset=opset, notes=notes)
+
+    def _export_dynamo(self, opset: int | None):
+        torch = _torch()
+        require("onnxscript")
+        names = [s.name for s in self.input_specs]
+        if self.program is not None:
+            target, args, dyn = self.program, (), None
+        else:
+            target = self.module
+            args = self._args(self._example_feeds())
+            auto = torch.export.Dim.DYNAMIC
+            dyn = tuple({i: auto for i, d in enumerate(s.shape) if not isinstance(d, int)} or None for s in self.input_specs)
+            if all(d is None for d in dyn):
+                dyn = None
+        try:
+            with _quiet():
+                program = torch.onnx.export(
+                    target, args, None, input_names=names, output_names=self.output_names,
+                    opset_version=opset, dynamo=True, external_data=False, dynamic_shapes=dyn,
+                    optimize=True, verbose=False, report=False,
+                )
+            model = program.model_proto
+        except OnnxkitError:
+            raise
+        except Exception as exc:
+            raise _conversion_error(exc, "torch.export-based (dynamo)", opset) from exc
+        self._fix_names(model)
+        return model
+
+    def _export_torchscript(self, opset: int | None):
+        torch = _torch()
+        onnx = require("onnx")
+        names = [s.name for s in self.input_specs]
+        args = self._args(self._example_feeds())
+        module = self.module
+        if self.program is not None:
+            # The module rebuilt from a program refuses train(False), which the TorchScript
+            # exporter calls on the model it is given.
+            module = _Opaque(self.module)
+        dynamic_axes = {s.name: {i: d if isinstance(d, str) else f"{s.name}_dim{i}" for i, d in enumerate(s.shape) if not isinstance(d, int)} for s in self.input_specs}
+        dynamic_axes = {k: v for k, v in dynamic_axes.items() if v}
+        with tempfile.TemporaryDirectory(prefix="onnxkit-torch-") as tmp:
+            dest = Path(tmp) / "model.onnx"
+            try:
+                with _quiet(), torch.no_grad():
+                    torch.onnx.export(
+                        module, args, str(dest), input_names=names, output_names=self.output_names,
+                        opset_version=opset, dynamo=False, dynamic_axes=dynamic_axes or None,
+                        do_constant_folding=True, verbose=False,
+                    )
+            except OnnxkitError:
+                raise
+            except Exception as exc:
+                raise _conversion_error(exc, "TorchScript", opset) from exc
+            # Load with external data pulled into memory: the temp folder goes away.
+            model = onnx.load(str(dest), load_external_data=True)
+        self._fix_names(model)
+        return model
+
+    def _fix_names(self, model) -> None:
+        """Give the ONNX file the spec's dim names and check that every dim meant to be
+        dynamic is symbolic; an exporter that baked a size in fails here."""
+        rename: dict[str, str] = {}
+        graph_inputs = {vi.name: vi for vi in model.graph.input}
+        for spec in self.input_specs:
+            vi = graph_inputs.get(spec.name)
+            if vi is None:
+                raise ConversionError(
+                    f"the exported ONNX has no input {spec.name!r} (it has {', '.join(graph_inputs) or 'none'})",
+                )
+            dims = vi.type.tensor_type.shape.dim
+            for i, want in enumerate(spec.shape):
+                if isinstance(want, int) or i >= len(dims):
+                    continue
+                d = dims[i]
+                if d.HasField("dim_value"):
+                    err = ConversionError(
+                        f"torch: dimension {i} of input {spec.name!r} was meant to be dynamic but the exporter fixed it to "
+                        f"{d.dim_value} (the model's code treats that size as a constant); try --exporter torchscript, or "
+                        f"give that dim a fixed size in --input",
+                    )
+                    err.detail = f"input {spec.name} dim {i} fixed to {d.dim_value}"  # type: ignore[attr-defined]
+                    raise err
+                if isinstance(want, str) and d.dim_param and d.dim_param != want:
+                    rename.setdefault(d.dim_param, want)
+        if not rename:
+            return
+        for vi in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
+            if not vi.type.HasField("tensor_type"):
+                continue
+            for d in vi.type.tensor_type.shape.dim:
+                if d.HasField("dim_param") and d.dim_param in rename:
+                    d.dim_param = rename[d.dim_param]
+
+
+# ---------------------------------------------------------------- helpers
+
+def _opaque_class():
+    torch = _torch()
+
+    class Opaque(torch.nn.Module):
+        """Holds a module rebuilt from a program (parameters stay registered, so they
+        export as initializers) and makes train()/eval() no-ops: that module refuses them."""
+
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def train(self, mode: bool = True):
+            return self
+
+        def forward(self, *args):
+            return self.inner(*args)
+
+    return Opaque
+
+
+def _Opaque(inner):
+    return _opaque_class()(inner)
+
+
+_OP_PATTERNS = (
+    re.compile(r"operator '?([\w.]+::[\w.]+)'?"),
+    re.compile(r"\b((?:aten|prims|prim|onnx|torchvision)(?:::|\.)[A-Za-z_]\w*(?:\.\w+)?)"),
+    re.compile(r"torch\.ops\.(\w+\.\w+(?:\.\w+)?)"),
+)
+
+
+def _conversion_error(exc: Exception, exporter: str, opset: int | None) -> ConversionError:
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and len(chain) < 10:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    text = _ANSI.sub("", " ".join(f"{type(x).__name__}: {x}" for x in chain))
+    op = None
+    for pat in _OP_PATTERNS:
+        m = pat.search(text)
+        if m:
+            op = m.group(1)
+            break
+    # The innermost exception says what went wrong; the outer ones are the exporter's
+    # generic "step 1/3 failed" wrappers.
+    detail = f"{type(chain[-1]).__name__}: {_first_line(chain[-1])}".rstrip(".")
+    msg = (
+        f"torch: the {exporter} ONNX exporter failed"
+        + (f" on {op}" if op else "")
+        + f" at opset {opset if opset else 'default'}: {detail}. "
+        + "Try another --opset, --exporter "
+        + ("torchscript" if "dynamo" in exporter else "dynamo")
+        + ", or register a custom op translation for the unsupported operator"
+    )
+    err = ConversionError(msg)
+    err.detail = (f"{op}: " if op else "") + detail[:200]  # type: ignore[attr-defined]
+    return err
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = _ANSI.sub("", str(exc)).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            return line[:400]
+    return type(exc).__name__
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Swallow the exporters' progress prints, warnings and logs unless onnxkit logs at
+    DEBUG; what was printed is logged at DEBUG either way."""
+    if logging.getLogger("onnxkit").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    saved = {name: logging.getLogger(name).level for name in _CHATTY_LOGGERS}
+    buf = io.StringIO()
+    try:
+        for name in _CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+        if buf.getvalue().strip():
+            log.debug("exporter output:\n%s", buf.getvalue())
