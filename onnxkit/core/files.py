@@ -149,10 +149,17 @@ def atomic_output(dest: str | os.PathLike[str], suffix: str | None = None) -> It
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        # mkstemp creates 0600; give the file the permissions a normal write would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        # mkstemp creates 0600; give the file the permissions a normal write would: those of
+        # the file it replaces, else 0666 minus the umask.
+        try:
+            mode = stat.S_IMODE(os.stat(dest).st_mode)
+        except OSError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
+        if dest.is_symlink():  # appeared while we were writing: still never write through it
+            raise UsageError(f"output is a symbolic link; refusing to write through it: {dest}")
         os.replace(tmp, dest)
         with contextlib.suppress(OSError):
             dfd = os.open(folder, os.O_RDONLY)

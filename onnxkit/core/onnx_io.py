@@ -8,8 +8,12 @@ custom domains, negative or absurd dimensions) and only then loads external data
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import math
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,19 +82,34 @@ def _tensor_nbytes(tensor) -> int:
     return n * itemsize
 
 
-def _check_external_data(model, folder: Path, trust: bool) -> list[str]:
+def _allowed_roots(model_path: Path) -> list[Path]:
+    """Folders external data may resolve into: the model's folder (resolved), and the
+    folder of the model file itself once its own symlink is followed.
+
+    The second root is what symlinked caches need: in a Hugging Face snapshot folder every
+    file is a link into ``../../blobs/``, so ``model.onnx`` resolves into ``blobs/`` and so
+    does its data. A link may never reach anywhere else (``~/.ssh``, ``/etc``).
+    """
+    roots = [model_path.parent.resolve()]
+    real_parent = model_path.resolve().parent
+    if real_parent not in roots:
+        roots.append(real_parent)
+    return roots
+
+
+def _check_external_data(model, model_path: Path, trust: bool) -> list[str]:
     """Validate every external-data reference; return the referenced file names.
 
-    Rule: a location must be a relative path that, resolved, stays inside the model's
-    folder. A symlink inside the folder is followed only if its target also stays inside
-    the (resolved) folder, which is what symlinked cache layouts (a snapshot folder of
-    links into a blob folder beside it) need when the model is opened through its
-    resolved folder; anything else needs --trust.
+    Rule (without --trust): a location is a relative path with no ``..``; the file it names,
+    with every symlink followed, lies inside one of :func:`_allowed_roots`; it is a regular
+    file with a single hard link (a second link may be a file from anywhere on the disk);
+    and it is long enough for offset + length of the tensor.
     """
     from onnx import external_data_helper
 
+    folder = model_path.parent
     files: dict[str, int] = {}
-    root = folder.resolve()
+    roots = _allowed_roots(model_path)
     for tensor in _iter_tensors(model.graph):
         if not external_data_helper.uses_external_data(tensor):
             continue
@@ -98,35 +117,42 @@ def _check_external_data(model, folder: Path, trust: bool) -> list[str]:
         loc = info.get("location", "")
         if not loc:
             raise InputError(f"tensor {tensor.name!r} uses external data but names no file")
+        if "\x00" in loc:
+            raise InputError(f"external data location of tensor {tensor.name!r} contains a NUL byte")
         p = Path(loc)
-        if not trust:
-            if p.is_absolute() or ".." in p.parts:
-                raise UnsafeInput(
-                    f"external data of tensor {tensor.name!r} points outside the model folder ({loc}); "
-                    "pass --trust if you vouch for this file",
-                )
-            target = folder / p
-            if target.is_symlink() or any(par.is_symlink() for par in (folder / p).parents if par != folder and root in par.resolve().parents):
-                real = target.resolve()
-                if not real.is_relative_to(root):
-                    raise UnsafeInput(
-                        f"external data file {loc} is a symbolic link to {real}, outside the model folder; "
-                        "pass --trust if you vouch for it",
-                    )
+        # Backslashes count as separators too: the same model may be opened on Windows.
+        parts = loc.replace("\\", "/").split("/")
+        if not trust and (p.is_absolute() or ".." in parts or loc.startswith(("\\", "/", "~")) or ":" in parts[0]):
+            raise UnsafeInput(
+                f"external data of tensor {tensor.name!r} points outside the model folder ({loc}); "
+                "pass --trust if you vouch for this file",
+            )
         target = folder / p
+        if not trust:
+            real = target.resolve()
+            if not any(real.is_relative_to(r) for r in roots):
+                raise UnsafeInput(
+                    f"external data file {loc} is a symbolic link to {real}, outside the model folder; "
+                    "pass --trust if you vouch for it",
+                )
         try:
             st = os.stat(target)
         except FileNotFoundError:
             raise InputError(f"external data file missing: {target} (needed by tensor {tensor.name!r})") from None
-        if not os.path.isfile(target):
+        except OSError as exc:
+            raise InputError(f"external data file cannot be opened: {target} ({exc.strerror})") from None
+        if not stat.S_ISREG(st.st_mode):
             raise InputError(f"external data location is not a regular file: {target}")
         if not trust and st.st_nlink > 1:
             raise UnsafeInput(
                 f"external data file {loc} has {st.st_nlink} hard links and may be a file from outside the "
                 "model folder; pass --trust if you vouch for it",
             )
-        offset = int(info.get("offset", 0) or 0)
-        length = int(info.get("length", 0) or 0) or _tensor_nbytes(tensor)
+        try:
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info.get("length", 0) or 0) or _tensor_nbytes(tensor)
+        except ValueError:
+            raise InputError(f"external data of tensor {tensor.name!r} has a non-numeric offset or length") from None
         if offset < 0 or length < 0:
             raise InputError(f"external data of tensor {tensor.name!r} has a negative offset or length")
         if offset + length > st.st_size:
@@ -136,6 +162,146 @@ def _check_external_data(model, folder: Path, trust: bool) -> list[str]:
             )
         files[loc] = st.st_size
     return sorted(files)
+
+
+# A node whose constant shape input asks for more elements than this is refused before
+# ONNX Runtime tries to allocate it: 2**34 float32 elements are 64 GiB in one tensor.
+MAX_CONSTANT_ELEMENTS = 2**34
+# ONNX Runtime releases support ai.onnx opsets at least up to this; above it, ask ORT.
+_ORT_KNOWN_OPSET = 21
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _constant_values(model) -> dict[str, np.ndarray]:
+    """Small integer/float constants by name (initializers and Constant nodes), for the
+    static allocation check. Large or external tensors are skipped."""
+    from onnx import numpy_helper
+    from onnx.external_data_helper import uses_external_data
+
+    out: dict[str, np.ndarray] = {}
+
+    def take(name: str, tensor) -> None:
+        if uses_external_data(tensor) or len(tensor.dims) > 1 or (tensor.dims and tensor.dims[0] > 64):
+            return
+        try:
+            out[name] = np.asarray(numpy_helper.to_array(tensor))
+        except Exception:  # malformed constant: the checker reports it
+            pass
+
+    for g in _iter_graphs(model.graph):
+        for t in g.initializer:
+            take(t.name, t)
+        for n in g.node:
+            if n.op_type != "Constant" or n.domain not in ("", "ai.onnx") or not n.output:
+                continue
+            for a in n.attribute:
+                if a.name == "value" and a.HasField("t"):
+                    take(n.output[0], a.t)
+                elif a.name == "value_ints":
+                    out[n.output[0]] = np.array(list(a.ints), np.int64)
+                elif a.name in ("value_int", "value_float"):
+                    out[n.output[0]] = np.array(a.i if a.name == "value_int" else a.f)
+    return out
+
+
+def _product(values: np.ndarray) -> int:
+    # Python ints: a crafted shape must not overflow int64 into a small or negative number.
+    return math.prod(int(v) for v in np.asarray(values).reshape(-1))
+
+
+def _requested_elements(node, consts: dict[str, np.ndarray]) -> tuple[int, int] | None:
+    """(elements, itemsize) a shape-making node would allocate, when its inputs are constant."""
+    from onnx import helper
+
+    def const(i: int) -> np.ndarray | None:
+        return consts.get(node.input[i]) if len(node.input) > i and node.input[i] else None
+
+    op = node.op_type
+    if op == "ConstantOfShape" and (shape := const(0)) is not None:
+        if (np.asarray(shape) < 0).any():
+            raise InputError(f"node {node.name or op!r}: ConstantOfShape with a negative dimension {shape.tolist()}")
+        itemsize = 4
+        for a in node.attribute:
+            if a.name == "value" and a.HasField("t"):
+                with contextlib.suppress(Exception):
+                    itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(a.t.data_type)).itemsize
+        return _product(shape), itemsize
+    if op == "Expand" and (shape := const(1)) is not None:
+        return _product(np.maximum(np.asarray(shape), 1)), 1
+    if op == "Tile" and (reps := const(1)) is not None:
+        return _product(np.maximum(np.asarray(reps), 1)), 1
+    if op == "Resize" and (sizes := const(3)) is not None:
+        return _product(np.maximum(np.asarray(sizes), 0)), 1
+    if op == "Range":
+        start, limit, delta = const(0), const(1), const(2)
+        if start is None or limit is None or delta is None:
+            return None
+        d = float(np.asarray(delta).reshape(-1)[0]) if np.asarray(delta).size else 0.0
+        if d == 0 or not math.isfinite(d):
+            raise InputError(f"node {node.name or op!r}: Range with a zero or non-finite step")
+        span = (float(np.asarray(limit).reshape(-1)[0]) - float(np.asarray(start).reshape(-1)[0])) / d
+        if not math.isfinite(span):
+            raise InputError(f"node {node.name or op!r}: Range with a non-finite length")
+        return max(math.ceil(span), 0), np.asarray(start).dtype.itemsize
+    if op in ("RandomNormal", "RandomUniform"):
+        for a in node.attribute:
+            if a.name == "shape":
+                return _product(np.maximum(np.array(list(a.ints), dtype=object), 1)), 4
+    return None
+
+
+def _check_allocations(model) -> None:
+    """Refuse nodes whose constant inputs ask for an absurd tensor (a 4 TiB ConstantOfShape
+    passes onnx.checker and then takes the machine down in ONNX Runtime)."""
+    consts = _constant_values(model)
+    ram = _physical_memory()
+    for g in _iter_graphs(model.graph):
+        for node in g.node:
+            if node.domain not in ("", "ai.onnx"):
+                continue
+            req = _requested_elements(node, consts)
+            if req is None:
+                continue
+            elements, itemsize = req
+            nbytes = elements * itemsize
+            if elements > MAX_CONSTANT_ELEMENTS or (ram is not None and nbytes > ram):
+                from onnxkit.results import fmt_bytes
+
+                raise InputError(
+                    f"node {node.name or node.op_type!r} ({node.op_type}) would allocate {elements:,} elements "
+                    f"(at least {fmt_bytes(nbytes)}) from constant inputs; refusing a corrupt or hostile model",
+                )
+
+
+@functools.lru_cache(maxsize=8)
+def _ort_runs_opset(opset: int) -> bool | None:
+    """Whether the installed onnxruntime loads an ai.onnx ``opset`` model, probed with a
+    one-node model (milliseconds); None when onnxruntime is not installed."""
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    ort.set_default_logger_severity(4)
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = min(onnx.IR_VERSION, 10)
+    try:
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return True
+    except Exception:
+        return False
 
 
 def _check_structure(model, allow_custom_domains: bool) -> list[str]:
@@ -164,19 +330,59 @@ def _check_structure(model, allow_custom_domains: bool) -> list[str]:
                     f"model uses custom operator domain {imp.domain!r}; pass --custom-op-library with the "
                     "library that implements it",
                 )
+        if imp.domain in ("", "ai.onnx") and imp.version > _ORT_KNOWN_OPSET:
+            if _ort_runs_opset(int(imp.version)) is False:
+                raise EnvironmentProblem(
+                    f"model uses opset {imp.version}, which the installed onnxruntime does not run: "
+                    "upgrade onnxruntime, or re-export with a lower --opset",
+                )
     if not any(g.node for g in _iter_graphs(model.graph)) and not model.graph.output:
         raise InputError("not an ONNX model: the file parsed but holds no graph (is this an ONNX file?)")
     for tensor in _iter_tensors(model.graph):
         if any(d < 0 for d in tensor.dims):
             raise InputError(f"tensor {tensor.name!r} has a negative dimension {list(tensor.dims)}")
-        if any(d > ABSURD_DIM for d in tensor.dims):
-            raise InputError(f"tensor {tensor.name!r} has an absurd dimension {list(tensor.dims)}")
+        if any(d > ABSURD_DIM for d in tensor.dims) or math.prod(tensor.dims) > MAX_CONSTANT_ELEMENTS:
+            raise InputError(f"tensor {tensor.name!r} has an absurd shape {list(tensor.dims)}")
     for vi in list(model.graph.input) + list(model.graph.output):
         if vi.type.HasField("tensor_type"):
             for d in vi.type.tensor_type.shape.dim:
                 if d.HasField("dim_value") and d.dim_value < 0:
                     raise InputError(f"{vi.name!r} declares a negative dimension {d.dim_value}")
+    _check_allocations(model)
     return warnings
+
+
+def _load_external_data(model, model_path: Path) -> None:
+    """Read every external tensor into the model, from the files _check_external_data
+    accepted. onnx's own loader refuses any symlink, which would reject symlinked caches
+    that the rule above allows; here reads are bounded by the checked offset and length."""
+    from onnx import TensorProto, external_data_helper
+
+    folder = model_path.parent
+    handles: dict[str, object] = {}
+    try:
+        for tensor in _iter_tensors(model.graph):
+            if not external_data_helper.uses_external_data(tensor):
+                continue
+            info = {e.key: e.value for e in tensor.external_data}
+            loc = info["location"]
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info.get("length", 0) or 0) or _tensor_nbytes(tensor)
+            fh = handles.get(loc)
+            if fh is None:
+                fh = handles[loc] = open(folder / loc, "rb")  # noqa: SIM115 - closed below
+            fh.seek(offset)
+            data = fh.read(length)
+            if len(data) != length:
+                raise InputError(f"external data file {loc} changed while reading: short read for tensor {tensor.name!r}")
+            tensor.raw_data = data
+            tensor.data_location = TensorProto.DEFAULT
+            del tensor.external_data[:]
+    except OSError as exc:
+        raise InputError(f"cannot read external data of {model_path}: {exc.strerror or exc}") from None
+    finally:
+        for fh in handles.values():
+            fh.close()
 
 
 def load_onnx(
@@ -204,11 +410,9 @@ def load_onnx(
         what = describe_magic(head)
         raise InputError(f"not an ONNX model: {p}" + (f" (this looks like {what})" if what else ""))
     warnings = _check_structure(model, allow_custom_domains)
-    external = _check_external_data(model, p.parent, trust)
+    external = _check_external_data(model, p, trust)
     if external and load_external:
-        from onnx import external_data_helper
-
-        external_data_helper.load_external_data_for_model(model, str(p.parent))
+        _load_external_data(model, p)
     return LoadedOnnx(model=model, path=p, external_files=external, warnings=warnings)
 
 
