@@ -114,8 +114,18 @@ class OnnxSession:
         return dict(zip(names, res))
 
     def node_providers(self) -> dict[str, int] | None:
-        """Nodes per execution provider, from ORT's profile of the optimized graph, where known."""
-        return None
+        """Nodes per execution provider, from ORT's profile of the optimized graph, where known.
+
+        Needs a session made with ``profile=True`` that has run at least once; the first call
+        ends profiling (so later runs are not slowed by it) and the answer is kept."""
+        if "node_providers" in self.options:
+            return self.options["node_providers"]
+        if not self.options.get("profiling"):
+            return None
+        counts = _profile_node_providers(self.session)
+        self.options["profiling"] = False
+        self.options["node_providers"] = counts
+        return counts
 
 
 def make_session(
@@ -127,11 +137,22 @@ def make_session(
     level: str = "all",
     optimized_model_path: str | None = None,
     custom_op_library: str | None = None,
+    profile: bool = False,
 ) -> OnnxSession:
-    """Create a session from a path, serialized bytes or a ModelProto."""
+    """Create a session from a path, serialized bytes or a ModelProto.
+
+    ``profile``: record ORT's profile until :meth:`OnnxSession.node_providers` is asked,
+    to learn which execution provider ran each node."""
     rt = ort()
     so = rt.SessionOptions()
     so.log_severity_level = 3
+    profile_dir = None
+    if profile:
+        import tempfile
+
+        profile_dir = tempfile.mkdtemp(prefix="onnxkit-profile-")
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(profile_dir, "ort")
     if level not in GRAPH_LEVELS:
         raise UsageError(f"unknown optimization level {level!r}; choose from {', '.join(GRAPH_LEVELS)}")
     so.graph_optimization_level = getattr(rt.GraphOptimizationLevel, GRAPH_LEVELS[level])
@@ -165,7 +186,44 @@ def make_session(
     for i in sess.get_inputs():
         inputs.append(InputSpec(i.name, tuple(d if isinstance(d, int) else (d or None) for d in (i.shape or [])), _ort_dtype(i.type)))
     outs = [o.name for o in sess.get_outputs()]
-    return OnnxSession(sess, sess.get_providers(), inputs, outs, path)
+    options = {"profiling": True, "profile_dir": profile_dir} if profile else {}
+    return OnnxSession(sess, sess.get_providers(), inputs, outs, path, options)
+
+
+def _profile_node_providers(session) -> dict[str, int] | None:
+    """End ORT profiling and count the nodes each provider ran (a fused or TensorRT
+    subgraph node counts once). None when the profile holds no node events."""
+    import json
+    import shutil
+
+    try:
+        prof = session.end_profiling()
+    except Exception as exc:  # a profile that cannot be written is not worth failing a run
+        log.debug("could not end ORT profiling: %s", exc)
+        return None
+    if not prof:
+        return None
+    try:
+        with open(prof, encoding="utf-8") as fh:
+            events = json.load(fh)
+    except (OSError, ValueError) as exc:
+        log.debug("could not read ORT profile %s: %s", prof, exc)
+        return None
+    finally:
+        shutil.rmtree(os.path.dirname(prof), ignore_errors=True)
+    nodes: dict[str, str] = {}
+    for ev in events if isinstance(events, list) else []:
+        args = ev.get("args") or {}
+        if ev.get("cat") == "Node" and args.get("provider"):
+            # Each node has _fence_before/_kernel_time/_fence_after events; count it once.
+            name = re.sub(r"_(kernel_time|fence_before|fence_after)$", "", str(ev.get("name", "")))
+            nodes[name] = args["provider"]
+    if not nodes:
+        return None
+    counts: dict[str, int] = {}
+    for prov in nodes.values():
+        counts[prov] = counts.get(prov, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 _ORT_TYPES = {

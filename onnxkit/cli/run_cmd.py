@@ -1,0 +1,74 @@
+"""onnxkit run MODEL.onnx"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from onnxkit.cli import common
+from onnxkit.cli.app import app
+
+ProviderOptions = Annotated[list[str] | None, typer.Option(
+    "--provider-option", help="Provider option KEY=VALUE (for the first non-CPU provider) or PROVIDER:KEY=VALUE, "
+    "e.g. cuda:device_id=1, trt_fp16_enable=True. Repeatable.")]
+Fallback = Annotated[bool, typer.Option("--fallback", help="Run on CPU (with a warning) when a requested provider is not available, instead of exit 3.")]
+Threads = Annotated[int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads (default: ORT's choice).", show_default=False)]
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, what: str) -> Iterator:
+    """A Rich progress bar on stderr, or a no-op callback when hidden (quiet, JSON to a pipe, no tty)."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@app.command("run")
+def run_command(
+    model: Annotated[Path, typer.Argument(help="The ONNX model to run.", show_default=False)],
+    providers: common.Providers = None,
+    provider_option: ProviderOptions = None,
+    fallback: Fallback = False,
+    data: Annotated[Path | None, typer.Option("--data", help="Inputs: .npz/.npy/.csv/.parquet, streamed in batches.", show_default=False)] = None,
+    inputs: common.Inputs = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the outputs: .npz, .npy (one output), .csv or .parquet.", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per batch (default: 256 with --data, else 1).", show_default=False)] = None,
+    threads: Threads = None,
+    seed: common.Seed = 0,
+    trust: common.Trust = False,
+    json_out: common.Json = False,
+    verbose: common.Verbose = False,
+    quiet: common.Quiet = False,
+) -> None:
+    """Run a model with ONNX Runtime on seeded random inputs or a data file, and say which
+    execution provider really ran it.
+
+    Exit 2 when the data does not fit the model's inputs, 3 when a requested provider is not available.
+    """
+    common.setup(json_out, verbose, quiet)
+    from onnxkit.core.run import run_model
+
+    show = data is not None and not common.STATE.quiet and sys.stderr.isatty()
+    with progress_bar(show, Path(model).name) as progress:
+        result = run_model(
+            model, providers=providers, provider_options=provider_option, fallback=fallback, data=data,
+            inputs=inputs, output=output, batch_size=batch_size, threads=threads, seed=seed, trust=trust,
+            progress=progress,
+        )
+    common.emit(result)
