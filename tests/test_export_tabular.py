@@ -19,8 +19,6 @@ pytest.importorskip("onnxmltools")
 from fixtures.tabular_models import TRAINED_ON, build_all, dataset, mixed_frame  # noqa: E402
 
 BATCHES = (1, 37)
-# skops refuses scikit-learn's tree structures by default; these fixtures need --trust.
-NEEDS_TRUST = {"random_forest", "knn", "imputer_pipeline", "hist_gb_classifier", "gb_regressor", "hist_gb_regressor"}
 SKLEARN = ["logreg_pipeline", "random_forest", "svc", "knn", "hist_gb_classifier", "imputer_pipeline",
            "gb_regressor", "hist_gb_regressor", "ridge_pipeline"]
 # One LightGBM load costs a child process (crash containment); keep the count small.
@@ -65,7 +63,7 @@ def _rows(name: str, n: int) -> np.ndarray:
 
 @pytest.mark.parametrize("name", SKLEARN + BOOSTERS)
 def test_export_matches_native_model(models, name):
-    src = _load(models[name], trust=name in NEEDS_TRUST)
+    src = _load(models[name])
     outcome = src.export(LoadOptions())
     spec = src.input_specs[0]
     assert spec.name == "input" and spec.dtype == np.float32 and spec.shape[0] == "batch"
@@ -153,11 +151,35 @@ def test_joblib_refused_without_trust_and_nothing_runs(models, tmp_path):
     _check_against_native(src, src.export(LoadOptions()).model, [{"input": _rows("random_forest", 10)}])
 
 
-def test_skops_untrusted_types_are_listed(models):
+class ShadyScaler:
+    """A type from outside scikit-learn: skops cannot know what loading it would run."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return X
+
+
+def test_skops_untrusted_types_are_listed(tmp_path):
+    import skops.io as sio
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    X, y = load_iris(return_X_y=True)
+    path = tmp_path / "shady.skops"
+    sio.dump(make_pipeline(ShadyScaler(), LogisticRegression(max_iter=300)).fit(X, y), path)
     with pytest.raises(UnsafeInput) as err:
-        _load(models["random_forest"])
+        _load(path)
     assert err.value.exit_code == 5
-    assert "sklearn.tree._tree.Tree" in err.value.message and "--trust" in err.value.message
+    assert "ShadyScaler" in err.value.message and "--trust" in err.value.message
+
+
+def test_sklearn_tree_structures_load_without_trust(models):
+    # skops flags sklearn.tree._tree.Tree; it is rebuilt from arrays, so no --trust is needed.
+    src = _load(models["random_forest"])
+    assert src.framework == "sklearn"
 
 
 def test_truncated_files_are_input_errors(models, tmp_path):

@@ -92,6 +92,29 @@ def first_line(exc: BaseException) -> str:
 
 # ---------------------------------------------------------------- loading
 
+SKLEARN_DATA_TYPES = frozenset({
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.ManhattanDistance64",
+    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+    "sklearn.metrics._dist_metrics.ChebyshevDistance64",
+    "sklearn._loss.link.Interval",
+    "sklearn._loss.link.IdentityLink",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.link.LogLink",
+    "sklearn._loss.link.MultinomialLogit",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn._loss.loss.HalfMultinomialLoss",
+    "sklearn._loss.loss.HalfSquaredError",
+    "numpy.dtype",
+    "collections.OrderedDict",
+})
+
+
 def _load_estimator(path: Path, trust: bool) -> Any:
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
@@ -112,9 +135,13 @@ def _load_estimator(path: Path, trust: bool) -> Any:
         untrusted = list(sio.get_untrusted_types(file=path))
     except Exception as exc:
         raise InputError(f"cannot read {path.name} as a skops file (corrupt or truncated?): {first_line(exc)}") from None
-    if untrusted and not trust:
+    # skops lists scikit-learn's own data containers (fitted trees, KD-trees, distance
+    # metrics) as untrusted; they are rebuilt from arrays, not by running code, so the
+    # ensembles users actually ship load without --trust. Functions and foreign types do not.
+    untrusted_foreign = [t for t in untrusted if t not in SKLEARN_DATA_TYPES]
+    if untrusted_foreign and not trust:
         raise UnsafeInput(
-            f"skops file holds types it does not trust: {', '.join(untrusted)}; pass --trust if you vouch for them",
+            f"skops file holds types it does not trust: {', '.join(untrusted_foreign)}; pass --trust if you vouch for them",
         )
     try:
         with warnings.catch_warnings():
