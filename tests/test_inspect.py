@@ -145,3 +145,20 @@ def test_startup_imports_no_framework(argv, linear_onnx):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "HEAVY=\n" in r.stderr, r.stderr[-2000:]
+
+
+def test_custom_domain_needs_library_and_library_must_exist(cli, tmp_path, linear_onnx):
+    m = onnx.load(str(linear_onnx))
+    m.graph.node[1].domain = "my.ops"
+    m.opset_import.append(onnx.helper.make_opsetid("my.ops", 1))
+    p = tmp_path / "custom.onnx"
+    onnx.save(m, str(p))
+    r = cli("inspect", p)
+    assert r.code == 2 and "--custom-op-library" in r.stderr
+    r = cli("inspect", p, "--custom-op-library", tmp_path / "libmissing.so")
+    assert r.code == 2 and "custom-op library not found" in r.stderr
+    lib = tmp_path / "libmyops.so"
+    lib.write_bytes(b"\x7fELF")
+    r = cli("inspect", p, "--custom-op-library", lib, "--json", "--no-check")
+    assert r.code == 0, r
+    assert r.json["op_histogram"] == {"Gemm": 1, "my.ops.Relu": 1}

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -35,6 +36,7 @@ Tol = Annotated[list[str] | None, typer.Option("--tol", help="Absolute tolerance
 Rtol = Annotated[float | None, typer.Option("--rtol", help="Relative tolerance (allclose semantics: |a-b| <= atol + rtol*|b|).")]
 Preset = Annotated[str | None, typer.Option("--preset-tol", help="Tolerance preset: fp32, fp16, int8, int4.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for random inputs.")]
+CustomOps = Annotated[Path | None, typer.Option("--custom-op-library", help="Shared library implementing the model's custom-domain operators (registered with ONNX Runtime).")]
 Providers = Annotated[list[str] | None, typer.Option("--provider", "-p", help="Execution provider (cpu, cuda, tensorrt, openvino, dml, coreml, rocm); repeat for a priority order.")]
 
 

@@ -16,6 +16,7 @@ def inspect_command(
     model: Annotated[Path, typer.Argument(help="The ONNX model to describe.", show_default=False)],
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the onnx.checker full check.")] = False,
     trust: common.Trust = False,
+    custom_op_library: common.CustomOps = None,
     json_out: common.Json = False,
     verbose: common.Verbose = False,
     quiet: common.Quiet = False,
@@ -27,4 +28,4 @@ def inspect_command(
     common.setup(json_out, verbose, quiet)
     from onnxkit.core.inspect import inspect_model
 
-    common.emit(inspect_model(model, trust=trust, check=not no_check))
+    common.emit(inspect_model(model, trust=trust, check=not no_check, custom_op_library=custom_op_library))

@@ -85,7 +85,7 @@ def add_metadata(model, entries: dict[str, str]) -> None:
 def _checker_problems(path: Path) -> list[str]:
     from onnxkit.core.inspect import check_model_file
 
-    return check_model_file(path, None)
+    return check_model_file(path, [f.name for f in path.parent.iterdir() if f != path])
 
 
 def _io_dicts(specs) -> list[dict[str, Any]]:

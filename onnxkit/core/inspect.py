@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxkit.core.files import preflight
 from onnxkit.core.onnx_io import _iter_graphs, _iter_tensors, _tensor_nbytes, load_onnx
 from onnxkit.core.spec import outputs_from_onnx, specs_from_onnx
 from onnxkit.results import Result, Table, fmt_bytes
@@ -80,13 +81,25 @@ def _dtype_name(elem_type: int) -> str:
         return helper.tensor_dtype_to_string(elem_type).replace("TensorProto.", "").lower()
 
 
-def check_model_file(path: Path, model) -> list[str]:
-    """``onnx.checker`` full check with shape inference, by path (works over 2 GB)."""
+def check_model_file(path: Path, external_files: list[str] | None = None, *, trust: bool = False) -> list[str]:
+    """``onnx.checker`` full check with shape inference, by path (works over 2 GB).
+
+    onnx's checker refuses every symlinked external-data file, even those onnxkit's own
+    rule accepts (symlinked cache layouts); such models are checked in memory instead."""
     import onnx
 
+    from onnxkit.core.onnx_io import EXTERNAL_DATA_THRESHOLD, load_onnx, model_size_bytes
+
     problems: list[str] = []
+    linked = any((path.parent / f).is_symlink() for f in external_files or [])
     try:
-        onnx.checker.check_model(str(path), full_check=True)
+        if linked:
+            model = load_onnx(path, trust=trust).model
+            if model_size_bytes(model) > EXTERNAL_DATA_THRESHOLD:
+                return ["checker skipped: external data is symlinked and the model is over 2 GB"]
+            onnx.checker.check_model(model, full_check=True)
+        else:
+            onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         problems.append(str(exc).strip().splitlines()[0])
     except onnx.shape_inference.InferenceError as exc:
@@ -96,9 +109,13 @@ def check_model_file(path: Path, model) -> list[str]:
     return problems
 
 
-def inspect_model(path: str | os.PathLike[str], *, trust: bool = False, check: bool = True) -> InspectResult:
+def inspect_model(
+    path: str | os.PathLike[str], *, trust: bool = False, check: bool = True, custom_op_library: str | os.PathLike[str] | None = None,
+) -> InspectResult:
     """Describe an ONNX model without running it. Never imports a training framework."""
-    loaded = load_onnx(path, load_external=False, trust=trust)
+    if custom_op_library is not None:
+        preflight(custom_op_library, what="custom-op library")
+    loaded = load_onnx(path, load_external=False, trust=trust, allow_custom_domains=custom_op_library is not None)
     m = loaded.model
     hist: Counter[str] = Counter()
     nodes = 0
@@ -117,7 +134,7 @@ def inspect_model(path: str | os.PathLike[str], *, trust: bool = False, check: b
     def infos(specs) -> list[TensorInfo]:
         return [TensorInfo(s.name, s.dtype.name if s.dtype != np.dtype(object) else "non-tensor", list(s.shape)) for s in specs]
 
-    problems = check_model_file(p, m) if check else []
+    problems = check_model_file(p, loaded.external_files, trust=trust) if check else []
     return InspectResult(
         command="inspect",
         passed=not problems,
