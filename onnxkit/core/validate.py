@@ -8,8 +8,9 @@ inputs that vary every dynamic dimension, plus optional edge cases.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ class ValidationResult(Result):
     outputs: list[OutputComparison] = field(default_factory=list)
     non_finite_inputs: list[str] = field(default_factory=list)
     localization: dict[str, Any] | None = None
+    saved_outputs: str | None = None
 
     def tables(self) -> list[Table]:
         rows = []
@@ -64,9 +66,31 @@ class ValidationResult(Result):
         if worst:
             tables.append(Table("Where it differs", ["output", "worst index", "reference", "candidate", "why"], worst))
         if self.localization:
-            loc = self.localization
-            tables.append(Table("First divergent node", ["property", "value"], [[k, str(v)] for k, v in loc.items() if k != "trace"]))
+            tables.append(Table("Localization: first divergent node", ["property", "value"], self.localization.get("rows") or [
+                [k, str(v)] for k, v in self.localization.items() if not isinstance(v, (list, dict))
+            ]))
         return tables
+
+    def junit_cases(self) -> list[tuple[str, bool, str, str]]:
+        """One JUnit testcase per output: (name, passed, message, details)."""
+        cases = []
+        for o in self.outputs:
+            details = (
+                f"reference output {o.reference_name}; shape {o.cand_shape}; dtype {o.ref_dtype} vs {o.cand_dtype}\n"
+                f"max abs {o.max_abs:.6g}, max rel {o.max_rel:.6g}, mean abs {o.mean_abs:.6g}, p99 abs {o.p99_abs:.6g}\n"
+                f"out of tolerance: {o.out_of_tol} of {o.elements} (atol={o.atol:g}, rtol={o.rtol:g})\n"
+                f"worst element {o.worst_index}: reference {o.worst_ref}, candidate {o.worst_cand}"
+            )
+            if o.cosine is not None:
+                details += f"\ncosine mean {o.cosine:.8f}, min {o.cosine_min:.8f}"
+            if o.label_agreement is not None:
+                details += f"\nlabel agreement {o.label_agreement:.6f}"
+            if o.top1_agreement is not None:
+                details += f"\ntop-1 agreement {o.top1_agreement:.6f}, top-{o.topk} agreement {o.topk_agreement:.6f}"
+            if not o.passed and self.localization:
+                details += "\nlocalization: " + "; ".join(f"{a}: {b}" for a, b in self.localization.get("rows", []))
+            cases.append((f"output {o.name}", o.passed, "; ".join(o.problems), details))
+        return cases
 
 
 def input_sets(
@@ -116,8 +140,11 @@ def input_sets(
             yield f"edge case: {name}", feeds
 
 
+Batch = tuple[str, Feeds, "Feeds | None"]  # (label, inputs, stored reference outputs or None)
+
+
 def validate_models(
-    reference: Predict,
+    reference: Predict | None,
     candidate: Predict,
     specs: list[InputSpec],
     *,
@@ -132,27 +159,47 @@ def validate_models(
     edge_cases: bool = False,
     accepts_nan: bool = False,
     progress: Callable[[int], None] | None = None,
-    keep: Callable[[Feeds, Feeds], None] | None = None,
+    keep: Callable[[str, Feeds, Feeds], None] | None = None,
+    batches: Iterable[Batch] | None = None,
+    label_outputs: tuple[str, ...] = (),
+    on_first_failure: Callable[[str, Feeds], None] | None = None,
 ) -> ValidationResult:
     """Compare ``candidate`` against ``reference`` on the same inputs, batch by batch.
 
-    ``keep`` receives (inputs, reference outputs) of every batch, for saving references.
+    ``batches`` replaces the generated inputs (saved references carry their outputs, and
+    then ``reference`` may be None). ``keep`` receives (label, inputs, reference outputs) of
+    every batch, for saving references. ``on_first_failure`` receives the first batch on
+    which an output goes out of tolerance (for localization).
     """
-    comp = Comparator(tolerance)
+    comp = Comparator(tolerance, label_outputs=label_outputs)
     labels: list[str] = []
     nonfinite: set[str] = set()
-    for label, feeds in input_sets(
-        specs, data=data, batch_sizes=batch_sizes, seq_lens=seq_lens, samples=samples,
-        seed=seed, edge_cases=edge_cases, accepts_nan=accepts_nan,
-    ):
+    if batches is None:
+        batches = (
+            (label, feeds, None)
+            for label, feeds in input_sets(
+                specs, data=data, batch_sizes=batch_sizes, seq_lens=seq_lens, samples=samples,
+                seed=seed, edge_cases=edge_cases, accepts_nan=accepts_nan,
+            )
+        )
+    failed_seen = False
+    for label, feeds, stored in batches:
         check_feeds(feeds, specs, where=label)
         nonfinite.update(non_finite_inputs(feeds))
-        ref = reference(feeds)
+        if stored is not None:
+            ref = stored
+        elif reference is not None:
+            ref = reference(feeds)
+        else:
+            raise InputError(f"{label}: no reference outputs and no reference model")
         cand = candidate(feeds)
         if keep is not None:
-            keep(feeds, ref)
+            keep(label, feeds, ref)
         comp.add(ref, cand)
         labels.append(label)
+        if not failed_seen and on_first_failure is not None and comp.bad_elements():
+            failed_seen = True
+            on_first_failure(label, feeds)
         if progress is not None:
             progress(feeds_rows(feeds))
     if not comp.batches:
@@ -172,6 +219,15 @@ def validate_models(
     )
     if nonfinite:
         result.notes.append(f"inputs hold NaN/Inf values: {', '.join(sorted(nonfinite))}")
+    for o in outputs:
+        for w in o.warnings:
+            result.notes.append(f"{o.name}: {w}")
+    import fnmatch
+
+    for pat, _, _ in tolerance.per_output:
+        if not any(fnmatch.fnmatchcase(n, pat) for o in outputs for n in (o.name, o.reference_name)):
+            # A typo in an output name would otherwise silently keep the default tolerance.
+            result.notes.append(f"--tol {pat}=...: no output matches {pat!r} (outputs: {', '.join(o.name for o in outputs)})")
     return result
 
 
@@ -189,3 +245,242 @@ def onnx_predict(session) -> Predict:
 
 def as_float_feeds(feeds: Feeds) -> Feeds:
     return {k: np.asarray(v) for k, v in feeds.items()}
+
+
+# ---------------------------------------------------------------- the command's core
+
+
+def _is_onnx_source(source: str, options) -> bool:
+    if options.framework:
+        return options.framework == "onnx"
+    return str(source).lower().endswith(".onnx")
+
+
+def _random_rows(specs: list[InputSpec], batch_sizes, seq_lens, samples, edge_cases) -> int:
+    has_batch = any(s.shape and not isinstance(s.shape[0], int) for s in specs)
+    has_seq = any(not isinstance(d, int) for s in specs for d in s.shape[1:])
+    per_round = (sum(batch_sizes) if has_batch else 1) * (len(seq_lens) if has_seq else 1)
+    rounds = 1 if not samples else max(1, -(-samples // max(per_round, 1)))
+    edge = 5 * max(batch_sizes) if edge_cases else 0
+    return per_round * rounds + edge
+
+
+def validate_files(
+    source: str | None,
+    model: str | Path,
+    *,
+    tolerance: Tolerance,
+    options: Any = None,
+    data: str | Path | None = None,
+    samples: int | None = None,
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES,
+    seq_lens: tuple[int, ...] = DEFAULT_SEQ_LENS,
+    edge_cases: bool = False,
+    seed: int = 0,
+    localize: bool = False,
+    providers: list[str] | None = None,
+    reference_providers: list[str] | None = None,
+    save_outputs: str | Path | None = None,
+    load_outputs: str | Path | None = None,
+    progress: Any = None,
+) -> ValidationResult:
+    """``onnxkit validate``: SOURCE (any model export loads, or another ONNX file) or saved
+    reference outputs, against MODEL.onnx.
+
+    ``progress``, when given, has ``start(total_rows_or_None)``, ``advance(rows)`` and ``stop()``.
+    """
+    from onnxkit.core.data import open_data
+    from onnxkit.core.files import check_output_path
+    from onnxkit.core.onnx_io import load_onnx
+    from onnxkit.core.spec import merge_specs
+    from onnxkit.errors import UsageError
+    from onnxkit.frameworks.base import LoadOptions
+    from onnxkit.runtime.session import make_session, select_providers
+
+    options = options or LoadOptions()
+    model = Path(model)
+    if source is None and load_outputs is None:
+        raise UsageError("give a SOURCE model to compare against, or --load-outputs FILE with saved reference outputs")
+    if source is not None and load_outputs is not None:
+        raise UsageError("give either SOURCE or --load-outputs, not both: saved outputs are the reference")
+    if load_outputs is not None and data is not None:
+        raise UsageError("--data cannot be combined with --load-outputs: the saved file holds its own inputs")
+    if save_outputs is not None and load_outputs is not None:
+        raise UsageError("--save-outputs and --load-outputs together would only copy the file")
+    if samples is not None and samples <= 0:
+        raise UsageError("--samples must be a positive integer")
+    if not batch_sizes or any(b <= 0 for b in batch_sizes):
+        raise UsageError("--batch-sizes must be positive integers")
+    if not seq_lens or any(q <= 0 for q in seq_lens):
+        raise UsageError("--seq-lens must be positive integers")
+    if save_outputs is not None:
+        check_output_path(save_outputs, model, source if source and Path(source).exists() else None)
+
+    load_onnx(model, trust=options.trust, load_external=False)  # safety checks before ORT sees it
+    cand_session = make_session(model, providers=select_providers(providers))
+    specs = merge_specs(cand_session.input_specs, options.inputs)
+
+    refs = None
+    reference_model: Any = None  # an ONNX path for localization
+    ref_source = None
+    label_outputs: tuple[str, ...] = ()
+    accepts_nan = False
+    if load_outputs is not None:
+        from onnxkit.core.references import load_references
+
+        refs = load_references(load_outputs)
+        reference: Predict | None = None
+        origin = refs.meta.get("source")
+        reference_name = f"saved outputs {Path(load_outputs).name}" + (f" (from {origin})" if origin else "")
+        label_outputs = tuple(refs.meta.get("label_outputs") or ())
+    elif _is_onnx_source(str(source), options):
+        load_onnx(source, trust=options.trust, load_external=False)
+        ref_session = make_session(source, providers=select_providers(reference_providers))
+        reference = ref_session.run
+        reference_model = Path(source)
+        reference_name = f"{Path(source).name} on {ref_session.providers[0]}"
+    else:
+        from onnxkit.frameworks.registry import load_source
+
+        ref_source = load_source(source, options)
+        reference = ref_source.predict
+        label_outputs = tuple(ref_source.label_outputs or ())
+        accepts_nan = bool(ref_source.accepts_nan)
+        reference_name = f"{ref_source.framework} {Path(str(source)).name}"
+    candidate_name = f"{model.name} on {cand_session.providers[0]}"
+
+    failing: dict[str, Any] = {}
+
+    def remember(label: str, feeds: Feeds) -> None:
+        failing["label"] = label
+        failing["feeds"] = {k: np.array(v) for k, v in feeds.items()}
+
+    data_src = open_data(data, specs) if data is not None else None
+    if refs is not None:
+        total: int | None = sum(int(b.get("rows", 0)) for b in refs.meta["batches"])
+    elif data_src is not None:
+        total = data_src.count_rows()
+        if total is not None and samples:
+            total = min(total, samples)
+    else:
+        total = _random_rows(specs, batch_sizes, seq_lens, samples, edge_cases)
+
+    writer = None
+    if save_outputs is not None:
+        from onnxkit import __version__
+        from onnxkit.core.references import ReferenceWriter
+
+        writer = ReferenceWriter(save_outputs, {
+            "source": str(source), "reference": reference_name, "onnxkit_version": __version__,
+            "tolerance": tolerance.to_dict(), "label_outputs": list(label_outputs),
+        })
+    try:
+        if progress is not None:
+            progress.start(total)
+        with writer if writer is not None else _nullcontext():
+            result = validate_models(
+                reference, cand_session.run, specs, tolerance=tolerance,
+                reference_name=reference_name, candidate_name=candidate_name, data=data_src,
+                batch_sizes=batch_sizes, seq_lens=seq_lens, samples=samples, seed=seed,
+                edge_cases=edge_cases, accepts_nan=accepts_nan,
+                progress=progress.advance if progress is not None else None,
+                keep=writer.add if writer is not None else None,
+                batches=refs.batches() if refs is not None else None,
+                label_outputs=label_outputs,
+                on_first_failure=remember if localize else None,
+            )
+    finally:
+        if progress is not None:
+            progress.stop()
+        if refs is not None:
+            refs.close()
+    if writer is not None:
+        result.saved_outputs = str(save_outputs)
+        result.notes.append(f"reference outputs and their inputs saved to {save_outputs}")
+    if localize:
+        if result.passed or not failing:
+            result.notes.append("--localize: every output is within tolerance; nothing to localize")
+        else:
+            result.localization = _localize(
+                reference_model, ref_source, options, model, failing, tolerance,
+                select_providers(providers), select_providers(reference_providers),
+            )
+    return result
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _matching_exporter(options, model: Path):
+    """Options that re-export with the exporter that made the candidate: tensor names only
+    line up (and localization only works) between exports of the same kind."""
+    import dataclasses
+
+    if getattr(options, "exporter", "auto") != "auto":
+        return options
+    try:
+        from onnxkit.core.onnx_io import load_onnx
+
+        m = load_onnx(model, load_external=False, trust=options.trust).model
+    except Exception:  # the candidate loaded fine a moment ago; never fail localization on this
+        return options
+    recorded = {p.key: p.value for p in m.metadata_props}.get("onnxkit.exporter", "").lower()
+    if "torchscript" in recorded or (not recorded and m.producer_name == "pytorch" and any(n.name.startswith("/") for n in m.graph.node)):
+        return dataclasses.replace(options, exporter="torchscript")
+    if "dynamo" in recorded:
+        return dataclasses.replace(options, exporter="dynamo")
+    return options
+
+
+def _localize(reference_model, ref_source, options, model: Path, failing: dict, tolerance: Tolerance,
+              providers: list[str], reference_providers: list[str]) -> dict[str, Any]:
+    import shutil
+    import tempfile
+
+    from onnxkit.core.localize import localize
+    from onnxkit.errors import OnnxkitError
+
+    label = failing["label"]
+    tmpdir = None
+    note = ""
+    try:
+        if reference_model is None and ref_source is not None:
+            # Only ONNX-vs-ONNX can be walked node by node: export the source to a temporary
+            # ONNX reference with the same exporter, so tensor names line up with the candidate.
+            from onnxkit.core.onnx_io import save_onnx
+
+            try:
+                outcome = ref_source.export(_matching_exporter(options, model))
+            except OnnxkitError as exc:
+                return {"message": f"localization needs an ONNX reference and exporting the source failed: {exc.message}",
+                        "rows": [["verdict", f"exporting the source for localization failed: {exc.message}"]]}
+            tmpdir = Path(tempfile.mkdtemp(prefix="onnxkit-localize-"))
+            reference_model = save_onnx(outcome.model, tmpdir / "reference.onnx")
+            note = f"the source re-exported to ONNX ({outcome.exporter})"
+        if reference_model is None:
+            msg = "localization needs a reference model: give SOURCE (a framework model or an ONNX file) instead of --load-outputs"
+            return {"message": msg, "rows": [["verdict", msg]]}
+        loc = localize(
+            reference_model, model, failing["feeds"], tolerance,
+            providers=providers, reference_providers=reference_providers,
+            reference_label=note or str(reference_model), trust=options.trust,
+        )
+        d = loc.to_dict()
+        rows = loc.summary_rows()
+        rows.append(["inputs used", label])
+        if note:
+            rows.append(["reference", note])
+            if not loc.found:
+                rows.append(["meaning", "the re-exported reference already matches the candidate: the difference "
+                             "lies between the source framework and its ONNX export (an exporter or runtime issue)"])
+        d["rows"] = rows
+        d["inputs_used"] = label
+        return d
+    finally:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)

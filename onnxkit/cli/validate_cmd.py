@@ -1,0 +1,127 @@
+"""onnxkit validate SOURCE MODEL.onnx  |  onnxkit validate MODEL.onnx --load-outputs ref.npz"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from onnxkit.cli import common
+from onnxkit.cli.app import app
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    from onnxkit.errors import UsageError
+
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"malformed {flag} {text!r}; expected positive integers separated by commas, e.g. 1,8") from None
+    if not values or any(v <= 0 for v in values):
+        raise UsageError(f"malformed {flag} {text!r}; expected positive integers separated by commas, e.g. 1,8")
+    return values
+
+
+class _Progress:
+    """A Rich progress bar on stderr, only where a person watches it."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.task = None
+
+    def start(self, total: int | None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("validating"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"), TimeElapsedColumn(),
+            console=Console(stderr=True), transient=True,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task("validate", total=total)
+
+    def advance(self, rows: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, rows)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+@app.command("validate")
+def validate_command(
+    source: Annotated[str, typer.Argument(help="The reference: a model file export can load, or another ONNX file. Omit it with --load-outputs.", show_default=False)],
+    model: Annotated[Path | None, typer.Argument(help="The ONNX model to check.", show_default=False)] = None,
+    tol: common.Tol = None,
+    rtol: common.Rtol = None,
+    preset: common.Preset = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Inputs to validate on (.npz, .npy, .csv, .parquet); streamed in batches.")] = None,
+    inputs: common.Inputs = None,
+    samples: Annotated[int | None, typer.Option("--samples", help="Rows to validate on (random inputs: at least this many; --data: at most).")] = None,
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Batch sizes of random inputs; the largest is the --data batch size.")] = "1,8",
+    seq_lens: Annotated[str, typer.Option("--seq-lens", help="Lengths for dynamic sequence dims of random inputs.")] = "16,48",
+    edge_cases: Annotated[bool, typer.Option("--edge-cases", help="Add zeros, ones, large and tiny values, and NaN where the source accepts it.")] = False,
+    seed: common.Seed = 0,
+    localize: Annotated[bool, typer.Option("--localize", help="On failure, find the first node whose output departs from the reference.")] = False,
+    providers: common.Providers = None,
+    reference_providers: Annotated[list[str] | None, typer.Option("--reference-provider", help="Execution provider for an ONNX reference (default cpu).")] = None,
+    framework: Annotated[str | None, typer.Option("--framework", help="Override detection of SOURCE: torch, tensorflow, sklearn, xgboost, lightgbm, onnx.")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="PyTorch state_dict for a factory source (loaded with weights_only=True).")] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report (one testcase per output).")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write a Markdown summary (e.g. for a CI job summary).")] = None,
+    save_outputs: Annotated[Path | None, typer.Option("--save-outputs", help="Save the inputs and reference outputs (.npz) for later runs without the source.")] = None,
+    load_outputs: Annotated[Path | None, typer.Option("--load-outputs", help="Use reference outputs saved by --save-outputs; SOURCE is then omitted.")] = None,
+    trust: common.Trust = False,
+    json_out: common.Json = False,
+    verbose: common.Verbose = False,
+    quiet: common.Quiet = False,
+) -> None:
+    """Check that an ONNX model computes what its source (or another ONNX model) computes.
+
+    Exit 0 when every output is within tolerance, 1 when one is not, 2 for bad usage or
+    inputs that do not fit the model.
+    """
+    common.setup(json_out, verbose, quiet)
+    from onnxkit.core.compare import make_tolerance
+    from onnxkit.core.files import check_output_path
+    from onnxkit.core.spec import parse_specs
+    from onnxkit.core.validate import validate_files
+    from onnxkit.errors import UsageError
+    from onnxkit.frameworks.base import LoadOptions
+
+    # One positional means MODEL alone (its reference comes from --load-outputs).
+    if model is None:
+        if load_outputs is None:
+            raise UsageError("missing MODEL.onnx: usage is onnxkit validate SOURCE MODEL.onnx, or MODEL.onnx --load-outputs FILE")
+        src, model_path = None, Path(source)
+    else:
+        src, model_path = source, model
+    tolerance = make_tolerance(tol, rtol, preset)
+    sizes = _int_list(batch_sizes, "--batch-sizes")
+    lens = _int_list(seq_lens, "--seq-lens")
+    for out in (junit, report):
+        if out is not None:
+            check_output_path(out, model_path, src if src and Path(src).exists() else None)
+    options = LoadOptions(framework=framework, trust=trust, inputs=parse_specs(inputs), weights=weights)
+    progress = _Progress() if not common.STATE.quiet and sys.stderr.isatty() else None
+    result = validate_files(
+        src, model_path, tolerance=tolerance, options=options, data=data, samples=samples,
+        batch_sizes=sizes, seq_lens=lens, edge_cases=edge_cases, seed=seed, localize=localize,
+        providers=providers, reference_providers=reference_providers,
+        save_outputs=save_outputs, load_outputs=load_outputs, progress=progress,
+    )
+    if junit is not None:
+        from onnxkit.reports.junit import write_junit
+
+        write_junit(junit, f"onnxkit validate {model_path.name}", result.junit_cases(), classname="onnxkit.validate",
+                    properties={"reference": result.reference, "candidate": result.candidate,
+                                "atol": str(tolerance.atol), "rtol": str(tolerance.rtol)})
+    if report is not None:
+        from onnxkit.reports.markdown import write_markdown
+
+        write_markdown(report, result, title=f"onnxkit validate {model_path.name}")
+    common.emit(result)

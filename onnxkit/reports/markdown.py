@@ -1,0 +1,42 @@
+"""Markdown summaries, e.g. for ``$GITHUB_STEP_SUMMARY`` or a merge-request comment.
+
+Generic: renders any Result from its verdict, tables and notes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from onnxkit.core.files import write_text_atomic
+from onnxkit.results import Result, Table, fmt_num
+
+
+def _cell(v: Any) -> str:
+    text = v if isinstance(v, str) else fmt_num(v)
+    # A pipe would end the cell; newlines would end the row.
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>") or " "
+
+
+def table_markdown(t: Table) -> str:
+    cols = [_cell(c) for c in t.columns]
+    lines = [f"**{_cell(t.title)}**", "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in t.rows:
+        cells = [_cell(v) for v in row] + [" "] * (len(cols) - len(row))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def result_markdown(result: Result, title: str | None = None) -> str:
+    mark = "✅" if result.passed else "❌"
+    head = title or f"onnxkit {result.command}".strip()
+    parts = [f"## {mark} {head}: {result.verdict}", ""]
+    for t in result.tables():
+        parts += [table_markdown(t), ""]
+    if result.notes:
+        parts += ["**Notes**", ""] + [f"- {_cell(n)}" for n in result.notes] + [""]
+    return "\n".join(parts)
+
+
+def write_markdown(dest: str | Path, result: Result, title: str | None = None) -> Path:
+    return write_text_atomic(dest, result_markdown(result, title))
