@@ -1,0 +1,34 @@
+"""onnxkit init SOURCE -o onnxkit.toml"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from onnxkit.cli import common
+from onnxkit.cli.app import app
+
+
+@app.command("init")
+def init_command(
+    source: Annotated[str, typer.Argument(help="The trained model the pipeline starts from (any source `onnxkit export` takes).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The config file to write.")] = Path("onnxkit.toml"),
+    framework: Annotated[str | None, typer.Option("--framework", help="Override detection: torch, tensorflow, sklearn, xgboost, lightgbm, onnx.")] = None,
+    inputs: common.Inputs = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing config.")] = False,
+    trust: common.Trust = False,
+    json_out: common.Json = False,
+    verbose: common.Verbose = False,
+    quiet: common.Quiet = False,
+) -> None:
+    """Write a commented starter config for `onnxkit pipeline`, filled in from the model.
+
+    The source is loaded once to learn its framework and inputs. Exit 2 when the config
+    exists (use --force) or the source cannot be read.
+    """
+    common.setup(json_out, verbose, quiet)
+    from onnxkit.core.config import init_config
+
+    common.emit(init_config(source, output, framework=framework, inputs=inputs, trust=trust, force=force))

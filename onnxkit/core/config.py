@@ -1,0 +1,495 @@
+"""The ``onnxkit pipeline`` configuration: one TOML file, a strict schema, clear errors.
+
+The schema below is the single source for three things: parsing (unknown keys are
+errors, because a typo'd gate that is silently ignored passes CI it should fail), the
+``onnxkit init`` template (its comments are the ``doc`` strings), and docs/ci.md.
+
+Paths in the file are relative to the folder holding the config file, so a config
+checked into a repository works from any working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onnxkit.errors import InputError, UsageError
+from onnxkit.results import Result, Table
+
+
+class ConfigError(UsageError):
+    """A config that cannot be run: exit 2, naming the file, the key and the line."""
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    kind: str            # "str" | "int" | "float" | "bool" | "path" | "list[str]" | "list[int]"
+    default: Any
+    doc: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    optional: bool = False  # None (unset) is a valid value
+
+
+# Error metrics a ``max_error`` gate may bound: all are "lower is better".
+ERROR_METRICS = ("max_abs", "max_rel", "mean_abs", "p99_abs")
+
+SCHEMA: dict[str, list[Key]] = {
+    "source": [
+        Key("path", "path", None, "The trained model (relative to this file's folder)."),
+        Key("framework", "str", None, "torch, tensorflow, sklearn, xgboost, lightgbm or onnx; unset = detect from the file.",
+            choices=("torch", "tensorflow", "sklearn", "xgboost", "lightgbm", "onnx"), optional=True),
+        Key("inputs", "list[str]", [], "Input specs NAME:[d0,d1,...]:DTYPE; a named dim is dynamic. Empty = from the model."),
+        Key("trust", "bool", False, "Allow formats that run code on load (pickle, joblib, Keras Lambda)."),
+        Key("weights", "path", None, "PyTorch state_dict for a factory source (file.py:function).", optional=True),
+        Key("signature", "str", "serving_default", "TensorFlow SavedModel signature."),
+        Key("sample", "path", None, "CSV sample for scikit-learn ColumnTransformer column names.", optional=True),
+    ],
+    "export": [
+        Key("exporter", "str", "auto", "PyTorch exporter.", choices=("auto", "dynamo", "torchscript")),
+        Key("opset", "int", None, "Target ONNX opset; unset = the exporter's default.", minimum=7, optional=True),
+        Key("zipmap", "bool", False, "Keep scikit-learn's ZipMap probability output."),
+    ],
+    "output": [
+        Key("dir", "path", "onnxkit-out", "Where artifacts go (model.onnx, model.opt.onnx, model.int8.onnx)."),
+        Key("name", "str", "model", "Base name of the artifacts."),
+    ],
+    "validate": [
+        Key("enabled", "bool", True, "Compare every artifact against the source model."),
+        Key("data", "path", None, "Inputs to validate on (.npz/.npy/.csv/.parquet); unset = seeded random inputs.", optional=True),
+        Key("preset", "str", "fp32", "Tolerance preset for the fp32 artifacts.", choices=("fp32", "fp16", "int8", "int4")),
+        Key("tol", "list[str]", [], "Extra tolerances: \"ATOL\" or \"OUTPUT=ATOL[:RTOL]\" (glob), as --tol."),
+        Key("rtol", "float", None, "Relative tolerance; unset = the preset's.", minimum=0, optional=True),
+        Key("batch_sizes", "list[int]", [1, 8], "Batch sizes of the random inputs."),
+        Key("samples", "int", None, "Stop after this many samples of the data; unset = all.", minimum=1, optional=True),
+        Key("seed", "int", 0, "Seed of the random inputs."),
+    ],
+    "optimize": [
+        Key("enabled", "bool", True, "Run onnxkit optimize on the exported model."),
+        Key("preset", "str", "default", "Pass preset: default (portable, standard ops) or aggressive (adds ORT fusions).",
+            choices=("default", "aggressive")),
+        Key("level", "str", None, "Also run ONNX Runtime's offline optimizer at this level; unset = no.",
+            choices=("basic", "extended", "all"), optional=True),
+        Key("fp16", "bool", False, "Convert weights and compute to float16 (set tolerance = \"fp16\")."),
+        Key("tolerance", "str", "fp32", "Tolerance preset for the optimized model against the source.",
+            choices=("fp32", "fp16", "int8", "int4")),
+    ],
+    "quantize": [
+        Key("enabled", "bool", True, "Run onnxkit quantize on the optimized (or exported) model."),
+        Key("mode", "str", "dynamic", "dynamic (weights int8, no data needed), static (needs calib_data or calib_random), "
+            "int4 (MatMul weights), fp16.", choices=("dynamic", "static", "int4", "fp16")),
+        Key("calib_data", "path", None, "Calibration data for static mode (.npz/.npy/.csv/.parquet).", optional=True),
+        Key("calib_random", "int", 0, "Calibrate static mode on this many random samples instead (a poor proxy).", minimum=0),
+        Key("budget", "float", None, "Accuracy budget (cosine error); nodes are excluded until met. Unset = the mode's default.",
+            minimum=0, optional=True),
+        Key("tolerance", "str", "int8", "Tolerance preset for the quantized model against the source.",
+            choices=("fp32", "fp16", "int8", "int4")),
+        Key("min_cosine", "float", None, "Lowest cosine of any single sample vs the source; unset = the preset's (int8: 0.99). "
+            "Small outputs make per-sample cosine noisy: gate the mean with [gates] min_cosine.", optional=True),
+    ],
+    "bench": [
+        Key("enabled", "bool", True, "Time every artifact (and the source model, for min_speedup)."),
+        Key("batch_sizes", "list[int]", [1, 8], "Batch sizes to time."),
+        Key("iterations", "int", 50, "Timed runs per batch size.", minimum=1),
+        Key("warmup", "int", 5, "Untimed runs first.", minimum=0),
+        Key("threads", "int", None, "Intra-op threads; unset = ONNX Runtime's choice.", minimum=1, optional=True),
+        Key("vs_source", "bool", True, "Also time the source framework, side by side (needed by min_speedup)."),
+    ],
+    "gates": [
+        Key("min_speedup", "float", None, "Final model vs the source framework (p50 at the largest batch), e.g. 1.5.",
+            minimum=0, optional=True),
+        Key("max_size_mb", "float", None, "Size of the final model file, in MB (10^6 bytes).", minimum=0, optional=True),
+        Key("max_latency_ms", "float", None, "p99 latency of the final model at any bench batch size, in ms.",
+            minimum=0, optional=True),
+        Key("min_cosine", "float", None, "Lowest mean cosine similarity of any output of the final model vs the source.",
+            optional=True),
+    ],
+    "gates.max_error": [
+        Key(m, "float", None, f"Largest {m} of any output of the final model vs the source.", minimum=0, optional=True)
+        for m in ERROR_METRICS
+    ],
+}
+
+# Every gate name accepted by --gate (and shown in reports).
+GATE_NAMES: tuple[str, ...] = tuple(
+    [k.name for k in SCHEMA["gates"]] + [f"max_error.{k.name}" for k in SCHEMA["gates.max_error"]]
+)
+
+
+@dataclass
+class PipelineConfig:
+    """A parsed, checked config; ``sections`` holds every key with defaults filled in."""
+
+    path: Path
+    sections: dict[str, dict[str, Any]]
+    gates: dict[str, float] = field(default_factory=dict)  # gate name -> threshold, set gates only
+
+    @property
+    def base(self) -> Path:
+        return self.path.parent
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self.sections[section]
+
+    @property
+    def output_dir(self) -> Path:
+        return self.sections["output"]["dir"]
+
+
+def _line_of(text: str, section: str, key: str | None) -> int | None:
+    """Best-effort line of ``key`` in ``[section]`` (tomllib reports no positions for keys)."""
+    lines = text.splitlines()
+    current = ""
+    header = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
+    for i, line in enumerate(lines, 1):
+        m = header.match(line)
+        if m:
+            current = m.group(1).replace(" ", "")
+            if key is None and current == section:
+                return i
+            continue
+        if key is None:
+            continue
+        m = re.match(r"^\s*([A-Za-z0-9_.\"-]+)\s*=", line)
+        if not m:
+            continue
+        dotted = m.group(1).replace('"', "")
+        full = f"{current}.{dotted}" if current else dotted
+        if full == (f"{section}.{key}" if section else key):
+            return i
+    return None
+
+
+def _where(path: Path, text: str, section: str, key: str | None) -> str:
+    line = _line_of(text, section, key)
+    return f"{path.name}:{line}" if line else path.name
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(value: Any, key: Key, dotted: str) -> Any:
+    """Check one value's type; returns the value in its Python form or raises with why."""
+    if value is None:
+        return None
+    kind = key.kind
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{dotted} must be true or false, not {value!r}")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{dotted} must be an integer, not {value!r}")
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{dotted} must be a number, not {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{dotted} must be finite, not {value!r}")
+    elif kind in ("str", "path"):
+        if not isinstance(value, str) or (kind == "path" and not value):
+            raise ValueError(f"{dotted} must be a non-empty string, not {value!r}" if kind == "path" else f"{dotted} must be a string, not {value!r}")
+    elif kind == "list[str]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{dotted} must be a list of strings, not {value!r}")
+    elif kind == "list[int]":
+        if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+            raise ValueError(f"{dotted} must be a non-empty list of positive integers, not {value!r}")
+    if key.choices and value not in key.choices:
+        raise ValueError(f"{dotted} = {value!r} is not one of {', '.join(key.choices)}")
+    if key.minimum is not None and isinstance(value, (int, float)) and value < key.minimum:
+        raise ValueError(f"{dotted} = {value!r} must be at least {key.minimum:g}")
+    return value
+
+
+def parse_gate_override(text: str) -> tuple[str, float | None]:
+    """``--gate NAME=VALUE``; VALUE ``off`` clears a gate set in the config."""
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name or not raw.strip():
+        raise UsageError(f"malformed --gate {text!r}; expected NAME=VALUE, e.g. min_speedup=1.5 or max_error.max_abs=1e-3")
+    if name not in GATE_NAMES:
+        raise UsageError(f"unknown gate {name!r} in --gate{_suggest(name, list(GATE_NAMES))}; gates: {', '.join(GATE_NAMES)}")
+    raw = raw.strip()
+    if raw.lower() in ("off", "none"):
+        return name, None
+    section, key_name = ("gates.max_error", name.split(".", 1)[1]) if name.startswith("max_error.") else ("gates", name)
+    key = next(k for k in SCHEMA[section] if k.name == key_name)
+    try:
+        value = float(raw)
+        return name, _coerce(value, key, name)
+    except ValueError as exc:
+        msg = str(exc) if "could not convert" not in str(exc) else f"{name} value {raw!r} is not a number"
+        raise UsageError(f"--gate {msg}") from None
+
+
+def load_config(path: str | Path, gate_overrides: list[str] | None = None) -> PipelineConfig:
+    """Read, check and resolve a pipeline config. Every problem is a ConfigError (exit 2)."""
+    import tomllib
+
+    from onnxkit.core.files import preflight
+
+    # Flag mistakes first: they are the cheapest to report.
+    overrides = [parse_gate_override(item) for item in gate_overrides or []]
+    cfg_path = preflight(path, what="config")
+    try:
+        text = cfg_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{cfg_path.name} is not UTF-8 text; is it really a TOML config?") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # Python 3.14 gives lineno/colno; before, the position is only in the message.
+        line = getattr(exc, "lineno", None)
+        col = getattr(exc, "colno", None)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        if line is None and m:
+            line, col = int(m.group(1)), int(m.group(2))
+        msg = getattr(exc, "msg", None) or re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
+        where = f"{cfg_path.name}:{line}" + (f":{col}" if col else "") if line else cfg_path.name
+        raise ConfigError(f"{where}: invalid TOML: {msg}", hint="see the file written by `onnxkit init`") from None
+
+    sections: dict[str, dict[str, Any]] = {}
+    top_sections = sorted({s.split(".")[0] for s in SCHEMA})
+    for name in data:
+        if name not in top_sections:
+            raise ConfigError(
+                f"{_where(cfg_path, text, name, None)}: unknown section [{name}]{_suggest(name, top_sections)}",
+                hint=f"sections: {', '.join(top_sections)}",
+            )
+    for section, keys in SCHEMA.items():
+        parts = section.split(".")
+        raw: Any = data
+        for p in parts:
+            raw = raw.get(p, {}) if isinstance(raw, dict) else {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{_where(cfg_path, text, section, None)}: [{section}] must be a table")
+        known = {k.name: k for k in keys}
+        # Sub-tables of this section are checked as sections of their own.
+        subs = {s.split(".", len(parts))[-1] for s in SCHEMA if s.startswith(section + ".")}
+        values: dict[str, Any] = {}
+        for k, v in raw.items():
+            if k in subs:
+                continue
+            if k not in known:
+                options = list(known) + sorted(subs)
+                raise ConfigError(
+                    f"{_where(cfg_path, text, section, k)}: unknown key '{section}.{k}'{_suggest(k, options)}",
+                    hint=f"keys of [{section}]: {', '.join(options)}",
+                )
+        for key in keys:
+            dotted = f"{section}.{key.name}"
+            value = raw.get(key.name, key.default)
+            try:
+                value = _coerce(value, key, dotted)
+            except ValueError as exc:
+                raise ConfigError(f"{_where(cfg_path, text, section, key.name)}: {exc}") from None
+            if value is None and not key.optional and key.default is None:
+                raise ConfigError(f"{cfg_path.name}: missing required key '{dotted}'", hint="`onnxkit init MODEL` writes a complete config")
+            if key.kind == "path" and value is not None:
+                p = Path(value).expanduser()
+                # A factory reference "file.py:function" stays a string, resolved beside the config.
+                if dotted == "source.path" and re.match(r"^[^:]+\.py:[A-Za-z_]\w*$", value):
+                    target, func = value.rsplit(":", 1)
+                    value = f"{(cfg_path.parent / target) if not Path(target).is_absolute() else Path(target)}:{func}"
+                else:
+                    value = p if p.is_absolute() else cfg_path.parent / p
+            values[key.name] = value
+        sections[section] = values
+
+    # Inputs are checked now: a typo'd path must fail in a second, not after an export.
+    for section, key in (("source", "path"), ("source", "weights"), ("source", "sample"), ("validate", "data"),
+                         ("quantize", "calib_data")):
+        value = sections[section][key]
+        if value is None:
+            continue
+        target = Path(str(value).rsplit(":", 1)[0]) if isinstance(value, str) else value
+        if not target.exists():
+            raise ConfigError(
+                f"{_where(cfg_path, text, section, key)}: {section}.{key}: {target} does not exist",
+                hint="paths in the config are relative to the config file's folder",
+            )
+
+    gates: dict[str, float] = {}
+    for k, v in sections["gates"].items():
+        if v is not None:
+            gates[k] = v
+    for k, v in sections["gates.max_error"].items():
+        if v is not None:
+            gates[f"max_error.{k}"] = v
+    for name, value in overrides:
+        if value is None:
+            gates.pop(name, None)
+        else:
+            gates[name] = value
+    q = sections["quantize"]
+    if q["enabled"] and q["mode"] == "static" and not q["calib_data"] and not q["calib_random"]:
+        raise ConfigError(f"{_where(cfg_path, text, 'quantize', 'mode')}: quantize.mode = \"static\" needs calib_data or calib_random",
+                          hint="mode = \"dynamic\" needs no calibration data")
+    if q["calib_data"] and q["calib_random"]:
+        raise ConfigError(f"{_where(cfg_path, text, 'quantize', 'calib_random')}: give quantize.calib_data or calib_random, not both")
+    if "min_speedup" in gates and not (sections["bench"]["enabled"] and sections["bench"]["vs_source"]):
+        raise ConfigError(
+            f"{cfg_path.name}: gate min_speedup needs [bench] enabled = true and vs_source = true",
+        )
+    if "max_latency_ms" in gates and not sections["bench"]["enabled"]:
+        raise ConfigError(f"{cfg_path.name}: gate max_latency_ms needs [bench] enabled = true")
+    if any(g.startswith("max_error.") or g == "min_cosine" for g in gates) and not sections["validate"]["enabled"]:
+        raise ConfigError(f"{cfg_path.name}: error gates need [validate] enabled = true")
+    return PipelineConfig(path=cfg_path, sections=sections, gates=gates)
+
+
+# --------------------------------------------------------------------------- template
+
+
+def _toml_value(v: Any) -> str:
+    import json
+
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, Path):
+        v = v.as_posix()
+    if isinstance(v, str):
+        return json.dumps(v)  # JSON string escapes are valid TOML basic-string escapes
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"no TOML form for {v!r}")
+
+
+def render_template(values: dict[str, dict[str, Any]], header: list[str] | None = None) -> str:
+    """A commented TOML config: every key of the schema, ``values`` overriding defaults.
+
+    Unset optional keys are written commented out, so users see what they can set.
+    """
+    lines = [f"# {h}" if h else "#" for h in (header or [])]
+    for section, keys in SCHEMA.items():
+        lines.append("")
+        lines.append(f"[{section}]")
+        given = values.get(section, {})
+        for key in keys:
+            value = given.get(key.name, key.default)
+            doc = key.doc + (f" One of: {', '.join(key.choices)}." if key.choices and "torch, tensorflow" not in key.doc else "")
+            lines.append(f"# {doc}")
+            if value is None:
+                example = {"min_speedup": 1.0, "max_size_mb": 100.0, "max_latency_ms": 50.0, "min_cosine": 0.99,
+                           "max_abs": 0.05, "max_rel": 1.0, "mean_abs": 0.01, "p99_abs": 0.02,
+                           "opset": 18, "threads": 1, "samples": 1000, "rtol": 1e-3, "weights": "state.pt",
+                           "sample": "sample.csv", "data": "inputs.npz", "calib_data": "calib.npz", "level": "extended",
+                           "budget": 0.01}.get(key.name)
+                lines.append(f"# {key.name} = {_toml_value(example) if example is not None else '...'}")
+            else:
+                lines.append(f"{key.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- onnxkit init
+
+# The opset written into a new config, per framework: the newest each exporter handles
+# well with the pinned versions (torch's dynamo exporter targets 18; tf2onnx is
+# conservative). None leaves the exporter's own default, written commented out.
+INIT_OPSET: dict[str, int | None] = {"torch": 18, "tensorflow": 17}
+
+
+@dataclass
+class InitResult(Result):
+    """What ``onnxkit init`` wrote."""
+
+    config: str = ""
+    source: str = ""
+    framework: str = ""
+    inputs: list[str] = field(default_factory=list)
+
+    def tables(self) -> list[Table]:
+        return [Table("onnxkit init", ["property", "value"], [
+            ["config", self.config], ["source", self.source], ["framework", self.framework],
+            ["inputs", "; ".join(self.inputs) or "-"], ["next", f"onnxkit pipeline {self.config}"],
+        ])]
+
+
+def spec_text(spec: Any) -> str:
+    """An InputSpec as config text; an unnamed dynamic dim gets a name, since '?' does not parse."""
+    import numpy as np
+
+    dims = ",".join(str(d) if d is not None else f"{spec.name}_dim{i}" for i, d in enumerate(spec.shape))
+    return f"{spec.name}:[{dims}]:{np.dtype(spec.dtype).name}"
+
+
+def _rel(target: Path, base: Path) -> str:
+    import os
+
+    try:
+        return Path(os.path.relpath(target.resolve(), base.resolve())).as_posix()
+    except ValueError:  # another drive on Windows
+        return target.resolve().as_posix()
+
+
+def init_config(
+    source: str | Path,
+    output: str | Path = "onnxkit.toml",
+    *,
+    framework: str | None = None,
+    inputs: list[str] | None = None,
+    trust: bool = False,
+    force: bool = False,
+) -> InitResult:
+    """Load ``source`` to learn its framework and inputs; write a commented starter config.
+
+    Refuses to overwrite an existing file unless ``force``; the write is atomic.
+    """
+    from onnxkit import __version__
+    from onnxkit.core.files import check_output_path, write_text_atomic
+    from onnxkit.core.spec import parse_specs
+    from onnxkit.frameworks.base import LoadOptions
+    from onnxkit.frameworks.registry import detect_framework, is_factory_ref, load_source
+
+    out = Path(output)
+    if out.exists() and not force:
+        raise UsageError(f"{out} already exists; pass --force to overwrite it")
+    if out.exists() and out.is_dir():
+        raise UsageError(f"{out} is a directory; give a file name such as {out / 'onnxkit.toml'}")
+    s = str(source)
+    factory = is_factory_ref(s)
+    fw = framework or detect_framework(s)
+    user_specs = parse_specs(inputs)
+    model = load_source(s, LoadOptions(framework=fw, trust=trust, inputs=user_specs))
+    specs = user_specs or list(model.input_specs)
+    base = out.parent if str(out.parent) else Path(".")
+    if factory:
+        target, func = s.rsplit(":", 1)
+        src_value = f"{_rel(Path(target), base)}:{func}"
+    else:
+        src_value = _rel(Path(s), base)
+        check_output_path(out, s)
+    tree_model = fw in ("sklearn", "xgboost", "lightgbm")
+    values: dict[str, dict[str, Any]] = {
+        "source": {"path": src_value, "framework": fw, "inputs": [spec_text(sp) for sp in specs], "trust": trust},
+        "export": {"opset": INIT_OPSET.get(fw)},
+        "output": {"dir": "onnxkit-out", "name": Path(s.rsplit(":", 1)[0] if factory else s).stem or "model"},
+        # Tree ensembles and pipelines gain little from graph passes or int8 weights.
+        "optimize": {"enabled": not tree_model},
+        # Per-sample cosine of a few-wide output swings with int8 rounding; the run's accuracy
+        # verdict is the mean-cosine gate below, the stage check only catches a broken model.
+        "quantize": {"enabled": not tree_model, "min_cosine": 0.95},
+        "gates": {"min_cosine": 0.99},
+    }
+    header = [
+        f"onnxkit pipeline config, written by onnxkit {__version__} `onnxkit init` for {Path(s).name} ({fw}).",
+        "Run: onnxkit pipeline " + out.name + " [--report-dir DIR] [--junit FILE] [--gate NAME=VALUE]... [--json]",
+        "Paths are relative to this file's folder. Unknown keys are errors.",
+        "Gates (section [gates], override with --gate NAME=VALUE, VALUE `off` clears one): min_speedup, max_size_mb,",
+        "max_latency_ms, min_cosine, max_error.METRIC (METRIC: " + ", ".join(ERROR_METRICS) + "), e.g. --gate max_error.max_abs=1e-3.",
+        "Error gates apply to the final model (the last artifact) against the source model.",
+    ]
+    text = render_template(values, header)
+    write_text_atomic(out, text)
+
+    return InitResult(command="init", config=str(out), source=s, framework=fw, inputs=values["source"]["inputs"])

@@ -1,0 +1,602 @@
+"""``onnxkit pipeline``: export -> validate -> optimize -> validate -> quantize -> validate ->
+bench, as one configured run, then gates and reports.
+
+Each step calls the core function of its command (``export_model``, ``validate_models``,
+``optimize_model``, ``quantize_model``, the bench core) and keeps that command's typed
+result. A step that fails is recorded and the run goes on where the next step still has
+an input, so one CI run reports everything it can; a step whose input is missing is
+recorded as skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onnxkit.core.config import PipelineConfig
+from onnxkit.core.provenance import Provenance
+from onnxkit.errors import EXIT_CHECK_FAILED, EXIT_OK, Interrupted, OnnxkitError
+from onnxkit.results import Result, Table, fmt_bytes, fmt_num, to_jsonable
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+PASSED, FAILED, SKIPPED, ERROR = "passed", "failed", "skipped", "error"
+
+
+@dataclass
+class StepRecord:
+    """One step of the run, with the typed result of the command it ran."""
+
+    name: str
+    status: str = SKIPPED
+    seconds: float = 0.0
+    reason: str = ""
+    exit_code: int = 0
+    artifact: str | None = None
+    result: Result | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "status": self.status, "seconds": self.seconds, "reason": self.reason,
+            "exit_code": self.exit_code, "artifact": self.artifact,
+            "result": self.result.to_dict() if self.result is not None else None,
+        }
+
+
+@dataclass
+class GateOutcome:
+    name: str
+    threshold: float
+    actual: float | None
+    passed: bool
+    detail: str = ""
+
+    @property
+    def line(self) -> str:
+        op = ">=" if self.name.startswith("min_") else "<="
+        got = fmt_num(self.actual) if self.actual is not None else "not measured"
+        return f"{self.name}: {got} {op} {fmt_num(self.threshold)}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass
+class PipelineResult(Result):
+    config: str = ""
+    source: str = ""
+    output_dir: str = ""
+    report_dir: str = ""
+    final_model: str | None = None
+    final_variant: str | None = None  # its role: exported, optimized or quantized
+    steps: list[StepRecord] = field(default_factory=list)
+    gates: list[GateOutcome] = field(default_factory=list)
+    provenance: Provenance | None = None
+    reports: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    error_code: int = 0  # the exit code of the first step that raised, if any
+
+    @property
+    def exit_code(self) -> int:
+        if self.error_code:
+            return self.error_code
+        return EXIT_OK if self.passed else EXIT_CHECK_FAILED
+
+    def step(self, name: str) -> StepRecord | None:
+        return next((s for s in self.steps if s.name == name), None)
+
+    def failures(self) -> list[str]:
+        out = [f"step {s.name}: {s.status}" + (f" ({s.reason})" if s.reason else "") for s in self.steps if s.status in (FAILED, ERROR)]
+        out += [f"gate {g.line}" for g in self.gates if not g.passed]
+        return out
+
+    def tables(self) -> list[Table]:
+        steps = Table("Pipeline steps", ["step", "status", "time", "artifact", "detail"], [
+            [s.name, s.status.upper() if s.status in (FAILED, ERROR) else s.status, f"{s.seconds:.2f} s",
+             Path(s.artifact).name if s.artifact else "-", s.reason or "-"]
+            for s in self.steps
+        ])
+        tables = [steps]
+        if self.gates:
+            tables.append(Table("Gates", ["gate", "threshold", "actual", "verdict", "detail"], [
+                [g.name, g.threshold, g.actual if g.actual is not None else "not measured", "pass" if g.passed else "FAIL", g.detail or "-"]
+                for g in self.gates
+            ]))
+        if self.provenance and self.provenance.artifacts:
+            tables.append(Table("Artifacts", ["role", "file", "size", "sha256", "opsets"], [
+                [a.role, a.path, fmt_bytes(a.size), a.sha256[:16] + "...", ", ".join(f"{d} {v}" for d, v in a.opsets.items()) or "-"]
+                for a in self.provenance.artifacts
+            ]))
+        if self.reports:
+            tables.append(Table("Reports", ["kind", "path"], [[k, v] for k, v in self.reports.items()]))
+        return tables
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command, "verdict": self.verdict, "exit_code": self.exit_code, "passed": self.passed,
+            "config": self.config, "source": self.source, "output_dir": self.output_dir, "report_dir": self.report_dir,
+            "final_model": self.final_model, "final_variant": self.final_variant, "seconds": self.seconds,
+            "steps": [s.to_dict() for s in self.steps],
+            "gates": [to_jsonable(g) | {"line": g.line} for g in self.gates],
+            "failures": self.failures(),
+            "provenance": to_jsonable(self.provenance) if self.provenance else None,
+            "reports": self.reports, "notes": self.notes,
+        }
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _artifact_suffix(mode: str) -> str:
+    return {"dynamic": "int8", "static": "int8", "int4": "int4", "fp16": "fp16"}.get(mode, mode)
+
+
+class _Run:
+    """The state of one pipeline run, step by step."""
+
+    def __init__(self, cfg: PipelineConfig, progress: Progress | None) -> None:
+        self.cfg = cfg
+        self.progress = progress or (lambda _msg: None)
+        self.result = PipelineResult(command="pipeline", config=str(cfg.path))
+        self.source_model: Any = None   # the loaded SourceModel, shared by every step
+        self.data: Any = None
+        # (role, path, validation step name) of each ONNX artifact, in order.
+        self.artifacts: list[tuple[str, Path, str]] = []
+
+    def _record(self, name: str, fn: Callable[[StepRecord], None]) -> StepRecord:
+        rec = StepRecord(name=name)
+        self.result.steps.append(rec)
+        self.progress(f"{name} ...")
+        t0 = time.perf_counter()
+        try:
+            fn(rec)
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+        except OnnxkitError as exc:
+            rec.status, rec.exit_code = ERROR, exc.exit_code
+            rec.reason = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+            if not self.result.error_code:
+                self.result.error_code = exc.exit_code
+        rec.seconds = time.perf_counter() - t0
+        self.progress(f"{name}: {rec.status}" + (f" ({rec.reason})" if rec.status != PASSED and rec.reason else ""))
+        return rec
+
+    def _skip(self, name: str, reason: str) -> None:
+        self.result.steps.append(StepRecord(name=name, status=SKIPPED, reason=reason))
+        self.progress(f"{name}: skipped ({reason})")
+
+    # -- export
+
+    def export(self) -> None:
+        from onnxkit.core.export import export_model
+        from onnxkit.core.spec import parse_specs
+        from onnxkit.frameworks.base import LoadOptions
+        from onnxkit.frameworks.registry import load_source
+
+        src, exp = self.cfg["source"], self.cfg["export"]
+        out = self.cfg.output_dir / f"{self.cfg['output']['name']}.onnx"
+
+        def run(rec: StepRecord) -> None:
+            options = LoadOptions(
+                framework=src["framework"], trust=src["trust"], inputs=parse_specs(src["inputs"]),
+                weights=src["weights"], signature=src["signature"], sample=src["sample"],
+                exporter=exp["exporter"], opset=exp["opset"], zipmap=exp["zipmap"],
+            )
+            self.source_model = load_source(str(src["path"]), options)
+            # Validation happens in the next step, against the same loaded source, so that
+            # every artifact is compared the same way (and on the configured data).
+            res = export_model(str(src["path"]), out, options, validate=False, loaded=self.source_model)
+            res.notes = [n for n in res.notes if "--no-validate" not in n]
+            rec.result, rec.artifact = res, res.output
+            rec.status = PASSED if res.passed else FAILED
+            if not res.passed:
+                rec.reason = "; ".join(res.checker_problems[:2]) or "export check failed"
+            self.artifacts.append(("exported", Path(res.output), "validate export"))
+
+        self._record("export", run)
+
+    # -- validate
+
+    def validate(self, step: str, role: str, path: Path, preset: str, min_cosine: float | None = None) -> None:
+        from onnxkit.core.compare import make_tolerance
+        from onnxkit.core.data import open_data
+        from onnxkit.core.validate import validate_models
+        from onnxkit.runtime.session import make_session
+
+        v = self.cfg["validate"]
+
+        def run(rec: StepRecord) -> None:
+            session = make_session(path)
+            specs = session.input_specs
+            data = open_data(v["data"], specs) if v["data"] is not None else None
+            # Per-output --tol entries are for fp32 artifacts; a lossy stage is held to its preset.
+            same = preset == v["preset"]
+            tolerance = make_tolerance(v["tol"] if same else None, v["rtol"] if same else None, preset=preset, min_cosine=min_cosine)
+            res = validate_models(
+                self.source_model.predict, session.run, specs,
+                tolerance=tolerance,
+                reference_name=f"{self.source_model.framework} {Path(str(self.cfg['source']['path'])).name}",
+                candidate_name=path.name,
+                data=data,
+                batch_sizes=tuple(v["batch_sizes"]),
+                samples=v["samples"],
+                seed=v["seed"],
+                accepts_nan=bool(getattr(self.source_model, "accepts_nan", False)),
+            )
+            res.command = step
+            rec.result, rec.artifact = res, str(path)
+            rec.status = PASSED if res.passed else FAILED
+            if not res.passed:
+                bad = [o.name for o in res.outputs if not o.passed]
+                rec.reason = f"out of {preset} tolerance: {', '.join(bad)}"
+
+        self._record(step, run)
+
+    # -- optimize
+
+    def optimize(self, model: Path) -> None:
+        from onnxkit.core.optimize import optimize_model
+
+        o = self.cfg["optimize"]
+        out = self.cfg.output_dir / f"{self.cfg['output']['name']}.opt.onnx"
+
+        def run(rec: StepRecord) -> None:
+            # Its own validation (vs the exported ONNX) and latency probe would duplicate the
+            # pipeline's validation against the source and its bench step.
+            res = optimize_model(model, out, preset=o["preset"], level=o["level"], fp16=o["fp16"],
+                                 validate=False, latency=False, trust=self.cfg["source"]["trust"])
+            res.notes = [n for n in res.notes if "--no-validate" not in n]
+            rec.result, rec.artifact = res, str(out)
+            rec.status = PASSED if res.passed else FAILED
+            rec.reason = f"{res.nodes_before} -> {res.nodes_after} nodes"
+            self.artifacts.append(("optimized", out, "validate optimized"))
+
+        self._record("optimize", run)
+
+    # -- quantize
+
+    def quantize(self, model: Path) -> None:
+        from onnxkit.core.quantize import quantize_model
+
+        q = self.cfg["quantize"]
+        out = self.cfg.output_dir / f"{self.cfg['output']['name']}.{_artifact_suffix(q['mode'])}.onnx"
+        data = self.cfg["validate"]["data"]
+
+        def run(rec: StepRecord) -> None:
+            res = quantize_model(
+                model, out, mode=q["mode"],
+                calib_data=str(q["calib_data"]) if q["calib_data"] else None,
+                calib_random=q["calib_random"],
+                max_error=q["budget"],
+                data=str(data) if data else None,
+                seed=self.cfg["validate"]["seed"],
+                latency=False,
+                trust=self.cfg["source"]["trust"],
+            )
+            rec.result, rec.artifact = res, str(out)
+            rec.status = PASSED if res.passed else FAILED
+            rec.reason = f"{res.nodes_quantized} node(s) quantized"
+            if res.budget_met is False:
+                rec.reason += "; accuracy budget missed"
+            self.artifacts.append(("quantized", out, "validate quantized"))
+
+        self._record("quantize", run)
+
+    # -- bench
+
+    def bench(self) -> None:
+        from onnxkit.core.data import random_feeds
+        from onnxkit.runtime.bench import bench_models
+        from onnxkit.runtime.session import make_session
+
+        b = self.cfg["bench"]
+        arts = [(role, p) for role, p, _ in self.artifacts if p.exists()]
+        if not arts:
+            self._skip("bench", "no artifact to time")
+            return
+
+        def run(rec: StepRecord) -> None:
+            specs = make_session(arts[0][1]).input_specs
+            seed = self.cfg["validate"]["seed"]
+            feeds = {n: random_feeds(specs, batch=n, seed=seed) for n in b["batch_sizes"]}
+            # Named by role so reports and gates say "quantized", not a file name.
+            res = bench_models(
+                [str(p) for _, p in arts], feeds,
+                threads=b["threads"], warmup=b["warmup"], iterations=b["iterations"],
+                source=self.source_model if b["vs_source"] else None,
+                trust=self.cfg["source"]["trust"],
+                names=[role for role, _ in arts],
+            )
+            rec.result = res
+            rec.status = PASSED if res.passed else FAILED
+            top = max(b["batch_sizes"])
+            final = res.entry(arts[-1][0], top)
+            if final is not None:
+                rec.reason = f"{arts[-1][0]} p50 {final.stats.p50_ms:.3f} ms at batch {top}" + (
+                    f", {final.speedup_vs_source:.2f}x vs source" if final.speedup_vs_source is not None else "")
+
+        self._record("bench", run)
+
+
+# --------------------------------------------------------------------------- gates
+
+
+def bench_rows(res: Result | None) -> list[dict[str, Any]]:
+    """Latency rows of a bench result as plain dicts: variant, batch, p50_ms, p99_ms,
+    speedup (vs the source, where measured), is_source."""
+    entries = getattr(res, "entries", None) or []
+    return [
+        {"variant": e.name + (f" ({e.kind})" if e.is_source else ""), "batch": e.batch_size, "p50_ms": e.stats.p50_ms,
+         "p99_ms": e.stats.p99_ms, "speedup": e.speedup_vs_source, "is_source": e.is_source}
+        for e in entries
+    ]
+
+
+def _final_validation(run: PipelineResult) -> Any:
+    """The validation result of the last artifact, or None when it was not validated."""
+    for name in ("validate quantized", "validate optimized", "validate export"):
+        s = run.step(name)
+        if s is not None and s.result is not None:
+            return s.result
+        if s is not None and s.status != SKIPPED:
+            return None
+    return None
+
+
+def evaluate_gates(run: PipelineResult, gates: dict[str, float]) -> list[GateOutcome]:
+    """One pass/fail line per configured gate. A gate whose number was not measured
+    fails: a gate that cannot be checked must not let a build through."""
+    out: list[GateOutcome] = []
+    final = Path(run.final_model) if run.final_model else None
+    validation = _final_validation(run)
+    bench = run.step("bench")
+    rows = bench_rows(bench.result if bench else None)
+    final_rows = [r for r in rows if not r["is_source"] and r["variant"] == run.final_variant]
+    for name, threshold in gates.items():
+        actual: float | None = None
+        detail = ""
+        if name.startswith("max_error."):
+            metric = name.split(".", 1)[1]
+            vals = [(getattr(o, metric), o.name) for o in (validation.outputs if validation else [])
+                    if isinstance(getattr(o, metric, None), (int, float))]
+            if vals:
+                actual, worst = max(vals)
+                detail = f"worst output {worst}" + (f" of {final.name}" if final else "")
+            else:
+                detail = "the final model was not validated" if validation is None else f"no numeric output has {metric}"
+        elif name == "min_cosine":
+            vals = [(o.cosine, o.name) for o in (validation.outputs if validation else []) if isinstance(o.cosine, (int, float))]
+            if vals:
+                actual, worst = min(vals)
+                detail = f"worst output {worst}"
+            else:
+                detail = "the final model was not validated" if validation is None else "no output has a cosine"
+        elif name == "max_size_mb":
+            if final is not None and final.exists():
+                actual = final.stat().st_size / 1e6
+                detail = final.name
+            else:
+                detail = "no final model"
+        elif name == "max_latency_ms":
+            vals = [(r["p99_ms"], r["batch"]) for r in final_rows if isinstance(r.get("p99_ms"), (int, float))]
+            if vals:
+                actual, batch = max(vals)
+                detail = f"p99 of {final.name} at batch {batch}" if final else ""
+            else:
+                detail = _bench_missing(bench)
+        elif name == "min_speedup":
+            vals = [(r["speedup"], r["batch"]) for r in final_rows if isinstance(r.get("speedup"), (int, float))]
+            if vals:
+                # The largest batch is where throughput matters and timer noise matters least.
+                batch = max(b for _, b in vals)
+                actual = next(s for s, b in vals if b == batch)
+                detail = f"{final.name} vs source, p50 at batch {batch}" if final else ""
+            else:
+                detail = _bench_missing(bench) if not rows else "the source framework was not timed (bench.vs_source)"
+        passed = actual is not None and (actual >= threshold if name.startswith("min_") else actual <= threshold)
+        out.append(GateOutcome(name=name, threshold=threshold, actual=actual, passed=passed, detail=detail))
+    return out
+
+
+def _bench_missing(bench: StepRecord | None) -> str:
+    if bench is None:
+        return "bench is disabled"
+    if bench.status in (SKIPPED, ERROR):
+        return f"bench {bench.status}: {bench.reason}"
+    return "bench measured nothing for the final model"
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run_pipeline(cfg: PipelineConfig, *, progress: Progress | None = None) -> PipelineResult:
+    """Run every configured step; evaluate gates; collect provenance. Reports are written
+    by :func:`write_reports` so a caller can choose where."""
+    from onnxkit.core import provenance as prov
+
+    t0 = time.perf_counter()
+    run = _Run(cfg, progress)
+    res = run.result
+    res.source = str(cfg["source"]["path"])
+    res.output_dir = str(cfg.output_dir)
+    try:
+        cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from onnxkit.errors import EnvironmentProblem
+
+        raise EnvironmentProblem(f"cannot create the output folder {cfg.output_dir}: {exc.strerror}") from None
+
+    validate_on = cfg["validate"]["enabled"]
+    run.export()
+    exported = run.artifacts[-1][1] if run.artifacts else None
+    if exported is None:
+        for name in ("validate export", "optimize", "validate optimized", "quantize", "validate quantized", "bench"):
+            run._skip(name, "no exported model")
+    else:
+        if validate_on:
+            run.validate("validate export", "exported", exported, cfg["validate"]["preset"])
+        else:
+            run._skip("validate export", "disabled in the config")
+        current = exported
+        if cfg["optimize"]["enabled"]:
+            n = len(run.artifacts)
+            run.optimize(current)
+            if len(run.artifacts) > n:
+                current = run.artifacts[-1][1]
+                if validate_on:
+                    run.validate("validate optimized", "optimized", current, cfg["optimize"]["tolerance"])
+                else:
+                    run._skip("validate optimized", "disabled in the config")
+            else:
+                run._skip("validate optimized", "optimize did not produce a model")
+        else:
+            run._skip("optimize", "disabled in the config")
+            run._skip("validate optimized", "optimize is disabled")
+        if cfg["quantize"]["enabled"]:
+            n = len(run.artifacts)
+            run.quantize(current)
+            if len(run.artifacts) > n:
+                current = run.artifacts[-1][1]
+                if validate_on:
+                    run.validate("validate quantized", "quantized", current, cfg["quantize"]["tolerance"],
+                                 cfg["quantize"]["min_cosine"])
+                else:
+                    run._skip("validate quantized", "disabled in the config")
+            else:
+                run._skip("validate quantized", "quantize did not produce a model")
+        else:
+            run._skip("quantize", "disabled in the config")
+            run._skip("validate quantized", "quantize is disabled")
+        res.final_model = str(current)
+        res.final_variant = next(role for role, p, _ in run.artifacts if p == current)
+        if cfg["bench"]["enabled"]:
+            run.bench()
+        else:
+            run._skip("bench", "disabled in the config")
+
+    res.gates = evaluate_gates(res, cfg.gates)
+    # Digests: the source as export records it (a factory's file plus weights), then each artifact.
+    exp = res.step("export")
+    src_digest = getattr(exp.result, "source_sha256", None) if exp and exp.result else None
+    arts = []
+    src_path = Path(str(cfg["source"]["path"]).rsplit(":", 1)[0]) if not Path(str(cfg["source"]["path"])).exists() else Path(str(cfg["source"]["path"]))
+    if src_path.exists():
+        arts.append(prov.artifact("source", src_path, digest=src_digest))
+    arts += [prov.artifact(role, p) for role, p, _ in run.artifacts if p.exists()]
+    res.provenance = prov.collect(arts)
+    res.passed = all(s.status in (PASSED, SKIPPED) for s in res.steps) and all(g.passed for g in res.gates)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def validation_stages(res: PipelineResult) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(stage, [OutputComparison dicts]) of every validation that ran, for plots."""
+    out = []
+    for s in res.steps:
+        if s.name.startswith("validate ") and s.result is not None:
+            out.append((s.name.removeprefix("validate "), [o.to_dict() for o in s.result.outputs]))
+    return out
+
+
+def write_reports(res: PipelineResult, report_dir: Path, *, junit: Path | None = None,
+                  step_summary: Path | None = None) -> dict[str, str]:
+    """JSON, JUnit XML, Markdown and HTML into ``report_dir``; ``junit`` is an extra JUnit
+    copy where CI expects it; ``step_summary`` gets the Markdown appended."""
+    from onnxkit.core.files import write_text_atomic
+    from onnxkit.reports import html as html_report
+    from onnxkit.reports.render import to_json
+
+    from onnxkit.errors import EnvironmentProblem
+
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot create the report folder {report_dir}: {exc.strerror}") from None
+    res.report_dir = str(report_dir)
+    paths = {
+        "json": report_dir / "pipeline.json",
+        "junit": report_dir / "junit.xml",
+        "markdown": report_dir / "summary.md",
+        "html": report_dir / "report.html",
+    }
+    res.reports = {k: str(v) for k, v in paths.items()}
+    if junit is not None:
+        res.reports["junit (--junit)"] = str(junit)
+    markdown = pipeline_markdown(res)
+    junit_xml = pipeline_junit(res)
+    write_text_atomic(paths["markdown"], markdown)
+    write_text_atomic(paths["junit"], junit_xml)
+    if junit is not None:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(junit, junit_xml)
+    write_text_atomic(paths["html"], html_report.pipeline_html(res))
+    if step_summary is not None:
+        # Appended, not replaced: other steps of the same job write their own summaries.
+        try:
+            with open(step_summary, "a", encoding="utf-8") as f:
+                f.write(markdown + "\n")
+            res.reports["github step summary"] = str(step_summary)
+        except OSError as exc:  # the summary is a courtesy; the files above are the record
+            res.notes.append(f"could not append to $GITHUB_STEP_SUMMARY ({step_summary}): {exc.strerror}")
+    write_text_atomic(paths["json"], to_json(res))
+    return res.reports
+
+
+def junit_cases(res: PipelineResult) -> list[tuple[str, bool, str, str]]:
+    """One testcase per step and per gate, as (name, passed, message, details) for the
+    JUnit writer. A skipped step passes (it checked nothing) and says why in its output."""
+    cases = []
+    for s in res.steps:
+        details = ""
+        if s.result is not None:
+            details = "\n\n".join(
+                f"{t.title}\n" + "\n".join(" | ".join(c if isinstance(c, str) else fmt_num(c) for c in row) for row in t.rows)
+                for t in s.result.tables()
+            )
+        if s.status == SKIPPED:
+            details = f"skipped: {s.reason}"
+        message = f"{s.status}: {s.reason}" if s.reason else s.status
+        cases.append((f"step: {s.name}", s.status in (PASSED, SKIPPED), message, details))
+    for g in res.gates:
+        cases.append((f"gate: {g.name}", g.passed, g.line, g.line))
+    return cases
+
+
+def pipeline_junit(res: PipelineResult) -> str:
+    from onnxkit.reports.junit import junit_xml
+
+    props = {"config": res.config, "source": res.source, "final_model": res.final_model or "", "exit_code": str(res.exit_code)}
+    if res.provenance:
+        props |= {k: str(v) for k, v in res.provenance.rows()}
+    return junit_xml(f"onnxkit pipeline {Path(res.config).name}", junit_cases(res), classname="onnxkit.pipeline",
+                     properties=props, time_s=res.seconds)
+
+
+def pipeline_markdown(res: PipelineResult) -> str:
+    """The job summary: verdict, steps, gates, artifacts, accuracy per stage, provenance in a fold."""
+    from onnxkit.reports.markdown import result_markdown, table_markdown
+
+    ok = res.passed and not res.error_code
+    head = f"onnxkit pipeline `{Path(res.config).name}` ({Path(res.source).name}, {res.seconds:.1f} s)"
+    parts = [result_markdown(res, title=head).rstrip()]
+    if not ok:
+        parts += ["", "**What failed**", ""] + [f"- {f}" for f in res.failures()]
+    for s in res.steps:
+        if s.name.startswith("validate ") and s.result is not None:
+            first = s.result.tables()[0]
+            parts += ["", table_markdown(Table(f"{s.name}: {first.title}", first.columns, first.rows))]
+    if res.provenance:
+        p = res.provenance
+        parts += ["", "<details><summary>Provenance</summary>", "", table_markdown(Table("Versions and machine", ["property", "value"], p.rows())),
+                  "", table_markdown(Table("Files", ["role", "file", "size", "sha256"],
+                                           [[a.role, Path(a.path).name, fmt_bytes(a.size), a.sha256] for a in p.artifacts])),
+                  "", "</details>"]
+    if "html" in res.reports:
+        parts += ["", f"HTML report: `{res.reports['html']}`"]
+    return "\n".join(parts) + "\n"

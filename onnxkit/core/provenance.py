@@ -1,0 +1,186 @@
+"""Where a report's numbers came from: package versions, opsets, file digests, the machine.
+
+Framework versions are read from installed distribution metadata, never by importing
+the framework: a provenance block must not cost seconds of TensorFlow start-up nor fail
+because a framework is broken.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# distribution name -> label shown in reports. Several names for one framework (the
+# tensorflow-cpu wheel, for instance) collapse to whichever is installed.
+DISTRIBUTIONS: list[tuple[str, str]] = [
+    ("onnx", "onnx"),
+    ("onnxruntime", "onnxruntime"),
+    ("onnxruntime-gpu", "onnxruntime-gpu"),
+    ("onnxoptimizer", "onnxoptimizer"),
+    ("onnxscript", "onnxscript"),
+    ("onnxconverter-common", "onnxconverter-common"),
+    ("numpy", "numpy"),
+    ("torch", "torch"),
+    ("tensorflow", "tensorflow"),
+    ("tensorflow-cpu", "tensorflow"),
+    ("keras", "keras"),
+    ("tf2onnx", "tf2onnx"),
+    ("scikit-learn", "scikit-learn"),
+    ("skl2onnx", "skl2onnx"),
+    ("onnxmltools", "onnxmltools"),
+    ("xgboost", "xgboost"),
+    ("lightgbm", "lightgbm"),
+    ("transformers", "transformers"),
+]
+
+
+@dataclass
+class Artifact:
+    role: str           # "source", "exported", "optimized", "quantized"
+    path: str
+    size: int
+    sha256: str
+    opsets: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Provenance:
+    onnxkit: str = ""
+    python: str = ""
+    packages: dict[str, str] = field(default_factory=dict)
+    ort_providers: list[str] = field(default_factory=list)
+    onnx_max_opset: int | None = None
+    machine: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[Artifact] = field(default_factory=list)
+
+    def rows(self) -> list[list[str]]:
+        """Flat (property, value) rows for tables and reports."""
+        rows = [["onnxkit", self.onnxkit], ["python", self.python]]
+        rows += [[k, v] for k, v in self.packages.items()]
+        rows.append(["onnx max opset", str(self.onnx_max_opset)])
+        rows.append(["ORT providers", ", ".join(self.ort_providers) or "-"])
+        rows += [[f"machine {k}", str(v)] for k, v in self.machine.items()]
+        return rows
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found: dict[str, str] = {}
+    for dist, label in DISTRIBUTIONS:
+        if label in found:
+            continue
+        try:
+            found[label] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        import subprocess
+
+        try:
+            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5)
+            if out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _memory_bytes() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except ImportError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    from onnxkit.results import fmt_bytes
+
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "logical cores": os.cpu_count(),
+    }
+    try:
+        info["usable cores"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        pass
+    try:
+        import psutil
+
+        info["physical cores"] = psutil.cpu_count(logical=False)
+    except ImportError:
+        pass
+    mem = _memory_bytes()
+    info["memory"] = fmt_bytes(mem) if mem else "unknown"
+    info["os"] = platform.platform()
+    info["arch"] = platform.machine()
+    return info
+
+
+def onnx_opsets(path: str | Path) -> dict[str, int]:
+    """Opset per domain of an ONNX file, read without its external data."""
+    from onnxkit.core.onnx_io import load_onnx
+
+    try:
+        model = load_onnx(path, load_external=False, allow_custom_domains=True).model
+    except Exception:  # a report must still be written for an artifact that cannot be read
+        return {}
+    return {(i.domain or "ai.onnx"): int(i.version) for i in model.opset_import}
+
+
+def artifact(role: str, path: str | Path, *, digest: str | None = None) -> Artifact:
+    from onnxkit.core.files import sha256_file
+
+    p = Path(path)
+    size = p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else 0
+    if digest is None:
+        digest = sha256_file(p) if p.is_file() else ""
+    opsets = onnx_opsets(p) if p.suffix == ".onnx" and p.is_file() else {}
+    return Artifact(role=role, path=str(p), size=size, sha256=digest, opsets=opsets)
+
+
+def collect(artifacts: list[Artifact] | None = None) -> Provenance:
+    """The provenance of this run; imports onnx and onnxruntime (both core dependencies)."""
+    from onnxkit import __version__
+
+    prov = Provenance(
+        onnxkit=__version__,
+        python=f"{platform.python_implementation()} {platform.python_version()}",
+        packages=package_versions(),
+        machine=machine_info(),
+        artifacts=list(artifacts or []),
+    )
+    try:
+        import onnx.defs
+
+        prov.onnx_max_opset = int(onnx.defs.onnx_opset_version())
+    except Exception:  # provenance is descriptive; never fail a run for it
+        pass
+    try:
+        from onnxkit.runtime.session import available_providers
+
+        prov.ort_providers = list(available_providers())
+    except Exception:
+        pass
+    return prov

@@ -1,0 +1,132 @@
+"""Plots for the HTML report, as PNG bytes.
+
+matplotlib is imported lazily and only through ``Figure`` + the Agg canvas, never
+pyplot: no global backend is switched, no display is needed, and nothing is imported
+unless a report is drawn.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+_COLORS = ["#4269d0", "#efb118", "#ff725c", "#6cc5b0", "#3ca951", "#ff8ab7", "#a463f2", "#97bbf5"]
+
+
+def _figure(width: float = 7.0, height: float = 3.6) -> Any:
+    from onnxkit._lazy import require
+
+    require("matplotlib")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _positive(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def error_plot(stages: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> bytes | None:
+    """Max / p99 / mean absolute error of every output, one group of bars per (stage, output).
+
+    ``stages`` is [(stage label, [OutputComparison dicts])]. The raw differences are not
+    kept by the comparator (it streams), so the distribution is drawn from its summary.
+    Returns None when there is nothing numeric to draw.
+    """
+    groups: list[tuple[str, list[float | None]]] = []
+    metrics = ("max_abs", "p99_abs", "mean_abs")
+    for stage, outputs in stages:
+        for o in outputs:
+            vals = [_positive(o.get(m)) for m in metrics]
+            if any(v is not None for v in vals):
+                groups.append((f"{stage}\n{o.get('name', '?')}", vals))
+    if not groups:
+        return None
+    fig = _figure(max(6.0, 1.1 * len(groups) + 2), 3.8)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(metrics)
+    # A perfect match (0 error) cannot sit on a log axis; draw it at a floor and say so.
+    floor = 1e-12
+    for j, metric in enumerate(metrics):
+        xs = [i + (j - 1) * width for i in range(len(groups))]
+        ys = [max(g[1][j] or 0.0, floor) for g in groups]
+        ax.bar(xs, ys, width, label=metric.replace("_", " "), color=_COLORS[j])
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([g[0] for g in groups], fontsize=8)
+    ax.set_ylabel("absolute error vs source (log)")
+    ax.set_title("Error per output and stage (0 drawn at 1e-12)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def latency_plot(rows: Sequence[tuple[str, int, float | None, float | None]]) -> bytes | None:
+    """p50 bars with a p99 whisker per variant, one group per batch size.
+
+    ``rows`` is [(variant, batch size, p50 ms, p99 ms)].
+    """
+    rows = [r for r in rows if _positive(r[2]) is not None]
+    if not rows:
+        return None
+    variants = list(dict.fromkeys(r[0] for r in rows))
+    batches = sorted({r[1] for r in rows})
+    fig = _figure(max(6.0, 1.5 * len(batches) * max(1, len(variants)) / 2 + 2), 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(variants)
+    for j, v in enumerate(variants):
+        xs, p50s, errs = [], [], []
+        for i, b in enumerate(batches):
+            hit = next((r for r in rows if r[0] == v and r[1] == b), None)
+            if hit is None:
+                continue
+            xs.append(i + (j - (len(variants) - 1) / 2) * width)
+            p50s.append(hit[2])
+            p99 = _positive(hit[3])
+            errs.append(max(p99 - hit[2], 0.0) if p99 is not None else 0.0)
+        ax.bar(xs, p50s, width, yerr=[[0] * len(errs), errs], capsize=3, label=v, color=_COLORS[j % len(_COLORS)])
+    ax.set_xticks(range(len(batches)))
+    ax.set_xticklabels([f"batch {b}" for b in batches])
+    # A framework baseline is often 10-100x slower than ONNX Runtime; on a linear axis
+    # the ONNX variants would vanish.
+    p50s_all = [r[2] for r in rows]
+    if max(p50s_all) / max(min(p50s_all), 1e-9) > 20:
+        ax.set_yscale("log")
+    ax.set_ylabel("latency, ms (bar p50, whisker p99)")
+    ax.set_title("Latency per variant", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def size_plot(sizes: Sequence[tuple[str, int]]) -> bytes | None:
+    """File size per variant, in MB."""
+    sizes = [s for s in sizes if s[1] and s[1] > 0]
+    if not sizes:
+        return None
+    fig = _figure(max(5.0, 1.2 * len(sizes) + 2), 3.2)
+    ax = fig.add_subplot(1, 1, 1)
+    mbs = [s[1] / 1e6 for s in sizes]
+    bars = ax.bar(range(len(sizes)), mbs, 0.6, color=[_COLORS[i % len(_COLORS)] for i in range(len(sizes))])
+    for bar, (_, n) in zip(bars, sizes):
+        label = f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
+        ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(sizes)))
+    ax.set_xticklabels([s[0] for s in sizes])
+    ax.set_ylabel("size, MB")
+    ax.set_title("Size per variant", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
