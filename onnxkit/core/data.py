@@ -94,8 +94,8 @@ def _open_npy(path: Path) -> np.ndarray:
                 "Save numeric arrays instead",
             ) from None
         raise InputError(f"cannot read {path.name} as .npy: {exc}") from None
-    except (OSError, EOFError) as exc:
-        raise InputError(f"cannot read {path.name} as .npy (truncated or not NumPy): {exc}") from None
+    except Exception as exc:  # numpy's header parser raises OSError, EOFError, SyntaxError, TokenError...
+        raise InputError(f"cannot read {path.name} as .npy (truncated or not NumPy): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def _npy_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
@@ -117,8 +117,8 @@ def _npy_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
 def _npz_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
     try:
         z = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputError(f"cannot read {path.name} as .npz (truncated or not NumPy): {exc}") from None
+    except Exception as exc:  # zipfile and numpy raise many types on corrupt files
+        raise InputError(f"cannot read {path.name} as .npz (truncated or not NumPy): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     with z:
         keys = list(z.files)
         if not keys:
@@ -134,8 +134,8 @@ def _npz_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
                         "(run code). Save numeric arrays instead",
                     ) from None
                 raise InputError(f"cannot read array {k!r} of {path.name}: {exc}") from None
-            except (OSError, zipfile.BadZipFile, EOFError) as exc:
-                raise InputError(f"cannot read array {k!r} of {path.name} (truncated?): {exc}") from None
+            except Exception as exc:  # corrupt members: zlib, zipfile, numpy header errors
+                raise InputError(f"cannot read array {k!r} of {path.name} (truncated?): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if specs and len(keys) == 1 and len(specs) == 1 and keys[0] not in {s.name for s in specs}:
         # A single unnamed array (np.savez(f, x)) feeds the single input.
         arrays = {specs[0].name: arrays[keys[0]]}

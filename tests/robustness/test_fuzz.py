@@ -120,3 +120,15 @@ def test_scaled_down_large_model_with_external_data(tmp_path):
     loaded = load_onnx(dest)
     np.testing.assert_array_equal(numpy_helper.to_array(loaded.model.graph.initializer[0]), w)
     assert onnx.external_data_helper.uses_external_data(onnx.load(str(dest), load_external_data=False).graph.initializer[0])
+
+
+def test_npy_with_broken_header_is_an_input_error(tmp_path):
+    """Found by the fuzzer: a NUL inside the header dict made numpy raise SyntaxError."""
+    from onnxkit.core.data import open_data
+    from onnxkit.core.spec import parse_specs
+    from onnxkit.errors import InputError
+
+    p = tmp_path / "x.npy"
+    p.write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (3, \x00\x00, }" + b" " * 58 + b"\n" + b"\x00" * 48)
+    with pytest.raises(InputError, match="cannot read x.npy"):
+        list(open_data(p, parse_specs(["x:[batch,4]:float32"])).batches(2))
