@@ -62,7 +62,7 @@ def configure_logging() -> None:
     root.setLevel(level)
     # Quiet the chatty libraries underneath unless asked for detail.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if STATE.verbose else "3")
-    for noisy in ("tensorflow", "tf2onnx", "absl", "onnxruntime", "torch.onnx", "onnxscript", "skl2onnx"):
+    for noisy in ("tensorflow", "tf2onnx", "absl", "onnxruntime", "torch.onnx", "onnxscript", "onnx_ir", "skl2onnx"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if STATE.verbose else logging.ERROR)
 
 

@@ -1,0 +1,77 @@
+"""onnxkit optimize MODEL.onnx -o OUT.onnx"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from onnxkit.cli import common
+from onnxkit.cli.app import app
+
+
+def _list_passes() -> None:
+    from onnxkit.passes import PRESETS, list_passes
+    from onnxkit.results import Result, Table
+
+    class _Listing(Result):
+        def tables(self) -> list[Table]:
+            rows = [[p.name, p.group, ", ".join(k for k, v in PRESETS.items() if p.name in v) or "-", p.description] for p in list_passes()]
+            return [Table("Passes", ["name", "from", "presets", "what it does"], rows)]
+
+        def to_dict(self) -> dict:
+            d = super().to_dict()
+            d["passes"] = [{"name": p.name, "group": p.group, "description": p.description} for p in list_passes()]
+            d["presets"] = PRESETS
+            return d
+
+    common.emit(_Listing(command="optimize --list-passes"))
+
+
+@app.command("optimize")
+def optimize_command(
+    model: Annotated[Path | None, typer.Argument(help="The ONNX model to optimize.", show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the optimized model.")] = None,
+    preset: Annotated[str, typer.Option("--preset", help="Pass preset: default (portable) or aggressive (adds ORT extended fusions).")] = "default",
+    passes: Annotated[str | None, typer.Option("--passes", help="Comma-separated passes to run instead of the preset (see --list-passes).")] = None,
+    list_passes: Annotated[bool, typer.Option("--list-passes", help="List the available passes and presets, then exit.")] = False,
+    level: Annotated[str | None, typer.Option("--level", help="Also apply ONNX Runtime offline optimization: basic, extended or all (all ties the file to the provider and ORT version).")] = None,
+    transformer: Annotated[str | None, typer.Option("--transformer", help="Transformer fusions: auto, bert, gpt2, bart, t5, vit, ...")] = None,
+    num_heads: Annotated[int, typer.Option("--num-heads", help="Attention heads (0: detect from the graph).")] = 0,
+    hidden_size: Annotated[int, typer.Option("--hidden-size", help="Hidden size (0: detect from the graph).")] = 0,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Convert weights and compute to float16 (float32 inputs/outputs kept).")] = False,
+    opset: Annotated[int | None, typer.Option("--opset", help="Convert to this opset (onnx.version_converter).")] = None,
+    tol: common.Tol = None,
+    rtol: common.Rtol = None,
+    no_validate: Annotated[bool, typer.Option("--no-validate", help="Do not compare the result with the input model.")] = False,
+    trust: common.Trust = False,
+    json_out: common.Json = False,
+    verbose: common.Verbose = False,
+    quiet: common.Quiet = False,
+) -> None:
+    """Optimize an ONNX graph: fusions and eliminations, constant folding, shape inference,
+    transformer fusions, ONNX Runtime offline optimization, fp16, opset conversion.
+
+    The result is validated against the input: exit 1 when it is out of tolerance (the file is
+    still written), 4 when a pass fails inside the library underneath.
+    """
+    common.setup(json_out, verbose, quiet)
+    if list_passes:
+        _list_passes()
+        return
+    from onnxkit.errors import UsageError
+
+    if model is None:
+        raise UsageError("missing MODEL: the ONNX model to optimize")
+    if output is None:
+        raise UsageError("missing --output/-o: where to write the optimized model")
+    names = [p.strip() for p in passes.split(",") if p.strip()] if passes is not None else None
+    if passes is not None and not names:
+        raise UsageError("--passes is empty; name at least one pass (see --list-passes)")
+    from onnxkit.core.optimize import optimize_model
+
+    common.emit(optimize_model(
+        model, output, preset=preset, passes=names, level=level, transformer=transformer, num_heads=num_heads,
+        hidden_size=hidden_size, fp16=fp16, opset=opset, tol=tol, rtol=rtol, validate=not no_validate, trust=trust,
+    ))

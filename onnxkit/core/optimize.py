@@ -1,0 +1,273 @@
+"""``onnxkit optimize``: graph passes, transformer fusions, ORT offline optimization, fp16,
+opset conversion; then a report with node counts, sizes, latency and a validation of the
+result against the input model."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import statistics
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onnxkit.core.files import check_output_path
+from onnxkit.core.onnx_io import load_onnx, save_onnx
+from onnxkit.errors import ConversionError, UsageError
+from onnxkit.results import Result, Table, fmt_bytes, fmt_num
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("basic", "extended", "all")
+
+
+# ---------------------------------------------------------------- shared helpers (quantize uses them)
+
+def op_histogram(model: Any) -> dict[str, int]:
+    c = collections.Counter((f"{n.domain}." if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in model.graph.node)
+    return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def file_size(path: str | os.PathLike[str], external: list[str] | None = None) -> int:
+    p = Path(path)
+    total = p.stat().st_size
+    for name in external or []:
+        f = p.parent / name
+        if f.exists():
+            total += f.stat().st_size
+    data = p.parent / (p.name + ".data")
+    if not external and data.exists():
+        total += data.stat().st_size
+    return total
+
+
+def interleaved_latency(models: list[Any], feeds: dict, *, rounds: int = 10, warmup: int = 2, threads: int | None = None) -> list[float]:
+    """Median milliseconds per run of each model, timed round-robin so that load from other
+    processes hits every model alike."""
+    from onnxkit.runtime.session import make_session
+
+    sessions = [make_session(m, threads=threads) for m in models]
+    for s in sessions:
+        for _ in range(warmup):
+            s.run(feeds)
+    times: list[list[float]] = [[] for _ in sessions]
+    for _ in range(rounds):
+        for i, s in enumerate(sessions):
+            t0 = time.perf_counter()
+            s.run(feeds)
+            times[i].append((time.perf_counter() - t0) * 1000)
+    return [statistics.median(t) for t in times]
+
+
+def latency_feeds(specs: list, *, batch: int = 1, seq: int = 32, seed: int = 0) -> dict:
+    from onnxkit.core.data import random_feeds
+
+    return random_feeds(specs, batch=batch, seq=seq, seed=seed)
+
+
+def validate_pair(reference: Any, candidate: Any, specs: list, tolerance: Any, *, data: Any = None,
+                  ref_name: str = "input", cand_name: str = "output") -> Any:
+    """Run both models on the same batches (the user's data, else seeded random inputs at two
+    batch sizes) through the shared validator."""
+    from onnxkit.core.validate import onnx_predict, validate_models
+    from onnxkit.runtime.session import make_session
+
+    ref = make_session(reference)
+    cand = make_session(candidate)
+    return validate_models(onnx_predict(ref), onnx_predict(cand), specs, tolerance=tolerance,
+                           reference_name=ref_name, candidate_name=cand_name, data=data,
+                           batch_sizes=(1, 4), seq_lens=(16, 32))
+
+
+def histogram_table(title: str, before: dict[str, int], after: dict[str, int]) -> Table:
+    ops = sorted(set(before) | set(after), key=lambda o: (-(after.get(o, 0) + before.get(o, 0)), o))
+    rows = [[o, before.get(o, 0), after.get(o, 0), f"{after.get(o, 0) - before.get(o, 0):+d}"] for o in ops]
+    return Table(title, ["op", "before", "after", "change"], rows)
+
+
+def validation_rows(outputs: list) -> list[list[Any]]:
+    return [[o.name, o.max_abs, o.mean_abs, o.cosine, "pass" if o.passed else "FAIL", "; ".join(o.problems) or "-"] for o in outputs]
+
+
+# ---------------------------------------------------------------- result
+
+@dataclass
+class OptimizeResult(Result):
+    model: str = ""
+    output: str = ""
+    passes: list[dict[str, Any]] = field(default_factory=list)
+    nodes_before: int = 0
+    nodes_after: int = 0
+    ops_before: dict[str, int] = field(default_factory=dict)
+    ops_after: dict[str, int] = field(default_factory=dict)
+    size_before: int = 0
+    size_after: int = 0
+    opset_before: int | None = None
+    opset_after: int | None = None
+    latency_ms_before: float | None = None
+    latency_ms_after: float | None = None
+    latency_feeds: str = ""
+    transformer: dict[str, Any] | None = None
+    fp16: bool = False
+    ort_level: str | None = None
+    validated: bool = False
+    validation: dict[str, Any] | None = None
+
+    def tables(self) -> list[Table]:
+        speed = (self.latency_ms_before / self.latency_ms_after) if self.latency_ms_before and self.latency_ms_after else None
+        summary = Table(f"optimize {Path(self.model).name} -> {Path(self.output).name}", ["", "before", "after"], [
+            ["nodes", self.nodes_before, self.nodes_after],
+            ["file size", fmt_bytes(self.size_before), fmt_bytes(self.size_after)],
+            ["opset", fmt_num(self.opset_before), fmt_num(self.opset_after)],
+            [f"latency CPU ({self.latency_feeds})", f"{fmt_num(self.latency_ms_before)} ms", f"{fmt_num(self.latency_ms_after)} ms" + (f" ({speed:.2f}x)" if speed else "")],
+        ])
+        tables = [summary]
+        if self.passes:
+            tables.append(Table("Passes", ["pass", "changed", "nodes", "seconds"], [
+                [p["name"], p["changed"], f"{p['nodes_before']} -> {p['nodes_after']}", f"{p['seconds']:.2f}"] for p in self.passes]))
+        tables.append(histogram_table("Operators", self.ops_before, self.ops_after))
+        if self.transformer:
+            t = self.transformer
+            rows = [["model type", t.get("model_type")], ["heads / hidden", f"{t.get('num_heads')} / {t.get('hidden_size')}"],
+                    ["fuser kept", t.get("fuser")], ["node counts", ", ".join(f"{k}: {v}" for k, v in t.get("candidates", {}).items())],
+                    ["fused ops", ", ".join(f"{k} x{v}" for k, v in t.get("fused_ops", {}).items()) or "none"]]
+            rows += [["not fused", m] for m in t.get("missing", [])]
+            tables.append(Table("Transformer fusions", ["", ""], rows))
+        if self.validation:
+            v = self.validation
+            tables.append(Table(f"Validation against the input ({v.get('samples')} samples, {v.get('tolerance', {}).get('preset')} tolerance)",
+                                ["output", "max abs", "mean abs", "cosine", "verdict", "why"], v.get("rows", [])))
+        return tables
+
+
+# ---------------------------------------------------------------- the command
+
+def _opset_of(model: Any) -> int | None:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return None
+
+
+def convert_opset(model: Any, opset: int) -> Any:
+    import onnx
+    from onnx import version_converter
+
+    top = onnx.defs.onnx_opset_version()
+    if opset < 7 or opset > top:
+        raise UsageError(f"--opset {opset} out of range; the installed onnx supports 7..{top}")
+    try:
+        return version_converter.convert_version(model, opset)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ConversionError(f"pass opset conversion to {opset} (onnx.version_converter) failed: {first}") from exc
+
+
+def optimize_model(
+    model_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    preset: str | None = "default",
+    passes: list[str] | None = None,
+    level: str | None = None,
+    transformer: str | None = None,
+    num_heads: int = 0,
+    hidden_size: int = 0,
+    fp16: bool = False,
+    opset: int | None = None,
+    tol: list[str] | None = None,
+    rtol: float | None = None,
+    validate: bool = True,
+    latency: bool = True,
+    trust: bool = False,
+) -> OptimizeResult:
+    from onnxkit import passes as P
+    from onnxkit.core.compare import make_tolerance
+    from onnxkit.core.spec import specs_from_onnx
+
+    if level is not None and level not in LEVELS:
+        raise UsageError(f"unknown --level {level!r}; choose from {', '.join(LEVELS)}")
+    if transformer is not None:
+        from onnxkit.passes.transformer import MODEL_TYPES
+
+        if transformer not in MODEL_TYPES:
+            raise UsageError(f"unknown --transformer {transformer!r}; choose from {', '.join(MODEL_TYPES)}")
+    chosen = P.resolve(preset, passes)  # unknown names fail here, before any work
+    tolerance = make_tolerance(tol, rtol, preset="fp16" if fp16 else "fp32")
+    check_output_path(output, model_path)
+    loaded = load_onnx(model_path, trust=trust)
+    original = loaded.model
+    res = OptimizeResult(command="optimize", model=str(model_path), output=str(output), fp16=fp16, ort_level=level)
+    res.notes.extend(loaded.warnings)
+    res.nodes_before = len(original.graph.node)
+    res.ops_before = op_histogram(original)
+    res.size_before = file_size(model_path, loaded.external_files)
+    res.opset_before = _opset_of(original)
+
+    import onnx
+
+    model = onnx.ModelProto()
+    model.CopyFrom(original)
+    records: list[P.PassRecord] = []
+    if opset is not None and opset != res.opset_before:
+        t0 = time.perf_counter()
+        n0 = len(model.graph.node)
+        model = convert_opset(model, opset)
+        records.append(P.PassRecord(f"opset {res.opset_before} -> {opset}", True, n0, len(model.graph.node), time.perf_counter() - t0))
+    model, recs = P.run_passes(model, chosen)
+    records.extend(recs)
+    if transformer:
+        from onnxkit.passes.transformer import fuse_transformer
+
+        t0 = time.perf_counter()
+        n0 = len(model.graph.node)
+        model, trep = fuse_transformer(model, transformer, num_heads, hidden_size)
+        records.append(P.PassRecord(f"transformer ({trep.model_type}, {trep.fuser})", n0 != len(model.graph.node), n0, len(model.graph.node), time.perf_counter() - t0))
+        from dataclasses import asdict
+
+        res.transformer = asdict(trep)
+        for m in trep.missing:
+            res.notes.append(f"transformer: {m}")
+    if fp16:
+        from onnxkit.passes.fp16 import fp16_pass
+
+        model, rec = P.apply_pass(P.Pass("fp16", "onnxruntime.transformers", "float16 conversion", fp16_pass), model)
+        records.append(rec)
+    if level:
+        model, rec = P.apply_pass(f"ort_{level}", model)
+        records.append(rec)
+        if level == "all":
+            res.notes.append("ORT level 'all' adds layout- and hardware-specific ops: the file now runs only with "
+                             "the CPU execution provider of this onnxruntime version")
+    res.passes = [vars(r) | {"detail": r.detail} for r in records]
+    res.nodes_after = len(model.graph.node)
+    res.ops_after = op_histogram(model)
+    res.opset_after = _opset_of(model)
+    save_onnx(model, output)
+    res.size_after = file_size(output)
+
+    specs = specs_from_onnx(original)
+    if latency:
+        try:
+            feeds = latency_feeds(specs)
+            before, after = interleaved_latency([str(model_path), str(output)], feeds, rounds=10)
+            res.latency_ms_before, res.latency_ms_after = before, after
+            res.latency_feeds = "random batch=1 seq=32"
+        except Exception as exc:  # latency is informative; a failure here must not hide the result
+            res.notes.append(f"latency not measured: {exc}")
+    if validate:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            v = validate_pair(str(model_path), str(output), specs, tolerance)
+        res.validated = True
+        res.validation = {"passed": v.passed, "samples": v.samples, "tolerance": v.tolerance,
+                          "outputs": [o.to_dict() for o in v.outputs], "rows": validation_rows(v.outputs)}
+        if not v.passed:
+            res.passed = False
+            res.notes.append(f"the optimized model differs from the input beyond tolerance; {output} was written anyway")
+    else:
+        res.notes.append("validation skipped (--no-validate): the result was not compared with the input")
+    return res

@@ -1,0 +1,153 @@
+"""onnxkit optimize: passes, presets, fp16, opset conversion, validation against the input."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxkit import passes as P
+
+
+@pytest.fixture(scope="session")
+def cnn_onnx(tmp_path_factory):
+    """A small Conv+BatchNorm+Relu+Linear net, exported without constant folding so the
+    BatchNormalization node is still there for the optimizer to fuse."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+            self.bn = torch.nn.BatchNorm2d(8)
+            self.fc = torch.nn.Linear(8 * 6 * 6, 10)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+    net = Net()
+    with torch.no_grad():  # non-trivial BN statistics, so folding them is a real change
+        net.bn.running_mean.uniform_(-1, 1)
+        net.bn.running_var.uniform_(0.5, 2)
+    net.eval()
+    path = tmp_path_factory.mktemp("opt") / "cnn.onnx"
+    torch.onnx.export(net, (torch.randn(2, 3, 8, 8),), str(path), dynamo=False, do_constant_folding=False,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+                      opset_version=17)
+    return path
+
+
+def test_default_preset_fuses_batchnorm_and_validates(cli, cnn_onnx, tmp_path):
+    out = tmp_path / "opt.onnx"
+    r = cli("optimize", cnn_onnx, "-o", out, "--json")
+    assert r.code == 0, r
+    doc = r.json
+    assert doc["ops_before"]["BatchNormalization"] == 1
+    assert "BatchNormalization" not in doc["ops_after"]
+    assert doc["nodes_after"] < doc["nodes_before"]
+    assert doc["validation"]["passed"] is True
+    assert doc["validated"] is True
+    assert [p["name"] for p in doc["passes"]] == P.PRESETS["default"]
+    assert sum(doc["ops_after"].values()) == doc["nodes_after"] == len(onnx.load(str(out)).graph.node)
+
+
+def test_list_passes_names_onnxoptimizer_and_ort_passes(cli):
+    r = cli("optimize", "--list-passes", "--json")
+    assert r.code == 0, r
+    names = {p["name"] for p in r.json["passes"]}
+    assert {"fuse_bn_into_conv", "eliminate_identity", "constant_folding", "shape_inference", "ort_extended"} <= names
+    assert r.json["presets"]["default"] == P.PRESETS["default"]
+
+
+def test_unknown_pass_is_usage_error(cli, cnn_onnx, tmp_path):
+    r = cli("optimize", cnn_onnx, "-o", tmp_path / "o.onnx", "--passes", "fuse_bn_into_conv,fuse_bn_into_cnov")
+    assert r.code == 2, r
+    assert "unknown pass 'fuse_bn_into_cnov'" in r.stderr
+    assert "did you mean fuse_bn_into_conv" in r.stderr
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_explicit_passes_run_in_order(cli, cnn_onnx, tmp_path):
+    r = cli("optimize", cnn_onnx, "-o", tmp_path / "o.onnx", "--passes", "fuse_bn_into_conv,eliminate_identity", "--json")
+    assert r.code == 0, r
+    assert [p["name"] for p in r.json["passes"]] == ["fuse_bn_into_conv", "eliminate_identity"]
+    assert r.json["passes"][0]["changed"] is True
+
+
+def test_fp16_keeps_float32_io(cli, cnn_onnx, tmp_path):
+    out = tmp_path / "fp16.onnx"
+    r = cli("optimize", cnn_onnx, "-o", out, "--fp16", "--json")
+    assert r.code == 0, r
+    m = onnx.load(str(out))
+    assert [i.type.tensor_type.elem_type for i in m.graph.input] == [onnx.TensorProto.FLOAT]
+    assert [o.type.tensor_type.elem_type for o in m.graph.output] == [onnx.TensorProto.FLOAT]
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer)
+    assert r.json["validation"]["tolerance"]["preset"] == "fp16"
+    assert r.json["validation"]["passed"] is True
+
+
+def test_opset_conversion(cli, cnn_onnx, tmp_path):
+    out = tmp_path / "o19.onnx"
+    r = cli("optimize", cnn_onnx, "-o", out, "--opset", "19", "--json")
+    assert r.code == 0, r
+    assert r.json["opset_before"] == 17 and r.json["opset_after"] == 19
+    assert {i.domain: i.version for i in onnx.load(str(out)).opset_import}[""] == 19
+
+
+def test_opset_conversion_failure_is_exit_4_naming_the_pass(cli, cnn_onnx, tmp_path):
+    r = cli("optimize", cnn_onnx, "-o", tmp_path / "o.onnx", "--opset", "13")  # Relu-14 has no down adapter
+    assert r.code == 4, r
+    assert "opset conversion to 13 (onnx.version_converter) failed" in r.stderr
+
+
+def test_output_equal_to_input_is_refused(cli, cnn_onnx):
+    r = cli("optimize", cnn_onnx, "-o", cnn_onnx)
+    assert r.code == 2, r
+    assert "would overwrite the input" in r.stderr
+
+
+def test_failing_pass_is_conversion_error(cli, cnn_onnx, tmp_path, monkeypatch):
+    def boom(model):
+        raise RuntimeError("kaboom inside the library")
+
+    P.list_passes()
+    monkeypatch.setitem(P._REGISTRY, "boom", P.Pass("boom", "test", "always fails", boom))
+    r = cli("optimize", cnn_onnx, "-o", tmp_path / "o.onnx", "--passes", "boom")
+    assert r.code == 4, r
+    assert "pass boom (test) failed: kaboom inside the library" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_out_of_tolerance_result_exits_1_but_is_written(cli, cnn_onnx, tmp_path, monkeypatch):
+    from onnx import numpy_helper
+
+    def perturb(model):
+        t = next(t for t in model.graph.initializer if t.name.endswith("fc.weight") or "fc" in t.name)
+        arr = numpy_helper.to_array(t) + np.float32(0.05)
+        t.CopyFrom(numpy_helper.from_array(arr, t.name))
+        return model, True
+
+    P.list_passes()
+    monkeypatch.setitem(P._REGISTRY, "perturb", P.Pass("perturb", "test", "changes a weight", perturb))
+    out = tmp_path / "bad.onnx"
+    r = cli("optimize", cnn_onnx, "-o", out, "--passes", "perturb", "--json")
+    assert r.code == 1, r
+    assert r.json["validation"]["passed"] is False
+    assert out.exists()
+    assert any("written anyway" in n for n in r.json["notes"])
+
+
+def test_transformer_auto_on_a_non_transformer_fuses_nothing(cli, cnn_onnx, tmp_path):
+    r = cli("optimize", cnn_onnx, "-o", tmp_path / "o.onnx", "--transformer", "auto", "--json")
+    assert r.code == 0, r
+    assert r.json["transformer"]["model_type"] == "none"
+    assert any("no transformer detected" in n for n in r.json["notes"])
+
+
+def test_ort_level_all_warns_that_the_file_is_tied_to_the_runtime(cli, cnn_onnx, tmp_path):
+    r = cli("optimize", cnn_onnx, "-o", tmp_path / "o.onnx", "--level", "all", "--json")
+    assert r.code == 0, r
+    assert r.json["passes"][-1]["name"] == "ort_all"
+    assert any("only with the CPU execution provider" in n for n in r.json["notes"])
+    assert r.json["validation"]["passed"] is True

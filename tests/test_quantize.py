@@ -1,0 +1,257 @@
+"""onnxkit quantize: dynamic, static (random and file calibration), int4, exclusions, and the
+accuracy budget, checked independently of the code under test."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+
+@pytest.fixture(scope="session")
+def mlp_onnx(tmp_path_factory):
+    """A TorchScript export: node names like /fc1/Gemm record the source module."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential()
+    net.add_module("fc1", torch.nn.Linear(64, 128))
+    net.add_module("act", torch.nn.ReLU())
+    net.add_module("fc2", torch.nn.Linear(128, 16))
+    net.eval()
+    path = tmp_path_factory.mktemp("q") / "mlp.onnx"
+    torch.onnx.export(net, (torch.randn(2, 64),), str(path), dynamo=False, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=17)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_cnn_onnx(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 10)).eval()
+    path = tmp_path_factory.mktemp("q") / "cnn.onnx"
+    torch.onnx.export(net, (torch.randn(2, 3, 8, 8),), str(path), dynamo=False, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=17)
+    return path
+
+
+def _matmul_chain(path, weights, *, mask=None):
+    """x -> [Mul(mask)] -> MatMul(w0) -> Relu -> MatMul(w1) ... built with onnx.helper."""
+    nodes, inits = [], []
+    cur = "x"
+    if mask is not None:
+        inits.append(numpy_helper.from_array(mask.astype(np.float32), "mask"))
+        nodes.append(helper.make_node("Mul", ["x", "mask"], ["xm"], name="premask"))
+        cur = "xm"
+    for i, w in enumerate(weights):
+        inits.append(numpy_helper.from_array(w.astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [cur, f"w{i}"], [f"h{i}"], name=f"mm{i}"))
+        cur = f"h{i}"
+        if i < len(weights) - 1:
+            nodes.append(helper.make_node("Relu", [cur], [f"r{i}"], name=f"relu{i}"))
+            cur = f"r{i}"
+    nodes.append(helper.make_node("Identity", [cur], ["y"], name="out"))
+    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", weights[0].shape[0]])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", weights[-1].shape[1]])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+def _ops(path):
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def _float_nodes(path, op):
+    return [n.name for n in onnx.load(str(path)).graph.node if n.op_type == op]
+
+
+def test_dynamic_quantization_shrinks_mlp(cli, mlp_onnx, tmp_path):
+    out = tmp_path / "q.onnx"
+    r = cli("quantize", mlp_onnx, "-o", out, "--mode", "dynamic", "--json")
+    assert r.code == 0, r
+    doc = r.json
+    assert out.stat().st_size < 0.5 * mlp_onnx.stat().st_size
+    assert doc["size_after"] == out.stat().st_size
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= _ops(out)
+    assert doc["nodes_quantized"] == 2
+    assert doc["per_channel"] is True
+    assert doc["budget_met"] is True and doc["error"]["cosine"] >= 0.99
+
+
+def test_static_qdq_with_random_calibration_warns(cli, small_cnn_onnx, tmp_path):
+    out = tmp_path / "s.onnx"
+    r = cli("quantize", small_cnn_onnx, "-o", out, "--mode", "static", "--calib-random", "16", "--json")
+    assert r.code == 0, r
+    assert "RANDOM samples" in r.stderr and "poor proxy" in r.stderr
+    assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(out)
+    assert r.json["format"] == "qdq"
+    assert r.json["quantized_ops"].get("Conv") == 1
+
+
+def test_static_qdq_with_npz_calibration(cli, small_cnn_onnx, tmp_path):
+    data = tmp_path / "calib.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((20, 3, 8, 8)).astype(np.float32))
+    out = tmp_path / "s.onnx"
+    r = cli("quantize", small_cnn_onnx, "-o", out, "--mode", "static", "--calib-data", data, "--json")
+    assert r.code == 0, r
+    assert "poor proxy" not in r.stderr
+    assert r.json["calibration"].startswith("calib.npz")
+    assert r.json["eval_data"] == "calib.npz (calibration data)"
+    assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(out)
+
+
+def test_static_without_calibration_is_usage_error(cli, small_cnn_onnx, tmp_path):
+    r = cli("quantize", small_cnn_onnx, "-o", tmp_path / "s.onnx", "--mode", "static")
+    assert r.code == 2, r
+    assert "static quantization needs calibration data" in r.stderr
+
+
+def test_int4_weight_only_matmul(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    src = _matmul_chain(tmp_path / "mm.onnx", [rng.standard_normal((128, 128)) * 0.1, rng.standard_normal((128, 32)) * 0.1])
+    out = tmp_path / "q4.onnx"
+    r = cli("quantize", src, "-o", out, "--mode", "int4", "--block-size", "32", "--json")
+    assert r.code == 0, r
+    assert "MatMulNBits" in _ops(out)
+    assert r.json["quantized_ops"] == {"MatMulNBits": 2}
+
+
+def test_exclude_by_op_type(cli, mlp_onnx, tmp_path):
+    out = tmp_path / "q.onnx"
+    r = cli("quantize", mlp_onnx, "-o", out, "--exclude-ops", "Gemm", "--json")
+    assert r.code == 0, r
+    assert "MatMulInteger" not in _ops(out)
+    assert {x["reason"] for x in r.json["excluded"]} == {"--exclude-ops Gemm"}
+
+
+@pytest.mark.parametrize("pattern", ["/fc1/Gemm", "/fc1/*", "fc1"])  # node name, glob, source layer
+def test_exclude_by_node_glob_or_layer(cli, mlp_onnx, tmp_path, pattern):
+    out = tmp_path / "q.onnx"
+    r = cli("quantize", mlp_onnx, "-o", out, "--exclude-nodes", pattern, "--json")
+    assert r.code == 0, r
+    assert [x["node"] for x in r.json["excluded"]] == ["/fc1/Gemm"]
+    assert r.json["nodes_quantized"] == 1
+    m = onnx.load(str(out))
+    integer = [n.name for n in m.graph.node if n.op_type == "MatMulInteger"]
+    assert len(integer) == 1 and integer[0].startswith("/fc2/")
+    # dynamic quantization turns Gemm into MatMul + Add; fc1's stays float
+    assert any(n.op_type in ("Gemm", "MatMul") and n.name.startswith("/fc1/") for n in m.graph.node)
+
+
+def test_layer_name_from_dynamo_metadata(tmp_path):
+    from onnxkit.core.quantize import select_nodes
+
+    node = helper.make_node("MatMul", ["a", "b"], ["c"], name="node_linear_7")
+    p = node.metadata_props.add()
+    p.key, p.value = "pkg.torch.onnx.name_scopes", "['', 'm', 'm.encoder', 'm.encoder.layer.0', 'm.encoder.layer.0.output.dense', 'linear_7']"
+    g = helper.make_graph([node], "g", [], [])
+    assert select_nodes(helper.make_model(g), ["encoder.layer.0.output.dense"]) == {"encoder.layer.0.output.dense": ["node_linear_7"]}
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--exclude-nodes", "encoder.layer.9", "pattern 'encoder.layer.9' matches no node"),
+    ("--exclude-ops", "LSTM", "--exclude-ops 'LSTM' matches no node"),
+])
+def test_pattern_matching_nothing_is_usage_error(cli, mlp_onnx, tmp_path, flag, value, message):
+    out = tmp_path / "q.onnx"
+    r = cli("quantize", mlp_onnx, "-o", out, flag, value)
+    assert r.code == 2, r
+    assert message in r.stderr
+    assert not out.exists()
+
+
+def _independent_cosine(float_path, quant_path, seed=7):
+    """Mean row cosine of the outputs, computed here without onnxkit's comparator."""
+    from onnxkit.runtime.session import make_session
+
+    x = np.random.default_rng(seed).standard_normal((64, 64)).astype(np.float32)
+    a = make_session(str(float_path)).run({"x": x})["y"].astype(np.float64)
+    b = make_session(str(quant_path)).run({"x": x})["y"].astype(np.float64)
+    den = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)  # an all-zero row scores 0
+    return float(np.mean((a * b).sum(1) / den))
+
+
+@pytest.fixture(scope="session")
+def outlier_chain(tmp_path_factory):
+    """mm0's weights hold one huge row that the (masked) input never uses: each column's int8
+    scale is set by it, so every useful weight of mm0 rounds to zero. mm1 quantizes fine."""
+    rng = np.random.default_rng(3)
+    w0 = rng.standard_normal((64, 64))
+    w0[0, :] = 2000.0
+    mask = np.ones(64)
+    mask[0] = 0.0
+    w1 = rng.standard_normal((64, 32))
+    return _matmul_chain(tmp_path_factory.mktemp("b") / "outlier.onnx", [w0, w1], mask=mask)
+
+
+def test_budget_loop_excludes_the_sensitive_node(cli, outlier_chain, tmp_path):
+    plain = tmp_path / "plain.onnx"
+    r0 = cli("quantize", outlier_chain, "-o", plain, "--no-budget", "--json")
+    assert r0.code == 0, r0
+    assert _independent_cosine(outlier_chain, plain) < 0.99  # plain quantization misses the budget
+
+    out = tmp_path / "budget.onnx"
+    r = cli("quantize", outlier_chain, "-o", out, "--max-error", "0.01", "--json")
+    assert r.code == 0, r
+    doc = r.json
+    assert doc["error_first"]["error"] > 0.01
+    assert doc["budget_met"] is True
+    assert [x["node"] for x in doc["excluded"]] == ["mm0"]
+    assert "accuracy budget" in doc["excluded"][0]["reason"]
+    assert _independent_cosine(outlier_chain, out) >= 0.99
+    assert _float_nodes(out, "MatMul") == ["mm0"]  # mm1 still quantized
+    assert "MatMulInteger" in _ops(out)
+
+
+def test_unmeetable_budget_exits_1_and_writes_the_file(cli, outlier_chain, tmp_path):
+    out = tmp_path / "q.onnx"
+    # mm0 excluded up front and a budget no int8 model meets: the loop runs out of candidates.
+    r = cli("quantize", outlier_chain, "-o", out, "--max-error", "0", "--metric", "maxabs", "--json")
+    assert r.code == 1, r
+    assert r.json["budget_met"] is False
+    assert out.exists()
+    assert any("budget missed" in n for n in r.json["notes"])
+
+
+def test_fp16_mode_keeps_float32_io(cli, mlp_onnx, tmp_path):
+    out = tmp_path / "h.onnx"
+    r = cli("quantize", mlp_onnx, "-o", out, "--mode", "fp16", "--json")
+    assert r.code == 0, r
+    m = onnx.load(str(out))
+    assert m.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert m.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert all(t.data_type == TensorProto.FLOAT16 for t in m.graph.initializer if len(t.dims) == 2)
+    assert r.json["error"]["cosine"] > 0.999
+
+
+def test_exclude_by_pytorch_module_name_on_a_dynamo_export(cli, tmp_path):
+    """torch.export records module scopes in node metadata; pre-processing drops them, so the
+    pattern must be resolved on the user's model and mapped onto the prepared one."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential()
+    net.add_module("fc1", torch.nn.Linear(32, 32))
+    net.add_module("act", torch.nn.ReLU())
+    net.add_module("fc2", torch.nn.Linear(32, 8))
+    src = tmp_path / "dyn.onnx"
+    torch.onnx.export(net.eval(), (torch.randn(2, 32),), str(src), dynamo=True, input_names=["x"], output_names=["y"],
+                      dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False)
+    out = tmp_path / "q.onnx"
+    r = cli("quantize", src, "-o", out, "--exclude-nodes", "fc1", "--json")
+    assert r.code == 0, r
+    assert r.json["nodes_quantized"] == 1
+    assert r.json["excluded"] and all(x["reason"] == "--exclude-nodes fc1" for x in r.json["excluded"])
+    integer = [n for n in onnx.load(str(out)).graph.node if n.op_type == "MatMulInteger"]
+    assert len(integer) == 1
+
+
+def test_json_stdout_stays_one_document_with_entropy_calibration(cli, small_cnn_onnx, tmp_path):
+    # ORT's entropy calibrator prints progress; it must not land on stdout.
+    r = cli("quantize", small_cnn_onnx, "-o", tmp_path / "e.onnx", "--mode", "static", "--calib-random", "8",
+            "--calib-method", "entropy", "--format", "qoperator", "--json")
+    assert r.code == 0, r
+    assert r.json["format"] == "qoperator"
+    assert "QLinearConv" in _ops(tmp_path / "e.onnx")
