@@ -382,3 +382,25 @@ def test_bench_unavailable_provider_exit_3(cli, linear_onnx):
     r = cli("bench", linear_onnx, "--provider", "tensorrt", "--iterations", "2")
     assert r.code == 3, r
     assert "TensorrtExecutionProvider is not available" in r.stderr
+
+
+def test_interleaved_sessions_do_not_spin(monkeypatch, two_models, linear_onnx):
+    """Busy-waiting ORT threads slow whatever runs next; interleaved benches turn it off."""
+    import onnxkit.runtime.session as session_mod
+    from onnxkit.runtime.bench import bench_models
+
+    seen: list[bool] = []
+    real = session_mod.make_session
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("spinning", True))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(session_mod, "make_session", spy)
+    feeds = {2: {"x": np.ones((2, 4), np.float32)}}
+    single = bench_models([linear_onnx], feeds, iterations=2, warmup=0)
+    assert seen == [True] and not any("spinning" in n for n in single.notes)
+    seen.clear()
+    both = bench_models(list(two_models), feeds, iterations=2, warmup=0)
+    assert seen == [False, False]
+    assert any("spinning is off" in n for n in both.notes)

@@ -138,11 +138,14 @@ def make_session(
     optimized_model_path: str | None = None,
     custom_op_library: str | None = None,
     profile: bool = False,
+    spinning: bool = True,
 ) -> OnnxSession:
     """Create a session from a path, serialized bytes or a ModelProto.
 
     ``profile``: record ORT's profile until :meth:`OnnxSession.node_providers` is asked,
-    to learn which execution provider ran each node."""
+    to learn which execution provider ran each node. ``spinning=False``: ORT's worker
+    threads sleep between runs instead of busy-waiting, so they do not steal the CPU from
+    whatever runs next in the same process (another session, or PyTorch in a benchmark)."""
     rt = ort()
     so = rt.SessionOptions()
     so.log_severity_level = 3
@@ -160,6 +163,9 @@ def make_session(
         if threads < 1:
             raise UsageError("--threads must be at least 1")
         so.intra_op_num_threads = threads
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if optimized_model_path:
         so.optimized_model_filepath = str(optimized_model_path)
     if custom_op_library:
