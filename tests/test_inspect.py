@@ -162,3 +162,29 @@ def test_custom_domain_needs_library_and_library_must_exist(cli, tmp_path, linea
     r = cli("inspect", p, "--custom-op-library", lib, "--json", "--no-check")
     assert r.code == 0, r
     assert r.json["op_histogram"] == {"Gemm": 1, "my.ops.Relu": 1}
+
+
+def test_missing_framework_exit_3_names_the_install(cli, tmp_path, monkeypatch):
+    # A None entry in sys.modules makes `import tensorflow` raise ImportError, as on a
+    # machine without the extra installed.
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"\x08\x01")
+    r = cli("export", saved, "-o", tmp_path / "m.onnx")
+    assert r.code == 3, r
+    assert "pip install 'onnxkit[tensorflow]'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_ctrl_c_exit_130_with_one_line(cli, linear_onnx, monkeypatch):
+    import onnxkit.core.inspect as inspect_mod
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inspect_mod, "inspect_model", interrupted)
+    r = cli("inspect", linear_onnx)
+    assert r.code == 130, r
+    assert r.stderr.strip() == "Error: interrupted"

@@ -100,7 +100,10 @@ def invoke(app: typer.Typer, argv: list[str], prog: str) -> int:
     command = get_command(app)
     try:
         rv = command.main(args=argv, prog_name=prog, standalone_mode=False)
-        return rv if isinstance(rv, int) else 0
+        code = rv if isinstance(rv, int) else 0
+        if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C inside a command into Exit(130)
+            sys.stderr.write("Error: interrupted\n")
+        return code
     except OnnxkitError as exc:
         if STATE.verbose:
             traceback.print_exception(exc)
