@@ -278,3 +278,21 @@ def test_cli_pickled_module_exit_5_and_no_file(cli, torch_files, tmp_path):
     assert r.code == 5, r
     assert "pickled PyTorch module" in r.stderr
     assert not out.exists()
+
+
+def test_cli_export_then_inspect_transformer_shows_symbolic_dims(cli, torch_files, tmp_path):
+    out = tmp_path / "encoder.onnx"
+    r = cli("export", torch_files["encoder.pt2"], "-o", out, "--json")
+    assert r.code == 0, r
+    assert r.json["validation"]["passed"] is True
+    info = cli("inspect", out, "--json")
+    assert info.code == 0, info
+    inputs = {i["name"]: i for i in info.json["inputs"]}
+    assert set(inputs) == {"input_ids", "attention_mask"}
+    batch, seq = inputs["input_ids"]["shape"]
+    assert batch == "batch" and isinstance(seq, str)
+    assert inputs["attention_mask"]["shape"] == [batch, seq]
+    assert info.json["metadata"]["onnxkit.source_framework"] == "torch"
+    # Two sequence lengths were validated because the sequence dim is dynamic.
+    sets = r.json["validation"]["input_sets"]
+    assert any("seq=16" in s for s in sets) and any("seq=48" in s for s in sets)

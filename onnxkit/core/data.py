@@ -266,8 +266,11 @@ def random_array(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generat
             return np.zeros(shape, dtype=dt)
         if _POSITIONS.search(spec.name) and len(shape) >= 1:
             return np.broadcast_to(np.arange(shape[-1], dtype=dt), shape).copy()
-        high = vocab if _IDS.search(spec.name) else 10
-        high = min(high, int(np.iinfo(dt).max))
+        if spec.high is not None:
+            high = spec.high
+        else:
+            high = vocab if _IDS.search(spec.name) else 10
+        high = max(1, min(high, int(np.iinfo(dt).max)))
         return rng.integers(0, high, size=shape, dtype=dt)
     if dt.kind == "U":
         words = np.array(["a", "b", "c", "d"])

@@ -27,6 +27,9 @@ class InputSpec:
     name: str
     shape: tuple[Dim, ...]
     dtype: np.dtype
+    # Exclusive upper bound for integer inputs that index a table (token ids into an
+    # embedding), learned from the graph so random inputs stay in range.
+    high: int | None = None
 
     @property
     def dynamic_axes(self) -> dict[int, str]:
@@ -37,7 +40,10 @@ class InputSpec:
         return f"{self.name}:[{dims}]:{np.dtype(self.dtype).name}"
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "shape": [d for d in self.shape], "dtype": np.dtype(self.dtype).name}
+        d = {"name": self.name, "shape": [d for d in self.shape], "dtype": np.dtype(self.dtype).name}
+        if self.high is not None:
+            d["high"] = self.high
+        return d
 
 
 def parse_dtype(text: str) -> np.dtype:
@@ -99,6 +105,55 @@ def _dims_of(type_proto) -> tuple[Dim, ...]:
     return tuple(dims)
 
 
+# Ops an index passes through unchanged on its way to the table it indexes.
+_INDEX_PASSTHROUGH = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Expand"}
+
+
+def index_bounds(model) -> dict[str, int]:
+    """Integer graph inputs that index a constant table (Gather on an initializer, as in
+    token embeddings), with the table's size along the gathered axis."""
+    graph = model.graph
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, i))
+    tables = {t.name: list(t.dims) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            for attr in node.attribute:
+                if attr.name == "value":
+                    tables[node.output[0]] = list(attr.t.dims)
+    bounds: dict[str, int] = {}
+    for vi in graph.input:
+        if vi.name in tables or not vi.type.HasField("tensor_type"):
+            continue
+        if vi.type.tensor_type.elem_type not in (2, 3, 4, 5, 6, 7, 12, 13):  # integer types
+            continue
+        frontier, seen, found = [vi.name], set(), []
+        while frontier:
+            name = frontier.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            for node, pos in consumers.get(name, []):
+                if node.op_type == "Gather" and pos == 1 and node.input[0] in tables:
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    dims = tables[node.input[0]]
+                    if dims and -len(dims) <= axis < len(dims):
+                        found.append(int(dims[axis]))
+                elif node.op_type in _INDEX_PASSTHROUGH and pos == 0:
+                    frontier.extend(node.output)
+        if found:
+            bounds[vi.name] = min(found)
+    return bounds
+
+
+def with_bounds(specs: list[InputSpec], bounds: dict[str, int]) -> list[InputSpec]:
+    from dataclasses import replace
+
+    return [replace(s, high=bounds[s.name]) if s.name in bounds and s.dtype.kind in "iu" else s for s in specs]
+
+
 def specs_from_onnx(model) -> list[InputSpec]:
     """The real (non-initializer) inputs of an ONNX model as specs."""
     inits = {t.name for t in model.graph.initializer}
@@ -107,7 +162,7 @@ def specs_from_onnx(model) -> list[InputSpec]:
         if vi.name in inits or not vi.type.HasField("tensor_type"):
             continue
         specs.append(InputSpec(vi.name, _dims_of(vi.type), np_dtype_of_onnx(vi.type.tensor_type.elem_type)))
-    return specs
+    return with_bounds(specs, index_bounds(model))
 
 
 def outputs_from_onnx(model) -> list[InputSpec]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxkit.core.spec import InputSpec, outputs_from_onnx, specs_from_onnx
+from onnxkit.core.spec import InputSpec, index_bounds, outputs_from_onnx, specs_from_onnx, with_bounds
 from onnxkit.errors import ConversionError, EnvironmentProblem, InputError, UsageError
 
 log = logging.getLogger(__name__)
@@ -191,6 +191,8 @@ def make_session(
     inputs = []
     for i in sess.get_inputs():
         inputs.append(InputSpec(i.name, tuple(d if isinstance(d, int) else (d or None) for d in (i.shape or [])), _ort_dtype(i.type)))
+    if any(spec.dtype.kind in "iu" for spec in inputs):
+        inputs = with_bounds(inputs, _index_bounds_of(model))
     outs = [o.name for o in sess.get_outputs()]
     options = {"profiling": True, "profile_dir": profile_dir} if profile else {}
     return OnnxSession(sess, sess.get_providers(), inputs, outs, path, options)
@@ -230,6 +232,20 @@ def _profile_node_providers(session) -> dict[str, int] | None:
     for prov in nodes.values():
         counts[prov] = counts.get(prov, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _index_bounds_of(model) -> dict[str, int]:
+    """Token-id ranges from the graph (see spec.index_bounds); weights are not read."""
+    import onnx
+
+    try:
+        if isinstance(model, (str, os.PathLike)):
+            model = onnx.load(str(model), load_external_data=False)
+        elif isinstance(model, bytes):
+            model = onnx.load_from_string(model)
+        return index_bounds(model)
+    except Exception:  # the session already loaded; a bound is a refinement, not a need
+        return {}
 
 
 _ORT_TYPES = {
