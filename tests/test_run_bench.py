@@ -404,3 +404,43 @@ def test_interleaved_sessions_do_not_spin(monkeypatch, two_models, linear_onnx):
     both = bench_models(list(two_models), feeds, iterations=2, warmup=0)
     assert seen == [False, False]
     assert any("spinning is off" in n for n in both.notes)
+
+
+def test_untrusted_model_is_probed_in_a_child_first(cli, linear_onnx, monkeypatch):
+    import onnxkit.core.sandbox as sandbox
+
+    calls = []
+    real = sandbox.probe_untrusted_model
+    monkeypatch.setattr(sandbox, "probe_untrusted_model", lambda *a, **k: (calls.append(a), real(*a, **k))[1])
+    r = cli("run", linear_onnx, "--json")
+    assert r.code == 0, r
+    assert len(calls) == 1 and r.json["isolated_probe"] is True
+    calls.clear()
+    r = cli("run", linear_onnx, "--trust", "--json")
+    assert r.code == 0 and calls == [] and r.json["isolated_probe"] is False
+
+
+def test_runaway_allocation_is_one_clean_error(cli, tmp_path):
+    """The output's shape is computed at run time (no static check can see it): 2^40 floats."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Shape", ["x"], ["s"]),
+            helper.make_node("Mul", ["s", "k"], ["big"]),
+            helper.make_node("ConstantOfShape", ["big"], ["y"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+        ],
+        "runaway",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([2**20, 2**18], np.int64), "k")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "runaway.onnx"
+    onnx.save(model, str(path))
+    r = cli("run", path)
+    assert r.code == 2, r
+    assert r.stderr.startswith("Error:") and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -3,6 +3,7 @@ by batch into .npz/.npy/.csv/.parquet with bounded memory."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import tempfile
@@ -55,6 +56,7 @@ class RunResult(Result):
     rows_per_second: float = 0.0
     outputs: list[OutputSummary] = field(default_factory=list)
     output_file: str | None = None
+    isolated_probe: bool = False  # ran once in a contained child before the real run
 
     def tables(self) -> list[Table]:
         nodes = ", ".join(f"{p}: {n}" for p, n in self.node_providers.items()) if self.node_providers else "-"
@@ -65,6 +67,7 @@ class RunResult(Result):
             ["rows", self.rows], ["batches", f"{self.batches} of {self.batch_size}"],
             ["time", f"{self.seconds:.3f} s ({self.inference_seconds:.3f} s in ONNX Runtime, {fmt_num(self.rows_per_second)} rows/s)"],
             ["written to", self.output_file or "-"],
+            ["contained probe", "yes (untrusted model ran once in a child process first)" if self.isolated_probe else "no (--trust)"],
         ])
         outs = Table("Outputs", ["name", "dtype", "shape", "min", "max", "mean", "non-finite"], [
             [o.name, o.dtype, "[" + ", ".join(map(str, o.shape)) + "]", o.min, o.max, o.mean, o.non_finite] for o in self.outputs
@@ -331,25 +334,33 @@ def run_model(
     loaded = load_onnx(model, load_external=False, trust=trust)
     specs = merge_specs(specs_from_onnx(loaded.model), user_specs)
     del loaded  # the session reads the file itself; do not hold a second copy of the weights
+    if data is not None:
+        source = open_data(data, specs)
+        size = batch_size or DEFAULT_DATA_BATCH
+        batches: Iterator[Feeds] = source.batches(size)
+        total: int | None = source.count_rows()
+    else:
+        size = batch_size or 1
+        batches = iter([random_feeds(specs, batch=size, seed=seed)])
+        total = size
+    if not trust:
+        # An untrusted model runs once in a contained child first (crash or runaway
+        # allocation -> a clean error); --trust skips this for models the user vouches for.
+        from onnxkit.core.sandbox import probe_untrusted_model
+
+        first = next(batches)
+        check_feeds(first, specs, where=f"{Path(data).name} (batch 1)" if data is not None else "random inputs")
+        probe_untrusted_model(model, {k: v[:1] for k, v in first.items()}, providers=chosen)
+        batches = itertools.chain([first], batches)
     session = make_session(model, providers=chosen, provider_options=options, threads=threads, profile=True)
     requested = [resolve_provider(n) for n in providers] if providers else ["CPUExecutionProvider"]
     result = RunResult(model=str(model), providers_requested=requested, providers=list(session.providers))
     result.notes.extend(check_active(chosen, session.providers, fallback=fallback))
     result.notes.extend(fallback_notes(providers, chosen))
 
-    total: int | None
-    if data is not None:
-        source = open_data(data, specs)
-        size = batch_size or DEFAULT_DATA_BATCH
-        batches: Iterator[Feeds] = source.batches(size)
-        total = source.count_rows()
-        result.inputs_from = str(data)
-    else:
-        size = batch_size or 1
-        batches = iter([random_feeds(specs, batch=size, seed=seed)])
-        total = size
-        result.inputs_from = f"random (seed {seed})"
+    result.inputs_from = str(data) if data is not None else f"random (seed {seed})"
     result.batch_size = size
+    result.isolated_probe = not trust
 
     stats = _Stats()
     started = time.perf_counter()

@@ -188,4 +188,31 @@ def run_onnx_isolated(
     )
 
 
-__all__ = ["run_isolated", "run_onnx_isolated", "DEFAULT_TIMEOUT_S"]
+def machine_memory_mb() -> int | None:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def probe_untrusted_model(
+    model_path: str | os.PathLike[str],
+    feeds: dict,
+    *,
+    providers: list[str] | None = None,
+    custom_op_library: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Load and run an untrusted model once, on ``feeds``, in a contained child first.
+
+    A model that crashes ONNX Runtime or allocates without bound then fails as one clean
+    error instead of killing onnxkit (or the machine); the real work runs in-process after.
+    The memory cap leaves a fifth of the machine to everything else."""
+    total = machine_memory_mb()
+    run_onnx_isolated(
+        model_path, feeds, timeout_s, int(total * 0.8) if total else None,
+        providers=providers, custom_op_library=custom_op_library,
+    )
+
+
+__all__ = ["run_isolated", "run_onnx_isolated", "probe_untrusted_model", "machine_memory_mb", "DEFAULT_TIMEOUT_S"]
