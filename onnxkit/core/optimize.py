@@ -198,7 +198,15 @@ def optimize_model(
     chosen = P.resolve(preset, passes)  # unknown names fail here, before any work
     tolerance = make_tolerance(tol, rtol, preset="fp16" if fp16 else "fp32")
     check_output_path(output, model_path)
-    loaded = load_onnx(model_path, trust=trust)
+    from onnxkit.passes.large import is_large
+
+    # Graph first: whether the weights may be loaded at all depends on their size.
+    loaded = load_onnx(model_path, trust=trust, load_external=False)
+    if is_large(loaded.model):
+        return _optimize_large(loaded, output, chosen, level=level, transformer=transformer, fp16=fp16, opset=opset,
+                               tolerance=tolerance, validate=validate, latency=latency)
+    if loaded.external_files:
+        loaded = load_onnx(model_path, trust=trust)
     original = loaded.model
     res = OptimizeResult(command="optimize", model=str(model_path), output=str(output), fp16=fp16, ort_level=level)
     res.notes.extend(loaded.warnings)
@@ -271,3 +279,161 @@ def optimize_model(
     else:
         res.notes.append("validation skipped (--no-validate): the result was not compared with the input")
     return res
+
+
+# ---------------------------------------------------------------- models over the protobuf limit
+
+# Passes that only read or annotate the graph: they run on the graph-only proto.
+_GRAPH_ONLY_PASSES = {"shape_inference"}
+# Passes that need the whole model in one protobuf; on a large model ORT's basic level
+# (constant folding, redundant-node elimination, standard-op fusions) stands in for them.
+_REPLACED_BY_ORT_BASIC = {"constant_folding", "onnxscript_optimize", "fuse_and_eliminate"}
+
+
+def _optimize_large(loaded: Any, output: str | os.PathLike[str], chosen: list, *, level: str | None, transformer: str | None,
+                    fp16: bool, opset: int | None, tolerance: Any, validate: bool, latency: bool) -> OptimizeResult:
+    """optimize for a model whose weights exceed the protobuf limit: the weights never enter
+    this process; ONNX Runtime reads them by path, and the writer copies them in chunks.
+
+    Peak memory is then what ONNX Runtime needs for one session (it maps the external data)
+    plus the graph, instead of several in-memory copies of the weights."""
+    import gc
+    import tempfile
+
+    from onnxkit import passes as P
+    from onnxkit.core.spec import specs_from_onnx
+    from onnxkit.passes.large import load_graph, ort_optimize_file, save_streaming
+
+    if fp16 or transformer:
+        what = "--fp16" if fp16 else "--transformer"
+        raise UsageError(f"{what} is not supported on models over 2 GB: it needs every weight in memory at once",
+                         hint="run the other passes here, or convert a smaller export")
+    model_path = loaded.path
+    model = loaded.model
+    res = OptimizeResult(command="optimize", model=str(model_path), output=str(output), fp16=False, ort_level=level)
+    res.notes.extend(loaded.warnings)
+    res.nodes_before = len(model.graph.node)
+    res.ops_before = op_histogram(model)
+    res.size_before = file_size(model_path, loaded.external_files)
+    res.opset_before = _opset_of(model)
+    specs = specs_from_onnx(model)
+    res.notes.append("model over 2 GB: weights stay on disk; ONNX Runtime reads them by path and they are copied "
+                     "to the output in chunks")
+    records: list[P.PassRecord] = []
+    out_dir = Path(output).parent
+    # Scratch beside the output: it holds full copies of the weights, which /tmp may not fit.
+    with tempfile.TemporaryDirectory(prefix=".onnxkit-opt-", dir=out_dir) as tmp:
+        work = Path(tmp)
+        base_dir = model_path.parent  # where the proto's external references resolve
+        on_disk: Path | None = model_path  # a file equal to ``model`` in meaning, if there is one
+        step = 0
+
+        def materialize() -> Path:
+            nonlocal on_disk, base_dir, step
+            if on_disk is None:
+                step += 1
+                dest = work / f"step{step}.onnx"
+                save_streaming(model, base_dir, dest)
+                on_disk, base_dir = dest, work
+            return on_disk
+
+        def run_ort(name: str, lvl: str) -> None:
+            nonlocal model, on_disk, base_dir, step
+            src = materialize()
+            step += 1
+            dest = work / f"step{step}.onnx"
+            t0 = time.perf_counter()
+            n0 = len(model.graph.node)
+            before = P._fingerprint(model)
+            ort_optimize_file(src, dest, lvl)
+            del model
+            gc.collect()
+            model = load_graph(dest)
+            on_disk, base_dir = dest, work
+            records.append(P.PassRecord(name, P._fingerprint(model) != before, n0, len(model.graph.node),
+                                        time.perf_counter() - t0))
+
+        if opset is not None and opset != res.opset_before:
+            t0 = time.perf_counter()
+            n0 = len(model.graph.node)
+            model = convert_opset(model, opset)
+            on_disk = None
+            records.append(P.PassRecord(f"opset {res.opset_before} -> {opset}", True, n0, len(model.graph.node), time.perf_counter() - t0))
+        replaced: list[str] = []
+        skipped: list[str] = []
+        for p in chosen:
+            if p.name in _GRAPH_ONLY_PASSES:
+                model, rec = P.apply_pass(p, model)  # value_info only: the file on disk still means the same
+                records.append(rec)
+            elif p.group == "onnxruntime":
+                run_ort(p.name, p.name.removeprefix("ort_"))
+            elif p.name in _REPLACED_BY_ORT_BASIC:
+                if not replaced:
+                    run_ort(f"ort_basic (in place of {p.name})", "basic")
+                replaced.append(p.name)
+            else:
+                skipped.append(p.name)
+        if replaced:
+            res.notes.append(f"{', '.join(sorted(set(replaced)))}: replaced by ONNX Runtime's basic level (constant folding, "
+                             "redundant-node elimination, standard-op fusions): onnxscript and onnxoptimizer serialize the "
+                             "whole model into one protobuf, which cannot exceed 2 GB")
+        if skipped:
+            res.notes.append(f"skipped on a model over 2 GB: {', '.join(skipped)} (onnxoptimizer/onnxscript serialize "
+                             "the whole model into one protobuf, which cannot exceed 2 GB)")
+        if level:
+            run_ort(f"ort_{level}", level)
+            if level == "all":
+                res.notes.append("ORT level 'all' adds layout- and hardware-specific ops: the file now runs only with "
+                                 "the CPU execution provider of this onnxruntime version")
+        res.passes = [vars(r) | {"detail": r.detail} for r in records]
+        res.nodes_after = len(model.graph.node)
+        res.ops_after = op_histogram(model)
+        res.opset_after = _opset_of(model)
+        save_streaming(model, base_dir, output)
+        del model
+        gc.collect()
+    res.size_after = file_size(output)
+
+    from onnxkit.passes.large import sequential_latency
+
+    if latency:
+        try:
+            feeds = latency_feeds(specs)
+            res.latency_ms_before, res.latency_ms_after = sequential_latency([str(model_path), str(output)], feeds, rounds=10)
+            res.latency_feeds = "random batch=1 seq=32, one model after the other"
+        except Exception as exc:  # latency is informative; a failure here must not hide the result
+            res.notes.append(f"latency not measured: {exc}")
+    if validate:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            v = validate_pair_sequential(str(model_path), str(output), specs, tolerance)
+        res.validated = True
+        res.validation = {"passed": v.passed, "samples": v.samples, "tolerance": v.tolerance,
+                          "outputs": [o.to_dict() for o in v.outputs], "rows": validation_rows(v.outputs)}
+        if not v.passed:
+            res.passed = False
+            res.notes.append(f"the optimized model differs from the input beyond tolerance; {output} was written anyway")
+    else:
+        res.notes.append("validation skipped (--no-validate): the result was not compared with the input")
+    return res
+
+
+def validate_pair_sequential(reference: str, candidate: str, specs: list, tolerance: Any, *, data: Any = None,
+                             ref_name: str = "input", cand_name: str = "output",
+                             batch_sizes: tuple[int, ...] = (1, 4), seq_lens: tuple[int, ...] = (16, 32)) -> Any:
+    """validate_pair with one session alive at a time: the reference runs over every batch
+    first and its outputs (small) are kept; its session is closed before the candidate's
+    opens, so two large models never hold their weights side by side."""
+    import gc
+
+    from onnxkit.core.validate import input_sets, validate_models
+    from onnxkit.runtime.session import make_session
+
+    ref = make_session(reference)
+    recorded = [(label, feeds, ref.run(feeds))
+                for label, feeds in input_sets(specs, data=data, batch_sizes=batch_sizes, seq_lens=seq_lens)]
+    del ref
+    gc.collect()
+    cand = make_session(candidate)
+    return validate_models(None, cand.run, specs, tolerance=tolerance, reference_name=ref_name, candidate_name=cand_name,
+                           batches=recorded)

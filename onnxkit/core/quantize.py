@@ -213,6 +213,27 @@ def preprocess(model: Any, workdir: Path) -> tuple[Any, list[str]]:
     return model, notes
 
 
+def _prepare_large(model_path: Path, work: Path) -> tuple[Any, str]:
+    """Pre-processing for a model over 2 GB: ONNX Runtime's basic optimization from path to
+    path (constant folding makes weights behind Transpose/Reshape constant, hence
+    quantizable), writing ``work/base.onnx`` + data; returns its graph and a note.
+    quant_pre_process is not used: its shape inference loads every weight into one protobuf."""
+    from onnxkit.passes.large import load_graph, ort_optimize_file, save_streaming
+
+    dest = work / "base.onnx"
+    try:
+        ort_optimize_file(model_path, dest, "basic")
+        return load_graph(dest), ("quantization pre-processing: ONNX Runtime basic optimization by path only (model over "
+                                  "2 GB: symbolic shape inference would load every weight)")
+    except OnnxkitError as exc:
+        log.debug("ORT basic optimization failed on the large model: %s", exc)
+        import onnx
+
+        base = onnx.load(str(model_path), load_external_data=False)
+        save_streaming(base, model_path.parent, dest)  # chunked copy: the quantizers need a file in work/
+        return base, f"quantization pre-processing skipped (model over 2 GB; ONNX Runtime's optimization failed: {exc.message})"
+
+
 def cpu_has_vnni() -> bool | None:
     """Whether this CPU has VNNI int8 dot products; None when unknown (not Linux x86)."""
     try:
@@ -242,8 +263,12 @@ class QuantConfig:
     reduce_range: bool = False
 
 
-def run_quantizer(model: Any, cfg: QuantConfig, exclude: list[str], workdir: Path) -> Any:
-    """Quantize ``model`` (a prepared float ModelProto) leaving the ``exclude`` nodes in float."""
+def run_quantizer(model: Any, cfg: QuantConfig, exclude: list[str], workdir: Path, *, large: bool = False) -> Any:
+    """Quantize ``model`` (a prepared float ModelProto) leaving the ``exclude`` nodes in float.
+
+    ``large``: the model is over the protobuf limit and ``workdir/base.onnx`` (with its
+    external data) already holds it; the quantizers read and write by path with external
+    data, and the quantized file's path is returned instead of a loaded model."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -255,6 +280,7 @@ def run_quantizer(model: Any, cfg: QuantConfig, exclude: list[str], workdir: Pat
         onnx.save_model(model, str(src))
     wtype = QuantType.QInt8 if cfg.weight_type == "int8" else QuantType.QUInt8
     name = {"dynamic": "quantize_dynamic", "static": "quantize_static", "int4": "MatMulNBitsQuantizer", "fp16": "float16"}[cfg.mode]
+    keep_out = False
     try:
         # The entropy/percentile calibrators print progress to stdout, which must hold only
         # the JSON document in --json mode.
@@ -266,7 +292,10 @@ def run_quantizer(model: Any, cfg: QuantConfig, exclude: list[str], workdir: Pat
                 names = list(exclude) + [f"{n}_MatMul" for n in exclude]
                 quantize_dynamic(str(src), str(out), per_channel=cfg.per_channel, weight_type=wtype,
                                  reduce_range=cfg.reduce_range, nodes_to_exclude=names,
-                                 extra_options={"MatMulConstBOnly": True})
+                                 use_external_data_format=large, extra_options={"MatMulConstBOnly": True})
+                if large:
+                    keep_out = True
+                    return out
                 return onnx.load(str(out))
             if cfg.mode == "static":
                 assert cfg.calib is not None
@@ -277,14 +306,22 @@ def run_quantizer(model: Any, cfg: QuantConfig, exclude: list[str], workdir: Pat
                                 per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
                                 activation_type=QuantType.QUInt8, weight_type=wtype,
                                 nodes_to_exclude=list(exclude), calibrate_method=method,
-                                extra_options={"MatMulConstBOnly": True})
+                                use_external_data_format=large, extra_options={"MatMulConstBOnly": True})
+                if large:
+                    keep_out = True
+                    return out
                 return onnx.load(str(out))
             if cfg.mode == "int4":
                 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-                q = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=cfg.block_size, is_symmetric=True,
-                                         nodes_to_exclude=list(exclude), op_types_to_quantize=("MatMul",))
+                # By path for a large model: the quantizer then loads the weights itself, once.
+                q = MatMulNBitsQuantizer(str(src) if large else onnx.load(str(src)), bits=4, block_size=cfg.block_size,
+                                         is_symmetric=True, nodes_to_exclude=list(exclude), op_types_to_quantize=("MatMul",))
                 q.process()
+                if large:
+                    q.model.save_model_to_file(str(out), use_external_data_format=True)
+                    keep_out = True
+                    return out
                 return q.model.model
             from onnxkit.passes.fp16 import to_fp16
 
@@ -295,7 +332,9 @@ def run_quantizer(model: Any, cfg: QuantConfig, exclude: list[str], workdir: Pat
     except Exception as exc:
         raise ConversionError(f"{name} failed: {_first_line(exc)}") from exc
     finally:
-        out.unlink(missing_ok=True)
+        if not keep_out:
+            out.unlink(missing_ok=True)
+            Path(str(out) + ".data").unlink(missing_ok=True)
 
 
 def _fp16_excluding(model: Any, exclude: list[str]) -> Any:
@@ -320,15 +359,31 @@ class ErrorMeasure:
     outputs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def measure_error(float_model: Any, quant_model: Any, batches: list[dict], metric: str) -> ErrorMeasure:
+def measure_error(float_model: Any, quant_model: Any, batches: list[dict], metric: str, *,
+                  sequential: bool = False) -> ErrorMeasure:
+    """``sequential``: one session alive at a time (the float outputs are kept, then the
+    float session is closed), for models whose weights must not be held twice."""
     from onnxkit.core.compare import Comparator, Tolerance
     from onnxkit.runtime.session import make_session
 
-    ref, cand = make_session(float_model), make_session(quant_model)
     comp = Comparator(Tolerance(atol=1e30, rtol=0.0))
-    for feeds in batches:
-        r, c = ref.run(feeds), cand.run(feeds)
-        comp.add(r, ignore_padding(feeds, r, c))
+    if sequential:
+        import gc
+
+        ref = make_session(float_model)
+        refs = [ref.run(feeds) for feeds in batches]
+        del ref
+        gc.collect()
+        cand = make_session(quant_model)
+        for feeds, r in zip(batches, refs):
+            comp.add(r, ignore_padding(feeds, r, cand.run(feeds)))
+        del cand
+        gc.collect()
+    else:
+        ref, cand = make_session(float_model), make_session(quant_model)
+        for feeds in batches:
+            r, c = ref.run(feeds), cand.run(feeds)
+            comp.add(r, ignore_padding(feeds, r, c))
     outs = comp.results()
     cosines = [o.cosine for o in outs if o.cosine is not None]
     agrees = [a for o in outs for a in (o.label_agreement if o.label_agreement is not None else o.top1_agreement,) if a is not None]
@@ -563,7 +618,16 @@ def quantize_model(
     if max_error is not None and (not np.isfinite(max_error) or max_error < 0):
         raise UsageError("--max-error must be a finite, non-negative number")
     check_output_path(output, model_path)
-    loaded = load_onnx(model_path, trust=trust)
+    from onnxkit.passes.large import is_large
+
+    # Graph first: whether the weights may be loaded at all depends on their size.
+    loaded = load_onnx(model_path, trust=trust, load_external=False)
+    large = is_large(loaded.model)
+    if large and mode == "fp16":
+        raise UsageError("--mode fp16 is not supported on models over 2 GB: the converter needs every weight in memory",
+                         hint="use --mode dynamic, static or int4, which read the weights by path")
+    if not large and loaded.external_files:
+        loaded = load_onnx(model_path, trust=trust)
     original = loaded.model
     _name_nodes(original)
     specs = specs_from_onnx(original)
@@ -623,13 +687,19 @@ def quantize_model(
     res.reduce_range = bool(reduce_range)
     cfg = QuantConfig(mode=mode, fmt=fmt, per_channel=per_channel, weight_type=weight_type,
                       calib_method=calib_method, block_size=block_size, calib=calib, reduce_range=bool(reduce_range))
-    with tempfile.TemporaryDirectory(prefix="onnxkit-quant-") as tmp:
+    # A large model's scratch copies go beside the output: /tmp may not hold them.
+    with tempfile.TemporaryDirectory(prefix=".onnxkit-quant-" if large else "onnxkit-quant-",
+                                     dir=Path(output).parent if large else None) as tmp:
         work = Path(tmp)
         import onnx
 
         base = onnx.ModelProto()
-        base.CopyFrom(original)
-        if mode != "fp16":
+        base.CopyFrom(original)  # graph only when large: the weights are not in memory
+        if large:
+            base, note = _prepare_large(loaded.path, work)
+            res.preprocess_notes = [note]
+            res.notes.append(note)
+        elif mode != "fp16":
             base, notes = preprocess(base, work)
             res.preprocess_notes = notes
             res.notes.extend(notes)
@@ -648,11 +718,24 @@ def quantize_model(
             for n in mapped:
                 excluded.setdefault(n, f"--exclude-nodes {pat}")
 
-        qmodel = run_quantizer(base, cfg, list(excluded), work)
-        err = measure_error(original, qmodel, eval_batches, metric)
+        if large:
+            from onnxkit.passes.large import load_graph, save_streaming
+
+            # The quantizers read a file: base.onnx, with the node names they select by.
+            (work / "base.onnx").write_bytes(base.SerializeToString())  # graph only
+            qpath = run_quantizer(base, cfg, list(excluded), work, large=True)
+            qmodel = load_graph(qpath)
+            err = measure_error(str(loaded.path), str(qpath), eval_batches, metric, sequential=True)
+        else:
+            qmodel = run_quantizer(base, cfg, list(excluded), work)
+            err = measure_error(original, qmodel, eval_batches, metric)
         res.error_first = vars(err) | {}
         if res.max_error is not None and err.error > res.max_error:
-            qmodel, err = _budget_loop(original, base, qmodel, err, cfg, excluded, eval_batches, metric, res.max_error, work)
+            if large:
+                res.notes.append("accuracy budget not enforced by excluding nodes on a model over 2 GB (each round "
+                                 "re-quantizes the whole model); keep nodes in float with --exclude-nodes/--exclude-ops")
+            else:
+                qmodel, err = _budget_loop(original, base, qmodel, err, cfg, excluded, eval_batches, metric, res.max_error, work)
         res.error = vars(err) | {}
         res.budget_met = None if res.max_error is None else err.error <= res.max_error
         res.excluded = [{"node": n, "op": by_node[n].op_type if n in by_node else "", "reason": r} for n, r in excluded.items()]
@@ -663,7 +746,11 @@ def quantize_model(
         if res.nodes_quantized == 0:
             res.notes.append("no node was quantized (nothing of a quantizable op type, or everything excluded)")
         res.ops_after = op_histogram(qmodel)
-        save_onnx(qmodel, output)
+        if large:
+            save_streaming(qmodel, work, output)
+        else:
+            save_onnx(qmodel, output)
+        del qmodel
     res.size_after = file_size(output)
     if res.budget_met is False:
         res.passed = False
@@ -672,9 +759,16 @@ def quantize_model(
     if latency:
         try:
             feeds = latency_feeds(specs, batch=8 if any(not isinstance(s.shape[0], int) for s in specs if s.shape) else 1)
-            before, after = interleaved_latency([str(model_path), str(output)], feeds, rounds=10)
+            if large:
+                from onnxkit.passes.large import sequential_latency
+
+                before, after = sequential_latency([str(model_path), str(output)], feeds, rounds=10)
+            else:
+                before, after = interleaved_latency([str(model_path), str(output)], feeds, rounds=10)
             res.latency_ms_before, res.latency_ms_after = before, after
             res.latency_feeds = "random, batch 8" if feeds and next(iter(feeds.values())).shape[:1] == (8,) else "random"
+            if large:
+                res.latency_feeds += ", one model after the other"
         except Exception as exc:  # latency is informative only
             res.notes.append(f"latency not measured: {exc}")
     return res

@@ -316,11 +316,14 @@ def validate_files(
     if save_outputs is not None:
         check_output_path(save_outputs, model, source if source and Path(source).exists() else None)
 
-    load_onnx(model, trust=options.trust, load_external=False)  # safety checks before ORT sees it
+    from onnxkit.passes.large import is_large
+
+    cand_graph = load_onnx(model, trust=options.trust, load_external=False).model  # safety checks before ORT sees it
     cand_session = make_session(model, providers=select_providers(providers))
     specs = merge_specs(cand_session.input_specs, options.inputs)
 
     refs = None
+    recorded: list | None = None  # reference outputs computed up front (large models)
     reference_model: Any = None  # an ONNX path for localization
     ref_source = None
     label_outputs: tuple[str, ...] = ()
@@ -334,11 +337,29 @@ def validate_files(
         reference_name = f"saved outputs {Path(load_outputs).name}" + (f" (from {origin})" if origin else "")
         label_outputs = tuple(refs.meta.get("label_outputs") or ())
     elif _is_onnx_source(str(source), options):
-        load_onnx(source, trust=options.trust, load_external=False)
+        ref_graph = load_onnx(source, trust=options.trust, load_external=False).model
+        # Two sessions of models over 2 GB would hold both sets of weights at once: then the
+        # reference runs first over every batch and is closed before the candidate reopens.
+        # (--localize needs both models side by side, so it keeps the concurrent way.)
+        sequential = not localize and (is_large(cand_graph) or is_large(ref_graph))
+        del cand_graph, ref_graph
+        if sequential:
+            import gc
+
+            del cand_session
+            gc.collect()
         ref_session = make_session(source, providers=select_providers(reference_providers))
         reference = ref_session.run
         reference_model = Path(source)
         reference_name = f"{Path(source).name} on {ref_session.providers[0]}"
+        if sequential:
+            recorded = [(label, feeds, ref_session.run(feeds)) for label, feeds in input_sets(
+                specs, data=open_data(data, specs) if data is not None else None, batch_sizes=batch_sizes,
+                seq_lens=seq_lens, samples=samples, seed=seed, edge_cases=edge_cases)]
+            del ref_session, reference
+            gc.collect()
+            reference = None
+            cand_session = make_session(model, providers=select_providers(providers))
     else:
         from onnxkit.frameworks.registry import load_source
 
@@ -385,7 +406,7 @@ def validate_files(
                 edge_cases=edge_cases, accepts_nan=accepts_nan,
                 progress=progress.advance if progress is not None else None,
                 keep=writer.add if writer is not None else None,
-                batches=refs.batches() if refs is not None else None,
+                batches=refs.batches() if refs is not None else recorded,
                 label_outputs=label_outputs,
                 on_first_failure=remember if localize else None,
             )

@@ -1,0 +1,146 @@
+"""Models over the protobuf limit, scaled down: a ~25 MB model with external data goes
+through the large-model path (threshold lowered) of optimize, quantize and validate.
+The full-size check with peak memory is scripts/bench_large_model.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.external_data_helper import uses_external_data
+
+import onnxkit.core.onnx_io as onnx_io
+
+THRESHOLD = 1_000_000  # bytes: the test model is ~25x over it
+
+
+@pytest.fixture(autouse=True)
+def _large_threshold(monkeypatch):
+    monkeypatch.setattr(onnx_io, "EXTERNAL_DATA_THRESHOLD", THRESHOLD)
+
+
+@pytest.fixture(scope="module")
+def big_onnx(tmp_path_factory) -> Path:
+    """x[batch, 256] -> MatMul(Transpose(W1t)) + b -> Relu -> MatMul W2 -> y[batch, 64].
+    W1 is stored transposed behind a Transpose node, so constant folding has work to do."""
+    rng = np.random.default_rng(0)
+    w1t = (rng.standard_normal((8192, 256)) * 0.05).astype(np.float32)  # 8 MB
+    b1 = (rng.standard_normal(8192) * 0.1).astype(np.float32)
+    w2 = (rng.standard_normal((8192, 512)) * 0.02).astype(np.float32)  # 16 MB
+    nodes = [
+        helper.make_node("Transpose", ["w1t"], ["w1"], perm=[1, 0], name="t"),
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("Add", ["h", "b1"], ["hb"], name="add"),
+        helper.make_node("Relu", ["hb"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w2"], ["y"], name="mm2"),
+    ]
+    graph = helper.make_graph(
+        nodes, "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 512])],
+        [numpy_helper.from_array(w1t, "w1t"), numpy_helper.from_array(b1, "b1"), numpy_helper.from_array(w2, "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder = tmp_path_factory.mktemp("large")
+    path = folder / "big.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="big.onnx.data", size_threshold=1024)
+    return path
+
+
+def _ort_run(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return s.run(None, {"x": x})[0]
+
+
+def _x(batch: int = 3) -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((batch, 256)).astype(np.float32)
+
+
+def _assert_external(path: Path) -> None:
+    data = path.parent / (path.name + ".data")
+    assert data.exists() and data.stat().st_size > 20_000_000
+    m = onnx.load(str(path), load_external_data=False)
+    big = [t for t in m.graph.initializer if np.prod(t.dims) * 4 > 1024]
+    assert big and all(uses_external_data(t) for t in big)
+    assert path.stat().st_size < 100_000  # the graph alone
+
+
+def test_optimize_large_model_by_path(cli, big_onnx, tmp_path):
+    out = tmp_path / "opt.onnx"
+    r = cli("optimize", big_onnx, "-o", out, "--json")
+    assert r.code == 0, r
+    doc = r.json
+    names = [p["name"] for p in doc["passes"]]
+    assert "ort_basic (in place of constant_folding)" in names
+    assert any("replaced by ONNX Runtime's basic level" in n for n in doc["notes"])
+    assert doc["ops_before"]["Transpose"] == 1 and "Transpose" not in doc["ops_after"]  # folded
+    assert doc["validation"]["passed"] is True
+    _assert_external(out)
+    x = _x()
+    np.testing.assert_allclose(_ort_run(out, x), _ort_run(big_onnx, x), rtol=1e-4, atol=1e-5)
+    # no scratch copies of the weights are left beside the output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["opt.onnx", "opt.onnx.data"]
+
+    r = cli("validate", big_onnx, out, "--json")
+    assert r.code == 0, r
+    assert r.json["passed"] is True
+
+
+def test_quantize_dynamic_large_model_by_path(cli, big_onnx, tmp_path):
+    out = tmp_path / "q.onnx"
+    r = cli("quantize", big_onnx, "-o", out, "--mode", "dynamic", "--json")
+    assert r.code == 0, r
+    doc = r.json
+    assert doc["nodes_quantized"] == 2  # the two MatMuls with a constant weight
+    assert "MatMulInteger" in doc["ops_after"] or "DynamicQuantizeMatMul" in doc["ops_after"]
+    assert any("ONNX Runtime basic optimization by path" in n for n in doc["notes"])
+    assert doc["budget_met"] is True
+    m = onnx.load(str(out), load_external_data=False)
+    assert any(uses_external_data(t) for t in m.graph.initializer)
+    assert (out.parent / "q.onnx.data").stat().st_size < 12_000_000  # int8: about a quarter of 24 MB
+    x = _x(8)
+    ref, got = _ort_run(big_onnx, x), _ort_run(out, x)
+    cos = float(np.dot(ref.ravel(), got.ravel()) / (np.linalg.norm(ref) * np.linalg.norm(got)))
+    assert cos > 0.99
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx", "q.onnx.data"]
+
+
+def test_fp16_on_large_model_is_refused_before_work(cli, big_onnx, tmp_path):
+    r = cli("optimize", big_onnx, "-o", tmp_path / "o.onnx", "--fp16")
+    assert r.code == 2, r
+    assert "--fp16 is not supported on models over 2 GB" in r.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_save_streaming_moves_inline_tensors_and_aligns(tmp_path):
+    from onnxkit.passes.large import ALIGN, save_streaming
+
+    w = np.arange(5000, dtype=np.float32).reshape(50, 100)
+    small = np.arange(4, dtype=np.int64)
+    g = helper.make_graph([helper.make_node("Gather", ["w", "i"], ["y"])], "g",
+                          [helper.make_tensor_value_info("i", TensorProto.INT64, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 100])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(small, "unused"),
+                           numpy_helper.from_array(np.ones((300, 1000), np.float32), "big")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    dest = save_streaming(m, tmp_path, tmp_path / "s.onnx")
+    back = onnx.load(str(dest), load_external_data=False)
+    w_t = next(t for t in back.graph.initializer if t.name == "w")
+    assert uses_external_data(w_t)
+    big_t = next(t for t in back.graph.initializer if t.name == "big")
+    offset = int({e.key: e.value for e in big_t.external_data}["offset"])
+    assert offset > 0 and offset % ALIGN == 0  # mappable by ONNX Runtime
+    assert not uses_external_data(next(t for t in back.graph.initializer if t.name == "unused"))
+    full = onnx.load(str(dest))
+    np.testing.assert_array_equal(numpy_helper.to_array(full.graph.initializer[0]), w)
+    # a second save from the external file copies the bytes through unchanged
+    dest2 = save_streaming(back, tmp_path, tmp_path / "s2.onnx")
+    np.testing.assert_array_equal(numpy_helper.to_array(onnx.load(str(dest2)).graph.initializer[0]), w)
