@@ -73,6 +73,11 @@ def test_init_writes_a_config_from_the_model(project):
     assert 'framework = "torch"' in text
     assert 'inputs = ["x:[batch,8]:float32"]' in text
     assert "opset = 18" in text
+    # Optimize and quantize default to the automatic choice, and the config says so.
+    import tomllib
+
+    parsed = tomllib.loads(text)
+    assert parsed["optimize"]["mode"] == "auto" and parsed["quantize"]["mode"] == "auto"
     assert "[gates.max_error]" in text and "# max_abs =" in text
     import tomllib
 
@@ -99,23 +104,33 @@ def test_pipeline_passes_and_keeps_every_step(project):
     steps = {s["name"]: s for s in doc["steps"]}
     assert list(steps) == ["export", "validate export", "optimize", "validate optimized", "quantize",
                            "validate quantized", "bench"]
-    assert all(s["status"] == "passed" for s in steps.values()), steps
+    # The default config lets onnxkit choose: each auto step keeps its candidate table and its
+    # pick; an artifact exists only where a variant beat its input on this machine.
+    opt, quant = steps["optimize"]["result"], steps["quantize"]["result"]
+    assert opt["stage"] == "optimize" and quant["stage"] == "quantize"
+    assert {c["name"] for c in quant["candidates"]} >= {"input", "dynamic-pc", "dynamic-pt"}
+    assert sum(c["chosen"] for c in quant["candidates"]) == 1 and quant["passed"]
+    produced = ["exported"] + (["optimized"] if opt["output"] else []) + (["quantized"] if quant["output"] else [])
+    for role in ("optimized", "quantized"):
+        want = "passed" if role in produced else "skipped"
+        assert steps[f"validate {role}"]["status"] == want, steps
+    assert all(s["status"] == "passed" for n, s in steps.items() if not n.startswith("validate ")), steps
     # Each step keeps its command's own typed result.
     assert steps["export"]["result"]["framework"] == "torch"
     assert steps["validate export"]["result"]["outputs"][0]["max_abs"] < 1e-4
-    assert steps["quantize"]["result"]["mode"] == "dynamic"
     bench = steps["bench"]["result"]
-    assert {e["name"] for e in bench["entries"]} >= {"exported", "optimized", "quantized"}
+    assert {e["name"] for e in bench["entries"] if not e["is_source"]} == set(produced)
     assert any(e["is_source"] and e["kind"] == "torch" for e in bench["entries"])
     out = project["config"].parent / "onnxkit-out"
-    for name in ("mlp.onnx", "mlp.opt.onnx", "mlp.int8.onnx"):
-        assert (out / name).is_file()
-    assert doc["final_model"].endswith("mlp.int8.onnx")
+    files = {"exported": "mlp.onnx", "optimized": "mlp.opt.onnx", "quantized": "mlp.int8.onnx"}
+    for role, name in files.items():
+        assert (out / name).is_file() == (role in produced)
+    assert doc["final_model"].endswith(files[produced[-1]]) and doc["final_variant"] == produced[-1]
     # Provenance: versions, digests, machine.
     prov = doc["provenance"]
     assert prov["packages"]["onnxruntime"] and prov["packages"]["torch"]
     roles = {a["role"]: a for a in prov["artifacts"]}
-    assert set(roles) == {"source", "exported", "optimized", "quantized"}
+    assert set(roles) == {"source", *produced}
     import hashlib
 
     assert roles["exported"]["sha256"] == hashlib.sha256((out / "mlp.onnx").read_bytes()).hexdigest()

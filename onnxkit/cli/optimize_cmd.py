@@ -33,7 +33,7 @@ def _list_passes() -> None:
 def optimize_command(
     model: Annotated[Path | None, typer.Argument(help="The ONNX model to optimize.", show_default=False)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the optimized model.")] = None,
-    preset: Annotated[str, typer.Option("--preset", help="Pass preset: default (portable) or aggressive (adds ORT extended fusions).")] = "default",
+    preset: Annotated[str | None, typer.Option("--preset", help="Pass preset: default (portable) or aggressive (adds ORT extended fusions). [default: default]", show_default=False)] = None,
     passes: Annotated[str | None, typer.Option("--passes", help="Comma-separated passes to run instead of the preset (see --list-passes).")] = None,
     list_passes: Annotated[bool, typer.Option("--list-passes", help="List the available passes and presets, then exit.")] = False,
     level: Annotated[str | None, typer.Option("--level", help="Also apply ONNX Runtime offline optimization: basic, extended or all (all ties the file to the provider and ORT version).")] = None,
@@ -45,6 +45,13 @@ def optimize_command(
     tol: common.Tol = None,
     rtol: common.Rtol = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Do not compare the result with the input model.")] = False,
+    auto: Annotated[bool, typer.Option("--auto", help="Try the presets and ORT levels (and transformer fusion on BERT-like graphs), keep those within fp32 tolerance, time them with the input on this machine and write the fastest.")] = False,
+    batch_size: Annotated[str | None, typer.Option("--batch-size", help="With --auto: batch sizes to time, e.g. 1,8; the largest decides. [default: 1,8]", show_default=False)] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="With --auto: inputs to validate the candidates on (.npz/.npy/.csv/.parquet); else seeded random inputs.")] = None,
+    iterations: Annotated[int, typer.Option("--iterations", help="With --auto: timed runs per candidate and batch size.")] = 30,
+    vs: Annotated[Path | None, typer.Option("--vs", help="With --auto: also time the source framework model and say when it is faster than ONNX.", show_default=False)] = None,
+    hardware_specific: Annotated[bool, typer.Option("--allow-hardware-specific", help="With --auto: also try ORT level 'all' (the file then runs only on this CPU provider and ORT version).")] = False,
+    threads: Annotated[int | None, typer.Option("--threads", help="With --auto: intra-op threads for the timing (as you will serve).", show_default=False)] = None,
     trust: common.Trust = False,
     json_out: common.Json = False,
     verbose: common.Verbose = False,
@@ -55,6 +62,11 @@ def optimize_command(
 
     The result is validated against the input: exit 1 when it is out of tolerance (the file is
     still written), 4 when a pass fails inside the library underneath.
+
+    --auto builds each candidate, validates it against the input (fp32 tolerance), times the
+    valid ones and the input together and writes the fastest; when nothing beats the input,
+    OUT is the input unchanged and the report says so. A candidate that fails to build or is out
+    of tolerance is listed, not fatal: --auto exits 0 whenever it wrote a model.
     """
     common.setup(json_out, verbose, quiet)
     if list_passes:
@@ -69,6 +81,32 @@ def optimize_command(
     names = [p.strip() for p in passes.split(",") if p.strip()] if passes is not None else None
     if passes is not None and not names:
         raise UsageError("--passes is empty; name at least one pass (see --list-passes)")
+    auto_only = {"--batch-size": batch_size is not None, "--data": data is not None, "--vs": vs is not None,
+                 "--allow-hardware-specific": hardware_specific, "--threads": threads is not None}
+    if auto:
+        pinned = {"--preset": preset is not None, "--passes": names is not None, "--level": level is not None,
+                  "--transformer": transformer is not None, "--fp16": fp16, "--opset": opset is not None,
+                  "--no-validate": no_validate}
+        clash = [k for k, v in pinned.items() if v]
+        if clash:
+            raise UsageError(f"--auto chooses the passes and level itself; drop {', '.join(clash)} or drop --auto")
+        from onnxkit.core.autotune import auto_optimize
+        from onnxkit.runtime.bench import parse_batch_sizes
+
+        source = None
+        if vs is not None:
+            from onnxkit.frameworks.base import LoadOptions
+            from onnxkit.frameworks.registry import load_source
+
+            source = load_source(str(vs), LoadOptions(trust=trust))
+        common.emit(auto_optimize(
+            model, output, source=source, data=data, batch_sizes=parse_batch_sizes(batch_size or "1,8"), tol=tol, rtol=rtol,
+            iterations=iterations, threads=threads, hardware_specific=hardware_specific, trust=trust,
+        ))
+        return
+    used = [k for k, v in auto_only.items() if v]
+    if used:
+        raise UsageError(f"{', '.join(used)} only applies with --auto")
     from onnxkit.core.optimize import optimize_model
 
     common.emit(optimize_model(

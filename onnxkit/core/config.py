@@ -71,18 +71,24 @@ SCHEMA: dict[str, list[Key]] = {
     ],
     "optimize": [
         Key("enabled", "bool", True, "Run onnxkit optimize on the exported model."),
-        Key("preset", "str", "default", "Pass preset: default (portable, standard ops) or aggressive (adds ORT fusions).",
-            choices=("default", "aggressive")),
-        Key("level", "str", None, "Also run ONNX Runtime's offline optimizer at this level; unset = no.",
+        Key("mode", "str", None, "auto: try the pass presets and ORT levels, keep those within fp32 tolerance and the "
+            "fastest at the largest [bench] batch size (the exported model stays when nothing is faster); fixed: use "
+            "preset, level and fp16 below. Unset = auto, unless preset, level or fp16 is set.",
+            choices=("auto", "fixed"), optional=True),
+        Key("preset", "str", None, "mode fixed: pass preset, default (portable, standard ops) or aggressive (adds ORT "
+            "fusions); unset = default.", choices=("default", "aggressive"), optional=True),
+        Key("level", "str", None, "mode fixed: also run ONNX Runtime's offline optimizer at this level; unset = no.",
             choices=("basic", "extended", "all"), optional=True),
-        Key("fp16", "bool", False, "Convert weights and compute to float16 (set tolerance = \"fp16\")."),
+        Key("fp16", "bool", False, "mode fixed: convert weights and compute to float16 (set tolerance = \"fp16\")."),
         Key("tolerance", "str", "fp32", "Tolerance preset for the optimized model against the source.",
             choices=("fp32", "fp16", "int8", "int4")),
     ],
     "quantize": [
         Key("enabled", "bool", True, "Run onnxkit quantize on the optimized (or exported) model."),
-        Key("mode", "str", "dynamic", "dynamic (weights int8, no data needed), static (needs calib_data or calib_random), "
-            "int4 (MatMul weights), fp16.", choices=("dynamic", "static", "int4", "fp16")),
+        Key("mode", "str", "auto", "auto (try dynamic int8 variants, and static ones when calib_data or calib_random is "
+            "set; keep the fastest within budget, or the float model when nothing quantized is faster), dynamic (weights "
+            "int8, no data needed), static (needs calib_data or calib_random), int4 (MatMul weights), fp16.",
+            choices=("auto", "dynamic", "static", "int4", "fp16")),
         Key("calib_data", "path", None, "Calibration data for static mode (.npz/.npy/.csv/.parquet).", optional=True),
         Key("calib_random", "int", 0, "Calibrate static mode on this many random samples instead (a poor proxy).", minimum=0),
         Key("budget", "float", None, "Accuracy budget (cosine error); nodes are excluded until met. Unset = the mode's default.",
@@ -329,6 +335,17 @@ def load_config(path: str | Path, gate_overrides: list[str] | None = None) -> Pi
             gates.pop(name, None)
         else:
             gates[name] = value
+    o = sections["optimize"]
+    pinned = [k for k in ("preset", "level") if o[k] is not None] + (["fp16"] if o["fp16"] else [])
+    if o["mode"] is None:
+        # An older config that pins a preset or level keeps meaning exactly that.
+        o["mode"] = "fixed" if pinned else "auto"
+    elif o["mode"] == "auto" and pinned and o["enabled"]:
+        raise ConfigError(
+            f"{_where(cfg_path, text, 'optimize', pinned[0])}: optimize.{pinned[0]} is set but optimize.mode = \"auto\" "
+            "chooses the passes itself",
+            hint="set mode = \"fixed\" to pin them, or remove them",
+        )
     q = sections["quantize"]
     if q["enabled"] and q["mode"] == "static" and not q["calib_data"] and not q["calib_random"]:
         raise ConfigError(f"{_where(cfg_path, text, 'quantize', 'mode')}: quantize.mode = \"static\" needs calib_data or calib_random",
@@ -384,6 +401,7 @@ def render_template(values: dict[str, dict[str, Any]], header: list[str] | None 
                            "max_abs": 0.05, "max_rel": 1.0, "mean_abs": 0.01, "p99_abs": 0.02,
                            "opset": 18, "threads": 1, "samples": 1000, "rtol": 1e-3, "weights": "state.pt",
                            "sample": "sample.csv", "data": "inputs.npz", "calib_data": "calib.npz", "level": "extended",
+                           "preset": "aggressive", "mode": "auto",
                            "budget": 0.01}.get(key.name)
                 lines.append(f"# {key.name} = {_toml_value(example) if example is not None else '...'}")
             else:
@@ -475,7 +493,7 @@ def init_config(
         "export": {"opset": INIT_OPSET.get(fw)},
         "output": {"dir": "onnxkit-out", "name": Path(s.rsplit(":", 1)[0] if factory else s).stem or "model"},
         # Tree ensembles and pipelines gain little from graph passes or int8 weights.
-        "optimize": {"enabled": not tree_model},
+        "optimize": {"enabled": not tree_model, "mode": "auto"},
         # Per-sample cosine of a few-wide output swings with int8 rounding; the run's accuracy
         # verdict is the mean-cosine gate below, the stage check only catches a broken model.
         "quantize": {"enabled": not tree_model, "min_cosine": 0.95},

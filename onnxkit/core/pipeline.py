@@ -131,7 +131,7 @@ class PipelineResult(Result):
 
 
 def _artifact_suffix(mode: str) -> str:
-    return {"dynamic": "int8", "static": "int8", "int4": "int4", "fp16": "fp16"}.get(mode, mode)
+    return {"auto": "int8", "dynamic": "int8", "static": "int8", "int4": "int4", "fp16": "fp16"}.get(mode, mode)
 
 
 class _Run:
@@ -244,6 +244,9 @@ class _Run:
         out = self.cfg.output_dir / f"{self.cfg['output']['name']}.opt.onnx"
 
         def run(rec: StepRecord) -> None:
+            if o["mode"] == "auto":
+                self._auto_optimize(rec, model, out)
+                return
             # Its own validation (vs the exported ONNX) and latency probe would duplicate the
             # pipeline's validation against the source and its bench step.
             res = optimize_model(model, out, preset=o["preset"], level=o["level"], fp16=o["fp16"],
@@ -256,6 +259,31 @@ class _Run:
 
         self._record("optimize", run)
 
+    def _auto_args(self) -> dict[str, Any]:
+        """What the automatic choices share with the bench step: its batch sizes, iteration
+        counts and threads, and the source model to say when ONNX does not pay off."""
+        b = self.cfg["bench"]
+        return {"batch_sizes": tuple(b["batch_sizes"]), "iterations": b["iterations"], "warmup": b["warmup"],
+                "threads": b["threads"], "source": self.source_model if b["enabled"] and b["vs_source"] else None,
+                "write_input": False, "seed": self.cfg["validate"]["seed"], "trust": self.cfg["source"]["trust"]}
+
+    def _auto_optimize(self, rec: StepRecord, model: Path, out: Path) -> None:
+        from onnxkit.core.autotune import auto_optimize
+
+        v = self.cfg["validate"]
+        res = auto_optimize(model, out, data=v["data"], tol=v["tol"], rtol=v["rtol"], **self._auto_args())
+        rec.result = res
+        rec.status = PASSED if res.passed else FAILED
+        if res.output:
+            rec.artifact = str(out)
+            self.artifacts.append(("optimized", out, "validate optimized"))
+            rec.reason = f"auto: chose {res.chosen}"
+        else:
+            # Nothing beat the input: no second copy of the same model to validate and time,
+            # and no stale one from an earlier run left to be mistaken for this run's.
+            out.unlink(missing_ok=True)
+            rec.reason = f"auto: kept {model.name}, no optimized variant is faster at batch {res.decide_batch}"
+
     # -- quantize
 
     def quantize(self, model: Path) -> None:
@@ -266,6 +294,9 @@ class _Run:
         data = self.cfg["validate"]["data"]
 
         def run(rec: StepRecord) -> None:
+            if q["mode"] == "auto":
+                self._auto_quantize(rec, model, out)
+                return
             res = quantize_model(
                 model, out, mode=q["mode"],
                 calib_data=str(q["calib_data"]) if q["calib_data"] else None,
@@ -284,6 +315,28 @@ class _Run:
             self.artifacts.append(("quantized", out, "validate quantized"))
 
         self._record("quantize", run)
+
+    def _auto_quantize(self, rec: StepRecord, model: Path, out: Path) -> None:
+        from onnxkit.core.autotune import auto_quantize
+
+        q = self.cfg["quantize"]
+        data = self.cfg["validate"]["data"]
+        res = auto_quantize(
+            model, out, calib_data=str(q["calib_data"]) if q["calib_data"] else None, calib_random=q["calib_random"],
+            data=str(data) if data else None, max_error=q["budget"], **self._auto_args(),
+        )
+        rec.result = res
+        rec.status = PASSED if res.passed else FAILED
+        if res.output:
+            rec.artifact = str(out)
+            self.artifacts.append(("quantized", out, "validate quantized"))
+            rec.reason = f"auto: chose {res.chosen}"
+            return
+        out.unlink(missing_ok=True)  # a stale file from an earlier run is not this run's artifact
+        if res.passed:
+            rec.reason = f"auto: kept {model.name}, no quantized variant is faster at batch {res.decide_batch}"
+        else:
+            rec.reason = f"auto: no quantized variant meets the accuracy budget ({res.budget})"
 
     # -- bench
 
@@ -451,7 +504,9 @@ def run_pipeline(cfg: PipelineConfig, *, progress: Progress | None = None) -> Pi
                 else:
                     run._skip("validate optimized", "disabled in the config")
             else:
-                run._skip("validate optimized", "optimize did not produce a model")
+                st = res.step("optimize")
+                run._skip("validate optimized", "optimize kept the exported model (no variant was faster)"
+                          if st is not None and st.status == PASSED else "optimize did not produce a model")
         else:
             run._skip("optimize", "disabled in the config")
             run._skip("validate optimized", "optimize is disabled")
@@ -466,7 +521,9 @@ def run_pipeline(cfg: PipelineConfig, *, progress: Progress | None = None) -> Pi
                 else:
                     run._skip("validate quantized", "disabled in the config")
             else:
-                run._skip("validate quantized", "quantize did not produce a model")
+                st = res.step("quantize")
+                run._skip("validate quantized", "quantize kept the float model (no quantized variant was faster)"
+                          if st is not None and st.status == PASSED else "quantize did not produce a model")
         else:
             run._skip("quantize", "disabled in the config")
             run._skip("validate quantized", "quantize is disabled")
