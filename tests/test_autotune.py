@@ -57,7 +57,7 @@ def test_quantize_auto_writes_the_fastest_candidate_within_budget(cnn_onnx, tmp_
     assert r.code == 0, r
     doc = r.json
     names = [c["name"] for c in doc["candidates"]]
-    assert names == ["input", "dynamic-pc", "dynamic-pt", "static-qdq-pc", "static-qdq-pt", "static-qop-pc"]
+    assert names == ["input", "dynamic-pc", "dynamic-pt", "static-qdq-pc", "static-qdq-pt", "static-qdq-s8", "static-qop-pc"]
     assert doc["decide_batch"] == 8 and doc["batch_sizes"] == [1, 8]
     for c in doc["candidates"]:
         if c["status"] == "ok":

@@ -26,6 +26,7 @@ def quantize_command(
     fmt: Annotated[str | None, typer.Option("--format", help="Static format: qdq (QuantizeLinear/DequantizeLinear pairs) or qoperator. [default: qdq]", show_default=False)] = None,
     per_channel: Annotated[bool | None, typer.Option("--per-channel/--no-per-channel", help="Per-channel weight scales (on by default: per-tensor loses accuracy).", show_default=False)] = None,
     weight_type: Annotated[str, typer.Option("--weight-type", help="int8 or uint8.")] = "int8",
+    activation_type: Annotated[str, typer.Option("--activation-type", help="Static activations: uint8 (fast on CPUs without VNNI) or int8.")] = "uint8",
     exclude_ops: Annotated[list[str] | None, typer.Option("--exclude-ops", help="Op types kept in float (comma-separated or repeated).")] = None,
     exclude_nodes: Annotated[list[str] | None, typer.Option("--exclude-nodes", help="Nodes kept in float: node name, glob, or source layer (e.g. encoder.layer.0.output.dense).")] = None,
     max_error: Annotated[float | None, typer.Option("--max-error", help="Accuracy budget: the largest error allowed (cosine: 1-cosine; label: 1-agreement; maxabs). Default 0.01 for int8 (cosine >= 0.99).")] = None,
@@ -66,7 +67,7 @@ def quantize_command(
                  "--threads": threads is not None}
     if mode == "auto":
         pinned = {"--format": fmt is not None, "--per-channel/--no-per-channel": per_channel is not None,
-                  "--weight-type": weight_type != "int8", "--exclude-ops": bool(exclude_ops),
+                  "--weight-type": weight_type != "int8", "--activation-type": activation_type != "uint8", "--exclude-ops": bool(exclude_ops),
                   "--exclude-nodes": bool(exclude_nodes), "--no-budget": no_budget, "--block-size": block_size != 128}
         clash = [k for k, v in pinned.items() if v]
         if clash:
@@ -94,7 +95,7 @@ def quantize_command(
 
     common.emit(quantize_model(
         model, output, mode=mode, calib_data=str(calib_data) if calib_data else None, calib_random=calib_random,
-        calib_method=calib_method, fmt=fmt or "qdq", per_channel=True if per_channel is None else per_channel, weight_type=weight_type,
+        calib_method=calib_method, fmt=fmt or "qdq", per_channel=True if per_channel is None else per_channel, weight_type=weight_type, activation_type=activation_type,
         exclude_ops=_split(exclude_ops), exclude_nodes=_split(exclude_nodes), max_error=max_error, budget=not no_budget,
         metric=metric, data=str(data) if data else None, block_size=block_size, reduce_range=reduce_range, seed=seed, trust=trust,
     ))

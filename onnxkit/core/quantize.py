@@ -257,6 +257,7 @@ class QuantConfig:
     fmt: str = "qdq"
     per_channel: bool = True
     weight_type: str = "int8"
+    activation_type: str = "uint8"
     calib_method: str = "minmax"
     block_size: int = 128
     calib: _Batches | None = None
@@ -304,7 +305,7 @@ def run_quantizer(model: Any, cfg: QuantConfig, exclude: list[str], workdir: Pat
                 quantize_static(str(src), str(out), _calibration_reader(cfg.calib),
                                 quant_format=QuantFormat.QDQ if cfg.fmt == "qdq" else QuantFormat.QOperator,
                                 per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
-                                activation_type=QuantType.QUInt8, weight_type=wtype,
+                                activation_type=QuantType.QInt8 if cfg.activation_type == "int8" else QuantType.QUInt8, weight_type=wtype,
                                 nodes_to_exclude=list(exclude), calibrate_method=method,
                                 use_external_data_format=large, extra_options={"MatMulConstBOnly": True})
                 if large:
@@ -582,6 +583,7 @@ def quantize_model(
     fmt: str = "qdq",
     per_channel: bool = True,
     weight_type: str = "int8",
+    activation_type: str = "uint8",
     exclude_ops: list[str] | None = None,
     exclude_nodes: list[str] | None = None,
     max_error: float | None = None,
@@ -606,6 +608,8 @@ def quantize_model(
         raise UsageError(f"unknown --format {fmt!r}; choose from qdq, qoperator")
     if weight_type not in ("int8", "uint8"):
         raise UsageError(f"unknown --weight-type {weight_type!r}; choose from int8, uint8")
+    if activation_type not in ("int8", "uint8"):
+        raise UsageError(f"unknown --activation-type {activation_type!r}; choose from uint8, int8")
     if block_size < 16 or block_size & (block_size - 1):
         raise UsageError(f"--block-size {block_size} must be a power of two >= 16")
     if calib_random < 0:
@@ -685,7 +689,7 @@ def quantize_model(
             res.notes.append("reduce_range on: this CPU has AVX2 without VNNI, where ONNX Runtime's int8 kernels "
                              "saturate; weights use 7 bits (--no-reduce-range to override)")
     res.reduce_range = bool(reduce_range)
-    cfg = QuantConfig(mode=mode, fmt=fmt, per_channel=per_channel, weight_type=weight_type,
+    cfg = QuantConfig(mode=mode, fmt=fmt, per_channel=per_channel, weight_type=weight_type, activation_type=activation_type,
                       calib_method=calib_method, block_size=block_size, calib=calib, reduce_range=bool(reduce_range))
     # A large model's scratch copies go beside the output: /tmp may not hold them.
     with tempfile.TemporaryDirectory(prefix=".onnxkit-quant-" if large else "onnxkit-quant-",
