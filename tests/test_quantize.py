@@ -255,3 +255,21 @@ def test_json_stdout_stays_one_document_with_entropy_calibration(cli, small_cnn_
     assert r.code == 0, r
     assert r.json["format"] == "qoperator"
     assert "QLinearConv" in _ops(tmp_path / "e.onnx")
+
+
+def test_quantized_model_declares_only_the_domains_it_uses(tmp_path):
+    import onnx
+    from onnx import helper
+
+    from onnxkit.core.quantize import prune_unused_opsets
+
+    m = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1),
+                       helper.make_opsetid("org.pytorch.aten", 1)],
+    )
+    m.graph.node.append(helper.make_node("Gelu", ["y"], ["z"], domain="com.microsoft"))
+    prune_unused_opsets(m)
+    assert {(i.domain, i.version) for i in m.opset_import} == {("", 17), ("com.microsoft", 1)}

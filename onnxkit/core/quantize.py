@@ -251,6 +251,19 @@ def default_reduce_range() -> bool:
     return cpu_has_vnni() is False
 
 
+def prune_unused_opsets(model: Any) -> None:
+    """Drop opset imports no node uses: ORT's pre-processing declares every domain it
+    knows (ai.onnx.training, org.pytorch.aten, ...), which misleads readers and checkers."""
+    from onnxkit.core.onnx_io import _iter_graphs
+
+    used = {n.domain or "" for g in _iter_graphs(model.graph) for n in g.node}
+    used |= {f.domain for f in model.functions}
+    keep = [imp for imp in model.opset_import if (imp.domain or "") in used or imp.domain in ("", "ai.onnx")]
+    if len(keep) != len(model.opset_import):
+        del model.opset_import[:]
+        model.opset_import.extend(keep)
+
+
 @dataclass
 class QuantConfig:
     mode: str
@@ -750,6 +763,7 @@ def quantize_model(
         if res.nodes_quantized == 0:
             res.notes.append("no node was quantized (nothing of a quantizable op type, or everything excluded)")
         res.ops_after = op_histogram(qmodel)
+        prune_unused_opsets(qmodel)
         if large:
             save_streaming(qmodel, work, output)
         else:
