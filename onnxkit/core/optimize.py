@@ -7,7 +7,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import statistics
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -45,21 +44,15 @@ def file_size(path: str | os.PathLike[str], external: list[str] | None = None) -
 
 
 def interleaved_latency(models: list[Any], feeds: dict, *, rounds: int = 10, warmup: int = 2, threads: int | None = None) -> list[float]:
-    """Median milliseconds per run of each model, timed round-robin so that load from other
-    processes hits every model alike."""
-    from onnxkit.runtime.session import make_session
+    """Median milliseconds per run of each model, timed interleaved by the bench core so
+    that load from other processes hits every model alike."""
+    from onnxkit.core.data import feeds_rows
+    from onnxkit.runtime.bench import bench_models
 
-    sessions = [make_session(m, threads=threads) for m in models]
-    for s in sessions:
-        for _ in range(warmup):
-            s.run(feeds)
-    times: list[list[float]] = [[] for _ in sessions]
-    for _ in range(rounds):
-        for i, s in enumerate(sessions):
-            t0 = time.perf_counter()
-            s.run(feeds)
-            times[i].append((time.perf_counter() - t0) * 1000)
-    return [statistics.median(t) for t in times]
+    batch = feeds_rows(feeds)
+    names = [f"model{i}" for i in range(len(models))]
+    res = bench_models(list(models), {batch: feeds}, iterations=rounds, warmup=warmup, threads=threads, names=names)
+    return [res.entry(n, batch).stats.p50_ms for n in names]
 
 
 def latency_feeds(specs: list, *, batch: int = 1, seq: int = 32, seed: int = 0) -> dict:

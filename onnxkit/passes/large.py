@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import gc
 import os
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -152,44 +150,32 @@ def load_graph(path: str | os.PathLike[str]) -> Any:
 
 
 def ort_optimize_file(src: str | os.PathLike[str], dest: str | os.PathLike[str], level: str) -> None:
-    """ONNX Runtime offline optimization from a path to a path, weights to ``<dest>.data``.
+    """ONNX Runtime offline optimization from a path to a path, weights to ``<dest>.data``."""
+    from onnxkit.runtime.session import make_session
 
-    Made here rather than through ``make_session``: the session needs two config entries
-    that it does not take (where ORT writes the initializers of the optimized model)."""
-    from onnxkit.runtime.session import GRAPH_LEVELS, _map_ort_error, ort
-
-    rt = ort()
-    so = rt.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = getattr(rt.GraphOptimizationLevel, GRAPH_LEVELS[level])
-    so.optimized_model_filepath = str(dest)
-    so.add_session_config_entry("session.optimized_model_external_initializers_file_name", Path(dest).name + ".data")
-    so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", str(INLINE_MAX))
-    try:
-        sess = rt.InferenceSession(str(src), sess_options=so, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise _map_ort_error(exc, f"ONNX Runtime {level} optimization of {Path(src).name}") from exc
-    del sess
+    session = make_session(
+        src, level=level, optimized_model_path=str(dest),
+        session_config={
+            "session.optimized_model_external_initializers_file_name": Path(dest).name + ".data",
+            "session.optimized_model_external_initializers_min_size_in_bytes": str(INLINE_MAX),
+        },
+    )
+    del session
     gc.collect()
 
 
 def sequential_latency(paths: list[str], feeds: dict, *, rounds: int = 10, warmup: int = 2, threads: int | None = None) -> list[float]:
     """Median milliseconds per run of each model, one session alive at a time: two sessions
     of a large model would hold its weights twice."""
-    from onnxkit.runtime.session import make_session
+    from onnxkit.core.data import feeds_rows
+    from onnxkit.runtime.bench import bench_models
 
+    batch = feeds_rows(feeds)
     out = []
     for p in paths:
-        s = make_session(p, threads=threads)
-        for _ in range(warmup):
-            s.run(feeds)
-        times = []
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            s.run(feeds)
-            times.append((time.perf_counter() - t0) * 1000)
-        out.append(statistics.median(times))
-        del s
+        res = bench_models([p], {batch: feeds}, iterations=rounds, warmup=warmup, threads=threads, names=["m"])
+        out.append(res.entry("m", batch).stats.p50_ms)
+        del res
         gc.collect()
     return out
 

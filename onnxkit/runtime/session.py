@@ -139,6 +139,7 @@ def make_session(
     custom_op_library: str | None = None,
     profile: bool = False,
     spinning: bool = True,
+    session_config: dict[str, str] | None = None,
 ) -> OnnxSession:
     """Create a session from a path, serialized bytes or a ModelProto.
 
@@ -163,6 +164,8 @@ def make_session(
         if threads < 1:
             raise UsageError("--threads must be at least 1")
         so.intra_op_num_threads = threads
+    for key, value in (session_config or {}).items():
+        so.add_session_config_entry(key, value)
     if not spinning:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.add_session_config_entry("session.inter_op.allow_spinning", "0")
