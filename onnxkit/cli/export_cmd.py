@@ -26,6 +26,7 @@ def export_command(
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the validation against the source.")] = False,
     tol: common.Tol = None,
     rtol: common.Rtol = None,
+    preset: common.Preset = None,
     seed: common.Seed = 0,
     trust: common.Trust = False,
     json_out: common.Json = False,
@@ -52,5 +53,5 @@ def export_command(
         framework=framework, trust=trust, inputs=parse_specs(inputs), weights=weights, signature=signature,
         sample=sample, exporter=exporter, opset=opset, zipmap=zipmap,
     )
-    tolerance = make_tolerance(tol, rtol)
+    tolerance = make_tolerance(tol, rtol, preset)
     common.emit(export_model(source, output, options, validate=not no_validate, tolerance=tolerance, seed=seed))

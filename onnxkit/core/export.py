@@ -123,11 +123,12 @@ def export_model(
     if model is None:
         raise ConversionError(f"the {model_src.framework} exporter returned no model")
     opset = outcome.opset or next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
+    digest = source_digest(source, options)
     add_metadata(model, {
         "onnxkit.version": __version__,
         "onnxkit.source_framework": model_src.framework,
         "onnxkit.source_framework_version": model_src.framework_version,
-        "onnxkit.source_sha256": source_digest(source, options),
+        "onnxkit.source_sha256": digest,
         "onnxkit.source_name": src_path.name,
         "onnxkit.exporter": outcome.exporter,
         "onnxkit.input_spec": json.dumps([s.to_dict() for s in (options.inputs or model_src.input_specs)]),
@@ -152,7 +153,7 @@ def export_model(
             opset=opset,
             inputs=_io_dicts(specs),
             outputs=_io_dicts(outputs_from_onnx(model)),
-            source_sha256=source_digest(source, options),
+            source_sha256=digest,
             checker_ok=not problems,
             checker_problems=problems,
             export_seconds=export_seconds,
