@@ -250,28 +250,41 @@ def optimize_model(
     save_onnx(model, output)
     res.size_after = file_size(output)
 
-    specs = specs_from_onnx(original)
+    _measure_and_validate(res, model_path, output, specs_from_onnx(original), tolerance,
+                          latency=latency, validate=validate, large=False)
+    return res
+
+
+def _measure_and_validate(res: OptimizeResult, model_path, output, specs: list, tolerance: Any, *,
+                          latency: bool, validate: bool, large: bool) -> None:
+    """Latency before/after and validation of the output against the input. A large model
+    is measured one session at a time: two sessions would hold its weights twice."""
     if latency:
         try:
             feeds = latency_feeds(specs)
-            before, after = interleaved_latency([str(model_path), str(output)], feeds, rounds=10)
-            res.latency_ms_before, res.latency_ms_after = before, after
-            res.latency_feeds = "random batch=1 seq=32"
+            if large:
+                from onnxkit.passes.large import sequential_latency
+
+                res.latency_ms_before, res.latency_ms_after = sequential_latency([str(model_path), str(output)], feeds, rounds=10)
+                res.latency_feeds = "random batch=1 seq=32, one model after the other"
+            else:
+                res.latency_ms_before, res.latency_ms_after = interleaved_latency([str(model_path), str(output)], feeds, rounds=10)
+                res.latency_feeds = "random batch=1 seq=32"
         except Exception as exc:  # latency is informative; a failure here must not hide the result
             res.notes.append(f"latency not measured: {exc}")
-    if validate:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            v = validate_pair(str(model_path), str(output), specs, tolerance)
-        res.validated = True
-        res.validation = {"passed": v.passed, "samples": v.samples, "tolerance": v.tolerance,
-                          "outputs": [o.to_dict() for o in v.outputs], "rows": validation_rows(v.outputs)}
-        if not v.passed:
-            res.passed = False
-            res.notes.append(f"the optimized model differs from the input beyond tolerance; {output} was written anyway")
-    else:
+    if not validate:
         res.notes.append("validation skipped (--no-validate): the result was not compared with the input")
-    return res
+        return
+    compare = validate_pair_sequential if large else validate_pair
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        v = compare(str(model_path), str(output), specs, tolerance)
+    res.validated = True
+    res.validation = {"passed": v.passed, "samples": v.samples, "tolerance": v.tolerance,
+                      "outputs": [o.to_dict() for o in v.outputs], "rows": validation_rows(v.outputs)}
+    if not v.passed:
+        res.passed = False
+        res.notes.append(f"the optimized model differs from the input beyond tolerance; {output} was written anyway")
 
 
 # ---------------------------------------------------------------- models over the protobuf limit
@@ -387,27 +400,7 @@ def _optimize_large(loaded: Any, output: str | os.PathLike[str], chosen: list, *
         gc.collect()
     res.size_after = file_size(output)
 
-    from onnxkit.passes.large import sequential_latency
-
-    if latency:
-        try:
-            feeds = latency_feeds(specs)
-            res.latency_ms_before, res.latency_ms_after = sequential_latency([str(model_path), str(output)], feeds, rounds=10)
-            res.latency_feeds = "random batch=1 seq=32, one model after the other"
-        except Exception as exc:  # latency is informative; a failure here must not hide the result
-            res.notes.append(f"latency not measured: {exc}")
-    if validate:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            v = validate_pair_sequential(str(model_path), str(output), specs, tolerance)
-        res.validated = True
-        res.validation = {"passed": v.passed, "samples": v.samples, "tolerance": v.tolerance,
-                          "outputs": [o.to_dict() for o in v.outputs], "rows": validation_rows(v.outputs)}
-        if not v.passed:
-            res.passed = False
-            res.notes.append(f"the optimized model differs from the input beyond tolerance; {output} was written anyway")
-    else:
-        res.notes.append("validation skipped (--no-validate): the result was not compared with the input")
+    _measure_and_validate(res, model_path, output, specs, tolerance, latency=latency, validate=validate, large=True)
     return res
 
 
