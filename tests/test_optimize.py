@@ -151,3 +151,29 @@ def test_ort_level_all_warns_that_the_file_is_tied_to_the_runtime(cli, cnn_onnx,
     assert r.json["passes"][-1]["name"] == "ort_all"
     assert any("only with the CPU execution provider" in n for n in r.json["notes"])
     assert r.json["validation"]["passed"] is True
+
+
+def test_fp16_accepts_minus_inf_constants_it_did_not_create():
+    """Attention masks hold -inf on purpose; only overflow made by the conversion is refused."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxkit.passes.fp16 import to_fp16
+
+    def model(weight: float) -> onnx.ModelProto:
+        g = helper.make_graph(
+            [helper.make_node("Mul", ["x", "w"], ["h"]),
+             helper.make_node("Max", ["h", "neg"], ["y"])],
+            "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+            [numpy_helper.from_array(np.array([weight, 1.0], np.float32), "w"),
+             numpy_helper.from_array(np.array([-np.inf], np.float32), "neg")],
+        )
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    to_fp16(model(2.0))  # the -inf constant was there before: fine
+    # A weight beyond float16's range is clamped by the converter, not turned into inf.
+    out = to_fp16(model(1e6))
+    w = next(numpy_helper.to_array(t) for t in out.graph.initializer if t.name == "w")
+    assert w.dtype == np.float16 and np.isfinite(w).all() and w[0] == np.float16(65504)
