@@ -229,3 +229,12 @@ def test_cli_export_skops_and_refuse_joblib(cli, models, tmp_path):
     r = cli("export", models["xgb_classifier"], "-o", out, "--json")
     assert r.code == 0, r
     assert [o["name"] for o in r.json["outputs"]] == ["label", "probabilities"]
+
+
+@pytest.mark.parametrize("name", ["random_forest", "logreg_pipeline", "hist_gb_classifier", "knn"])
+def test_source_labels_equal_native_predict(models, name):
+    """The source computes labels from predict_proba once; they must be predict()'s labels."""
+    src = _load(models[name])
+    X = _rows(name, 60)
+    out = src.predict({src.input_specs[0].name: X})
+    np.testing.assert_array_equal(out["label"], src.estimator.predict(X))
