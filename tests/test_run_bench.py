@@ -444,3 +444,21 @@ def test_runaway_allocation_is_one_clean_error(cli, tmp_path):
     assert r.code == 2, r
     assert r.stderr.startswith("Error:") and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_threads_apply_to_the_torch_source(torch_mlp_pair):
+    import torch
+
+    from onnxkit.frameworks.registry import load_source
+    from onnxkit.runtime.bench import bench_models
+
+    pt2, onnx_path = torch_mlp_pair
+    source = load_source(pt2)
+    before = torch.get_num_threads()
+    try:
+        spec = source.input_specs[0]
+        bench_models([onnx_path], {2: {spec.name: np.ones((2, *spec.shape[1:]), np.float32)}}, iterations=2, warmup=0,
+                     threads=1, source=source)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -183,6 +183,21 @@ def _source_call(source, feeds: Feeds) -> Callable[[], object]:
     return lambda: source.predict(feeds)
 
 
+def _limit_source_threads(source, threads: int) -> list[str]:
+    """Give the source framework the same thread count as ONNX Runtime, so a speed-up
+    compares like with like. Returns notes for frameworks that cannot be told."""
+    framework = getattr(source, "framework", "")
+    if framework == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    elif framework == "xgboost" and hasattr(source, "booster"):
+        source.booster.set_param({"nthread": threads})
+    elif framework == "tensorflow":
+        return ["TensorFlow's thread count is fixed once it starts; set TF_NUM_INTRAOP_THREADS to match --threads"]
+    return []
+
+
 def _unique_names(models: list) -> list[str]:
     names = []
     for m in models:
@@ -263,6 +278,8 @@ def bench_models(
     if interleaved:
         result.notes.append("ONNX Runtime thread spinning is off so interleaved runs do not steal each other's CPU")
     try:
+        if source is not None and threads:
+            result.notes.extend(_limit_source_threads(source, threads))
         _bench_batches(result, sessions, names, feeds_by_batch, source, io_binding, provider_options, warmup, iterations, duration)
     finally:
         for s in sessions:  # ends ORT profiling (and removes its file) on every path
