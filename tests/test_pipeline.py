@@ -266,3 +266,25 @@ def test_a_step_that_raises_is_recorded_and_reports_are_still_written(tmp_path, 
     assert failed == {"step: validate export", "step: quantize"}
     assert steps["validate quantized"]["reason"] == "quantize did not produce a model"
     assert Path(doc["reports"]["html"]).read_text().count("data:image/png;base64,") >= 1
+
+
+def test_runtime_fused_graphs_are_detected(tmp_path):
+    """Quantizing a graph with ORT's FusedConv leaves the convolutions in float; the
+    pipeline detects such graphs and quantizes the portable export instead."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from onnxkit.core.pipeline import _has_runtime_fusions
+
+    def save(op: str, domain: str) -> Path:
+        g = helper.make_graph([helper.make_node(op, ["x", "w"], ["y"], domain=domain)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4]),
+                               helper.make_tensor_value_info("w", TensorProto.FLOAT, [1, 1, 1, 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+        p = tmp_path / f"{op}.onnx"
+        onnx.save(m, str(p))
+        return p
+
+    assert _has_runtime_fusions(save("FusedConv", "com.microsoft"))
+    assert not _has_runtime_fusions(save("Conv", ""))
