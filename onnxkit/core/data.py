@@ -7,7 +7,6 @@ Data files are streamed in batches so memory stays bounded by the batch size, no
 from __future__ import annotations
 
 import re
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path

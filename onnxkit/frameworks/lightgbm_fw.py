@@ -4,7 +4,6 @@ the interpreter on a truncated or hostile file."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,10 @@ import numpy as np
 
 from onnxkit._lazy import require
 from onnxkit.core.files import preflight
-from onnxkit.errors import ConversionError, InputError
+from onnxkit.errors import InputError
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
 from onnxkit.frameworks.sklearn_fw import CLASSIFIER_OUTPUTS, REGRESSOR_OUTPUTS, first_line, matrix_spec
-from onnxkit.frameworks.xgboost_fw import ONNXMLTOOLS_MAX_OPSET, finish_tree_export
+from onnxkit.frameworks.xgboost_fw import convert_tree_model
 
 PARSE_TIMEOUT_S = 120.0
 CLASSIFIER_OBJECTIVES = ("binary", "multiclass", "multiclassova")
@@ -80,23 +79,7 @@ class LightGBMSource(SourceModel):
         return {names[0]: label, names[1]: proba.astype(np.float32)}
 
     def export(self, options: LoadOptions) -> ExportOutcome:
-        onnxmltools = require("onnxmltools", "sklearn")
-        from onnxmltools.convert.common.data_types import DoubleTensorType, FloatTensorType
-
-        spec = self.input_specs[0]
-        shape = [None if not isinstance(d, int) else d for d in spec.shape]
-        tensor = DoubleTensorType(shape) if spec.dtype == np.float64 else FloatTensorType(shape)
-        opset = min(options.opset or ONNXMLTOOLS_MAX_OPSET, ONNXMLTOOLS_MAX_OPSET)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = onnxmltools.convert_lightgbm(
-                    self.booster, initial_types=[(spec.name, tensor)], target_opset=opset,
-                    zipmap=bool(options.zipmap),
-                )
-        except Exception as exc:
-            raise ConversionError(f"onnxmltools could not convert the LightGBM model: {first_line(exc)}") from None
-        return finish_tree_export(model, self, options, opset, f"onnxmltools {onnxmltools.__version__} (LightGBM)")
+        return convert_tree_model(self, options, "convert_lightgbm", self.booster, "LightGBM", zipmap=bool(options.zipmap))
 
 
 def load(source: str | Path, options: LoadOptions) -> LightGBMSource:

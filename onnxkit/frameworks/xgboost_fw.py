@@ -83,24 +83,30 @@ class XGBoostSource(SourceModel):
         return {names[0]: label, names[1]: proba.astype(np.float32)}
 
     def export(self, options: LoadOptions) -> ExportOutcome:
-        onnxmltools = require("onnxmltools", "sklearn")
-        from onnxmltools.convert.common.data_types import DoubleTensorType, FloatTensorType
-
-        spec = self.input_specs[0]
-        shape = [None if not isinstance(d, int) else d for d in spec.shape]
-        tensor = DoubleTensorType(shape) if spec.dtype == np.float64 else FloatTensorType(shape)
         booster = self.booster.copy()
         # onnxmltools reads features as f0, f1, ...; named features make it fail.
         booster.feature_names = None
         booster.feature_types = None
-        opset = min(options.opset or ONNXMLTOOLS_MAX_OPSET, ONNXMLTOOLS_MAX_OPSET)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = onnxmltools.convert_xgboost(booster, initial_types=[(spec.name, tensor)], target_opset=opset)
-        except Exception as exc:
-            raise ConversionError(f"onnxmltools could not convert the XGBoost model: {first_line(exc)}") from None
-        return finish_tree_export(model, self, options, opset, f"onnxmltools {onnxmltools.__version__} (XGBoost)")
+        return convert_tree_model(self, options, "convert_xgboost", booster, "XGBoost")
+
+
+def convert_tree_model(src: SourceModel, options: LoadOptions, converter: str, native: Any, label: str, **kwargs: Any) -> ExportOutcome:
+    """Convert a booster with onnxmltools (``converter`` names its function) at the highest
+    opset it supports, then finish the export (see :func:`finish_tree_export`)."""
+    onnxmltools = require("onnxmltools", "sklearn")
+    from onnxmltools.convert.common.data_types import DoubleTensorType, FloatTensorType
+
+    spec = src.input_specs[0]
+    shape = [None if not isinstance(d, int) else d for d in spec.shape]
+    tensor = DoubleTensorType(shape) if spec.dtype == np.float64 else FloatTensorType(shape)
+    opset = min(options.opset or ONNXMLTOOLS_MAX_OPSET, ONNXMLTOOLS_MAX_OPSET)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = getattr(onnxmltools, converter)(native, initial_types=[(spec.name, tensor)], target_opset=opset, **kwargs)
+    except Exception as exc:
+        raise ConversionError(f"onnxmltools could not convert the {label} model: {first_line(exc)}") from None
+    return finish_tree_export(model, src, options, opset, f"onnxmltools {onnxmltools.__version__} ({label})")
 
 
 def finish_tree_export(model: Any, src: SourceModel, options: LoadOptions, opset: int, exporter: str) -> ExportOutcome:
