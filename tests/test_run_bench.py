@@ -462,3 +462,28 @@ def test_threads_apply_to_the_torch_source(torch_mlp_pair):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_bench_says_when_onnx_is_slower_than_the_source(cli, linear_onnx, tmp_path):
+    """The 'source' here is the tiny linear model; the benched model does 10 2048x2048 GEMMs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 2048)).astype(np.float32), "w0")]
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h0"])]
+    for i in range(1, 11):
+        inits.append(numpy_helper.from_array(rng.standard_normal((2048, 2048)).astype(np.float32) * 0.01, f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [f"h{i - 1}", f"w{i}"], [f"h{i}"]))
+    inits.append(numpy_helper.from_array(rng.standard_normal((2048, 3)).astype(np.float32), "wout"))
+    nodes.append(helper.make_node("MatMul", ["h10", "wout"], ["y"]))
+    g = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    slow = tmp_path / "slow.onnx"
+    onnx.save(m, str(slow))
+    r = cli("bench", slow, "--vs", linear_onnx, "--iterations", "5", "--warmup", "1", "--batch-size", "2", "--json")
+    assert r.code == 0, r
+    assert r.json["entries"][0]["speedup_vs_source"] < 1
+    assert any("slower than the source framework" in n for n in r.json["notes"])

@@ -327,6 +327,12 @@ def _bench_batches(result: BenchResult, sessions: list, names: list[str], feeds_
             for e in result.entries:
                 if e.batch_size == batch and not e.is_source and e.stats.p50_ms > 0:
                     e.speedup_vs_source = src_p50 / e.stats.p50_ms
+                    if e.speedup_vs_source < 1:
+                        # Say it plainly (XGBoost's own predictor beats ONNX on large batches).
+                        result.notes.append(
+                            f"at batch {batch}, {e.name} is slower than the source framework "
+                            f"({e.stats.p50_ms:.3g} ms vs {src_p50:.3g} ms p50, {e.speedup_vs_source:.2f}x)",
+                        )
 
 
 def _time_round_robin(runners: list[_Runner], *, warmup: int, iterations: int | None, duration: float | None) -> None:
