@@ -273,3 +273,31 @@ def test_quantized_model_declares_only_the_domains_it_uses(tmp_path):
     m.graph.node.append(helper.make_node("Gelu", ["y"], ["z"], domain="com.microsoft"))
     prune_unused_opsets(m)
     assert {(i.domain, i.version) for i in m.opset_import} == {("", 17), ("com.microsoft", 1)}
+
+
+def test_budget_loop_skips_nodes_the_quantizer_left_in_float(cli, tmp_path):
+    """ORT never turns an Attention carrying qkv_hidden_sizes into QAttention; the budget loop
+    must not spend rounds "excluding" it. The same Attention without the attribute is quantized."""
+    from onnxkit.core.quantize import left_in_float
+
+    rng = np.random.default_rng(5)
+    inits = []
+    for name, shape in (("w_sized", (8, 24)), ("b_sized", (24,)), ("w_plain", (8, 24)), ("b_plain", (24,)), ("w_mm", (8, 8))):
+        inits.append(numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name))
+    nodes = [
+        helper.make_node("Attention", ["x", "w_sized", "b_sized"], ["a1"], name="attn_sized", domain="com.microsoft",
+                         num_heads=2, qkv_hidden_sizes=[8, 8, 8]),
+        helper.make_node("Attention", ["a1", "w_plain", "b_plain"], ["a2"], name="attn_plain", domain="com.microsoft", num_heads=2),
+        helper.make_node("MatMul", ["a2", "w_mm"], ["y"], name="mm"),
+    ]
+    g = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, 8])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    src, out = tmp_path / "attn.onnx", tmp_path / "q.onnx"
+    onnx.save(m, str(src))
+    r = cli("quantize", src, "-o", out, "--no-budget", "--json")
+    assert r.code == 0, r
+    q = onnx.load(str(out))
+    assert {"QAttention", "Attention"} <= {n.op_type for n in q.graph.node}
+    assert left_in_float(onnx.load(str(src)), q) == {"attn_sized"}
