@@ -247,7 +247,7 @@ def split_skip_layernorm(model: Any) -> tuple[Any, bool]:
     opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), 0)
     if opset < 17:  # LayerNormalization is a standard op from opset 17
         return model, False
-    used = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
+    used = ({name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}) - {""}
     nodes, changed = [], False
     for n in model.graph.node:
         outs = list(n.output) + [""] * (4 - len(n.output))
