@@ -54,11 +54,9 @@ COMMAND_MODULES = [
 
 def _register() -> None:
     import importlib
-    import importlib.util
 
     for name in COMMAND_MODULES:
-        if importlib.util.find_spec(f"onnxkit.cli.{name}") is not None:
-            importlib.import_module(f"onnxkit.cli.{name}")
+        importlib.import_module(f"onnxkit.cli.{name}")
 
 
 def main(argv: list[str] | None = None) -> None:
