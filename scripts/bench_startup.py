@@ -35,8 +35,13 @@ def main() -> int:
         "onnxkit --help": onnxkit,
         "onnxkit inspect --help": onnxkit[:-1] + ["inspect", "--help"],
     }
-    for cmd in commands.values():  # warm the file cache
-        _time(cmd)
+    for name, cmd in commands.items():  # warm the file cache, and check each command runs
+        try:
+            _time(cmd)
+        except (subprocess.CalledProcessError, OSError):
+            print(f"'{name}' fails with {sys.executable}: run this script from onnxkit's environment "
+                  "(. .venv/bin/activate)", file=sys.stderr)
+            return 2
     times: dict[str, list[float]] = {k: [] for k in commands}
     for _ in range(args.runs):
         for name, cmd in commands.items():
