@@ -72,3 +72,26 @@ def make_linear_onnx(path: Path, *, in_features: int = 4, out_features: int = 3,
 @pytest.fixture(scope="session")
 def linear_onnx(tmp_path_factory) -> Path:
     return make_linear_onnx(tmp_path_factory.mktemp("linear") / "linear.onnx")
+
+
+def make_runaway_onnx(path: Path) -> Path:
+    """A model whose output shape is computed at run time from its input's shape: 2^38
+    floats (1 TiB) for any batch. No static check can see it; only containment can."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Shape", ["x"], ["s"]),
+            helper.make_node("Mul", ["s", "k"], ["big"]),
+            helper.make_node("ConstantOfShape", ["big"], ["y"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+        ],
+        "runaway",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([2**20, 2**18], np.int64), "k")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

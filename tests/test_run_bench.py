@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import make_linear_onnx
+from tests.conftest import make_linear_onnx, make_runaway_onnx
 
 
 def ort_reference(model: Path, feeds: dict) -> dict:
@@ -421,25 +421,8 @@ def test_untrusted_model_is_probed_in_a_child_first(cli, linear_onnx, monkeypatc
 
 
 def test_runaway_allocation_is_one_clean_error(cli, tmp_path):
-    """The output's shape is computed at run time (no static check can see it): 2^40 floats."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = helper.make_graph(
-        [
-            helper.make_node("Shape", ["x"], ["s"]),
-            helper.make_node("Mul", ["s", "k"], ["big"]),
-            helper.make_node("ConstantOfShape", ["big"], ["y"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
-        ],
-        "runaway",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(np.array([2**20, 2**18], np.int64), "k")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = tmp_path / "runaway.onnx"
-    onnx.save(model, str(path))
+    """The output's shape is computed at run time (no static check can see it): 2^38 floats."""
+    path = make_runaway_onnx(tmp_path / "runaway.onnx")
     r = cli("run", path)
     assert r.code == 2, r
     assert r.stderr.startswith("Error:") and "Traceback" not in r.stderr

@@ -285,3 +285,26 @@ def test_torch_source_export_passes_and_perturbed_export_is_localized(cli, tmp_p
     # Re-exported with the candidate's own exporter, so node names line up.
     assert loc["node"] == "/fc2/Gemm" and loc["op_type"] == "Gemm"
     assert "fc2" in (loc["source_layer"] or "") and any(t["name"] == init.name and t["passed"] is False for t in loc["inputs"])
+
+
+def test_untrusted_runaway_model_is_one_clean_error(cli, tmp_path):
+    from tests.conftest import make_runaway_onnx
+
+    path = make_runaway_onnx(tmp_path / "runaway.onnx")
+    r = cli("validate", path, path)
+    assert r.code == 2, r
+    assert r.stderr.startswith("Error:") and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_untrusted_candidate_is_probed_in_a_child_unless_trusted(cli, models, monkeypatch):
+    import onnxkit.core.sandbox as sandbox
+
+    calls = []
+    real = sandbox.probe_untrusted_model
+    monkeypatch.setattr(sandbox, "probe_untrusted_model", lambda *a, **k: (calls.append(a[0]), real(*a, **k))[1])
+    assert cli("validate", models["good"], models["copy"]).code == 0
+    assert [str(c) for c in calls] == [str(models["copy"])]
+    calls.clear()
+    assert cli("validate", models["good"], models["copy"], "--trust").code == 0
+    assert calls == []

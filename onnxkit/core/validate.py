@@ -265,6 +265,23 @@ def _random_rows(specs: list[InputSpec], batch_sizes, seq_lens, samples, edge_ca
     return per_round * rounds + edge
 
 
+def _probe_untrusted(model: Path, specs: list[InputSpec], data: str | Path | None, batch: int, seq: int,
+                     providers: list[str] | None) -> None:
+    """Run an untrusted ONNX model once on one row in a contained child (see
+    ``sandbox.probe_untrusted_model``) before this process loads it."""
+    from onnxkit.core.data import open_data
+    from onnxkit.core.sandbox import probe_untrusted_model
+    from onnxkit.runtime.session import select_providers
+
+    if data is not None:
+        first = next(iter(open_data(data, specs).batches(batch)))
+        check_feeds(first, specs, where=f"{Path(data).name} batch 0")
+        first = {k: v[:1] for k, v in first.items()}
+    else:
+        first = random_feeds(specs, batch=1, seq=seq)
+    probe_untrusted_model(model, first, providers=select_providers(providers))
+
+
 def validate_files(
     source: str | None,
     model: str | Path,
@@ -292,7 +309,7 @@ def validate_files(
     from onnxkit.core.data import open_data
     from onnxkit.core.files import check_output_path
     from onnxkit.core.onnx_io import load_onnx
-    from onnxkit.core.spec import merge_specs
+    from onnxkit.core.spec import merge_specs, specs_from_onnx
     from onnxkit.errors import UsageError
     from onnxkit.frameworks.base import LoadOptions
     from onnxkit.runtime.session import make_session, select_providers
@@ -319,6 +336,9 @@ def validate_files(
     from onnxkit.passes.large import is_large
 
     cand_graph = load_onnx(model, trust=options.trust, load_external=False).model  # safety checks before ORT sees it
+    if not options.trust:
+        _probe_untrusted(model, merge_specs(specs_from_onnx(cand_graph), options.inputs), data, max(batch_sizes), seq_lens[0],
+                         providers)
     cand_session = make_session(model, providers=select_providers(providers))
     specs = merge_specs(cand_session.input_specs, options.inputs)
 
