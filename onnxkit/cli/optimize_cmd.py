@@ -101,7 +101,7 @@ def optimize_command(
             source = load_source(str(vs), LoadOptions(trust=trust))
         common.emit(auto_optimize(
             model, output, source=source, data=data, batch_sizes=parse_batch_sizes(batch_size or "1,8"), tol=tol, rtol=rtol,
-            iterations=iterations, threads=threads, hardware_specific=hardware_specific, trust=trust,
+            iterations=iterations, threads=threads, hardware_specific=hardware_specific, trust=trust, probe=not trust,
         ))
         return
     used = [k for k, v in auto_only.items() if v]
@@ -111,5 +111,5 @@ def optimize_command(
 
     common.emit(optimize_model(
         model, output, preset=preset, passes=names, level=level, transformer=transformer, num_heads=num_heads,
-        hidden_size=hidden_size, fp16=fp16, opset=opset, tol=tol, rtol=rtol, validate=not no_validate, trust=trust,
+        hidden_size=hidden_size, fp16=fp16, opset=opset, tol=tol, rtol=rtol, validate=not no_validate, trust=trust, probe=not trust,
     ))

@@ -85,7 +85,7 @@ def quantize_command(
             model, output, calib_data=str(calib_data) if calib_data else None, calib_random=calib_random,
             calib_method=calib_method, data=str(data) if data else None, metric=metric, max_error=max_error,
             batch_sizes=parse_batch_sizes(batch_size or "1,8"), source=source, iterations=iterations, threads=threads,
-            require_quantized=require_quantized, reduce_range=reduce_range, seed=seed, trust=trust,
+            require_quantized=require_quantized, reduce_range=reduce_range, seed=seed, trust=trust, probe=not trust,
         ))
         return
     used = [k for k, v in auto_only.items() if v]
@@ -97,5 +97,5 @@ def quantize_command(
         model, output, mode=mode, calib_data=str(calib_data) if calib_data else None, calib_random=calib_random,
         calib_method=calib_method, fmt=fmt or "qdq", per_channel=True if per_channel is None else per_channel, weight_type=weight_type, activation_type=activation_type,
         exclude_ops=_split(exclude_ops), exclude_nodes=_split(exclude_nodes), max_error=max_error, budget=not no_budget,
-        metric=metric, data=str(data) if data else None, block_size=block_size, reduce_range=reduce_range, seed=seed, trust=trust,
+        metric=metric, data=str(data) if data else None, block_size=block_size, reduce_range=reduce_range, seed=seed, trust=trust, probe=not trust,
     ))

@@ -339,6 +339,7 @@ def auto_optimize(
     write_input: bool = True,
     seed: int = 0,
     trust: bool = False,
+    probe: bool = False,
 ) -> AutoResult:
     """Try the optimize presets and ORT levels (and transformer fusion on BERT-like graphs),
     keep those within fp32 tolerance of the input, time them with the input and keep the
@@ -356,6 +357,10 @@ def auto_optimize(
     tolerance = make_tolerance(tol, rtol, preset="fp32")
     check_output_path(out, model_path)
     loaded = load_onnx(model_path, trust=trust)
+    if probe:  # once for the input; the candidates are onnxkit's own files
+        from onnxkit.core.sandbox import probe_model_file
+
+        probe_model_file(model_path, loaded.model)
     specs = specs_from_onnx(loaded.model)
     ds = None
     if data is not None:
@@ -453,6 +458,7 @@ def auto_quantize(
     reduce_range: bool | None = None,
     seed: int = 0,
     trust: bool = False,
+    probe: bool = False,
 ) -> AutoResult:
     """Quantize several ways (each held to the accuracy budget by quantize_model's exclusion
     loop), time the ones within budget with the float input, keep the fastest.
@@ -477,6 +483,10 @@ def auto_quantize(
     check_output_path(out, model_path)
     budget = DEFAULT_BUDGET["dynamic"] if max_error is None else max_error
     loaded = load_onnx(model_path, trust=trust)
+    if probe:  # once for the input; the candidates are onnxkit's own files
+        from onnxkit.core.sandbox import probe_model_file
+
+        probe_model_file(model_path, loaded.model)
     specs = specs_from_onnx(loaded.model)
     res = AutoResult(command="quantize", model=str(model_path), output=str(out), stage="quantize",
                      iterations=iterations, warmup=warmup, metric=f"error ({metric})",

@@ -177,6 +177,7 @@ def optimize_model(
     latency: bool = True,
     trust: bool = False,
     after_fusion: list[str] | None = None,
+    probe: bool = False,
 ) -> OptimizeResult:
     from onnxkit import passes as P
     from onnxkit.core.compare import make_tolerance
@@ -197,6 +198,10 @@ def optimize_model(
 
     # Graph first: whether the weights may be loaded at all depends on their size.
     loaded = load_onnx(model_path, trust=trust, load_external=False)
+    if probe:  # an untrusted input runs once in a contained child before ORT loads it here
+        from onnxkit.core.sandbox import probe_model_file
+
+        probe_model_file(model_path, loaded.model)
     if is_large(loaded.model):
         if post:
             raise UsageError("passes after transformer fusion are not available for models over 2 GB")

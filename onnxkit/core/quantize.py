@@ -608,6 +608,7 @@ def quantize_model(
     seed: int = 0,
     latency: bool = True,
     trust: bool = False,
+    probe: bool = False,
 ) -> QuantizeResult:
     from onnxkit.core.spec import specs_from_onnx
 
@@ -639,6 +640,10 @@ def quantize_model(
 
     # Graph first: whether the weights may be loaded at all depends on their size.
     loaded = load_onnx(model_path, trust=trust, load_external=False)
+    if probe:  # an untrusted input runs once in a contained child before ORT loads it here
+        from onnxkit.core.sandbox import probe_model_file
+
+        probe_model_file(model_path, loaded.model)
     large = is_large(loaded.model)
     if large and mode == "fp16":
         raise UsageError("--mode fp16 is not supported on models over 2 GB: the converter needs every weight in memory",

@@ -215,4 +215,18 @@ def probe_untrusted_model(
     )
 
 
-__all__ = ["run_isolated", "run_onnx_isolated", "probe_untrusted_model", "machine_memory_mb", "DEFAULT_TIMEOUT_S"]
+def probe_model_file(model_path: str | os.PathLike[str], model: object | None = None) -> None:
+    """:func:`probe_untrusted_model` on one row of seeded random inputs from the model's own
+    spec (``model``: its already-parsed graph, to avoid parsing it again)."""
+    from onnxkit.core.data import random_feeds
+    from onnxkit.core.spec import specs_from_onnx
+
+    if model is None:
+        import onnx
+
+        model = onnx.load(os.fspath(model_path), load_external_data=False)
+    probe_untrusted_model(model_path, random_feeds(specs_from_onnx(model), batch=1))
+
+
+__all__ = ["run_isolated", "run_onnx_isolated", "probe_untrusted_model", "probe_model_file", "machine_memory_mb",
+           "DEFAULT_TIMEOUT_S"]

@@ -1,0 +1,48 @@
+"""Every command that runs a user's ONNX model with ONNX Runtime runs it once in a contained
+child first, unless --trust; a runaway model is then one clean error."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import make_runaway_onnx, run_cli
+
+COMMANDS = {
+    "run": lambda m, out: ["run", m],
+    "validate": lambda m, out: ["validate", m, m],
+    "optimize": lambda m, out: ["optimize", m, "-o", out],
+    "quantize": lambda m, out: ["quantize", m, "-o", out, "--mode", "dynamic"],
+    "bench": lambda m, out: ["bench", m, "--iterations", "2", "--warmup", "0"],
+}
+
+
+@pytest.fixture
+def probes(monkeypatch):
+    import onnxkit.core.sandbox as sandbox
+
+    calls: list[str] = []
+    real = sandbox.probe_untrusted_model
+    monkeypatch.setattr(sandbox, "probe_untrusted_model", lambda *a, **k: (calls.append(str(a[0])), real(*a, **k))[1])
+    return calls
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_untrusted_model_is_probed_and_trust_skips_it(command, probes, linear_onnx, tmp_path):
+    argv = COMMANDS[command](linear_onnx, tmp_path / "out.onnx")
+    r = run_cli(*argv)
+    assert r.code == 0, r
+    assert probes and set(probes) == {str(linear_onnx)}
+    probes.clear()
+    r = run_cli(*COMMANDS[command](linear_onnx, tmp_path / "out2.onnx"), "--trust")
+    assert r.code == 0, r
+    assert probes == []
+
+
+@pytest.mark.parametrize("command", ["run", "validate", "optimize", "bench"])
+def test_runaway_model_is_one_clean_error(command, tmp_path):
+    model = make_runaway_onnx(tmp_path / "runaway.onnx")
+    r = run_cli(*COMMANDS[command](model, tmp_path / "out.onnx"))
+    assert r.code == 2, r
+    assert r.stderr.startswith("Error:") and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.onnx").exists()
