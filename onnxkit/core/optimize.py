@@ -145,6 +145,18 @@ def _opset_of(model: Any) -> int | None:
     return None
 
 
+def _new_result(loaded: Any, output: str | os.PathLike[str], *, fp16: bool, level: str | None) -> OptimizeResult:
+    """The result with everything known about the input model filled in."""
+    model = loaded.model
+    res = OptimizeResult(command="optimize", model=str(loaded.path), output=str(output), fp16=fp16, ort_level=level)
+    res.notes.extend(loaded.warnings)
+    res.nodes_before = len(model.graph.node)
+    res.ops_before = op_histogram(model)
+    res.size_before = file_size(loaded.path, loaded.external_files)
+    res.opset_before = _opset_of(model)
+    return res
+
+
 def convert_opset(model: Any, opset: int) -> Any:
     import onnx
     from onnx import version_converter
@@ -210,12 +222,7 @@ def optimize_model(
     if loaded.external_files:
         loaded = load_onnx(model_path, trust=trust)
     original = loaded.model
-    res = OptimizeResult(command="optimize", model=str(model_path), output=str(output), fp16=fp16, ort_level=level)
-    res.notes.extend(loaded.warnings)
-    res.nodes_before = len(original.graph.node)
-    res.ops_before = op_histogram(original)
-    res.size_before = file_size(model_path, loaded.external_files)
-    res.opset_before = _opset_of(original)
+    res = _new_result(loaded, output, fp16=fp16, level=level)
 
     import onnx
 
@@ -328,12 +335,7 @@ def _optimize_large(loaded: Any, output: str | os.PathLike[str], chosen: list, *
                          hint="run the other passes here, or convert a smaller export")
     model_path = loaded.path
     model = loaded.model
-    res = OptimizeResult(command="optimize", model=str(model_path), output=str(output), fp16=False, ort_level=level)
-    res.notes.extend(loaded.warnings)
-    res.nodes_before = len(model.graph.node)
-    res.ops_before = op_histogram(model)
-    res.size_before = file_size(model_path, loaded.external_files)
-    res.opset_before = _opset_of(model)
+    res = _new_result(loaded, output, fp16=False, level=level)
     specs = specs_from_onnx(model)
     res.notes.append("model over 2 GB: weights stay on disk; ONNX Runtime reads them by path and they are copied "
                      "to the output in chunks")

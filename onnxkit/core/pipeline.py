@@ -497,16 +497,10 @@ def run_pipeline(cfg: PipelineConfig, *, progress: Progress | None = None) -> Pi
         if cfg["optimize"]["enabled"]:
             n = len(run.artifacts)
             run.optimize(current)
-            if len(run.artifacts) > n:
-                current = run.artifacts[-1][1]
-                if validate_on:
-                    run.validate("validate optimized", "optimized", current, cfg["optimize"]["tolerance"])
-                else:
-                    run._skip("validate optimized", "disabled in the config")
-            else:
-                st = res.step("optimize")
-                run._skip("validate optimized", "optimize kept the exported model (no variant was faster)"
-                          if st is not None and st.status == PASSED else "optimize did not produce a model")
+            current = _validate_new_artifact(
+                run, n, current, "optimize", "optimized", validate_on, (cfg["optimize"]["tolerance"],),
+                kept="optimize kept the exported model (no variant was faster)",
+            )
         else:
             run._skip("optimize", "disabled in the config")
             run._skip("validate optimized", "optimize is disabled")
@@ -520,17 +514,11 @@ def run_pipeline(cfg: PipelineConfig, *, progress: Progress | None = None) -> Pi
                 quant_input = exported
                 res.notes.append(f"quantized {Path(exported).name}: {Path(current).name} holds ONNX Runtime fused ops the quantizer cannot handle")
             run.quantize(quant_input)
-            if len(run.artifacts) > n:
-                current = run.artifacts[-1][1]
-                if validate_on:
-                    run.validate("validate quantized", "quantized", current, cfg["quantize"]["tolerance"],
-                                 cfg["quantize"]["min_cosine"])
-                else:
-                    run._skip("validate quantized", "disabled in the config")
-            else:
-                st = res.step("quantize")
-                run._skip("validate quantized", "quantize kept the float model (no quantized variant was faster)"
-                          if st is not None and st.status == PASSED else "quantize did not produce a model")
+            current = _validate_new_artifact(
+                run, n, current, "quantize", "quantized", validate_on,
+                (cfg["quantize"]["tolerance"], cfg["quantize"]["min_cosine"]),
+                kept="quantize kept the float model (no quantized variant was faster)",
+            )
         else:
             run._skip("quantize", "disabled in the config")
             run._skip("validate quantized", "quantize is disabled")
@@ -664,6 +652,23 @@ def pipeline_markdown(res: PipelineResult) -> str:
     if "html" in res.reports:
         parts += ["", f"HTML report: `{res.reports['html']}`"]
     return "\n".join(parts) + "\n"
+
+
+def _validate_new_artifact(run: _Run, before: int, current: Path, step: str, role: str, validate_on: bool,
+                           validate_args: tuple, *, kept: str) -> Path:
+    """After an optimize or quantize step: validate the artifact it produced (or say why its
+    validation is skipped) and return the model the chain goes on with."""
+    name = f"validate {role}"
+    if len(run.artifacts) > before:
+        current = run.artifacts[-1][1]
+        if validate_on:
+            run.validate(name, role, current, *validate_args)
+        else:
+            run._skip(name, "disabled in the config")
+        return current
+    st = run.result.step(step)
+    run._skip(name, kept if st is not None and st.status == PASSED else f"{step} did not produce a model")
+    return current
 
 
 def _has_runtime_fusions(path: Path) -> bool:

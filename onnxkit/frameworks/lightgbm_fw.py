@@ -13,8 +13,8 @@ from onnxkit._lazy import require
 from onnxkit.core.files import preflight
 from onnxkit.errors import InputError
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
-from onnxkit.frameworks.sklearn_fw import CLASSIFIER_OUTPUTS, REGRESSOR_OUTPUTS, first_line, matrix_spec
-from onnxkit.frameworks.xgboost_fw import convert_tree_model
+from onnxkit.frameworks.sklearn_fw import first_line, matrix_spec
+from onnxkit.frameworks.xgboost_fw import convert_tree_model, set_tree_outputs
 
 PARSE_TIMEOUT_S = 120.0
 CLASSIFIER_OBJECTIVES = ("binary", "multiclass", "multiclassova")
@@ -62,11 +62,7 @@ class LightGBMSource(SourceModel):
         self.is_classifier = self.objective in CLASSIFIER_OBJECTIVES
         self.input_specs = [matrix_spec(options, parsed["num_feature"])]
         self.accepts_nan = True  # LightGBM routes NaN as missing at every split
-        if self.is_classifier:
-            self.output_names = list(CLASSIFIER_OUTPUTS)
-            self.label_outputs = ("label",)
-        else:
-            self.output_names = list(REGRESSOR_OUTPUTS)
+        set_tree_outputs(self)
 
     def predict(self, feeds: Feeds) -> Feeds:
         X = np.asarray(feeds[self.input_specs[0].name], dtype=np.float32)

@@ -56,11 +56,7 @@ class XGBoostSource(SourceModel):
         self.input_specs = [matrix_spec(options, int(booster.num_features()))]
         # XGBoost treats NaN as "missing" and routes it down each split's default branch.
         self.accepts_nan = True
-        if self.is_classifier:
-            self.output_names = list(CLASSIFIER_OUTPUTS)
-            self.label_outputs = ("label",)
-        else:
-            self.output_names = list(REGRESSOR_OUTPUTS)
+        set_tree_outputs(self)
 
     def predict(self, feeds: Feeds) -> Feeds:
         xgb = require("xgboost", "sklearn")
@@ -88,6 +84,15 @@ class XGBoostSource(SourceModel):
         booster.feature_names = None
         booster.feature_types = None
         return convert_tree_model(self, options, "convert_xgboost", booster, "XGBoost")
+
+
+def set_tree_outputs(src: SourceModel) -> None:
+    """Output names of a booster as onnxmltools writes them (label + probabilities, or variable)."""
+    if src.is_classifier:
+        src.output_names = list(CLASSIFIER_OUTPUTS)
+        src.label_outputs = ("label",)
+    else:
+        src.output_names = list(REGRESSOR_OUTPUTS)
 
 
 def convert_tree_model(src: SourceModel, options: LoadOptions, converter: str, native: Any, label: str, **kwargs: Any) -> ExportOutcome:
