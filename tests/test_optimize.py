@@ -210,3 +210,77 @@ def test_split_skip_layernorm_computes_the_same(tmp_path, with_bias):
     a = make_session(fused).run(feeds)["z"]
     b = make_session(split).run(feeds)["z"]
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def _attention_model(*, sized: bool, with_bias_input: bool, mask_index: bool = False):
+    """One com.microsoft Attention whose packed weight is a Concat of Q, K, V initializers,
+    as onnxscript's fuser writes it; optional additive attention bias (input 5)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    d, heads = 8, 2
+    inits = [numpy_helper.from_array(rng.standard_normal((d, d)).astype(np.float32), n) for n in ("wq", "wk", "wv")]
+    inits.append(numpy_helper.from_array(rng.standard_normal(3 * d).astype(np.float32), "bqkv"))
+    inits.append(numpy_helper.from_array(rng.standard_normal((d, 4)).astype(np.float32), "wout"))
+    attrs = {"num_heads": heads} | ({"qkv_hidden_sizes": [d, d, d]} if sized else {})
+    ins = ["x", "wqkv", "bqkv", "mask" if mask_index else "", "", "attn_bias" if with_bias_input else ""]
+    nodes = [helper.make_node("Concat", ["wq", "wk", "wv"], ["wqkv"], axis=1, name="pack"),
+             helper.make_node("Attention", ins, ["ctx"], name="attn", domain="com.microsoft", **attrs),
+             helper.make_node("MatMul", ["ctx", "wout"], ["y"], name="proj")]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 5, d])]
+    if with_bias_input:
+        inputs.append(helper.make_tensor_value_info("attn_bias", TensorProto.FLOAT, ["b", 1, 5, 5]))
+    if mask_index:
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.INT32, ["b", 5]))
+    g = helper.make_graph(nodes, "attn", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 5, 4])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    feeds = {"x": rng.standard_normal((3, 5, d)).astype(np.float32)}
+    if with_bias_input:
+        bias = np.zeros((3, 1, 5, 5), np.float32)
+        bias[1, :, :, 3:] = -1e4  # sample 1 masks its last two keys
+        feeds["attn_bias"] = bias
+    if mask_index:
+        feeds["mask"] = np.ones((3, 5), np.int32)
+    return m, feeds
+
+
+@pytest.mark.parametrize("sized,with_bias_input", [(True, True), (True, False), (False, True)])
+def test_unpack_attention_computes_the_same(sized, with_bias_input):
+    import numpy as np
+    import onnx
+
+    from onnxkit.passes import apply_pass
+    from onnxkit.runtime.session import make_session
+
+    fused, feeds = _attention_model(sized=sized, with_bias_input=with_bias_input)
+    unpacked, record = apply_pass("unpack_attention", onnx.load_from_string(fused.SerializeToString()))
+    assert record.changed
+    ops = [n.op_type for n in unpacked.graph.node]
+    assert ops == ["MatMul", "Split", "MultiHeadAttention", "MatMul"]  # the packing Concat is gone
+    assert {t.name for t in unpacked.graph.initializer}.isdisjoint({"wq", "wk", "wv"})
+    onnx.checker.check_model(unpacked)
+    a = make_session(fused).run(feeds)["y"]
+    b = make_session(unpacked).run(feeds)["y"]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["quantizable as is", "mask index"])
+def test_unpack_attention_leaves_other_attention_alone(kind):
+    import onnx
+
+    from onnxkit.passes.transformer import unpack_attention
+
+    # ORT already quantizes an Attention without qkv_hidden_sizes or bias input (QAttention);
+    # a mask index has no MultiHeadAttention equivalent of the same meaning.
+    if kind == "quantizable as is":
+        model, _ = _attention_model(sized=False, with_bias_input=False)
+    else:
+        model, _ = _attention_model(sized=True, with_bias_input=False, mask_index=True)
+    before = model.SerializeToString()
+    out, count = unpack_attention(onnx.load_from_string(before))
+    assert count == 0
+    assert out.SerializeToString() == before

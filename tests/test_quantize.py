@@ -296,8 +296,105 @@ def test_budget_loop_skips_nodes_the_quantizer_left_in_float(cli, tmp_path):
     m.ir_version = 8
     src, out = tmp_path / "attn.onnx", tmp_path / "q.onnx"
     onnx.save(m, str(src))
-    r = cli("quantize", src, "-o", out, "--no-budget", "--json")
+    # --no-fuse: by default onnxkit unpacks such an Attention so that it is quantized
+    r = cli("quantize", src, "-o", out, "--no-budget", "--no-fuse", "--json")
     assert r.code == 0, r
     q = onnx.load(str(out))
     assert {"QAttention", "Attention"} <= {n.op_type for n in q.graph.node}
     assert left_in_float(onnx.load(str(src)), q) == {"attn_sized"}
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A real (randomly initialised) BERT from transformers, exported with torch.export, and
+    the PyTorch module itself: the graph shape of every HF encoder, small enough to test."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64, max_position_embeddings=64)
+    bert = transformers.BertModel(cfg).eval()
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    enc = Encoder(bert).eval()
+    ids = torch.randint(0, 120, (2, 16))
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq", max=64)}
+    path = tmp_path_factory.mktemp("bert") / "bert.onnx"
+    torch.onnx.export(enc, (ids, torch.ones_like(ids)), str(path), dynamo=True, input_names=["input_ids", "attention_mask"],
+                      output_names=["hidden"], dynamic_shapes={"input_ids": dims, "attention_mask": dims},
+                      external_data=False, verbose=False)
+    return path, enc
+
+
+def _bert_feeds(seed=11):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 120, (4, 24)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 15:] = 0  # one padded sentence
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _sentence_cosines(hidden_a, hidden_b, mask):
+    """Mean-pooled sentence embeddings, as sentence-transformers pools them; cosine per sentence."""
+    m = mask[..., None].astype(np.float64)
+    a = (hidden_a * m).sum(1) / m.sum(1)
+    b = (hidden_b * m).sum(1) / m.sum(1)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_dynamic_quantization_fuses_a_transformer_and_quantizes_its_attention_projections(cli, tiny_bert, tmp_path):
+    torch = pytest.importorskip("torch")
+    from onnxkit.runtime.session import make_session
+
+    src, enc = tiny_bert
+    out = tmp_path / "q.onnx"
+    r = cli("quantize", src, "-o", out, "--json")
+    assert r.code == 0, r
+    notes = " ".join(r.json["notes"])
+    assert "transformer fusion before quantizing" in notes and "unpacked to MatMul + MultiHeadAttention" in notes
+    model = onnx.load(str(out))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("MultiHeadAttention") == 2
+    weights = {t.name for t in model.graph.initializer if len(t.dims) == 2}
+    # every projection (Q/K/V, output, both FFN) is int8: no float MatMul with a constant weight is left
+    assert not [n.name for n in model.graph.node if n.op_type == "MatMul" and set(n.input) & weights]
+    assert ops.count("MatMulInteger") == 2 * 4
+    feeds = _bert_feeds()
+    with torch.no_grad():
+        ref = enc(*(torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask"))).numpy().astype(np.float64)
+    got = make_session(str(out)).run(feeds)["hidden"].astype(np.float64)
+    assert _sentence_cosines(ref, got, feeds["attention_mask"]).min() >= 0.99
+
+
+def test_no_fuse_quantizes_the_graph_as_exported(cli, tiny_bert, tmp_path):
+    src, _ = tiny_bert
+    out = tmp_path / "q.onnx"
+    r = cli("quantize", src, "-o", out, "--no-fuse", "--json")
+    assert r.code == 0, r
+    assert not any("fusion" in n for n in r.json["notes"])
+    ops = _ops(out)
+    assert "Softmax" in ops and "MultiHeadAttention" not in ops
+
+
+def test_default_budget_is_looser_on_random_inputs_and_says_so(cli, tiny_bert, tmp_path):
+    src, _ = tiny_bert
+    r = cli("quantize", src, "-o", tmp_path / "r.onnx", "--json")
+    assert r.code == 0, r
+    assert r.json["max_error"] == pytest.approx(0.02)
+    assert any("random inputs" in n and "--data" in n for n in r.json["notes"])
+    data = tmp_path / "real.npz"
+    np.savez(data, **_bert_feeds(seed=3))
+    r = cli("quantize", src, "-o", tmp_path / "d.onnx", "--data", data, "--json")
+    assert r.code == 0, r
+    assert r.json["max_error"] == pytest.approx(0.01)
+    assert not any("random inputs" in n for n in r.json["notes"])
+    # an explicit budget is never loosened
+    r = cli("quantize", src, "-o", tmp_path / "e.onnx", "--max-error", "0.005", "--json")
+    assert r.json["max_error"] == pytest.approx(0.005)

@@ -35,6 +35,7 @@ def quantize_command(
     data: Annotated[Path | None, typer.Option("--data", help="Data to measure the error on (else the calibration data, else random).")] = None,
     block_size: Annotated[int, typer.Option("--block-size", help="int4 block size (power of two).")] = 128,
     reduce_range: Annotated[bool | None, typer.Option("--reduce-range/--no-reduce-range", help="7-bit weights; default: on where this CPU lacks VNNI (int8 kernels saturate there).", show_default=False)] = None,
+    fuse: Annotated[bool, typer.Option("--fuse/--no-fuse", help="dynamic and int4: fuse transformer graphs first (attention, LayerNorm, GELU), shaped for ONNX Runtime's int8 kernels; other graphs are untouched.")] = True,
     batch_size: Annotated[str | None, typer.Option("--batch-size", help="With --mode auto: batch sizes to time, e.g. 1,8; the largest decides. [default: 1,8]", show_default=False)] = None,
     iterations: Annotated[int, typer.Option("--iterations", help="With --mode auto: timed runs per candidate and batch size.")] = 30,
     vs: Annotated[Path | None, typer.Option("--vs", help="With --mode auto: also time the source framework model and say when it is faster than ONNX.", show_default=False)] = None,
@@ -85,7 +86,7 @@ def quantize_command(
             model, output, calib_data=str(calib_data) if calib_data else None, calib_random=calib_random,
             calib_method=calib_method, data=str(data) if data else None, metric=metric, max_error=max_error,
             batch_sizes=parse_batch_sizes(batch_size or "1,8"), source=source, iterations=iterations, threads=threads,
-            require_quantized=require_quantized, reduce_range=reduce_range, seed=seed, trust=trust, probe=not trust,
+            require_quantized=require_quantized, reduce_range=reduce_range, fuse=fuse, seed=seed, trust=trust, probe=not trust,
         ))
         return
     used = [k for k, v in auto_only.items() if v]
@@ -97,5 +98,5 @@ def quantize_command(
         model, output, mode=mode, calib_data=str(calib_data) if calib_data else None, calib_random=calib_random,
         calib_method=calib_method, fmt=fmt or "qdq", per_channel=True if per_channel is None else per_channel, weight_type=weight_type, activation_type=activation_type,
         exclude_ops=_split(exclude_ops), exclude_nodes=_split(exclude_nodes), max_error=max_error, budget=not no_budget,
-        metric=metric, data=str(data) if data else None, block_size=block_size, reduce_range=reduce_range, seed=seed, trust=trust, probe=not trust,
+        metric=metric, data=str(data) if data else None, block_size=block_size, reduce_range=reduce_range, fuse=fuse, seed=seed, trust=trust, probe=not trust,
     ))

@@ -456,6 +456,7 @@ def auto_quantize(
     require_quantized: bool = False,
     write_input: bool = True,
     reduce_range: bool | None = None,
+    fuse: bool = True,
     seed: int = 0,
     trust: bool = False,
     probe: bool = False,
@@ -468,7 +469,7 @@ def auto_quantize(
     fails (exit 1) when no quantized variant meets the budget."""
     from onnxkit.core.onnx_io import load_onnx
     from onnxkit.core.optimize import file_size
-    from onnxkit.core.quantize import DEFAULT_BUDGET, METRICS, quantize_model
+    from onnxkit.core.quantize import METRICS, default_budget, quantize_model, random_budget_note
     from onnxkit.core.spec import specs_from_onnx
 
     if metric not in METRICS:
@@ -481,7 +482,8 @@ def auto_quantize(
         raise UsageError("give either --calib-data or --calib-random, not both")
     out = Path(out)
     check_output_path(out, model_path)
-    budget = DEFAULT_BUDGET["dynamic"] if max_error is None else max_error
+    random_data = not (data or calib_data)
+    budget = default_budget("dynamic", random_data=random_data) if max_error is None else max_error
     loaded = load_onnx(model_path, trust=trust)
     if probe:  # once for the input; the candidates are onnxkit's own files
         from onnxkit.core.sandbox import probe_model_file
@@ -492,6 +494,8 @@ def auto_quantize(
                      iterations=iterations, warmup=warmup, metric=f"error ({metric})",
                      budget=f"{metric} error <= {fmt_num(budget)}" + (" (cosine >= " + fmt_num(1 - budget) + ")" if metric == "cosine" else ""))
     res.notes.extend(loaded.warnings)
+    if max_error is None and random_data:
+        res.notes.append(random_budget_note("dynamic"))
     res.batch_sizes, res.decide_batch = _batch_plan(specs, batch_sizes, decide_batch, res.notes)
     base = Candidate(INPUT, {"mode": "float"}, path=str(model_path), size=file_size(model_path, loaded.external_files),
                      is_input=True, error=0.0, within_budget=True)
@@ -502,7 +506,7 @@ def auto_quantize(
         res.notes.append("static int8 variants not tried: they need --calib-data FILE (or --calib-random N)")
     common = {"calib_data": calib_data, "calib_random": calib_random, "calib_method": calib_method, "data": data,
               "metric": metric, "max_error": budget, "budget": True, "seed": seed, "latency": False, "trust": trust,
-              "reduce_range": reduce_range}
+              "reduce_range": reduce_range, "fuse": fuse}
     with _work_folder(out) as tmp:
         for i, c in enumerate(cands[1:]):
             c.path = str(Path(tmp) / f"cand{i}-{c.name}.onnx")

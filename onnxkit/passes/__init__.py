@@ -142,11 +142,19 @@ def _load_builtins() -> None:
     register(Pass("shape_inference", "onnx", "ONNX shape inference with data propagation (records value_info).", _shape_inference))
     register(Pass("constant_folding", "onnxscript", "Fold nodes whose inputs are all constants; drop unused nodes.", _constant_folding))
     register(Pass("onnxscript_optimize", "onnxscript", "onnxscript's generic optimizer: inlining, constant folding, dead-code removal.", _onnxscript_optimize))
-    from onnxkit.passes.transformer import split_skip_layernorm
+    from onnxkit.passes.transformer import split_skip_layernorm, unpack_attention
 
     register(Pass("split_skip_layernorm", "onnxkit",
                   "Rewrite fused SkipLayerNormalization as Add + LayerNormalization (faster on some ORT builds; "
                   "run after --transformer fusion).", split_skip_layernorm))
+
+    def _unpack_attention(model: Any) -> tuple[Any, bool]:
+        model, count = unpack_attention(model)
+        return model, count > 0
+
+    register(Pass("unpack_attention", "onnxkit",
+                  "Rewrite fused Attention that ORT's quantizer skips (qkv_hidden_sizes, attention bias) as MatMul + "
+                  "MultiHeadAttention, so int8 quantization reaches the Q/K/V projection.", _unpack_attention))
     for level in ("basic", "extended", "all"):
         desc = f"ONNX Runtime offline graph optimization at level {level}, saved as a graph"
         if level == "all":

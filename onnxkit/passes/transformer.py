@@ -269,3 +269,134 @@ def split_skip_layernorm(model: Any) -> tuple[Any, bool]:
         del model.graph.node[:]
         model.graph.node.extend(nodes)
     return model, changed
+
+
+def _constant(name: str, inits: dict, producers: dict) -> np.ndarray | None:
+    """The value of a tensor that is an initializer, a Constant, or a Concat of those."""
+    from onnx import helper, numpy_helper
+
+    if name in inits:
+        return numpy_helper.to_array(inits[name])
+    node = producers.get(name)
+    if node is None:
+        return None
+    if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+        return numpy_helper.to_array(node.attribute[0].t)
+    if node.op_type == "Concat" and node.domain in ("", "ai.onnx"):
+        parts = [_constant(i, inits, producers) for i in node.input]
+        if any(p is None for p in parts):
+            return None
+        axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
+        return np.concatenate(parts, axis=axis)
+    return None
+
+
+# Attention attributes that MultiHeadAttention has too, with the same meaning.
+_SHARED_ATTENTION_ATTRS = {"num_heads", "scale", "mask_filter_value"}
+
+
+def unpack_attention(model: Any) -> tuple[Any, int]:
+    """Rewrite com.microsoft Attention nodes that ONNX Runtime's quantizer leaves in float as
+    MatMul(x, W_qkv) + Split + MultiHeadAttention, so the Q/K/V projection is quantized.
+
+    ORT turns Attention into QAttention only without ``qkv_hidden_sizes`` and without an
+    additive attention bias; onnxscript's fuser (the one that matches torch.export graphs)
+    writes both. Left as is, a quarter of a BERT layer's matrix work stays fp32; unpacked,
+    MiniLM dynamic int8 went from 1.55x to 1.70x the fp32 export (batch 8 x seq 128).
+    Only self-attention without past state, mask index, rotary or causal masking is rewritten;
+    anything else is left alone. Returns the model and how many nodes were rewritten."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    used = ({i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}) - {""}
+    nodes, count = [], 0
+    for n in model.graph.node:
+        if n.op_type != "Attention" or n.domain != "com.microsoft":
+            nodes.append(n)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        ins = list(n.input) + [""] * (7 - len(n.input))
+        quantizable_as_is = "qkv_hidden_sizes" not in attrs and not ins[5]
+        unsupported = set(attrs) - _SHARED_ATTENTION_ATTRS - {"qkv_hidden_sizes", "unidirectional"}
+        weight = None if quantizable_as_is else _constant(ins[1], inits, producers)
+        if (quantizable_as_is or unsupported or attrs.get("unidirectional", 0) or ins[3] or ins[4] or ins[6]
+                or any(o in used for o in n.output[1:]) or weight is None or weight.ndim != 2):
+            nodes.append(n)
+            continue
+        sizes = [int(s) for s in attrs.get("qkv_hidden_sizes", [weight.shape[1] // 3] * 3)]
+        if len(sizes) != 3 or sizes[0] != sizes[1] or sum(sizes) != weight.shape[1]:
+            nodes.append(n)
+            continue
+        prefix = n.name or f"Attention_{count}"
+        w_name, split_name = f"{prefix}_qkv_weight", f"{prefix}_qkv_split"
+        model.graph.initializer.append(numpy_helper.from_array(weight.astype(np.float32, copy=False), w_name))
+        model.graph.initializer.append(numpy_helper.from_array(np.array(sizes, np.int64), split_name))
+        qkv, q, k, v = (f"{prefix}_{s}" for s in ("qkv", "q", "k", "v"))
+        nodes.append(helper.make_node("MatMul", [ins[0], w_name], [qkv], name=f"{prefix}_qkv_MatMul"))
+        nodes.append(helper.make_node("Split", [qkv, split_name], [q, k, v], name=f"{prefix}_qkv_Split", axis=-1))
+        kept = {k_: v_ for k_, v_ in attrs.items() if k_ in _SHARED_ATTENTION_ATTRS}
+        nodes.append(helper.make_node("MultiHeadAttention", [q, k, v, ins[2], "", ins[5]], [n.output[0]],
+                                      name=f"{prefix}_MHA", domain="com.microsoft", **kept))
+        count += 1
+    if count:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        _drop_dead(model)
+    return model, count
+
+
+def _drop_dead(model: Any) -> None:
+    """Remove nodes whose outputs nobody reads (the Concats that assembled packed weights)
+    and the initializers left without a reader."""
+    # A subgraph (If/Loop body) may read outer-scope names without listing them as inputs.
+    if any(a.type in (5, 10) for n in model.graph.node for a in n.attribute):  # GRAPH, GRAPHS
+        return
+    graph_outputs = {o.name for o in model.graph.output}
+    while True:
+        used = {i for n in model.graph.node for i in n.input} | graph_outputs
+        keep = [n for n in model.graph.node if any(o in used for o in n.output if o)]
+        if len(keep) == len(model.graph.node):
+            break
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    used = {i for n in model.graph.node for i in n.input} | graph_outputs
+    live = [t for t in model.graph.initializer if t.name in used]
+    if len(live) != len(model.graph.initializer):
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(live)
+
+
+def prepare_for_quantization(model: Any) -> tuple[Any, list[str]]:
+    """Transformer graphs only: fuse (attention, LayerNorm, GELU), then shape the fused graph
+    for ONNX Runtime's int8 kernels. Other graphs come back untouched with no notes.
+
+    Measured on all-MiniLM-L6-v2 (torch.export) with dynamic int8, batch 8 x seq 128, ORT 1.32
+    on AVX2: quantizing the plain export gave 1.46x the fp32 export; fused 1.55x; with the
+    attention unpacked so its projection is quantized 1.70x; with SkipLayerNormalization split
+    too 1.88x (cosine against PyTorch unchanged)."""
+    has_attention = any(n.op_type in ATTENTION_OPS for n in model.graph.node)
+    if not has_attention and not looks_like_bert(model):
+        return model, []
+    notes = []
+    before = len(model.graph.node)
+    import onnx
+
+    scratch = onnx.ModelProto()
+    scratch.CopyFrom(model)  # onnxruntime.transformers' fuser edits the graph it is given
+    try:
+        fused, rep = fuse_transformer(scratch, "auto")
+    except ConversionError as exc:
+        return model, [f"transformer fusion before quantizing skipped: {exc.message}"]
+    if rep.fused_ops and len(fused.graph.node) < before:
+        ops = ", ".join(f"{v} {k}" for k, v in sorted(rep.fused_ops.items()))
+        notes.append(f"transformer fusion before quantizing ({rep.fuser}): {before} -> {len(fused.graph.node)} nodes ({ops})")
+        model = fused
+    model, unpacked = unpack_attention(model)
+    if unpacked:
+        notes.append(f"{unpacked} Attention node(s) unpacked to MatMul + MultiHeadAttention so their Q/K/V "
+                     "projections are quantized (ONNX Runtime leaves this form of Attention in float)")
+    model, split = split_skip_layernorm(model)
+    if split:
+        notes.append("SkipLayerNormalization split into Add + LayerNormalization (faster in ONNX Runtime's CPU kernels)")
+    return model, notes
