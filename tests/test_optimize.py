@@ -284,3 +284,65 @@ def test_unpack_attention_leaves_other_attention_alone(kind):
     out, count = unpack_attention(onnx.load_from_string(before))
     assert count == 0
     assert out.SerializeToString() == before
+
+
+def _fused_conv_model():
+    """FusedConv(relu) with a residual Z, FusedConv(clip), then FusedGemm(relu): ORT's own ops."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n) for n, s in
+             (("w1", (4, 4, 3, 3)), ("b1", (4,)), ("w2", (4, 4, 1, 1)), ("b2", (4,)), ("wg", (5, 64)), ("bg", (5,)))]
+    inits.append(numpy_helper.from_array(np.array([1, 64], np.int64), "flat"))
+    nodes = [
+        helper.make_node("FusedConv", ["x", "w1", "b1", "x"], ["c1"], domain="com.microsoft", name="fc1",
+                         activation="Relu", pads=[1, 1, 1, 1]),
+        helper.make_node("FusedConv", ["c1", "w2", "b2"], ["c2"], domain="com.microsoft", name="fc2",
+                         activation="Clip", activation_params=[0.0, 6.0]),
+        helper.make_node("Reshape", ["c2", "flat"], ["f"], name="flatten"),
+        helper.make_node("FusedGemm", ["f", "wg", "bg"], ["y"], domain="com.microsoft", name="fg",
+                         activation="Relu", transB=1),
+    ]
+    g = helper.make_graph(nodes, "fused", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    return m
+
+
+def test_unfuse_runtime_ops_computes_the_same():
+    import numpy as np
+    import onnx
+
+    from onnxkit.passes import apply_pass
+    from onnxkit.runtime.session import make_session
+
+    fused = _fused_conv_model()
+    plain, record = apply_pass("unfuse_runtime_ops", onnx.load_from_string(fused.SerializeToString()))
+    assert record.changed
+    assert [n.op_type for n in plain.graph.node] == ["Conv", "Add", "Relu", "Conv", "Clip", "Reshape", "Gemm", "Relu"]
+    assert all(n.domain in ("", "ai.onnx") for n in plain.graph.node)
+    onnx.checker.check_model(plain)
+    x = {"x": np.random.default_rng(0).standard_normal((1, 4, 4, 4)).astype(np.float32)}
+    # level basic: ORT must not fuse the split graph back before we compare
+    np.testing.assert_allclose(make_session(plain, level="basic").run(x)["y"], make_session(fused).run(x)["y"], rtol=1e-5, atol=1e-5)
+
+
+def test_static_quantization_reaches_convolutions_ort_had_fused(cli, tmp_path):
+    import onnx
+
+    src = tmp_path / "fused.onnx"
+    onnx.save(_fused_conv_model(), str(src))
+    out = tmp_path / "q.onnx"
+    r = cli("quantize", src, "-o", out, "--mode", "static", "--calib-random", "8", "--no-budget", "--json")
+    assert r.code == 0, r
+    assert any("FusedConv/FusedGemm" in n and "split back" in n for n in r.json["notes"])
+    q = onnx.load(str(out))
+    ops = [n.op_type for n in q.graph.node]
+    assert "FusedConv" not in ops and "FusedGemm" not in ops
+    # every Conv and the Gemm now read dequantized (int8) weights
+    weighted = [n for n in q.graph.node if n.op_type in ("Conv", "Gemm")]
+    produced_by = {o: n.op_type for n in q.graph.node for o in n.output}
+    assert len(weighted) == 3 and all(produced_by.get(n.input[1]) == "DequantizeLinear" for n in weighted)

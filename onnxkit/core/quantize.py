@@ -747,7 +747,11 @@ def quantize_model(
             res.preprocess_notes = [note]
             res.notes.append(note)
         elif mode != "fp16":
-            notes = []
+            from onnxkit.passes.runtime_ops import unfuse_runtime_ops
+
+            base, unfused = unfuse_runtime_ops(base)
+            notes = [f"{unfused} ONNX Runtime fused node(s) (FusedConv/FusedGemm) split back into standard ops, which "
+                     "the quantizers know; ONNX Runtime fuses the quantized graph again"] if unfused else []
             if fuse and mode in FUSED_MODES:
                 if exclude_nodes:
                     notes.append("transformer fusion before quantizing skipped: --exclude-nodes patterns name nodes of "

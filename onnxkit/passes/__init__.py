@@ -152,6 +152,15 @@ def _load_builtins() -> None:
         model, count = unpack_attention(model)
         return model, count > 0
 
+    from onnxkit.passes.runtime_ops import unfuse_runtime_ops
+
+    def _unfuse_runtime_ops(model: Any) -> tuple[Any, bool]:
+        model, count = unfuse_runtime_ops(model)
+        return model, count > 0
+
+    register(Pass("unfuse_runtime_ops", "onnxkit",
+                  "Split ONNX Runtime's FusedConv/FusedGemm back into Conv/Gemm + activation (portable; quantizable).",
+                  _unfuse_runtime_ops))
     register(Pass("unpack_attention", "onnxkit",
                   "Rewrite fused Attention that ORT's quantizer skips (qkv_hidden_sizes, attention bias) as MatMul + "
                   "MultiHeadAttention, so int8 quantization reaches the Q/K/V projection.", _unpack_attention))
