@@ -99,7 +99,9 @@ def test_quantize_dynamic_large_model_by_path(cli, big_onnx, tmp_path):
     assert r.code == 0, r
     doc = r.json
     assert doc["nodes_quantized"] == 2  # the two MatMuls with a constant weight
-    assert "MatMulInteger" in doc["ops_after"] or "DynamicQuantizeMatMul" in doc["ops_after"]
+    # ORT's basic level fused MatMul + Add into a Gemm; both became int8 weight by weight
+    assert doc["ops_after"] == {"com.microsoft.DynamicQuantizeMatMul": 2, "Relu": 1}
+    assert any("quantized weight by weight from disk" in n for n in doc["notes"])
     assert any("ONNX Runtime basic optimization by path" in n for n in doc["notes"])
     assert doc["budget_met"] is True
     m = onnx.load(str(out), load_external_data=False)
@@ -144,3 +146,110 @@ def test_save_streaming_moves_inline_tensors_and_aligns(tmp_path):
     # a second save from the external file copies the bytes through unchanged
     dest2 = save_streaming(back, tmp_path, tmp_path / "s2.onnx")
     np.testing.assert_array_equal(numpy_helper.to_array(onnx.load(str(dest2)).graph.initializer[0]), w)
+
+
+def _mixed_model(folder: Path) -> Path:
+    """ids -> Gather(table) ; x -> MatMul(w1) -> Relu -> MatMul(w2) ; sum of both. External data."""
+    rng = np.random.default_rng(4)
+    table = (rng.standard_normal((50, 32)) * 0.3).astype(np.float32)
+    w1 = (rng.standard_normal((64, 96)) * 0.1).astype(np.float32)
+    w1[:, 5] = 0.0  # an all-zero column must not divide by zero
+    w2 = (rng.standard_normal((96, 32)) * 0.1).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"], name="embed"),
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w2"], ["m"], name="mm2"),
+        helper.make_node("Add", ["m", "emb"], ["y"], name="sum"),
+    ]
+    g = helper.make_graph(nodes, "mixed",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64]),
+                           helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 32])],
+                          [numpy_helper.from_array(a, n) for a, n in ((table, "table"), (w1, "w1"), (w2, "w2"))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    path = folder / "mixed.onnx"
+    onnx.save_model(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="mixed.onnx.data", size_threshold=0)
+    return path
+
+
+def test_streaming_quantizer_matches_onnxruntime_quantize_dynamic(tmp_path):
+    """The weight-by-weight quantizer used for models over 2 GB gives ORT's per-channel int8
+    MatMul results, quantizes embedding tables, and honours exclusions."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from onnxkit.core.quantize_stream import quantize_dynamic_streaming
+
+    src = _mixed_model(tmp_path)
+    rng = np.random.default_rng(2)
+    feeds = {"x": rng.standard_normal((16, 64)).astype(np.float32), "ids": rng.integers(0, 50, 16).astype(np.int64)}
+
+    def run(path):
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0].astype(np.float64)
+
+    def stream(name, exclude=()):
+        graph = onnx.load(str(src), load_external_data=False)
+        res = quantize_dynamic_streaming(graph, tmp_path, tmp_path / name, exclude=set(exclude))
+        return res, tmp_path / name
+
+    res, full = stream("s.onnx")
+    assert res.quantized == {"embed": "Gather + DequantizeLinear", "mm1": "DynamicQuantizeMatMul", "mm2": "DynamicQuantizeMatMul"}
+    out = onnx.load(str(full), load_external_data=False)
+    assert not {"table", "w1", "w2"} & {t.name for t in out.graph.initializer}  # no float copy left behind
+    assert all(uses_external_data(t) for t in out.graph.initializer if t.name.endswith("_int8"))
+    ref = run(src)
+    cos = float((ref * run(full)).sum() / (np.linalg.norm(ref) * np.linalg.norm(run(full))))
+    assert cos > 0.999
+
+    # MatMuls: ORT's own per-channel quantization of the same weights, run by the same kernels
+    ort_mm = tmp_path / "ort.onnx"
+    quantize_dynamic(str(src), str(ort_mm), per_channel=True, weight_type=QuantType.QInt8, reduce_range=False,
+                     op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
+    _, ours_mm = stream("mm.onnx", exclude={"embed"})
+    np.testing.assert_allclose(run(ours_mm), run(ort_mm), rtol=1e-5, atol=1e-5)
+
+    # the table: every gathered value within half a step of its column's int8 scale
+    res, ours_emb = stream("emb.onnx", exclude={"mm1", "mm2"})
+    assert set(res.quantized) == {"embed"}
+    table = numpy_helper.to_array(next(t for t in onnx.load(str(src)).graph.initializer if t.name == "table"))
+    half_step = np.abs(table).max(axis=0) / 127 / 2
+    assert (np.abs(run(ours_emb) - ref) <= half_step + 1e-6).all()
+    ops = [n.op_type for n in onnx.load(str(ours_emb), load_external_data=False).graph.node]
+    assert ops.count("MatMul") == 2 and "DequantizeLinear" in ops
+
+
+def test_streaming_quantizer_handles_gemm_with_transposed_weight(tmp_path):
+    """torch's TorchScript export writes Linear as Gemm(transB=1) with the weight [out, in]."""
+    import onnxruntime as ort
+
+    from onnxkit.core.quantize_stream import quantize_dynamic_streaming
+
+    rng = np.random.default_rng(9)
+    w = (rng.standard_normal((24, 40)) * 0.2).astype(np.float32)  # [out, in]
+    b = rng.standard_normal(24).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", transB=1)], "gemm",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 40])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 24])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    src = tmp_path / "gemm.onnx"
+    onnx.save_model(m, str(src), save_as_external_data=True, location="gemm.onnx.data", size_threshold=0)
+    # reduce_range: 7-bit weights, so AVX2 CPUs without VNNI do not saturate (as quantize defaults there)
+    res = quantize_dynamic_streaming(onnx.load(str(src), load_external_data=False), tmp_path, tmp_path / "q.onnx",
+                                     reduce_range=True)
+    assert res.quantized == {"fc": "DynamicQuantizeMatMul"}
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    node = q.graph.node[0]
+    assert node.op_type == "DynamicQuantizeMatMul" and node.input[4] == "b"
+    wq = numpy_helper.to_array(next(t for t in q.graph.initializer if t.name == node.input[1]))
+    scale = numpy_helper.to_array(next(t for t in q.graph.initializer if t.name == node.input[2]))
+    assert wq.shape == (40, 24) and wq.dtype == np.int8
+    np.testing.assert_allclose(wq.astype(np.float32) * scale, w.T, atol=float(scale.max()) / 2 + 1e-7)
+    x = rng.standard_normal((5, 40)).astype(np.float32)
+    ref = x @ w.T + b
+    got = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert float((ref * got).sum() / (np.linalg.norm(ref) * np.linalg.norm(got))) > 0.999

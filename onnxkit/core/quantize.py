@@ -585,10 +585,13 @@ class QuantizeResult(Result):
 
 def _quantized_count(model: Any) -> tuple[int, dict[str, int]]:
     produced_by = {o: n.op_type for n in model.graph.node for o in n.output}
+    int_tables = {t.name for t in model.graph.initializer if t.data_type in (2, 3) and len(t.dims) == 2}  # UINT8, INT8
     hist: dict[str, int] = {}
     n_q = 0
     for n in model.graph.node:
-        q = n.op_type in QUANT_OPS or (n.op_type in WEIGHTED_OPS and any(produced_by.get(i) == "DequantizeLinear" for i in n.input))
+        q = (n.op_type in QUANT_OPS
+             or (n.op_type in WEIGHTED_OPS and any(produced_by.get(i) == "DequantizeLinear" for i in n.input))
+             or (n.op_type == "Gather" and bool(n.input) and n.input[0] in int_tables))
         if q:
             n_q += 1
             hist[n.op_type] = hist.get(n.op_type, 0) + 1
@@ -785,7 +788,20 @@ def quantize_model(
 
             # The quantizers read a file: base.onnx, with the node names they select by.
             (work / "base.onnx").write_bytes(base.SerializeToString())  # graph only
-            qpath = run_quantizer(base, cfg, list(excluded), work, large=True)
+            if mode == "dynamic" and per_channel and weight_type == "int8":
+                # ORT's quantize_dynamic holds the float model and each quantized copy (3.3x the
+                # size at peak on 2.1 GB); this reads and writes one weight chunk at a time.
+                from onnxkit.core.quantize_stream import quantize_dynamic_streaming
+
+                graph_only = onnx.ModelProto()
+                graph_only.CopyFrom(base)
+                streamed = quantize_dynamic_streaming(graph_only, work, work / "q_stream.onnx", exclude=set(excluded),
+                                                      reduce_range=bool(reduce_range))
+                qpath = streamed.path
+                res.notes.append(f"quantized weight by weight from disk (model over 2 GB): {len(streamed.quantized)} "
+                                 "MatMul/Gather node(s), per-channel symmetric int8")
+            else:
+                qpath = run_quantizer(base, cfg, list(excluded), work, large=True)
             qmodel = load_graph(qpath)
             err = measure_error(str(loaded.path), str(qpath), eval_batches, metric, sequential=True)
         else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 # Bytes copied per read/write while streaming tensor data between files.
 CHUNK = 16 << 20
@@ -69,11 +69,14 @@ def _tensors(graph: Any) -> Any:
                 yield from _tensors(g)
 
 
-def save_streaming(model: Any, base_dir: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+def save_streaming(model: Any, base_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *,
+                   produce: dict[str, Callable[[BinaryIO], int]] | None = None) -> Path:
     """Write ``model`` to ``dest`` with every tensor over 1 KiB in ``<dest>.data``.
 
     Tensors that are external references (resolved in ``base_dir``) are copied in chunks;
-    inline ones are moved out. The proto is edited in place (it ends up pointing at the new
+    inline ones are moved out. ``produce`` maps the names of placeholder tensors (dims and
+    type, no data) to writers that stream their bytes into the data file and return the
+    count: a tensor computed from another one is never held whole. The proto is edited in place (it ends up pointing at the new
     data file), which is what callers want: it describes ``dest`` afterwards. Both files are
     written atomically, data first."""
     import numpy as np
@@ -90,7 +93,17 @@ def save_streaming(model: Any, base_dir: str | os.PathLike[str], dest: str | os.
             with open(tmp_data, "wb") as out:
                 pos = 0
                 for t, movable in _tensors(model.graph):
-                    if external_data_helper.uses_external_data(t):
+                    if produce and t.name in produce:
+                        from onnxkit.core.onnx_io import _tensor_nbytes
+
+                        length = _tensor_nbytes(t)
+                        pad = (-pos) % (ALIGN if length >= ALIGN_FROM else SMALL_ALIGN)
+                        out.write(b"\0" * pad)
+                        pos += pad
+                        written = produce[t.name](out)
+                        if written != length:
+                            raise OSError(f"tensor {t.name}: {written} bytes written, {length} expected")
+                    elif external_data_helper.uses_external_data(t):
                         info = _external_info(t)
                         loc = info["location"]
                         length = int(info.get("length", 0) or 0)
