@@ -238,3 +238,33 @@ def test_source_labels_equal_native_predict(models, name):
     X = _rows(name, 60)
     out = src.predict({src.input_specs[0].name: X})
     np.testing.assert_array_equal(out["label"], src.estimator.predict(X))
+
+
+@pytest.mark.skipif(not _has_export_cli(), reason="onnxkit export not present")
+def test_zipmap_export_validates_and_runs_as_probability_columns(cli, models, tmp_path):
+    """--zipmap keeps skl2onnx's list-of-maps output; validation and every consumer read it as
+    [rows, classes] in scikit-learn's classes_ order."""
+    import onnx
+
+    from onnxkit.runtime.session import make_session
+
+    out = tmp_path / "zipmap.onnx"
+    r = cli("export", models["logreg_pipeline"], "-o", out, "--zipmap", "--json")
+    assert r.code == 0, r
+    assert r.json["passed"] is True
+    assert "ZipMap" in {n.op_type for n in onnx.load(str(out)).graph.node}
+    src = _load(models["logreg_pipeline"])
+    X = _rows("logreg_pipeline", 25)
+    sess = make_session(out)
+    probs = sess.run({src.input_specs[0].name: X})[sess.output_names[1]]
+    assert isinstance(probs, np.ndarray) and probs.shape == (25, len(src.estimator.classes_))
+    np.testing.assert_allclose(probs, src.estimator.predict_proba(X), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not _has_export_cli(), reason="onnxkit export not present")
+def test_output_names_on_a_sklearn_source_is_usage_error(cli, models, tmp_path):
+    out = tmp_path / "named.onnx"
+    r = cli("export", models["logreg_pipeline"], "-o", out, "--output-names", "a,b")
+    assert r.code == 2, r
+    assert "--output-names applies to PyTorch sources" in r.stderr and "label, probabilities" in r.stderr
+    assert not out.exists()

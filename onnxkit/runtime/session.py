@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,6 +94,17 @@ def _map_ort_error(exc: Exception, what: str) -> Exception:
     return InputError(f"{what}: ONNX Runtime refused the model ({msg})")
 
 
+def _as_array(value: Any) -> Any:
+    """A ZipMap output (ORT gives a list of {class: probability} dicts) as the [N, classes]
+    array every consumer here expects: comparators, writers, the source's predict_proba.
+    Columns follow the maps' key order, which is the sorted class order, as in
+    scikit-learn's ``classes_``."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        keys = list(value[0].keys())
+        return np.array([[row[k] for k in keys] for row in value], dtype=np.float32).reshape(len(value), len(keys))
+    return value
+
+
 @dataclass
 class OnnxSession:
     """A loaded ONNX Runtime session with named inputs and outputs."""
@@ -111,7 +123,7 @@ class OnnxSession:
         except Exception as exc:  # ORT raises its own Fail/InvalidArgument types
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"ONNX Runtime could not run the model on these inputs: {msg}") from exc
-        return dict(zip(names, res))
+        return {name: _as_array(value) for name, value in zip(names, res)}
 
     def node_providers(self) -> dict[str, int] | None:
         """Nodes per execution provider, from ORT's profile of the optimized graph, where known.
