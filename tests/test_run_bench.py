@@ -225,6 +225,24 @@ def test_bench_json_percentiles_throughput_and_ratio(cli, two_models):
     assert second["ratio_to_first"] == pytest.approx(second["stats"]["p50_ms"] / first["stats"]["p50_ms"])
 
 
+@pytest.mark.parametrize("other,message", [
+    ({"in_features": 6}, "input x has shape [batch,6], not [batch,4]"),
+    ({"rename": "features"}, "it takes inputs (features), not (x)"),
+])
+def test_bench_refuses_models_that_cannot_share_inputs(cli, linear_onnx, tmp_path, other, message):
+    import onnx
+
+    path = make_linear_onnx(tmp_path / "other.onnx", in_features=other.get("in_features", 4))
+    if "rename" in other:
+        m = onnx.load(str(path))
+        m.graph.input[0].name = other["rename"]
+        m.graph.node[0].input[0] = other["rename"]
+        onnx.save(m, str(path))
+    r = cli("bench", linear_onnx, path, "--iterations", "2", "--json")
+    assert r.code == 2, r
+    assert r.json["error"] == f"other.onnx cannot be timed on linear.onnx's inputs: {message}"
+
+
 def test_bench_models_api_interleaves_sessions(linear_onnx, rows):
     from onnxkit.runtime.bench import bench_models
     from onnxkit.runtime.session import make_session

@@ -210,6 +210,23 @@ def _unique_names(models: list) -> list[str]:
 
 # ---------------------------------------------------------------- the benchmark
 
+def input_mismatch(reference: list, other: list) -> str | None:
+    """Why ``other``'s inputs cannot take the feeds made for ``reference``; None when they can.
+    A symbolic dimension accepts any size; two fixed ones must agree."""
+    ref = {s.name: s for s in reference}
+    oth = {s.name: s for s in other}
+    if set(ref) != set(oth):
+        return f"it takes inputs ({', '.join(oth)}), not ({', '.join(ref)})"
+    for name, a in ref.items():
+        b = oth[name]
+        if np.dtype(a.dtype) != np.dtype(b.dtype):
+            return f"input {name} is {np.dtype(b.dtype).name}, not {np.dtype(a.dtype).name}"
+        if len(a.shape) != len(b.shape) or any(isinstance(x, int) and isinstance(y, int) and x != y
+                                               for x, y in zip(a.shape, b.shape)):
+            return f"input {name} has shape [{','.join(map(str, b.shape))}], not [{','.join(map(str, a.shape))}]"
+    return None
+
+
 def bench_models(
     models: list,
     feeds_by_batch: dict[int, Feeds],
@@ -555,8 +572,14 @@ def run_bench(
 
     user_specs = parse_specs(inputs)
     first = load_onnx(models[0], load_external=False, trust=trust)
-    specs = merge_specs(specs_from_onnx(first.model), user_specs)
+    first_specs = specs_from_onnx(first.model)
+    specs = merge_specs(first_specs, user_specs)
     del first
+    for m in models[1:]:  # every model is fed the first one's inputs, so they must all take them
+        why = input_mismatch(first_specs, specs_from_onnx(load_onnx(m, load_external=False, trust=trust).model))
+        if why:
+            raise UsageError(f"{Path(m).name} cannot be timed on {Path(models[0]).name}'s inputs: {why}",
+                             hint="bench compares variants of one model; time different models in separate runs")
     src = None
     if source is not None:
         from onnxkit.frameworks.base import LoadOptions
