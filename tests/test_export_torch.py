@@ -296,3 +296,26 @@ def test_cli_export_then_inspect_transformer_shows_symbolic_dims(cli, torch_file
     # Two sequence lengths were validated because the sequence dim is dynamic.
     sets = r.json["validation"]["input_sets"]
     assert any("seq=16" in s for s in sets) and any("seq=48" in s for s in sets)
+
+
+def test_cli_output_names_name_the_encoder_outputs(cli, torch_files, tmp_path):
+    import onnx
+
+    out = tmp_path / "named.onnx"
+    r = cli("export", torch_files["encoder.pt2"], "-o", out, "--output-names", "hidden,pooled", "--json")
+    assert r.code == 0, r
+    assert [o.name for o in onnx.load(str(out)).graph.output] == ["hidden", "pooled"]
+    assert r.json["validation"]["passed"] is True
+
+
+@pytest.mark.parametrize("names,message", [
+    ("hidden", "1 output names given but the model returns 2 tensors"),
+    ("a,a", "give distinct, non-empty names"),
+    ("a,", "give distinct, non-empty names"),
+])
+def test_cli_bad_output_names_are_usage_errors(cli, torch_files, tmp_path, names, message):
+    out = tmp_path / "bad.onnx"
+    r = cli("export", torch_files["encoder.pt2"], "-o", out, "--output-names", names)
+    assert r.code == 2, r
+    assert message in r.stderr
+    assert not out.exists()

@@ -22,6 +22,7 @@ def export_command(
     sample: Annotated[Path | None, typer.Option("--sample", help="CSV sample to learn column names and types (scikit-learn ColumnTransformer).")] = None,
     exporter: Annotated[str, typer.Option("--exporter", help="PyTorch exporter: auto, dynamo or torchscript.")] = "auto",
     opset: Annotated[int | None, typer.Option("--opset", help="Target ONNX opset.")] = None,
+    output_names: Annotated[str | None, typer.Option("--output-names", help="PyTorch: names for the model's outputs, comma-separated, in the order forward() returns them.", show_default=False)] = None,
     zipmap: Annotated[bool, typer.Option("--zipmap", help="Keep scikit-learn's ZipMap (list of dicts) probability output.")] = False,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the validation against the source.")] = False,
     tol: common.Tol = None,
@@ -51,7 +52,18 @@ def export_command(
         raise UsageError(f"--opset {opset} is out of range (7..30)")
     options = LoadOptions(
         framework=framework, trust=trust, inputs=parse_specs(inputs), weights=weights, signature=signature,
-        sample=sample, exporter=exporter, opset=opset, zipmap=zipmap,
+        sample=sample, exporter=exporter, opset=opset, zipmap=zipmap, output_names=_names(output_names),
     )
     tolerance = make_tolerance(tol, rtol, preset)
     common.emit(export_model(source, output, options, validate=not no_validate, tolerance=tolerance, seed=seed))
+
+
+def _names(text: str | None) -> list[str] | None:
+    from onnxkit.errors import UsageError
+
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise UsageError(f"--output-names {text!r}: give distinct, non-empty names separated by commas")
+    return names

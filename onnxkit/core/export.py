@@ -16,7 +16,7 @@ from onnxkit import __version__
 from onnxkit.core.compare import Tolerance
 from onnxkit.core.files import check_output_path, sha256_file
 from onnxkit.core.validate import DEFAULT_BATCH_SIZES, ValidationResult, validate_models
-from onnxkit.errors import ConversionError, Interrupted
+from onnxkit.errors import ConversionError, Interrupted, UsageError
 from onnxkit.frameworks.base import LoadOptions, SourceModel
 from onnxkit.results import Result, Table, fmt_bytes
 
@@ -118,6 +118,9 @@ def export_model(
     out = check_output_path(output, src_path if src_path.exists() else None)
     t0 = time.perf_counter()
     model_src = loaded or load_source(source, options)
+    if options.output_names and model_src.framework != "torch":
+        raise UsageError(f"--output-names applies to PyTorch sources; this {model_src.framework} model names its outputs "
+                         f"itself ({', '.join(model_src.output_names or []) or 'from the model'})")
     outcome = model_src.export(options)
     model = outcome.model
     if model is None:
