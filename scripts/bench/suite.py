@@ -395,6 +395,8 @@ def plan_minilm(quick: bool) -> list[tuple]:
         ("export torchscript", "export", None, ["--exporter", "torchscript"], False),
         ("optimize", "optimize", "export", bert, False),
         ("optimize+int8 dyn", "quantize", "optimize", ["--mode", "dynamic", "--data", "CALIB"], True),
+        # issue 6's case: `quantize --mode dynamic` straight from the export, no other flags
+        ("int8 dyn (no flags)", "quantize", "export", ["--mode", "dynamic"], False),
         ("ts optimize", "optimize", "export torchscript", bert, False),
         ("ts optimize+int8 dyn", "quantize", "ts optimize", ["--mode", "dynamic", "--data", "CALIB"], False),
     ]
