@@ -12,7 +12,8 @@ weights, symmetric, MatMul with a constant weight only):
   ``DynamicQuantizeMatMul(x, W_int8, scale[N], zero_point[N])``; so does a plain
   ``Gemm(x, W, b)`` (transB allowed; the bias becomes the op's bias input);
 - ``Gather(T, indices)`` on axis 0 of a constant 2-D float32 table becomes
-  ``Gather(T_int8, indices)`` + ``DequantizeLinear(axis=-1)`` (one scale per column).
+  ``Gather(T_int8, indices)`` -> ``Cast`` -> ``Mul(Gather(row_scale, indices))``: one scale per
+  row, since a row is what is read and rows of a table differ widely in range.
 """
 
 from __future__ import annotations
@@ -100,15 +101,36 @@ def _int8_by_column(reader: _WeightReader, qmax: int) -> tuple[np.ndarray, Calla
     return scale, write
 
 
-def _int8_by_row_transposed(reader: _WeightReader, qmax: int) -> tuple[np.ndarray, Callable[[BinaryIO], int]]:
-    """Gemm(transB=1): W is [N, K], output channels are rows; the int8 weight must be [K, N].
-    The transpose is assembled in memory (a quarter of W's bytes), then written."""
+def _row_absmax(reader: _WeightReader) -> np.ndarray:
     absmax = np.empty(reader.rows, dtype=np.float32)
     start = 0
     for chunk in reader.chunks():
         absmax[start:start + len(chunk)] = np.abs(chunk).max(axis=1)
         start += len(chunk)
-    scale = _scales(absmax, qmax)
+    return absmax
+
+
+def _int8_by_row(reader: _WeightReader, qmax: int) -> tuple[np.ndarray, Callable[[BinaryIO], int]]:
+    """An embedding table [rows, D] with one scale per row: a row is what Gather reads, and
+    rows of one table can differ in range by orders of magnitude."""
+    scale = _scales(_row_absmax(reader), qmax)
+
+    def write(out: BinaryIO) -> int:
+        written, pos = 0, 0
+        for chunk in reader.chunks():
+            q = np.clip(np.rint(chunk / scale[pos:pos + len(chunk), None]), -qmax, qmax).astype(np.int8)
+            out.write(q.tobytes())
+            written += q.nbytes
+            pos += len(chunk)
+        return written
+
+    return scale, write
+
+
+def _int8_by_row_transposed(reader: _WeightReader, qmax: int) -> tuple[np.ndarray, Callable[[BinaryIO], int]]:
+    """Gemm(transB=1): W is [N, K], output channels are rows; the int8 weight must be [K, N].
+    The transpose is assembled in memory (a quarter of W's bytes), then written."""
+    scale = _scales(_row_absmax(reader), qmax)
 
     def write(out: BinaryIO) -> int:
         q = np.empty((reader.cols, reader.rows), dtype=np.int8)
@@ -141,10 +163,11 @@ def quantize_dynamic_streaming(model: Any, base_dir: str | os.PathLike[str], des
     from onnx import TensorProto, helper, numpy_helper
 
     base = Path(base_dir)
-    qmax = 64 if reduce_range else 127
+    # 7-bit weights only where they feed the u8 x s8 GEMM kernels; a gathered table is
+    # dequantized by DequantizeLinear, which has no such limit.
+    gemm_qmax = 64 if reduce_range else 127
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), 0)
     result = StreamedQuantization(Path(dest))
     writers: dict[str, Callable[[BinaryIO], int]] = {}
     new_inits: list[Any] = []
@@ -159,11 +182,11 @@ def quantize_dynamic_streaming(model: Any, base_dir: str | os.PathLike[str], des
             return "weight is not a 2-D float32 constant"
         return None
 
-    def quantize_weight(name: str, *, transposed: bool = False) -> tuple[str, str, str]:
+    def quantize_weight(name: str, *, transposed: bool = False, qmax: int = 127) -> tuple[str, str, str]:
         """int8 [K, N] weight, scale [N], zero point [N]; from W [K, N] or, transposed, [N, K]."""
         t = inits[name]
         reader = _WeightReader(t, base)
-        suffix = "_t" if transposed else ""
+        suffix = ("_t" if transposed else "") + ("" if qmax == 127 else f"_q{qmax}")
         qname, sname, zname = f"{name}{suffix}_int8", f"{name}{suffix}_scale", f"{name}{suffix}_zero_point"
         if qname not in writers:
             make = _int8_by_row_transposed if transposed else _int8_by_column
@@ -190,7 +213,7 @@ def quantize_dynamic_streaming(model: Any, base_dir: str | os.PathLike[str], des
         if node.op_type == "MatMul" and dom in ("", "ai.onnx") and node.name not in exclude:
             why = quantizable(node.input[1])
             if why is None:
-                q, s, z = quantize_weight(node.input[1])
+                q, s, z = quantize_weight(node.input[1], qmax=gemm_qmax)
                 nodes.append(helper.make_node("DynamicQuantizeMatMul", [node.input[0], q, s, z], list(node.output),
                                               name=f"{node.name}_quant", domain=MS_DOMAIN))
                 result.quantized[node.name] = "DynamicQuantizeMatMul"
@@ -201,7 +224,7 @@ def quantize_dynamic_streaming(model: Any, base_dir: str | os.PathLike[str], des
             why = quantizable(node.input[1]) or plain_gemm(node)
             if why is None:
                 transposed = any(a.name == "transB" and a.i for a in node.attribute)
-                q, s, z = quantize_weight(node.input[1], transposed=transposed)
+                q, s, z = quantize_weight(node.input[1], transposed=transposed, qmax=gemm_qmax)
                 bias = [node.input[2]] if len(node.input) > 2 and node.input[2] else []
                 nodes.append(helper.make_node("DynamicQuantizeMatMul", [node.input[0], q, s, z, *bias], list(node.output),
                                               name=f"{node.name}_quant", domain=MS_DOMAIN))
@@ -214,15 +237,22 @@ def quantize_dynamic_streaming(model: Any, base_dir: str | os.PathLike[str], des
             why = quantizable(node.input[0])
             if why is None and axis != 0:
                 why = "gathers along an axis other than 0"
-            if why is None and opset < 13:
-                why = f"opset {opset} has no per-axis DequantizeLinear (needs 13)"
             if why is None:
-                q, s, z = quantize_weight(node.input[0])
-                gathered = f"{node.output[0]}_int8"
-                nodes.append(helper.make_node("Gather", [q, node.input[1]], [gathered], name=f"{node.name}_quant", axis=0))
-                nodes.append(helper.make_node("DequantizeLinear", [gathered, s, z], [node.output[0]],
-                                              name=f"{node.name}_dequant", axis=-1))
-                result.quantized[node.name] = "Gather + DequantizeLinear"
+                table = inits[node.input[0]]
+                reader = _WeightReader(table, base)
+                scale, writer = _int8_by_row(reader, 127)
+                qname, sname = f"{node.input[0]}_int8_rows", f"{node.input[0]}_row_scale"
+                if qname not in writers:
+                    writers[qname] = writer
+                    new_inits.append(_placeholder(qname, [reader.rows, reader.cols], TensorProto.INT8))
+                    new_inits.append(numpy_helper.from_array(scale.reshape(-1, 1), sname))
+                out = node.output[0]
+                nodes.append(helper.make_node("Gather", [qname, node.input[1]], [f"{out}_int8"], name=f"{node.name}_quant", axis=0))
+                nodes.append(helper.make_node("Cast", [f"{out}_int8"], [f"{out}_float"], name=f"{node.name}_cast",
+                                              to=TensorProto.FLOAT))
+                nodes.append(helper.make_node("Gather", [sname, node.input[1]], [f"{out}_scale"], name=f"{node.name}_scale", axis=0))
+                nodes.append(helper.make_node("Mul", [f"{out}_float", f"{out}_scale"], [out], name=f"{node.name}_dequant"))
+                result.quantized[node.name] = "Gather (int8 rows) + Mul(row scale)"
                 replaced.add(node.input[0])
                 continue
             result.skipped[node.name] = why
@@ -233,7 +263,7 @@ def quantize_dynamic_streaming(model: Any, base_dir: str | os.PathLike[str], des
     keep = [t for t in graph.initializer if t.name not in replaced or t.name in still_read]
     del graph.initializer[:]
     graph.initializer.extend(keep + new_inits)
-    if result.quantized and not any(i.domain == MS_DOMAIN for i in model.opset_import):
+    if any(n.domain == MS_DOMAIN for n in graph.node) and not any(i.domain == MS_DOMAIN for i in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     save_streaming(model, base, dest, produce=writers)
     return result
