@@ -563,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.tag:
                 rep.name, rep.title = f"{rep.name}@{args.tag}", f"{rep.title} [{args.tag}]"
                 rep.notes.insert(0, f"threads: {args.threads or 'framework defaults'}")
-            doc["models"].append(asdict(rep))
+            # A re-run of a section (same name and tag) replaces the earlier one when merging.
+            doc["models"] = [m for m in doc["models"] if m["name"] != rep.name] + [asdict(rep)]
         except Exception as exc:
             import traceback
 
