@@ -212,7 +212,8 @@ def test_split_skip_layernorm_computes_the_same(tmp_path, with_bias):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-def _attention_model(*, sized: bool, with_bias_input: bool, mask_index: bool = False):
+def _attention_model(*, sized: bool, with_bias_input: bool, mask_index: bool = False, packed_name: str | None = None,
+                     opset: int = 17, layers: int = 1):
     """One com.microsoft Attention whose packed weight is a Concat of Q, K, V initializers,
     as onnxscript's fuser writes it; optional additive attention bias (input 5)."""
     import numpy as np
@@ -225,17 +226,27 @@ def _attention_model(*, sized: bool, with_bias_input: bool, mask_index: bool = F
     inits.append(numpy_helper.from_array(rng.standard_normal(3 * d).astype(np.float32), "bqkv"))
     inits.append(numpy_helper.from_array(rng.standard_normal((d, 4)).astype(np.float32), "wout"))
     attrs = {"num_heads": heads} | ({"qkv_hidden_sizes": [d, d, d]} if sized else {})
-    ins = ["x", "wqkv", "bqkv", "mask" if mask_index else "", "", "attn_bias" if with_bias_input else ""]
-    nodes = [helper.make_node("Concat", ["wq", "wk", "wv"], ["wqkv"], axis=1, name="pack"),
-             helper.make_node("Attention", ins, ["ctx"], name="attn", domain="com.microsoft", **attrs),
-             helper.make_node("MatMul", ["ctx", "wout"], ["y"], name="proj")]
+    weight = packed_name or "wqkv"
+    if packed_name:  # one packed initializer, named as onnxruntime.transformers names it
+        packed = np.concatenate([numpy_helper.to_array(t) for t in inits[:3]], axis=1)
+        inits = [numpy_helper.from_array(packed, packed_name)] + inits[3:]
+        nodes = []
+    else:
+        nodes = [helper.make_node("Concat", ["wq", "wk", "wv"], ["wqkv"], axis=1, name="pack")]
+    x = "x"
+    for i in range(layers):  # every layer shares the packed weight (ALBERT-style)
+        ins = [x, weight, "bqkv", "mask" if mask_index else "", "", "attn_bias" if with_bias_input else ""]
+        name = "attn" if i == 0 else f"attn{i}"
+        nodes.append(helper.make_node("Attention", ins, [f"ctx{i}"], name=name, domain="com.microsoft", **attrs))
+        x = f"ctx{i}"
+    nodes.append(helper.make_node("MatMul", [x, "wout"], ["y"], name="proj"))
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 5, d])]
     if with_bias_input:
         inputs.append(helper.make_tensor_value_info("attn_bias", TensorProto.FLOAT, ["b", 1, 5, 5]))
     if mask_index:
         inputs.append(helper.make_tensor_value_info("mask", TensorProto.INT32, ["b", 5]))
     g = helper.make_graph(nodes, "attn", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 5, 4])], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)])
     m.ir_version = 8
     onnx.checker.check_model(m)
     feeds = {"x": rng.standard_normal((3, 5, d)).astype(np.float32)}
@@ -346,3 +357,39 @@ def test_static_quantization_reaches_convolutions_ort_had_fused(cli, tmp_path):
     weighted = [n for n in q.graph.node if n.op_type in ("Conv", "Gemm")]
     produced_by = {o: n.op_type for n in q.graph.node for o in n.output}
     assert len(weighted) == 3 and all(produced_by.get(n.input[1]) == "DequantizeLinear" for n in weighted)
+
+
+
+def _unpack_and_compare(fused, feeds, **kw):
+    import numpy as np
+    import onnx
+
+    from onnxkit.passes.transformer import unpack_attention
+    from onnxkit.runtime.session import make_session
+
+    unpacked, count = unpack_attention(onnx.load_from_string(fused.SerializeToString()), **kw)
+    onnx.checker.check_model(unpacked)  # also: initializer names unique
+    np.testing.assert_allclose(make_session(unpacked).run(feeds)["y"], make_session(fused).run(feeds)["y"], rtol=1e-5, atol=1e-5)
+    return unpacked, count
+
+
+def test_unpack_attention_reads_an_existing_packed_weight_and_shares_one_copy():
+    # onnxruntime.transformers names its packed weight <node>_qkv_weight: no second one may appear
+    fused, feeds = _attention_model(sized=True, with_bias_input=True, packed_name="attn_qkv_weight")
+    unpacked, count = _unpack_and_compare(fused, feeds)
+    assert count == 1
+    assert [t.name for t in unpacked.graph.initializer].count("attn_qkv_weight") == 1
+    # three layers reading one Concat-packed weight: one float copy, not three
+    fused, feeds = _attention_model(sized=True, with_bias_input=False, layers=3)
+    unpacked, count = _unpack_and_compare(fused, feeds)
+    assert count == 3
+    assert sum(1 for t in unpacked.graph.initializer if len(t.dims) == 2 and t.dims[1] == 24) == 1
+
+
+def test_unpack_attention_every_form_for_int4_and_nothing_below_opset_13():
+    fused, feeds = _attention_model(sized=False, with_bias_input=False)
+    _, count = _unpack_and_compare(fused, feeds, every_form=True)  # int4 cannot quantize QAttention
+    assert count == 1
+    fused, feeds = _attention_model(sized=True, with_bias_input=True, opset=12)  # Split takes sizes as input from 13
+    _, count = _unpack_and_compare(fused, feeds)
+    assert count == 0

@@ -398,3 +398,12 @@ def test_default_budget_is_looser_on_random_inputs_and_says_so(cli, tiny_bert, t
     # an explicit budget is never loosened
     r = cli("quantize", src, "-o", tmp_path / "e.onnx", "--max-error", "0.005", "--json")
     assert r.json["max_error"] == pytest.approx(0.005)
+
+
+def test_exclusions_skip_transformer_fusion_and_say_so(cli, tiny_bert, tmp_path):
+    """Patterns and op types name the graph the user has; fusion would rename or absorb them."""
+    src, _ = tiny_bert
+    r = cli("quantize", src, "-o", tmp_path / "q.onnx", "--exclude-ops", "Gather", "--json")
+    assert r.code == 0, r
+    assert any("transformer fusion before quantizing skipped" in n for n in r.json["notes"])
+    assert "MultiHeadAttention" not in _ops(tmp_path / "q.onnx")

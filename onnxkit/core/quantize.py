@@ -756,13 +756,15 @@ def quantize_model(
             notes = [f"{unfused} ONNX Runtime fused node(s) (FusedConv/FusedGemm) split back into standard ops, which "
                      "the quantizers know; ONNX Runtime fuses the quantized graph again"] if unfused else []
             if fuse and mode in FUSED_MODES:
-                if exclude_nodes:
-                    notes.append("transformer fusion before quantizing skipped: --exclude-nodes patterns name nodes of "
-                                 "the unfused graph")
+                if exclude_nodes or exclude_ops:
+                    # Patterns name nodes of the unfused graph, and fusion moves MatMuls into
+                    # Attention (which ORT may quantize as QAttention): honour the user's choice.
+                    notes.append("transformer fusion before quantizing skipped: --exclude-nodes/--exclude-ops name "
+                                 "nodes and ops of the unfused graph")
                 else:
                     from onnxkit.passes.transformer import prepare_for_quantization
 
-                    base, fuse_notes = prepare_for_quantization(base)
+                    base, fuse_notes = prepare_for_quantization(base, mode)
                     notes.extend(fuse_notes)
             base, pre_notes = preprocess(base, work)
             notes.extend(pre_notes)

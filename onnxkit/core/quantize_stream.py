@@ -178,8 +178,8 @@ def quantize_dynamic_streaming(model: Any, base_dir: str | os.PathLike[str], des
         t = inits.get(name)
         if t is None:
             return "weight is not a constant"
-        if t.data_type != TensorProto.FLOAT or len(t.dims) != 2:
-            return "weight is not a 2-D float32 constant"
+        if t.data_type != TensorProto.FLOAT or len(t.dims) != 2 or 0 in t.dims:
+            return "weight is not a non-empty 2-D float32 constant"
         return None
 
     def quantize_weight(name: str, *, transposed: bool = False, qmax: int = 127) -> tuple[str, str, str]:
@@ -238,12 +238,10 @@ def quantize_dynamic_streaming(model: Any, base_dir: str | os.PathLike[str], des
             if why is None and axis != 0:
                 why = "gathers along an axis other than 0"
             if why is None:
-                table = inits[node.input[0]]
-                reader = _WeightReader(table, base)
-                scale, writer = _int8_by_row(reader, 127)
                 qname, sname = f"{node.input[0]}_int8_rows", f"{node.input[0]}_row_scale"
-                if qname not in writers:
-                    writers[qname] = writer
+                if qname not in writers:  # a table read by several Gathers is quantized once
+                    reader = _WeightReader(inits[node.input[0]], base)
+                    scale, writers[qname] = _int8_by_row(reader, 127)
                     new_inits.append(_placeholder(qname, [reader.rows, reader.cols], TensorProto.INT8))
                     new_inits.append(numpy_helper.from_array(scale.reshape(-1, 1), sname))
                 out = node.output[0]
@@ -260,6 +258,9 @@ def quantize_dynamic_streaming(model: Any, base_dir: str | os.PathLike[str], des
     del graph.node[:]
     graph.node.extend(nodes)
     still_read = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+    # A subgraph (If/Loop body) may read an outer initializer without listing it: keep them all.
+    if any(a.type in (5, 10) for node in graph.node for a in node.attribute):  # GRAPH, GRAPHS
+        still_read |= replaced
     keep = [t for t in graph.initializer if t.name not in replaced or t.name in still_read]
     del graph.initializer[:]
     graph.initializer.extend(keep + new_inits)

@@ -17,7 +17,8 @@ import numpy as np
 _SIMPLE = {"Relu", "Tanh", "Sigmoid"}
 
 
-def _activation_nodes(kind: str, params: list[float], src: str, dst: str, name: str, inits: list[Any]) -> list[Any] | None:
+def _activation_nodes(kind: str, params: list[float], src: str, dst: str, name: str, inits: list[Any],
+                      dtype: Any = np.float32) -> list[Any] | None:
     from onnx import helper, numpy_helper
 
     if kind in _SIMPLE:
@@ -29,8 +30,8 @@ def _activation_nodes(kind: str, params: list[float], src: str, dst: str, name: 
         return [helper.make_node("HardSigmoid", [src], [dst], name=name, alpha=alpha, beta=beta)]
     if kind == "Clip" and len(params) == 2:
         lo, hi = f"{name}_min", f"{name}_max"
-        inits.append(numpy_helper.from_array(np.array(params[0], np.float32), lo))
-        inits.append(numpy_helper.from_array(np.array(params[1], np.float32), hi))
+        inits.append(numpy_helper.from_array(np.array(params[0], dtype), lo))  # Clip's bounds take the input's type
+        inits.append(numpy_helper.from_array(np.array(params[1], dtype), hi))
         return [helper.make_node("Clip", [src, lo, hi], [dst], name=name)]
     return None
 
@@ -42,6 +43,7 @@ def unfuse_runtime_ops(model: Any) -> tuple[Any, int]:
     from onnx import helper
 
     opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), 0)
+    inits = {t.name: t for t in model.graph.initializer}
     nodes: list[Any] = []
     new_inits: list[Any] = []
     count = 0
@@ -58,7 +60,9 @@ def unfuse_runtime_ops(model: Any) -> tuple[Any, int]:
         base = n.name or f"{n.op_type}_{count}"
         pre = f"{base}_pre_activation"
         extra_inits: list[Any] = []
-        act = _activation_nodes(kind, params, pre, n.output[0], f"{base}_{kind.lower()}", extra_inits)
+        weight = inits.get(n.input[1]) if len(n.input) > 1 else None
+        dtype = helper.tensor_dtype_to_np_dtype(weight.data_type) if weight is not None else np.float32
+        act = _activation_nodes(kind, params, pre, n.output[0], f"{base}_{kind.lower()}", extra_inits, dtype)
         if act is None or (n.op_type == "FusedGemm" and kind not in _SIMPLE):
             nodes.append(n)  # FusedGemm's parameters are named attributes; only the plain ones are mapped
             continue

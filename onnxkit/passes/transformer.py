@@ -295,7 +295,7 @@ def _constant(name: str, inits: dict, producers: dict) -> np.ndarray | None:
 _SHARED_ATTENTION_ATTRS = {"num_heads", "scale", "mask_filter_value"}
 
 
-def unpack_attention(model: Any) -> tuple[Any, int]:
+def unpack_attention(model: Any, *, every_form: bool = False) -> tuple[Any, int]:
     """Rewrite com.microsoft Attention nodes that ONNX Runtime's quantizer leaves in float as
     MatMul(x, W_qkv) + Split + MultiHeadAttention, so the Q/K/V projection is quantized.
 
@@ -303,13 +303,28 @@ def unpack_attention(model: Any) -> tuple[Any, int]:
     additive attention bias; onnxscript's fuser (the one that matches torch.export graphs)
     writes both. Left as is, a quarter of a BERT layer's matrix work stays fp32; unpacked,
     MiniLM dynamic int8 went from 1.55x to 1.70x the fp32 export (batch 8 x seq 128).
-    Only self-attention without past state, mask index, rotary or causal masking is rewritten;
-    anything else is left alone. Returns the model and how many nodes were rewritten."""
-    from onnx import helper, numpy_helper
+    ``every_form``: also the Attention that QAttention would cover (int4 quantizes MatMul only).
+    Only float32 self-attention without past state, mask index, rotary or causal masking, at
+    opset 13 or later (Split with sizes as an input), is rewritten; anything else is left
+    alone. Returns the model and how many nodes were rewritten."""
+    from onnx import TensorProto, helper, numpy_helper
 
+    opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        return model, 0
     inits = {t.name: t for t in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
     used = ({i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}) - {""}
+    taken = set(inits) | set(producers) | {i.name for i in model.graph.input} | {n.name for n in model.graph.node}
+
+    def fresh(name: str) -> str:
+        out, i = name, 1
+        while out in taken:
+            out, i = f"{name}_{i}", i + 1
+        taken.add(out)
+        return out
+
+    packed: dict[str, str] = {}  # weight input -> the float32 initializer the MatMul reads (shared weights once)
     nodes, count = [], 0
     for n in model.graph.node:
         if n.op_type != "Attention" or n.domain != "com.microsoft":
@@ -319,9 +334,10 @@ def unpack_attention(model: Any) -> tuple[Any, int]:
         ins = list(n.input) + [""] * (7 - len(n.input))
         quantizable_as_is = "qkv_hidden_sizes" not in attrs and not ins[5]
         unsupported = set(attrs) - _SHARED_ATTENTION_ATTRS - {"qkv_hidden_sizes", "unidirectional"}
-        weight = None if quantizable_as_is else _constant(ins[1], inits, producers)
-        if (quantizable_as_is or unsupported or attrs.get("unidirectional", 0) or ins[3] or ins[4] or ins[6]
-                or any(o in used for o in n.output[1:]) or weight is None or weight.ndim != 2):
+        skip = ((quantizable_as_is and not every_form) or unsupported or attrs.get("unidirectional", 0)
+                or ins[3] or ins[4] or ins[6] or any(o in used for o in n.output[1:]))
+        weight = None if skip else _constant(ins[1], inits, producers)
+        if weight is None or weight.ndim != 2 or weight.dtype != np.float32:
             nodes.append(n)
             continue
         sizes = [int(s) for s in attrs.get("qkv_hidden_sizes", [weight.shape[1] // 3] * 3)]
@@ -329,15 +345,21 @@ def unpack_attention(model: Any) -> tuple[Any, int]:
             nodes.append(n)
             continue
         prefix = n.name or f"Attention_{count}"
-        w_name, split_name = f"{prefix}_qkv_weight", f"{prefix}_qkv_split"
-        model.graph.initializer.append(numpy_helper.from_array(weight.astype(np.float32, copy=False), w_name))
+        if ins[1] in inits and inits[ins[1]].data_type == TensorProto.FLOAT:
+            w_name = ins[1]  # already one packed initializer: read it as it is
+        elif ins[1] in packed:
+            w_name = packed[ins[1]]
+        else:
+            w_name = packed[ins[1]] = fresh(f"{prefix}_qkv_weight")
+            model.graph.initializer.append(numpy_helper.from_array(weight, w_name))
+        split_name = fresh(f"{prefix}_qkv_split")
         model.graph.initializer.append(numpy_helper.from_array(np.array(sizes, np.int64), split_name))
-        qkv, q, k, v = (f"{prefix}_{s}" for s in ("qkv", "q", "k", "v"))
-        nodes.append(helper.make_node("MatMul", [ins[0], w_name], [qkv], name=f"{prefix}_qkv_MatMul"))
-        nodes.append(helper.make_node("Split", [qkv, split_name], [q, k, v], name=f"{prefix}_qkv_Split", axis=-1))
+        qkv, q, k, v = (fresh(f"{prefix}_{s}") for s in ("qkv", "q", "k", "v"))
+        nodes.append(helper.make_node("MatMul", [ins[0], w_name], [qkv], name=fresh(f"{prefix}_qkv_MatMul")))
+        nodes.append(helper.make_node("Split", [qkv, split_name], [q, k, v], name=fresh(f"{prefix}_qkv_Split"), axis=-1))
         kept = {k_: v_ for k_, v_ in attrs.items() if k_ in _SHARED_ATTENTION_ATTRS}
         nodes.append(helper.make_node("MultiHeadAttention", [q, k, v, ins[2], "", ins[5]], [n.output[0]],
-                                      name=f"{prefix}_MHA", domain="com.microsoft", **kept))
+                                      name=fresh(f"{prefix}_MHA"), domain="com.microsoft", **kept))
         count += 1
     if count:
         del model.graph.node[:]
@@ -360,14 +382,15 @@ def _drop_dead(model: Any) -> None:
             break
         del model.graph.node[:]
         model.graph.node.extend(keep)
-    used = {i for n in model.graph.node for i in n.input} | graph_outputs
+    # An initializer listed as a graph input too (IR < 4) is an overridable default: keep it.
+    used = {i for n in model.graph.node for i in n.input} | graph_outputs | {i.name for i in model.graph.input}
     live = [t for t in model.graph.initializer if t.name in used]
     if len(live) != len(model.graph.initializer):
         del model.graph.initializer[:]
         model.graph.initializer.extend(live)
 
 
-def prepare_for_quantization(model: Any) -> tuple[Any, list[str]]:
+def prepare_for_quantization(model: Any, mode: str = "dynamic") -> tuple[Any, list[str]]:
     """Transformer graphs only: fuse (attention, LayerNorm, GELU), then shape the fused graph
     for ONNX Runtime's int8 kernels. Other graphs come back untouched with no notes.
 
@@ -392,7 +415,7 @@ def prepare_for_quantization(model: Any) -> tuple[Any, list[str]]:
         ops = ", ".join(f"{v} {k}" for k, v in sorted(rep.fused_ops.items()))
         notes.append(f"transformer fusion before quantizing ({rep.fuser}): {before} -> {len(fused.graph.node)} nodes ({ops})")
         model = fused
-    model, unpacked = unpack_attention(model)
+    model, unpacked = unpack_attention(model, every_form=mode == "int4")
     if unpacked:
         notes.append(f"{unpacked} Attention node(s) unpacked to MatMul + MultiHeadAttention so their Q/K/V "
                      "projections are quantized (ONNX Runtime leaves this form of Attention in float)")
