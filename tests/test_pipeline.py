@@ -110,6 +110,9 @@ def test_pipeline_passes_and_keeps_every_step(project):
     assert opt["stage"] == "optimize" and quant["stage"] == "quantize"
     assert {c["name"] for c in quant["candidates"]} >= {"input", "dynamic-pc", "dynamic-pt"}
     assert sum(c["chosen"] for c in quant["candidates"]) == 1 and quant["passed"]
+    # no [quantize] budget: quantize is held to what the min_cosine gate (0.99) will check, less
+    # a tenth of headroom, not to its own looser default for random inputs (0.02)
+    assert quant["budget"].startswith("cosine error <= 0.009 "), quant["budget"]
     produced = ["exported"] + (["optimized"] if opt["output"] else []) + (["quantized"] if quant["output"] else [])
     for role in ("optimized", "quantized"):
         want = "passed" if role in produced else "skipped"

@@ -91,7 +91,8 @@ SCHEMA: dict[str, list[Key]] = {
             choices=("auto", "dynamic", "static", "int4", "fp16")),
         Key("calib_data", "path", None, "Calibration data for static mode (.npz/.npy/.csv/.parquet).", optional=True),
         Key("calib_random", "int", 0, "Calibrate static mode on this many random samples instead (a poor proxy).", minimum=0),
-        Key("budget", "float", None, "Accuracy budget (cosine error); nodes are excluded until met. Unset = the mode's default.",
+        Key("budget", "float", None, "Accuracy budget (cosine error); nodes are excluded until met. Unset = 1 - [gates] min_cosine when "
+            "that gate is set, else the mode's default.",
             minimum=0, optional=True),
         Key("tolerance", "str", "int8", "Tolerance preset for the quantized model against the source.",
             choices=("fp32", "fp16", "int8", "int4")),
