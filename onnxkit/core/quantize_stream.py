@@ -210,22 +210,13 @@ def quantize_dynamic_streaming(model: Any, base_dir: str | os.PathLike[str], des
 
     for node in graph.node:
         dom = node.domain or ""
-        if node.op_type == "MatMul" and dom in ("", "ai.onnx") and node.name not in exclude:
-            why = quantizable(node.input[1])
+        if node.op_type in ("MatMul", "Gemm") and dom in ("", "ai.onnx") and node.name not in exclude:
+            gemm = node.op_type == "Gemm"
+            why = quantizable(node.input[1]) or (plain_gemm(node) if gemm else None)
             if why is None:
-                q, s, z = quantize_weight(node.input[1], qmax=gemm_qmax)
-                nodes.append(helper.make_node("DynamicQuantizeMatMul", [node.input[0], q, s, z], list(node.output),
-                                              name=f"{node.name}_quant", domain=MS_DOMAIN))
-                result.quantized[node.name] = "DynamicQuantizeMatMul"
-                replaced.add(node.input[1])
-                continue
-            result.skipped[node.name] = why
-        elif node.op_type == "Gemm" and dom in ("", "ai.onnx") and node.name not in exclude:
-            why = quantizable(node.input[1]) or plain_gemm(node)
-            if why is None:
-                transposed = any(a.name == "transB" and a.i for a in node.attribute)
+                transposed = gemm and any(a.name == "transB" and a.i for a in node.attribute)
                 q, s, z = quantize_weight(node.input[1], transposed=transposed, qmax=gemm_qmax)
-                bias = [node.input[2]] if len(node.input) > 2 and node.input[2] else []
+                bias = [node.input[2]] if gemm and len(node.input) > 2 and node.input[2] else []
                 nodes.append(helper.make_node("DynamicQuantizeMatMul", [node.input[0], q, s, z, *bias], list(node.output),
                                               name=f"{node.name}_quant", domain=MS_DOMAIN))
                 result.quantized[node.name] = "DynamicQuantizeMatMul"
