@@ -687,7 +687,7 @@ def quantize_model(
     if mode == "static":
         res.format = fmt
     if budget:
-        res.max_error = DEFAULT_BUDGET[mode] if max_error is None else max_error
+        res.max_error = default_budget(mode, random_data=not (data or calib_data)) if max_error is None else max_error
         if max_error is None and metric != "cosine":
             raise UsageError(f"--metric {metric} needs --max-error (the default budget is for cosine)")
 
@@ -719,7 +719,6 @@ def quantize_model(
         eval_src = _Batches(specs, random_n=32, seed=seed + 1000)
         res.eval_data = "32 random samples"
         if res.max_error is not None and max_error is None and mode != "fp16":
-            res.max_error = default_budget(mode, random_data=True)
             res.notes.append(random_budget_note(mode))
     eval_batches = []
     rows = 0
