@@ -407,3 +407,31 @@ def test_exclusions_skip_transformer_fusion_and_say_so(cli, tiny_bert, tmp_path)
     assert r.code == 0, r
     assert any("transformer fusion before quantizing skipped" in n for n in r.json["notes"])
     assert "MultiHeadAttention" not in _ops(tmp_path / "q.onnx")
+
+
+@pytest.mark.parametrize("fault,message", [
+    ("values", "the fused float graph differs from the input"),
+    ("dangling", "the fused graph does not run"),
+])
+def test_a_fusion_that_changes_answers_is_not_used(cli, tiny_bert, tmp_path, monkeypatch, fault, message):
+    """A fuser bug must not pass for quantization error: the fused float graph is checked first."""
+    from onnxkit.passes import transformer
+
+    real = transformer.prepare_for_quantization
+
+    def broken(model, mode="dynamic"):
+        fused, notes = real(model, mode)
+        mha = next(n for n in fused.graph.node if n.op_type == "MultiHeadAttention")
+        if fault == "values":
+            mha.input[2] = mha.input[0]  # attends over the queries instead of the values
+        else:
+            mha.input[2] = "nowhere"  # a tensor nothing produces: ONNX Runtime refuses the graph
+        return fused, notes
+
+    monkeypatch.setattr(transformer, "prepare_for_quantization", broken)
+    src, _ = tiny_bert
+    out = tmp_path / "q.onnx"
+    r = cli("quantize", src, "-o", out, "--json")
+    assert r.code == 0, r
+    assert any(n.startswith("transformer fusion before quantizing not used: " + message) for n in r.json["notes"]), r.json["notes"]
+    assert "MultiHeadAttention" not in _ops(out)

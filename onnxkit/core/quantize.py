@@ -763,7 +763,11 @@ def quantize_model(
                 else:
                     from onnxkit.passes.transformer import prepare_for_quantization
 
+                    unfused = onnx.ModelProto()
+                    unfused.CopyFrom(base)
                     base, fuse_notes = prepare_for_quantization(base, mode)
+                    if fuse_notes:
+                        base, fuse_notes = _keep_if_faithful(unfused, base, fuse_notes, eval_batches[:2])
                     notes.extend(fuse_notes)
             base, pre_notes = preprocess(base, work)
             notes.extend(pre_notes)
@@ -852,6 +856,36 @@ def quantize_model(
         except Exception as exc:  # latency is informative only
             res.notes.append(f"latency not measured: {exc}")
     return res
+
+
+# A float rewrite must not move the answers. Fused kernels reorder sums, so this is an order
+# looser than export's fp32 check (MiniLM's fused graph: max abs 3e-6).
+FUSION_TOLERANCE = {"atol": 2e-4, "rtol": 1e-3}
+
+
+def _keep_if_faithful(before: Any, after: Any, notes: list[str], batches: list[dict]) -> tuple[Any, list[str]]:
+    """The fused float graph when it computes what ``before`` does, else ``before`` with a note:
+    a fuser bug must not pass for quantization error."""
+    from onnxkit.core.compare import Comparator, Tolerance
+    from onnxkit.runtime.session import make_session
+
+    comp = Comparator(Tolerance(**FUSION_TOLERANCE))
+    ref = make_session(before)
+    try:
+        cand = make_session(after)
+        for feeds in batches:
+            r = ref.run(feeds)
+            comp.add(r, ignore_padding(feeds, r, cand.run(feeds)))
+    except OnnxkitError as exc:
+        # Seen: onnxscript's rewriter folding GPT-2's reshape + addmm into a Gemm on a rank-3 input.
+        return before, [f"transformer fusion before quantizing not used: the fused graph does not run ({exc.message[:200]}); "
+                        "quantized the graph as it is"]
+    bad = [o for o in comp.results() if not o.passed]
+    if not bad:
+        return after, notes
+    worst = max(bad, key=lambda o: o.max_abs or 0.0)
+    return before, [f"transformer fusion before quantizing not used: the fused float graph differs from the input "
+                    f"({worst.name}: max abs {worst.max_abs:.3g}); quantized the graph as it is"]
 
 
 def _has_weight(node: Any, weights: set[str]) -> bool:
