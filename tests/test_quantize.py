@@ -435,3 +435,22 @@ def test_a_fusion_that_changes_answers_is_not_used(cli, tiny_bert, tmp_path, mon
     assert r.code == 0, r
     assert any(n.startswith("transformer fusion before quantizing not used: " + message) for n in r.json["notes"]), r.json["notes"]
     assert "MultiHeadAttention" not in _ops(out)
+
+
+def test_a_fused_graph_that_does_not_run_is_not_chosen(tiny_bert, monkeypatch):
+    """The fuser with fewer nodes wins only if ONNX Runtime can run its graph."""
+    from onnxkit.passes import transformer
+
+    real = transformer._with_onnxscript
+
+    def dangling(model):
+        out = real(model)
+        out.graph.node[-1].input[0] = "nowhere"
+        return out
+
+    monkeypatch.setattr(transformer, "_with_onnxscript", dangling)
+    model = onnx.load(str(tiny_bert[0]))
+    fused, rep = transformer.fuse_transformer(model, "bert")
+    assert rep.fuser != "onnxscript.rewriter.ort_fusions"
+    assert "does not run in ONNX Runtime" in rep.errors["onnxscript.rewriter.ort_fusions"]
+    assert "nowhere" not in {i for n in fused.graph.node for i in n.input}

@@ -192,6 +192,21 @@ def _missing(ops: collections.Counter, model_type: str, report: TransformerRepor
     return out
 
 
+def _does_not_run(model: Any) -> str | None:
+    """Why a fused graph fails to load or run on a small random batch in ONNX Runtime; None
+    when it runs. A fuser may emit a graph that is well-formed yet invalid for the runtime."""
+    from onnxkit.core.data import random_feeds
+    from onnxkit.errors import OnnxkitError
+    from onnxkit.runtime.session import make_session
+
+    try:
+        session = make_session(model)
+        session.run(random_feeds(session.input_specs, batch=2, seed=0))
+    except OnnxkitError as exc:
+        return exc.message[:200]
+    return None
+
+
 def fuse_transformer(model: Any, model_type: str = "auto", num_heads: int = 0, hidden_size: int = 0) -> tuple[Any, TransformerReport]:
     """Fuse transformer subgraphs into ORT's contrib ops; returns the best graph and a report."""
     if model_type not in MODEL_TYPES:
@@ -212,6 +227,7 @@ def fuse_transformer(model: Any, model_type: str = "auto", num_heads: int = 0, h
     tries = [("onnxruntime.transformers", lambda: _with_onnxruntime_transformers(model, model_type, rep.num_heads, rep.hidden_size))]
     if model_type in ("bert", "gpt2", "bart", "t5", "vit", "phi"):
         tries.append(("onnxscript.rewriter.ort_fusions", lambda: _with_onnxscript(model)))
+    fused: list[tuple[int, str, Any]] = []
     for name, fn in tries:
         try:
             with warnings.catch_warnings():
@@ -222,10 +238,17 @@ def fuse_transformer(model: Any, model_type: str = "auto", num_heads: int = 0, h
             rep.candidates[name] = -1
             log.debug("transformer fuser %s failed: %s", name, exc)
             continue
-        n = len(cand.graph.node)
-        rep.candidates[name] = n
-        if n < best_n:
+        rep.candidates[name] = len(cand.graph.node)
+        fused.append((len(cand.graph.node), name, cand))
+    for n, name, cand in sorted(fused, key=lambda t: t[0]):
+        if n >= best_n:
+            break
+        why = _does_not_run(cand)
+        if why is None:
             best, best_n, best_name = cand, n, name
+            break
+        # Seen: onnxscript folding GPT-2's reshape + addmm into a Gemm on a rank-3 input.
+        rep.errors[name] = f"its graph does not run in ONNX Runtime ({why}); not used"
     if rep.errors and len(rep.errors) == len(tries):
         raise ConversionError(f"pass transformer ({model_type}) failed in every fuser: "
                               + "; ".join(f"{k}: {v}" for k, v in rep.errors.items()))
