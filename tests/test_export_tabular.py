@@ -256,7 +256,8 @@ def test_zipmap_export_validates_and_runs_as_probability_columns(cli, models, tm
     src = _load(models["logreg_pipeline"])
     X = _rows("logreg_pipeline", 25)
     sess = make_session(out)
-    probs = sess.run({src.input_specs[0].name: X})[sess.output_names[1]]
+    assert sess.output_names == ["label", "probabilities"]  # the same names as without ZipMap
+    probs = sess.run({src.input_specs[0].name: X})["probabilities"]
     assert isinstance(probs, np.ndarray) and probs.shape == (25, len(src.estimator.classes_))
     np.testing.assert_allclose(probs, src.estimator.predict_proba(X), rtol=1e-4, atol=1e-5)
 

@@ -45,6 +45,29 @@ def name_batch_dims(model: Any, batch: str = BATCH_DIM) -> None:
             dims[0].dim_param = batch
 
 
+def _tensor_names(graph: Any) -> set[str]:
+    names = {t.name for t in graph.initializer} | {vi.name for vi in list(graph.input) + list(graph.output)}
+    return names | {n for node in graph.node for n in list(node.input) + list(node.output) if n}
+
+
+def _rename_tensor(graph: Any, old: str, new: str) -> None:
+    if old == new:
+        return
+    for t in graph.initializer:
+        if t.name == old:
+            t.name = new
+    for node in graph.node:
+        for i, name in enumerate(node.output):
+            if name == old:
+                node.output[i] = new
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+    for vi in list(graph.output) + list(graph.value_info):
+        if vi.name == old:
+            vi.name = new
+
+
 def ensure_default_opset(model: Any, version: int) -> None:
     """Declare the default ONNX domain even when a converter emitted only ai.onnx.ml ops,
     so tools that read "the opset" (and later optimization passes) find one."""
@@ -514,6 +537,19 @@ class SklearnSource(SourceModel):
                 hint="check that every step is supported: https://onnx.ai/sklearn-onnx/supported.html",
             ) from None
         name_batch_dims(model, batch_dim_of(self.input_specs))
+        if self.is_classifier and len(model.graph.output) == len(CLASSIFIER_OUTPUTS):
+            # skl2onnx names the ZipMap variant's outputs output_label/output_probability: one
+            # model, one set of names, whichever form its probabilities take
+            inputs = {i.name for i in model.graph.input}
+            if not inputs & set(CLASSIFIER_OUTPUTS):
+                for out, name in zip(model.graph.output, CLASSIFIER_OUTPUTS):
+                    if out.name == name:
+                        continue
+                    taken = _tensor_names(model.graph)
+                    if name in taken:  # an inner tensor has the name (the label before ZipMap): move it aside
+                        aside = next(f"{name}_{i}" for i in range(1, len(taken) + 2) if f"{name}_{i}" not in taken)
+                        _rename_tensor(model.graph, name, aside)
+                    _rename_tensor(model.graph, out.name, name)
         self.output_names = [o.name for o in model.graph.output]
         used = default_opset(model)
         if options.opset is None:
