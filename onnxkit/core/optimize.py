@@ -171,6 +171,18 @@ def convert_opset(model: Any, opset: int) -> Any:
         raise ConversionError(f"pass opset conversion to {opset} (onnx.version_converter) failed: {first}") from exc
 
 
+def _record_outcome(res: Any, records: list, model: Any, level: str | None) -> None:
+    """What the passes did, for the report: the same whether the graph was optimized in memory
+    or by path (over 2 GB)."""
+    if level == "all":
+        res.notes.append("ORT level 'all' adds layout- and hardware-specific ops: the file now runs only with "
+                         "the CPU execution provider of this onnxruntime version")
+    res.passes = [vars(r) | {"detail": r.detail} for r in records]
+    res.nodes_after = len(model.graph.node)
+    res.ops_after = op_histogram(model)
+    res.opset_after = _opset_of(model)
+
+
 def optimize_model(
     model_path: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -259,13 +271,7 @@ def optimize_model(
     if level:
         model, rec = P.apply_pass(f"ort_{level}", model)
         records.append(rec)
-        if level == "all":
-            res.notes.append("ORT level 'all' adds layout- and hardware-specific ops: the file now runs only with "
-                             "the CPU execution provider of this onnxruntime version")
-    res.passes = [vars(r) | {"detail": r.detail} for r in records]
-    res.nodes_after = len(model.graph.node)
-    res.ops_after = op_histogram(model)
-    res.opset_after = _opset_of(model)
+    _record_outcome(res, records, model, level)
     save_onnx(model, output)
     res.size_after = file_size(output)
 
@@ -402,13 +408,7 @@ def _optimize_large(loaded: Any, output: str | os.PathLike[str], chosen: list, *
                              "the whole model into one protobuf, which cannot exceed 2 GB)")
         if level:
             run_ort(f"ort_{level}", level)
-            if level == "all":
-                res.notes.append("ORT level 'all' adds layout- and hardware-specific ops: the file now runs only with "
-                                 "the CPU execution provider of this onnxruntime version")
-        res.passes = [vars(r) | {"detail": r.detail} for r in records]
-        res.nodes_after = len(model.graph.node)
-        res.ops_after = op_histogram(model)
-        res.opset_after = _opset_of(model)
+        _record_outcome(res, records, model, level)
         save_streaming(model, base_dir, output)
         del model
         gc.collect()
