@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from onnxkit.core.files import preflight
-from onnxkit.core.onnx_io import _iter_graphs, _iter_tensors, _tensor_nbytes, load_onnx
+from onnxkit.core.onnx_io import _iter_graphs, _tensor_nbytes, load_onnx
+from onnxkit.core.onnx_walk import iter_tensors
 from onnxkit.core.spec import outputs_from_onnx, specs_from_onnx
 from onnxkit.results import Result, Table, fmt_bytes
 
@@ -94,7 +95,7 @@ def check_model_file(path: Path, external_files: list[str] | None = None, *, tru
     linked = any((path.parent / f).is_symlink() for f in external_files or [])
     try:
         if linked:
-            model = load_onnx(path, trust=trust).model
+            model = load_onnx(path, trust=trust, report_problems=True).model
             if model_size_bytes(model) > EXTERNAL_DATA_THRESHOLD:
                 return ["checker skipped: external data is symlinked and the model is over 2 GB"]
             onnx.checker.check_model(model, full_check=True)
@@ -115,7 +116,9 @@ def inspect_model(
     """Describe an ONNX model without running it. Never imports a training framework."""
     if custom_op_library is not None:
         preflight(custom_op_library, what="custom-op library")
-    loaded = load_onnx(path, load_external=False, trust=trust, allow_custom_domains=custom_op_library is not None)
+    loaded = load_onnx(
+        path, load_external=False, trust=trust, allow_custom_domains=custom_op_library is not None, report_problems=True,
+    )
     m = loaded.model
     hist: Counter[str] = Counter()
     nodes = 0
@@ -125,7 +128,9 @@ def inspect_model(
             hist[f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type] += 1
     params = 0
     per_dtype: Counter[str] = Counter()
-    for t in _iter_tensors(m.graph):
+    for where, t in iter_tensors(m):
+        if where.endswith("(sparse indices)"):
+            continue  # positions, not parameters
         params += int(np.prod(t.dims)) if len(t.dims) else 1
         per_dtype[_dtype_name(t.data_type)] += _tensor_nbytes(t)
     p = Path(path)
@@ -134,7 +139,8 @@ def inspect_model(
     def infos(specs) -> list[TensorInfo]:
         return [TensorInfo(s.name, s.dtype.name if s.dtype != np.dtype(object) else "non-tensor", list(s.shape)) for s in specs]
 
-    problems = check_model_file(p, loaded.external_files, trust=trust) if check else []
+    # The model's lies are reported with or without --no-check: they are not the checker's.
+    problems = list(loaded.problems) + (check_model_file(p, loaded.external_files, trust=trust) if check else [])
     return InspectResult(
         command="inspect",
         passed=not problems,
@@ -155,5 +161,5 @@ def inspect_model(
         metadata={p_.key: p_.value for p_ in m.metadata_props},
         checker_ok=not problems,
         checker_problems=problems,
-        notes=loaded.warnings + ([f"onnx.checker: {x}" for x in problems]),
+        notes=loaded.warnings + list(loaded.problems) + [f"onnx.checker: {x}" for x in problems[len(loaded.problems):]],
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxkit.core.files import atomic_output, describe_magic, preflight, read_head
+from onnxkit.core.onnx_walk import iter_graphs, iter_nodes, iter_sparse, iter_tensors
 from onnxkit.errors import EnvironmentProblem, InputError, UnsafeInput
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,10 @@ class LoadedOnnx:
     path: Path
     external_files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # only with report_problems=True
 
 
-def _iter_tensors(graph):  # initializers and Constant attributes, subgraphs included
+def _iter_tensors(graph):  # one graph's dense tensors; the safety checks use onnx_walk.iter_tensors
     yield from graph.initializer
     for node in graph.node:
         for attr in node.attribute:
@@ -66,20 +68,36 @@ def _iter_graphs(graph):
 
 
 def _tensor_nbytes(tensor) -> int:
+    exact = _exact_nbytes(tensor)
+    if exact is not None:
+        return exact
+    import onnx
+
+    if tensor.data_type == onnx.TensorProto.STRING:
+        return 0
+    return int(np.prod(tensor.dims)) if len(tensor.dims) else 1  # unknown packing: a byte each
+
+
+# Element types stored several to a byte, as (elements per byte).
+_PACKED = {"INT4": 2, "UINT4": 2, "FLOAT4E2M1": 2, "INT2": 4, "UINT2": 4}
+
+
+def _exact_nbytes(tensor) -> int | None:
+    """The byte size of a tensor's data from its shape and type; None where the type does
+    not say it (strings, undefined and unusually packed types)."""
     import onnx
     from onnx import helper
 
-    n = int(np.prod(tensor.dims)) if len(tensor.dims) else 1
-    if tensor.data_type == onnx.TensorProto.STRING:
-        return 0
+    n = math.prod(int(d) for d in tensor.dims)
+    name = onnx.TensorProto.DataType.Name(tensor.data_type) if tensor.data_type in onnx.TensorProto.DataType.values() else ""
+    if name in _PACKED:
+        return -(-n // _PACKED[name])
+    if name in ("", "UNDEFINED", "STRING") or name.startswith("FLOAT6"):
+        return None
     try:
-        np_dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
-        itemsize = np.dtype(np_dtype).itemsize
-    except Exception:  # int4 & co have no numpy type
-        itemsize = 1
-    if tensor.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
-        return (n + 1) // 2
-    return n * itemsize
+        return n * np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except Exception:  # a type this onnx has no numpy type for
+        return None
 
 
 def _allowed_roots(model_path: Path) -> list[Path]:
@@ -97,48 +115,74 @@ def _allowed_roots(model_path: Path) -> list[Path]:
     return roots
 
 
-def _check_external_data(model, model_path: Path, trust: bool) -> list[str]:
+# ONNX Runtime reads these "locations" as a memory address in its own process (the offset
+# is the address); a file has no business naming them.
+_ORT_ADDRESS_TAGS = ("*/_ORT_MEM_ADDR_/*", "*/_ORT_NATIVE_ENDIAN_MEM_ADDR_/*")
+
+
+def _external_info(tensor, where: str) -> dict[str, str]:
+    info: dict[str, str] = {}
+    for e in tensor.external_data:
+        if e.key in info:
+            # Which copy a reader honours is its own choice: the checked one may not be it.
+            raise InputError(f"external data of {where} names {e.key!r} twice; a corrupt or hostile model")
+        info[e.key] = e.value
+    return info
+
+
+def _check_location(loc: str, where: str, trust: bool) -> None:
+    if not loc:
+        raise InputError(f"{where} uses external data but names no file")
+    if "\x00" in loc:
+        raise InputError(f"external data location of {where} contains a NUL byte")
+    if loc.startswith("*/_ORT_") or loc in _ORT_ADDRESS_TAGS:
+        raise UnsafeInput(
+            f"external data of {where} names ONNX Runtime's in-memory address tag ({loc}), which would read "
+            "this process's memory; no model file may use it",
+        )
+    p = Path(loc)
+    # Backslashes count as separators too: the same model may be opened on Windows.
+    parts = loc.replace("\\", "/").split("/")
+    if not trust and (p.is_absolute() or ".." in parts or loc.startswith(("\\", "/", "~")) or ":" in parts[0]):
+        raise UnsafeInput(
+            f"external data of {where} points outside the model folder ({loc}); "
+            "pass --trust if you vouch for this file",
+        )
+
+
+def _check_external_data(model, model_path: Path, trust: bool, problems: list[str] | None = None) -> list[str]:
     """Validate every external-data reference; return the referenced file names.
 
     Rule (without --trust): a location is a relative path with no ``..``; the file it names,
     with every symlink followed, lies inside one of :func:`_allowed_roots`; it is a regular
     file with a single hard link (a second link may be a file from anywhere on the disk);
-    and it is long enough for offset + length of the tensor.
+    and it is long enough for offset + length of the tensor. Every tensor-bearing field is
+    visited (:mod:`onnxkit.core.onnx_walk`). A ``length`` that disagrees with the tensor's
+    size is appended to ``problems`` when given (``inspect`` reports it), else refused.
     """
     from onnx import external_data_helper
 
     folder = model_path.parent
     files: dict[str, int] = {}
     roots = _allowed_roots(model_path)
-    for tensor in _iter_tensors(model.graph):
+    for where, tensor in iter_tensors(model):
         if not external_data_helper.uses_external_data(tensor):
             continue
-        info = {e.key: e.value for e in tensor.external_data}
+        info = _external_info(tensor, where)
         loc = info.get("location", "")
-        if not loc:
-            raise InputError(f"tensor {tensor.name!r} uses external data but names no file")
-        if "\x00" in loc:
-            raise InputError(f"external data location of tensor {tensor.name!r} contains a NUL byte")
-        p = Path(loc)
-        # Backslashes count as separators too: the same model may be opened on Windows.
-        parts = loc.replace("\\", "/").split("/")
-        if not trust and (p.is_absolute() or ".." in parts or loc.startswith(("\\", "/", "~")) or ":" in parts[0]):
-            raise UnsafeInput(
-                f"external data of tensor {tensor.name!r} points outside the model folder ({loc}); "
-                "pass --trust if you vouch for this file",
-            )
-        target = folder / p
+        _check_location(loc, where, trust)
+        target = folder / Path(loc)
         if not trust:
             real = target.resolve()
             if not any(real.is_relative_to(r) for r in roots):
                 raise UnsafeInput(
-                    f"external data file {loc} is a symbolic link to {real}, outside the model folder; "
+                    f"external data file {loc} (of {where}) is a symbolic link to {real}, outside the model folder; "
                     "pass --trust if you vouch for it",
                 )
         try:
             st = os.stat(target)
         except FileNotFoundError:
-            raise InputError(f"external data file missing: {target} (needed by tensor {tensor.name!r})") from None
+            raise InputError(f"external data file missing: {target} (needed by {where})") from None
         except OSError as exc:
             raise InputError(f"external data file cannot be opened: {target} ({exc.strerror})") from None
         if not stat.S_ISREG(st.st_mode):
@@ -150,14 +194,22 @@ def _check_external_data(model, model_path: Path, trust: bool) -> list[str]:
             )
         try:
             offset = int(info.get("offset", 0) or 0)
-            length = int(info.get("length", 0) or 0) or _tensor_nbytes(tensor)
+            declared = int(info.get("length", 0) or 0)
         except ValueError:
-            raise InputError(f"external data of tensor {tensor.name!r} has a non-numeric offset or length") from None
-        if offset < 0 or length < 0:
-            raise InputError(f"external data of tensor {tensor.name!r} has a negative offset or length")
+            raise InputError(f"external data of {where} has a non-numeric offset or length") from None
+        if offset < 0 or declared < 0:
+            raise InputError(f"external data of {where} has a negative offset or length")
+        expected = _exact_nbytes(tensor)
+        if declared and expected is not None and declared != expected:
+            msg = (f"external data of {where} declares length {declared:,} bytes, but its shape "
+                   f"{list(tensor.dims)} and type need {expected:,}")
+            if problems is None:
+                raise InputError(msg + "; a corrupt or hostile model")
+            problems.append(msg)
+        length = declared or _tensor_nbytes(tensor)
         if offset + length > st.st_size:
             raise InputError(
-                f"external data file {loc} is truncated: tensor {tensor.name!r} needs bytes "
+                f"external data file {loc} is truncated: {where} needs bytes "
                 f"{offset}..{offset + length}, the file has {st.st_size}",
             )
         files[loc] = st.st_size
@@ -194,19 +246,19 @@ def _constant_values(model) -> dict[str, np.ndarray]:
         except Exception:  # malformed constant: the checker reports it
             pass
 
-    for g in _iter_graphs(model.graph):
+    for g in iter_graphs(model):
         for t in g.initializer:
             take(t.name, t)
-        for n in g.node:
-            if n.op_type != "Constant" or n.domain not in ("", "ai.onnx") or not n.output:
-                continue
-            for a in n.attribute:
-                if a.name == "value" and a.HasField("t"):
-                    take(n.output[0], a.t)
-                elif a.name == "value_ints":
-                    out[n.output[0]] = np.array(list(a.ints), np.int64)
-                elif a.name in ("value_int", "value_float"):
-                    out[n.output[0]] = np.array(a.i if a.name == "value_int" else a.f)
+    for n in iter_nodes(model):  # function bodies too: a node there allocates like any other
+        if n.op_type != "Constant" or n.domain not in ("", "ai.onnx") or not n.output:
+            continue
+        for a in n.attribute:
+            if a.name == "value" and a.HasField("t"):
+                take(n.output[0], a.t)
+            elif a.name == "value_ints":
+                out[n.output[0]] = np.array(list(a.ints), np.int64)
+            elif a.name in ("value_int", "value_float"):
+                out[n.output[0]] = np.array(a.i if a.name == "value_int" else a.f)
     return out
 
 
@@ -261,22 +313,21 @@ def _check_allocations(model) -> None:
     passes onnx.checker and then takes the machine down in ONNX Runtime)."""
     consts = _constant_values(model)
     ram = _physical_memory()
-    for g in _iter_graphs(model.graph):
-        for node in g.node:
-            if node.domain not in ("", "ai.onnx"):
-                continue
-            req = _requested_elements(node, consts)
-            if req is None:
-                continue
-            elements, itemsize = req
-            nbytes = elements * itemsize
-            if elements > MAX_CONSTANT_ELEMENTS or (ram is not None and nbytes > ram):
-                from onnxkit.results import fmt_bytes
+    for node in iter_nodes(model):
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        req = _requested_elements(node, consts)
+        if req is None:
+            continue
+        elements, itemsize = req
+        nbytes = elements * itemsize
+        if elements > MAX_CONSTANT_ELEMENTS or (ram is not None and nbytes > ram):
+            from onnxkit.results import fmt_bytes
 
-                raise InputError(
-                    f"node {node.name or node.op_type!r} ({node.op_type}) would allocate {elements:,} elements "
-                    f"(at least {fmt_bytes(nbytes)}) from constant inputs; refusing a corrupt or hostile model",
-                )
+            raise InputError(
+                f"node {node.name or node.op_type!r} ({node.op_type}) would allocate {elements:,} elements "
+                f"(at least {fmt_bytes(nbytes)}) from constant inputs; refusing a corrupt or hostile model",
+            )
 
 
 @functools.lru_cache(maxsize=8)
@@ -323,7 +374,7 @@ def _check_structure(model, allow_custom_domains: bool) -> list[str]:
                 "upgrade onnx and onnxruntime, or re-export with a lower --opset",
             )
         if imp.domain not in STANDARD_DOMAINS and not allow_custom_domains:
-            used = any(n.domain == imp.domain for g in _iter_graphs(model.graph) for n in g.node)
+            used = any(n.domain == imp.domain for n in iter_nodes(model))
             local = any(f.domain == imp.domain for f in model.functions)
             if used and not local:
                 raise InputError(
@@ -338,11 +389,13 @@ def _check_structure(model, allow_custom_domains: bool) -> list[str]:
                 )
     if not any(g.node for g in _iter_graphs(model.graph)) and not model.graph.output:
         raise InputError("not an ONNX model: the file parsed but holds no graph (is this an ONNX file?)")
-    for tensor in _iter_tensors(model.graph):
+    # Sparse tensors count by their dense shape: ONNX Runtime densifies sparse initializers.
+    shaped = list(iter_tensors(model)) + list(iter_sparse(model))
+    for where, tensor in shaped:
         if any(d < 0 for d in tensor.dims):
-            raise InputError(f"tensor {tensor.name!r} has a negative dimension {list(tensor.dims)}")
+            raise InputError(f"{where} has a negative dimension {list(tensor.dims)}")
         if any(d > ABSURD_DIM for d in tensor.dims) or math.prod(tensor.dims) > MAX_CONSTANT_ELEMENTS:
-            raise InputError(f"tensor {tensor.name!r} has an absurd shape {list(tensor.dims)}")
+            raise InputError(f"{where} has an absurd shape {list(tensor.dims)}")
     for vi in list(model.graph.input) + list(model.graph.output):
         if vi.type.HasField("tensor_type"):
             for d in vi.type.tensor_type.shape.dim:
@@ -350,6 +403,22 @@ def _check_structure(model, allow_custom_domains: bool) -> list[str]:
                     raise InputError(f"{vi.name!r} declares a negative dimension {d.dim_value}")
     _check_allocations(model)
     return warnings
+
+
+def declared_io_problems(model) -> list[str]:
+    """Graph inputs and outputs declared with a shape no real model has (a fixed dim over
+    ABSURD_DIM, or more than ABSURD_DIM elements): feeding such an input would need
+    exabytes, so ``run`` refuses it and ``inspect`` reports it."""
+    problems = []
+    for kind, vis in (("input", model.graph.input), ("output", model.graph.output)):
+        for vi in vis:
+            if not vi.type.HasField("tensor_type"):
+                continue
+            fixed = [d.dim_value for d in vi.type.tensor_type.shape.dim if d.HasField("dim_value")]
+            if any(v > ABSURD_DIM for v in fixed) or math.prod(fixed) > ABSURD_DIM:
+                shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in vi.type.tensor_type.shape.dim]
+                problems.append(f"{kind} {vi.name!r} is declared with an absurd shape {shape} (over 2^40 elements)")
+    return problems
 
 
 def _load_external_data(model, model_path: Path) -> None:
@@ -361,10 +430,10 @@ def _load_external_data(model, model_path: Path) -> None:
     folder = model_path.parent
     handles: dict[str, object] = {}
     try:
-        for tensor in _iter_tensors(model.graph):
+        for where, tensor in iter_tensors(model):
             if not external_data_helper.uses_external_data(tensor):
                 continue
-            info = {e.key: e.value for e in tensor.external_data}
+            info = _external_info(tensor, where)
             loc = info["location"]
             offset = int(info.get("offset", 0) or 0)
             length = int(info.get("length", 0) or 0) or _tensor_nbytes(tensor)
@@ -374,7 +443,7 @@ def _load_external_data(model, model_path: Path) -> None:
             fh.seek(offset)
             data = fh.read(length)
             if len(data) != length:
-                raise InputError(f"external data file {loc} changed while reading: short read for tensor {tensor.name!r}")
+                raise InputError(f"external data file {loc} changed while reading: short read for {where}")
             tensor.raw_data = data
             tensor.data_location = TensorProto.DEFAULT
             del tensor.external_data[:]
@@ -391,8 +460,14 @@ def load_onnx(
     load_external: bool = True,
     trust: bool = False,
     allow_custom_domains: bool = False,
+    report_problems: bool = False,
 ) -> LoadedOnnx:
-    """Load an ONNX model by path after pre-flight and safety checks."""
+    """Load an ONNX model by path after pre-flight and safety checks.
+
+    A model that lies about itself (an input declared with 2^62 rows, an external-data
+    ``length`` that disagrees with the tensor's size) is refused (exit 2); with
+    ``report_problems`` (``inspect``) the lies are listed in ``problems`` instead, so the
+    rest of the model can still be described. Safety refusals are never downgraded."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -410,14 +485,17 @@ def load_onnx(
         what = describe_magic(head)
         raise InputError(f"not an ONNX model: {p}" + (f" (this looks like {what})" if what else ""))
     warnings = _check_structure(model, allow_custom_domains)
-    external = _check_external_data(model, p, trust)
+    problems = declared_io_problems(model)
+    if problems and not report_problems:
+        raise InputError(problems[0] + "; a corrupt or hostile model")
+    external = _check_external_data(model, p, trust, problems if report_problems else None)
     if external and load_external:
         _load_external_data(model, p)
-    return LoadedOnnx(model=model, path=p, external_files=external, warnings=warnings)
+    return LoadedOnnx(model=model, path=p, external_files=external, warnings=warnings, problems=problems)
 
 
 def model_size_bytes(model) -> int:
-    return sum(_tensor_nbytes(t) for t in _iter_tensors(model.graph))
+    return sum(_tensor_nbytes(t) for _, t in iter_tensors(model))
 
 
 def save_onnx(model, dest: str | os.PathLike[str], *, external: bool | None = None) -> Path:
@@ -450,7 +528,7 @@ def save_onnx(model, dest: str | os.PathLike[str], *, external: bool | None = No
         )
         # Re-point the model at the final data file name.
         m2 = onnx.load(str(tmp_model), load_external_data=False)
-        for t in _iter_tensors(m2.graph):
+        for _, t in iter_tensors(m2):
             for e in t.external_data:
                 if e.key == "location":
                     e.value = data_name
