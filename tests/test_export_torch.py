@@ -112,14 +112,20 @@ def test_pt2_with_pickled_constant_needs_trust(torch_files, tmp_path):
 
 # ---------------------------------------------------------------- TorchScript
 
+def test_torchscript_refused_without_trust(torch_files):
+    with pytest.raises(UnsafeInput) as err:
+        load_source(torch_files["mlp_ts.pt"], LoadOptions(inputs=parse_specs(["x:[batch,8]:float32"])))
+    assert err.value.exit_code == 5 and "TorchScript" in err.value.message and "--trust" in err.value.hint
+
+
 def test_torchscript_needs_input_specs(torch_files):
     with pytest.raises(UsageError) as err:
-        load_source(torch_files["mlp_ts.pt"], LoadOptions())
+        load_source(torch_files["mlp_ts.pt"], LoadOptions(trust=True))
     assert err.value.exit_code == 2 and "--input" in err.value.message and "NAME:[d0,d1,...]:DTYPE" in err.value.message
 
 
 def test_torchscript_exports_with_spec_names(torch_files):
-    opts = LoadOptions(inputs=parse_specs(["x:[batch,8]:float32"]))
+    opts = LoadOptions(inputs=parse_specs(["x:[batch,8]:float32"]), trust=True)  # TorchScript is code
     src, out = _load_export("ts", torch_files["mlp_ts.pt"], opts)
     assert out.exporter == "torch.onnx (torchscript)"
     assert any("TorchScript" in n for n in out.notes)

@@ -77,8 +77,11 @@ def _sniff(path: Path) -> str:
             raise InputError(f"{path.name} looks like a ZIP archive but is corrupt or truncated") from None
         if any(re.search(r"(^|/)models/[^/]+\.json$", n) or n.endswith("serialized_exported_program.json") for n in names):
             return "pt2"
-        # TorchScript archives carry their code; torch.save archives only the pickle.
-        if any("/code/" in n or n.startswith("code/") for n in names) and any(n.endswith("constants.pkl") for n in names):
+        # TorchScript archives carry their code; torch.save archives only the pickle. Either
+        # sign is enough: torch.load hands any archive with a constants.pkl to torch.jit.load.
+        if any("/code/" in n or n.startswith("code/") for n in names) or any(
+            n == "constants.pkl" or n.endswith("/constants.pkl") for n in names
+        ):
             return "torchscript"
         if any(n.endswith("data.pkl") for n in names):
             return "pickle"
@@ -176,7 +179,22 @@ def _load_weights(model, weights: Path) -> None:
         raise InputError(f"{weights.name} does not fit the factory's model: {'; '.join(parts)}") from exc
 
 
+_TORCHSCRIPT_HAZARD = (
+    "is a TorchScript archive: loading it runs the TorchScript code stored in it, which can create "
+    "or overwrite files (torch.from_file) and run anything the archive's author wrote"
+)
+_TORCHSCRIPT_ALTERNATIVE = (
+    "save a torch.export program instead (torch.export.save(torch.export.export(model, args), 'model.pt2')), "
+    "or the weights with the code that builds the model (torch.save(model.state_dict(), 'state.pt'), then "
+    "onnxkit export models.py:build --weights state.pt), or pass --trust if you vouch for this file"
+)
+
+
 def _load_torchscript(path: Path, options: LoadOptions) -> TorchSource:
+    # Refused before torch is imported: an audit of TorchScript's code would have to prove
+    # a whole language safe, and torch.jit.load runs __setstate__ while loading.
+    if not options.trust:
+        raise UnsafeInput(f"{path.name} {_TORCHSCRIPT_HAZARD}", hint=_TORCHSCRIPT_ALTERNATIVE)
     torch = _torch()
     specs = _need_inputs(f"the TorchScript file {path.name}", options)
     try:
