@@ -16,7 +16,6 @@ TensorFlow is imported only inside functions: importing it takes seconds.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -30,6 +29,7 @@ import numpy as np
 from onnxkit._lazy import require
 from onnxkit.core.spec import Dim, InputSpec, merge_specs
 from onnxkit.errors import ConversionError, InputError, OnnxkitError, UnsafeInput, UsageError
+from onnxkit.frameworks import keras_scan
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
 
 log = logging.getLogger(__name__)
@@ -124,19 +124,12 @@ def _first_line(exc: BaseException) -> str:
 
 def _iter_class_names(node: Any, owner: str = "?") -> Iterator[tuple[str, str]]:
     """Every (class_name, name of the nearest named layer) in a Keras config, nested
-    models included."""
-    if isinstance(node, dict):
-        cls = node.get("class_name")
-        if isinstance(cls, str):
-            cfg = node.get("config")
+    models included (an iterative walk: configs can be hostile)."""
+    for value, _, parent in keras_scan.walk(node):
+        if isinstance(value, dict) and isinstance(value.get("class_name"), str):
+            cfg = value.get("config")
             name = cfg.get("name") if isinstance(cfg, dict) else None
-            owner = str(name or node.get("name") or owner)
-            yield cls, owner
-        for value in node.values():
-            yield from _iter_class_names(value, owner)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _iter_class_names(value, owner)
+            yield value["class_name"], str(name or value.get("name") or (owner if parent == "?" else parent))
 
 
 def _lambda_layers(config: Any) -> list[str]:
@@ -155,13 +148,20 @@ def _keras_zip_config(path: Path) -> Any:
             names = zf.namelist()
             if "config.json" not in names:
                 raise InputError(f"{path.name} is a ZIP archive without config.json; not a Keras 3 model file")
-            raw = zf.read("config.json")
+            # Keras parses its other JSON members too (metadata.json): bound them all.
+            members = {}
+            for info in zf.infolist():
+                if info.filename.endswith(".json") and "/" not in info.filename:
+                    if info.file_size > keras_scan.MAX_CONFIG_BYTES:
+                        raise InputError(f"{path.name}: {info.filename} unpacks to {info.file_size:,} bytes; "
+                                         "no real Keras config is that large (a corrupt or hostile file)")
+                    members[info.filename] = zf.read(info)
     except zipfile.BadZipFile:
         raise InputError(f"{path.name} is not a valid .keras archive (corrupt or truncated ZIP)") from None
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise InputError(f"{path.name}: config.json is not valid JSON ({_first_line(exc)})") from None
+    for name, raw in members.items():
+        if name != "config.json":
+            keras_scan.load_config_json(raw, f"{path.name}: {name}")
+    return keras_scan.load_config_json(members["config.json"], f"{path.name}: config.json")
 
 
 def _h5_config(path: Path) -> Any:
@@ -176,12 +176,7 @@ def _h5_config(path: Path) -> Any:
             f"{path.name} has no model_config: it holds only weights, not a model",
             hint="save the whole model (model.save('model.keras')), or build it in code and export that",
         )
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8")
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise InputError(f"{path.name}: model_config is not valid JSON ({_first_line(exc)})") from None
+    return keras_scan.load_config_json(raw, f"{path.name}: model_config")
 
 
 def keras_config(path: Path) -> Any:
@@ -192,11 +187,22 @@ def keras_config(path: Path) -> Any:
 
 
 def check_keras_safe(path: Path, trust: bool) -> None:
-    """Refuse a Keras file with Lambda layers unless trusted; nothing is loaded."""
-    lambdas = _lambda_layers(keras_config(path))
+    """Refuse a Keras file with Lambda layers, or Python bytecode anywhere in its config
+    (a lambda given as an activation), unless trusted; nothing is loaded."""
+    config = keras_config(path)
+    lambdas = _lambda_layers(config)
     if lambdas and not trust:
         shown = ", ".join(repr(n) for n in lambdas[:3]) + (f" and {len(lambdas) - 3} more" if len(lambdas) > 3 else "")
         raise UnsafeInput(f"{path.name} has a Lambda layer ({shown}): {_LAMBDA_HAZARD}", hint=_LAMBDA_ALTERNATIVE)
+    sites = [] if trust else keras_scan.bytecode_sites(config)
+    if sites:
+        shown = ", ".join(sites[:3]) + (f" and {len(sites) - 3} more" if len(sites) > 3 else "")
+        raise UnsafeInput(
+            f"{path.name} carries marshalled Python code in {shown}: a Python lambda saved in a Keras model "
+            "runs when the model is rebuilt",
+            hint="use a built-in activation or a registered function (keras.saving.register_keras_serializable) "
+                 "and re-save, or pass --trust if you vouch for this file",
+        )
 
 
 # --------------------------------------------------------------------------- SavedModel safety scan
@@ -510,6 +516,8 @@ def _load_keras(path: Path, trust: bool):
         raise _keras_load_error(path, exc) from None
     except (TypeError, KeyError, AttributeError, OSError, ImportError) as exc:
         raise _keras_load_error(path, exc) from None
+    except RecursionError:
+        raise InputError(f"Keras could not load {path.name}: its config is nested too deep (a corrupt or hostile file)") from None
 
 
 def _keras_load_error(path: Path, exc: BaseException) -> InputError:
