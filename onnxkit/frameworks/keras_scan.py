@@ -54,7 +54,9 @@ def json_depth(raw: bytes) -> int:
 
 def load_config_json(raw: bytes | str, what: str) -> Any:
     """``json.loads`` of a Keras config once its size and depth are known to be sane."""
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if not isinstance(raw, (bytes, bytearray, str)):  # an HDF5 attribute can hold any array
+        raise InputError(f"{what} is a {type(raw).__name__}, not JSON text (a corrupt or hostile file)")
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
     if len(data) > MAX_CONFIG_BYTES:
         raise InputError(f"{what} is {len(data):,} bytes; no real Keras config is that large (a corrupt or hostile file)")
     depth = json_depth(data)

@@ -157,6 +157,17 @@ def test_deeply_nested_h5_config_is_one_line(case):
     assert list(out.iterdir()) == []
 
 
+def test_h5_config_that_is_not_text_is_one_line(case):
+    h5py = pytest.importorskip("h5py")
+    import numpy as np
+
+    models, out, _ = case
+    src = models / "numbers.h5"
+    with h5py.File(src, "w") as f:
+        f.attrs["model_config"] = np.arange(5)
+    assert_one_line_error(_export(src, out), 2, "model_config is a ndarray, not JSON text")
+
+
 def test_config_json_zip_bomb_is_refused_unread(case, monkeypatch):
     from onnxkit.frameworks import keras_scan
 
