@@ -10,7 +10,7 @@ visited here:
 * node attributes ``t``, ``tensors``, ``sparse_tensor``, ``sparse_tensors``, and the
   subgraphs in ``g`` and ``graphs``, to any depth;
 * model-local functions: their nodes (and those nodes' subgraphs) and the default values
-  of their attributes (``attribute_proto``);
+  of their attributes (``attribute_proto``, subgraphs included);
 * the graphs of ``training_info`` (initialization and algorithm).
 
 The walk uses an explicit stack: a hostile file must not turn it into a RecursionError.
@@ -35,6 +35,7 @@ def _node_lists(model: Proto) -> Iterator[tuple[str, Proto, Proto | None]]:
     for where, fn in functions:
         yield where, fn.node, None
         stack.extend(_subgraphs(where, fn.node))
+        stack.extend(_attr_subgraphs(f"{where} default", fn.attribute_proto))
     while stack:
         where, graph = stack.pop()
         yield where, graph.node, graph
@@ -44,11 +45,17 @@ def _node_lists(model: Proto) -> Iterator[tuple[str, Proto, Proto | None]]:
 def _subgraphs(where: str, nodes) -> list[tuple[str, Proto]]:
     found = []
     for node in nodes:
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                found.append((f"{where}/{node.name or node.op_type}.{attr.name}", attr.g))
-            for i, g in enumerate(attr.graphs):
-                found.append((f"{where}/{node.name or node.op_type}.{attr.name}[{i}]", g))
+        found.extend(_attr_subgraphs(f"{where}/{node.name or node.op_type}", node.attribute))
+    return found
+
+
+def _attr_subgraphs(where: str, attributes) -> list[tuple[str, Proto]]:
+    found = []
+    for attr in attributes:
+        if attr.HasField("g"):
+            found.append((f"{where}.{attr.name}", attr.g))
+        for i, g in enumerate(attr.graphs):
+            found.append((f"{where}.{attr.name}[{i}]", g))
     return found
 
 

@@ -112,6 +112,11 @@ def _build(field: str, loc: str):
         body = [helper.make_node("Identity", ["x"], ["out"])]
         default = helper.make_attribute("w", _external(_floats("fd"), loc))
         return _identity_model([helper.make_node("Hidden", [], ["f"], domain="local")], functions=[_function(body, [default])])
+    if field == "function.attribute_default_graph":
+        body = [helper.make_node("Identity", ["x"], ["out"])]
+        branch = _if_node(loc)[1].attribute[0].g
+        default = helper.make_attribute("body", branch)
+        return _identity_model([helper.make_node("Hidden", [], ["f"], domain="local")], functions=[_function(body, [default])])
     if field == "training_info":
         model = linear_model()
         init = helper.make_graph([], "init", [], [], [_external(_floats("ti"), loc)])
@@ -126,7 +131,8 @@ def _build(field: str, loc: str):
 FIELDS = [
     "initializer", "sparse_initializer.values", "sparse_initializer.indices", "constant.value",
     "constant.sparse_value", "attribute.tensors", "attribute.sparse_tensors", "subgraph.initializer",
-    "function.constant", "function.subgraph", "function.attribute_default", "training_info",
+    "function.constant", "function.subgraph", "function.attribute_default", "function.attribute_default_graph",
+    "training_info",
 ]
 WAYS_OUT = ["dotdot", "absolute", "symlink", "hardlink"]
 
