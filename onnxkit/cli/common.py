@@ -86,10 +86,63 @@ def _print_error(message: str, code: int, hint: str | None, kind: str) -> None:
         sys.stdout.write(json.dumps(doc) + "\n")
 
 
+def _crash_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "onnxkit" / "crashes"
+
+
+def write_crash_report(exc: BaseException, argv: list[str]) -> Path | None:
+    """Write ``exc``'s traceback where the user can attach it to a bug report.
+
+    The user's cache folder first, the temp folder if that is not writable; written to a
+    temporary name and renamed, so a half-written report never carries the final name.
+    """
+    import tempfile
+    import time
+
+    from onnxkit import __version__
+
+    text = (
+        f"onnxkit {__version__}, python {sys.version.split()[0]}, {sys.platform}\n"
+        f"argv: {argv!r}\n\n" + "".join(traceback.format_exception(exc))
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for folder in (_crash_dir(), Path(tempfile.gettempdir()) / "onnxkit-crashes"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".crash-", suffix=".tmp", dir=folder)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            final = folder / f"crash-{stamp}-{os.getpid()}.txt"
+            os.replace(tmp, final)
+            return final
+        except OSError:
+            continue
+    return None
+
+
+def _internal_error(exc: BaseException, argv: list[str]) -> int:
+    from onnxkit.errors import EXIT_INTERNAL
+
+    where = write_crash_report(exc, argv)
+    if STATE.verbose:
+        traceback.print_exception(exc)
+    first = (str(exc).strip().splitlines() or [""])[0]
+    what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    message = f"internal error in onnxkit (a bug): {what}; " + (
+        f"traceback written to {where}" if where else "the traceback could not be written (rerun with -v to see it)"
+    )
+    _print_error(message, EXIT_INTERNAL, None, "InternalError")
+    return EXIT_INTERNAL
+
+
 def invoke(app: typer.Typer, argv: list[str], prog: str) -> int:
-    """Run the app; map every onnxkit error to one line on stderr and its exit code."""
-    from typer import Abort
-    from typer._click.exceptions import ClickException  # typer's private click copy
+    """Run the app; map every onnxkit error to one line on stderr and its exit code.
+
+    Anything else that escapes is a bug in onnxkit: exit 70, not 1, which CI reads as
+    "the model differs".
+    """
+    from typer import Abort, TyperException
     from typer.main import get_command
 
     from onnxkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, OnnxkitError
@@ -109,14 +162,17 @@ def invoke(app: typer.Typer, argv: list[str], prog: str) -> int:
             traceback.print_exception(exc)
         _print_error(exc.message, exc.exit_code, exc.hint, type(exc).__name__)
         return exc.exit_code
-    except ClickException as exc:
-        if STATE.json:
+    except TyperException as exc:  # bad flags: Typer's own Click exceptions derive from it
+        show = getattr(exc, "show", None)
+        if STATE.json or show is None:
             _print_error(exc.format_message(), EXIT_USAGE, None, "UsageError")
         else:
-            exc.show()
+            show()
         return exc.exit_code if exc.exit_code else EXIT_USAGE
     except (Abort, KeyboardInterrupt):
         sys.stderr.write("Error: interrupted\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        return _internal_error(exc, argv)
