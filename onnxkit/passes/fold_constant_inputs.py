@@ -40,7 +40,7 @@ def captured_constants(function: Any) -> dict[str, np.ndarray]:
 def fold_constant_inputs(model: Any, values: dict[str, np.ndarray], keep: list[str]) -> list[str]:
     """Turn every graph input not named in ``keep`` into an initializer holding ``values[name]``.
 
-    Returns the folded names. An extra input with no known value is a ConversionError: a
+    Returns the names taken out of the inputs. An extra input with no known value is a ConversionError: a
     model that needs inputs its source does not have is not an export of that source.
     """
     from onnx import helper, numpy_helper
@@ -48,6 +48,11 @@ def fold_constant_inputs(model: Any, values: dict[str, np.ndarray], keep: list[s
     graph = model.graph
     initialized = {t.name for t in graph.initializer}
     extra = [vi for vi in graph.input if vi.name not in keep and vi.name not in initialized]
+    # tf2onnx's own folding can leave a capture's input consumed by nothing (a mean of 0 and
+    # variance of 1 fold away): such an input is dropped, not kept as a dead initializer.
+    used = _consumed_names(graph)
+    dead = {vi.name for vi in extra if vi.name not in used}
+    extra = [vi for vi in extra if vi.name not in dead]
     unknown = [vi.name for vi in extra if vi.name not in values]
     if unknown:
         raise ConversionError(
@@ -70,12 +75,29 @@ def fold_constant_inputs(model: Any, values: dict[str, np.ndarray], keep: list[s
             )
         graph.initializer.append(numpy_helper.from_array(value, vi.name))
         folded.append(vi.name)
-    keep_vi = [vi for vi in graph.input if vi.name not in folded]
+    keep_vi = [vi for vi in graph.input if vi.name not in folded and vi.name not in dead]
     del graph.input[:]
     graph.input.extend(keep_vi)
-    if folded:
-        log.debug("folded constant input(s) into initializers: %s", ", ".join(folded))
-    return folded
+    if folded or dead:
+        log.debug("constant inputs folded: %s; unused ones dropped: %s", ", ".join(folded) or "none",
+                  ", ".join(sorted(dead)) or "none")
+    return folded + sorted(dead)
+
+
+def _consumed_names(graph: Any) -> set[str]:
+    """Names read by any node of ``graph`` or of its subgraphs (If/Loop/Scan bodies), or
+    returned as a graph output."""
+    names = {o.name for o in graph.output}
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        for node in g.node:
+            names.update(node.input)
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    stack.append(attr.g)
+                stack.extend(attr.graphs)
+    return names
 
 
 def fold_captured_inputs(model: Any, function: Any, input_names: list[str]) -> list[str]:
