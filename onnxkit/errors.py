@@ -7,6 +7,9 @@ that escapes is a bug in onnxkit: exit 70, one line, the traceback written to a 
 
 from __future__ import annotations
 
+import re
+from contextvars import ContextVar
+
 # The documented exit codes. This table is the single source: the README's table must
 # equal EXIT_CODES row for row (tests/test_exit_code_table.py) and `onnxkit --help`
 # lists EXIT_LABELS.
@@ -115,3 +118,33 @@ class Interrupted(OnnxkitError):
 
     def __init__(self) -> None:
         super().__init__("interrupted")
+
+
+# The options of the command the CLI is running; None outside the CLI.
+_COMMAND_OPTIONS: ContextVar[frozenset[str] | None] = ContextVar("onnxkit_command_options", default=None)
+OPTION_IN_TEXT = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+
+def set_command_options(options: frozenset[str] | None):
+    """Called by the CLI before a command runs; returns the token to reset it with."""
+    return _COMMAND_OPTIONS.set(options)
+
+
+def reset_command_options(token) -> None:
+    _COMMAND_OPTIONS.reset(token)
+
+
+def offered(option: str) -> bool:
+    """Whether a hint may tell the user to pass ``option``: the running command has it.
+
+    Code shared by several commands (a framework loader) asks before naming an option, so
+    `validate` is never told to pass `export`'s --sample. Outside the CLI every option counts
+    as offered: a library caller reads the hint as advice about the matching argument.
+    """
+    options = _COMMAND_OPTIONS.get()
+    return options is None or option in options
+
+
+def options_named(text: str) -> list[str]:
+    """The ``--options`` a message or hint names."""
+    return OPTION_IN_TEXT.findall(text or "")

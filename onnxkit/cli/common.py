@@ -86,6 +86,33 @@ def _print_error(message: str, code: int, hint: str | None, kind: str) -> None:
         sys.stdout.write(json.dumps(doc) + "\n")
 
 
+def command_options(root: Any, argv: list[str]) -> frozenset[str] | None:
+    """Every option spelling of the subcommand ``argv`` names (None when it names none)."""
+    commands = getattr(root, "commands", None) or {}
+    name = next((a for a in argv if not a.startswith("-")), None)
+    sub = commands.get(name) if name else None
+    if sub is None:
+        return None
+    spellings: set[str] = set()
+    for param in sub.params:
+        if getattr(param, "param_type_name", "") == "option":
+            spellings.update(param.opts)
+            spellings.update(param.secondary_opts)
+    return frozenset(spellings)
+
+
+def _checked_hint(hint: str | None) -> str | None:
+    # Better no hint than one naming an option this command does not have: shared code
+    # should ask errors.offered() first; this catches the hint that did not.
+    from onnxkit.errors import offered, options_named
+
+    missing = [o for o in options_named(hint or "") if not offered(o)]
+    if missing:
+        logging.getLogger("onnxkit").debug("hint dropped, it names %s: %s", ", ".join(missing), hint)
+        return None
+    return hint
+
+
 def _crash_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "onnxkit" / "crashes"
@@ -145,12 +172,13 @@ def invoke(app: typer.Typer, argv: list[str], prog: str) -> int:
     from typer import Abort, TyperException
     from typer.main import get_command
 
-    from onnxkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, OnnxkitError
+    from onnxkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, OnnxkitError, reset_command_options, set_command_options
 
     # --json/-v are per command; know them before parsing so early errors honour them.
     STATE.json = STATE.json or "--json" in argv
     STATE.verbose = STATE.verbose or "-v" in argv or "--verbose" in argv or bool(os.environ.get("ONNXKIT_DEBUG"))
     command = get_command(app)
+    token = set_command_options(command_options(command, argv))
     try:
         rv = command.main(args=argv, prog_name=prog, standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
@@ -160,7 +188,7 @@ def invoke(app: typer.Typer, argv: list[str], prog: str) -> int:
     except OnnxkitError as exc:
         if STATE.verbose:
             traceback.print_exception(exc)
-        _print_error(exc.message, exc.exit_code, exc.hint, type(exc).__name__)
+        _print_error(exc.message, exc.exit_code, _checked_hint(exc.hint), type(exc).__name__)
         return exc.exit_code
     except TyperException as exc:  # bad flags: Typer's own Click exceptions derive from it
         show = getattr(exc, "show", None)
@@ -176,3 +204,5 @@ def invoke(app: typer.Typer, argv: list[str], prog: str) -> int:
         return 0
     except Exception as exc:
         return _internal_error(exc, argv)
+    finally:
+        reset_command_options(token)
