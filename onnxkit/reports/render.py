@@ -87,9 +87,13 @@ def fit(console: Console, t: Table) -> list[RichTable]:
     widths = list(least)
     spare = room - sum(least)
     wants = [m - w for m, w in zip(most, least)]
-    total = sum(wants)
-    for i, want in enumerate(wants):
-        widths[i] += min(want, spare * want // total) if total else 0
+    # Max-min fair: the columns that want little get all of it (a "<- chosen" stays on one
+    # line), the wide ones share what is left equally.
+    order = sorted(range(len(wants)), key=wants.__getitem__)
+    for k, i in enumerate(order):
+        give = min(wants[i], spare // (len(order) - k))
+        widths[i] += give
+        spare -= give
     return [rich_table(t, widths)]
 
 
