@@ -87,11 +87,15 @@ def fit(console: Console, t: Table) -> list[RichTable]:
     widths = list(least)
     spare = room - sum(least)
     wants = [m - w for m, w in zip(most, least)]
-    # Max-min fair: the columns that want little get all of it (a "<- chosen" stays on one
-    # line), the wide ones share what is left equally.
+    # The columns that want little get all of it first (a "<- chosen" stays on one line,
+    # fewer rows grow taller); the wide ones share what is left equally.
     order = sorted(range(len(wants)), key=wants.__getitem__)
+    while order and wants[order[0]] <= spare:
+        i = order.pop(0)
+        widths[i] += wants[i]
+        spare -= wants[i]
     for k, i in enumerate(order):
-        give = min(wants[i], spare // (len(order) - k))
+        give = spare // (len(order) - k)
         widths[i] += give
         spare -= give
     return [rich_table(t, widths)]
