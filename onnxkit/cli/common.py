@@ -28,7 +28,7 @@ STATE = _State()
 
 # Options shared by the commands, declared once.
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs and tracebacks.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the verdict.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and one line: the verdict with its key number.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (tables go to stderr).")]
 Trust = Annotated[bool, typer.Option("--trust", help="Allow formats that run code when loaded (pickle, joblib, Keras Lambda); only for files you vouch for.")]
 Inputs = Annotated[list[str] | None, typer.Option("--input", "-i", help="Input spec NAME:[d0,d1,...]:DTYPE; a named dim is dynamic. Repeatable.")]
