@@ -213,3 +213,43 @@ def test_bench_and_auto_speedups_point_the_same_way():
     table = auto.tables()[0]
     col = table.columns.index("speed-up vs input @8")
     assert [row[col] for row in table.rows] == ["1.00x", "2.00x"]
+
+
+def test_only_the_clause_naming_a_missing_option_is_dropped(cli, linear_onnx, monkeypatch):
+    import onnxkit.core.inspect as inspect_mod
+
+    def refuse(*args, **kwargs):
+        raise UsageError("cannot do that", hint="upgrade onnxruntime; or pass --frobnicate")
+
+    monkeypatch.setattr(inspect_mod, "inspect_model", refuse)
+    r = cli("inspect", linear_onnx)
+    assert r.stderr == "Error: cannot do that (hint: upgrade onnxruntime)\n"
+
+
+def test_unavailable_provider_offers_fallback_only_where_it_exists(cli, linear_onnx, tmp_path):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDA is available here")
+    other = make_linear_onnx(tmp_path / "other.onnx")
+    r = cli("validate", linear_onnx, other, "--provider", "cuda")
+    assert r.code == 3 and "install the onnxruntime package built for that provider" in r.stderr
+    assert "--fallback" not in r.stderr
+    r = cli("run", linear_onnx, "--provider", "cuda")
+    assert r.code == 3 and "or pass --fallback" in r.stderr
+
+
+def test_custom_domain_message_names_the_option_only_where_it_exists(cli, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Magic", ["x"], ["y"], domain="acme.ops")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("acme.ops", 1)])
+    path = tmp_path / "custom.onnx"
+    onnx.save(model, str(path))
+    r = cli("run", path)
+    assert r.code == 2 and "this command cannot load custom operators (onnxkit inspect --custom-op-library can)" in r.stderr
+    r = cli("inspect", path)
+    assert r.code == 2 and "pass --custom-op-library with the library that implements it" in r.stderr

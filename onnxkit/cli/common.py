@@ -102,15 +102,16 @@ def command_options(root: Any, argv: list[str]) -> frozenset[str] | None:
 
 
 def _checked_hint(hint: str | None) -> str | None:
-    # Better no hint than one naming an option this command does not have: shared code
-    # should ask errors.offered() first; this catches the hint that did not.
+    # Better less hint than one naming an option this command does not have: shared code
+    # should ask errors.offered() first; this drops the "; "-separated clauses that did not.
     from onnxkit.errors import offered, options_named
 
-    missing = [o for o in options_named(hint or "") if not offered(o)]
-    if missing:
-        logging.getLogger("onnxkit").debug("hint dropped, it names %s: %s", ", ".join(missing), hint)
-        return None
-    return hint
+    if not hint:
+        return hint
+    kept = [c for c in hint.split("; ") if all(offered(o) for o in options_named(c))]
+    if len(kept) != len(hint.split("; ")):
+        logging.getLogger("onnxkit").debug("hint trimmed, it named options this command lacks: %s", hint)
+    return "; ".join(kept) or None
 
 
 def _crash_dir() -> Path:

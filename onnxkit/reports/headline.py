@@ -139,7 +139,7 @@ def _auto(r: Any) -> str:
     if chosen is None:
         return "no candidate within budget"
     if r.chosen_is_input:
-        return f"kept the input ({chosen.name}): no candidate was faster within budget"
+        return "kept the input model: no candidate was faster within budget"
     speed = chosen.speedup_vs_input.get(r.decide_batch)
     return f"{chosen.name} -> {_name(r.output)}" + (f", {_times(speed)} than the input" if speed else "")
 
