@@ -136,6 +136,7 @@ def write_crash_report(exc: BaseException, argv: list[str]) -> Path | None:
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for folder in (_crash_dir(), Path(tempfile.gettempdir()) / "onnxkit-crashes"):
+        tmp = None
         try:
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".crash-", suffix=".tmp", dir=folder)
@@ -145,6 +146,8 @@ def write_crash_report(exc: BaseException, argv: list[str]) -> Path | None:
             os.replace(tmp, final)
             return final
         except OSError:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
             continue
     return None
 
@@ -156,6 +159,8 @@ def _internal_error(exc: BaseException, argv: list[str]) -> int:
     if STATE.verbose:
         traceback.print_exception(exc)
     first = (str(exc).strip().splitlines() or [""])[0]
+    if len(first) > 200:  # the whole of it is in the file
+        first = first[:200] + "..."
     what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     message = f"internal error in onnxkit (a bug): {what}; " + (
         f"traceback written to {where}" if where else "the traceback could not be written (rerun with -v to see it)"
