@@ -159,7 +159,7 @@ def test_optimize_auto_keeps_the_input_when_nothing_is_faster_and_says_when_the_
     # The fake source returns at once: slower ONNX is reported, not hidden.
     assert any("xgboost model is faster than the best ONNX variant" in n for n in res.notes), res.notes
     table = res.tables()[0]
-    assert "vs source @8" in table.columns and table.rows[-1][0] == "source (xgboost)"
+    assert "speed-up vs source @8" in table.columns and table.rows[-1][0] == "source (xgboost)"
     # The pipeline's form writes nothing when the input wins.
     out2 = tmp_path / "opt2.onnx"
     res = autotune.auto_optimize(linear_onnx, out2, iterations=3, warmup=1, write_input=False)

@@ -126,7 +126,7 @@ def test_verbose_shows_traceback(cli, tmp_path):
 def test_version_and_exit_code_table(cli):
     r = cli("--version")
     assert r.code == 0 and r.stdout.startswith("onnxkit ")
-    assert set(EXIT_CODES) == {0, 1, 2, 3, 4, 5, 130}
+    assert set(EXIT_CODES) == {0, 1, 2, 3, 4, 5, 70, 130}
 
 
 HEAVY = ["torch", "tensorflow", "keras", "sklearn", "tf2onnx", "skl2onnx", "onnxmltools", "xgboost", "lightgbm"]

@@ -13,12 +13,12 @@ import typer
 
 from onnxkit import __version__
 from onnxkit.cli import common
+from onnxkit.errors import EXIT_LABELS
 
 app = typer.Typer(
     name="onnxkit",
     help="From a trained model to a verified, optimized ONNX file, and running it.\n\n"
-    "Exit codes: 0 ok, 1 check failed, 2 bad usage/input, 3 environment, 4 conversion failed, "
-    "5 refused for safety, 130 interrupted.",
+    "Exit codes: " + ", ".join(f"{code} {label}" for code, label in EXIT_LABELS.items()) + ".",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

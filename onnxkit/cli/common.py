@@ -28,7 +28,7 @@ STATE = _State()
 
 # Options shared by the commands, declared once.
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs and tracebacks.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the verdict.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and one line: the verdict with its key number.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (tables go to stderr).")]
 Trust = Annotated[bool, typer.Option("--trust", help="Allow formats that run code when loaded (pickle, joblib, Keras Lambda); only for files you vouch for.")]
 Inputs = Annotated[list[str] | None, typer.Option("--input", "-i", help="Input spec NAME:[d0,d1,...]:DTYPE; a named dim is dynamic. Repeatable.")]
@@ -86,18 +86,105 @@ def _print_error(message: str, code: int, hint: str | None, kind: str) -> None:
         sys.stdout.write(json.dumps(doc) + "\n")
 
 
+def command_options(root: Any, argv: list[str]) -> frozenset[str] | None:
+    """Every option spelling of the subcommand ``argv`` names (None when it names none)."""
+    commands = getattr(root, "commands", None) or {}
+    name = next((a for a in argv if not a.startswith("-")), None)
+    sub = commands.get(name) if name else None
+    if sub is None:
+        return None
+    spellings: set[str] = set()
+    for param in sub.params:
+        if getattr(param, "param_type_name", "") == "option":
+            spellings.update(param.opts)
+            spellings.update(param.secondary_opts)
+    return frozenset(spellings)
+
+
+def _checked_hint(hint: str | None) -> str | None:
+    # Better less hint than one naming an option this command does not have: shared code
+    # should ask errors.offered() first; this drops the "; "-separated clauses that did not.
+    from onnxkit.errors import offered, options_named
+
+    if not hint:
+        return hint
+    kept = [c for c in hint.split("; ") if all(offered(o) for o in options_named(c))]
+    if len(kept) != len(hint.split("; ")):
+        logging.getLogger("onnxkit").debug("hint trimmed, it named options this command lacks: %s", hint)
+    return "; ".join(kept) or None
+
+
+def _crash_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "onnxkit" / "crashes"
+
+
+def write_crash_report(exc: BaseException, argv: list[str]) -> Path | None:
+    """Write ``exc``'s traceback where the user can attach it to a bug report.
+
+    The user's cache folder first, the temp folder if that is not writable; written to a
+    temporary name and renamed, so a half-written report never carries the final name.
+    """
+    import tempfile
+    import time
+
+    from onnxkit import __version__
+
+    text = (
+        f"onnxkit {__version__}, python {sys.version.split()[0]}, {sys.platform}\n"
+        f"argv: {argv!r}\n\n" + "".join(traceback.format_exception(exc))
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for folder in (_crash_dir(), Path(tempfile.gettempdir()) / "onnxkit-crashes"):
+        tmp = None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".crash-", suffix=".tmp", dir=folder)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            final = folder / f"crash-{stamp}-{os.getpid()}.txt"
+            os.replace(tmp, final)
+            return final
+        except OSError:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            continue
+    return None
+
+
+def _internal_error(exc: BaseException, argv: list[str]) -> int:
+    from onnxkit.errors import EXIT_INTERNAL
+
+    where = write_crash_report(exc, argv)
+    if STATE.verbose:
+        traceback.print_exception(exc)
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if len(first) > 200:  # the whole of it is in the file
+        first = first[:200] + "..."
+    what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    message = f"internal error in onnxkit (a bug): {what}; " + (
+        f"traceback written to {where}" if where else "the traceback could not be written (rerun with -v to see it)"
+    )
+    _print_error(message, EXIT_INTERNAL, None, "InternalError")
+    return EXIT_INTERNAL
+
+
 def invoke(app: typer.Typer, argv: list[str], prog: str) -> int:
-    """Run the app; map every onnxkit error to one line on stderr and its exit code."""
-    from typer import Abort
-    from typer._click.exceptions import ClickException  # typer's private click copy
+    """Run the app; map every onnxkit error to one line on stderr and its exit code.
+
+    Anything else that escapes is a bug in onnxkit: exit 70, not 1, which CI reads as
+    "the model differs".
+    """
+    from typer import Abort, TyperException
     from typer.main import get_command
 
-    from onnxkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, OnnxkitError
+    from onnxkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, OnnxkitError, reset_command_options, set_command_options
 
     # --json/-v are per command; know them before parsing so early errors honour them.
     STATE.json = STATE.json or "--json" in argv
     STATE.verbose = STATE.verbose or "-v" in argv or "--verbose" in argv or bool(os.environ.get("ONNXKIT_DEBUG"))
     command = get_command(app)
+    token = set_command_options(command_options(command, argv))
     try:
         rv = command.main(args=argv, prog_name=prog, standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
@@ -107,16 +194,21 @@ def invoke(app: typer.Typer, argv: list[str], prog: str) -> int:
     except OnnxkitError as exc:
         if STATE.verbose:
             traceback.print_exception(exc)
-        _print_error(exc.message, exc.exit_code, exc.hint, type(exc).__name__)
+        _print_error(exc.message, exc.exit_code, _checked_hint(exc.hint), type(exc).__name__)
         return exc.exit_code
-    except ClickException as exc:
-        if STATE.json:
+    except TyperException as exc:  # bad flags: Typer's own Click exceptions derive from it
+        show = getattr(exc, "show", None)
+        if STATE.json or show is None:
             _print_error(exc.format_message(), EXIT_USAGE, None, "UsageError")
         else:
-            exc.show()
+            show()
         return exc.exit_code if exc.exit_code else EXIT_USAGE
     except (Abort, KeyboardInterrupt):
         sys.stderr.write("Error: interrupted\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        return _internal_error(exc, argv)
+    finally:
+        reset_command_options(token)

@@ -88,9 +88,10 @@ class AutoResult(Result):
 
     def tables(self) -> list[Table]:
         cols = ["candidate", "settings", "size"] + [f"p50 ms @{b}" for b in self.batch_sizes]
-        cols += [f"vs input @{self.decide_batch}"]
+        # Both are speed-ups (their p50 / this p50, above 1 is faster), as in `bench`.
+        cols += [f"speed-up vs input @{self.decide_batch}"]
         if self.source_p50_ms:
-            cols += [f"vs source @{self.decide_batch}"]
+            cols += [f"speed-up vs source @{self.decide_batch}"]
         cols += ["run-off ms" if self.runoff else None, self.metric or "accuracy", "within budget", "status", "chosen"]
         cols = [c for c in cols if c is not None]
         rows = []
@@ -104,7 +105,7 @@ class AutoResult(Result):
                 s = c.speedup_vs_source.get(self.decide_batch)
                 row.append(f"{s:.2f}x" if s else "-")
             if self.runoff:
-                row.append(f"{fmt_num(c.runoff_ms)} ({c.runoff_ratio:.2f}x best)" if c.runoff_ratio is not None else "-")
+                row.append(_runoff_text(c.runoff_ms, c.runoff_ratio))
             row += [fmt_num(c.error), fmt_num(c.within_budget),
                     c.status + (f": {c.reason}" if c.reason else ""), "<- chosen" if c.chosen else ""]
             rows.append(row)
@@ -120,6 +121,15 @@ class AutoResult(Result):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _runoff_text(ms: float | None, ratio: float | None) -> str:
+    # The ratio is a latency ratio (p50 / the round's best); said as "% slower" so no
+    # "x" in this table reads the opposite way of the speed-up columns.
+    if ratio is None:
+        return "-"
+    behind = (ratio - 1) * 100
+    return f"{fmt_num(ms)} (best)" if behind < 0.05 else f"{fmt_num(ms)} ({behind:.1f}% slower than best)"
 
 
 def _settings_text(settings: dict[str, Any]) -> str:

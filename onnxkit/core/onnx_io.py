@@ -21,7 +21,7 @@ import numpy as np
 
 from onnxkit.core.files import atomic_output, describe_magic, preflight, read_head
 from onnxkit.core.onnx_walk import iter_graphs, iter_nodes, iter_sparse, iter_tensors
-from onnxkit.errors import EnvironmentProblem, InputError, UnsafeInput
+from onnxkit.errors import EnvironmentProblem, InputError, UnsafeInput, offered
 
 log = logging.getLogger(__name__)
 
@@ -378,8 +378,9 @@ def _check_structure(model, allow_custom_domains: bool) -> list[str]:
             local = any(f.domain == imp.domain for f in model.functions)
             if used and not local:
                 raise InputError(
-                    f"model uses custom operator domain {imp.domain!r}; pass --custom-op-library with the "
-                    "library that implements it",
+                    f"model uses custom operator domain {imp.domain!r}; "
+                    + ("pass --custom-op-library with the library that implements it" if offered("--custom-op-library")
+                       else "this command cannot load custom operators (onnxkit inspect --custom-op-library can)"),
                 )
         if imp.domain in ("", "ai.onnx") and imp.version > _ORT_KNOWN_OPSET:
             if _ort_runs_opset(int(imp.version)) is False:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,26 +80,6 @@ def package_versions() -> dict[str, str]:
     return found
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    if sys.platform == "darwin":
-        import subprocess
-
-        try:
-            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5)
-            if out.stdout.strip():
-                return out.stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def _memory_bytes() -> int | None:
     try:
         import psutil
@@ -115,22 +94,17 @@ def _memory_bytes() -> int | None:
 
 
 def machine_info() -> dict[str, Any]:
+    from onnxkit.core.hostfacts import host_facts
     from onnxkit.results import fmt_bytes
 
+    host = host_facts()
     info: dict[str, Any] = {
-        "cpu": _cpu_model(),
-        "logical cores": os.cpu_count(),
+        "cpu": host.model_name,
+        "logical cores": host.logical_cores,
+        "usable cores": host.usable_cores,
+        "physical cores": host.physical_cores,
+        "isa": ", ".join(host.isa) or "unknown",
     }
-    try:
-        info["usable cores"] = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        pass
-    try:
-        import psutil
-
-        info["physical cores"] = psutil.cpu_count(logical=False)
-    except ImportError:
-        pass
     mem = _memory_bytes()
     info["memory"] = fmt_bytes(mem) if mem else "unknown"
     info["os"] = platform.platform()

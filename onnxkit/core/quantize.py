@@ -257,13 +257,9 @@ def _prepare_large(model_path: Path, work: Path) -> tuple[Any, str]:
 
 def cpu_has_vnni() -> bool | None:
     """Whether this CPU has VNNI int8 dot products; None when unknown (not Linux x86)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
-    except OSError:
-        return None
-    if "avx2" not in flags:
-        return None
-    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    from onnxkit.core.hostfacts import host_facts
+
+    return host_facts().x86_int8_dot
 
 
 def default_reduce_range() -> bool:

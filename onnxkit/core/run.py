@@ -64,7 +64,7 @@ class RunResult(Result):
             ["inputs", self.inputs_from],
             ["providers", " > ".join(self.providers)],
             ["nodes per provider", nodes],
-            ["rows", self.rows], ["batches", f"{self.batches} of {self.batch_size}"],
+            ["rows", self.rows], ["batches", _batches_text(self.batches, self.batch_size, self.rows)],
             ["time", f"{self.seconds:.3f} s ({self.inference_seconds:.3f} s in ONNX Runtime, {fmt_num(self.rows_per_second)} rows/s)"],
             ["written to", self.output_file or "-"],
             ["contained probe", "yes (untrusted model ran once in a child process first)" if self.isolated_probe else "no (--trust)"],
@@ -299,6 +299,11 @@ def fallback_notes(requested: list[str] | None, chosen: list[str]) -> list[str]:
     return [f"{', '.join(dropped)} not available; fell back to {', '.join(chosen)} (--fallback)"] if dropped else []
 
 
+def _batches_text(batches: int, size: int, rows: int) -> str:
+    text = f"{batches} batch{'es' if batches != 1 else ''} of {size:,} row{'s' if size != 1 else ''}"
+    return text + (" (the last one shorter)" if batches > 1 and rows < batches * size else "")
+
+
 def run_model(
     model: str | Path,
     *,
@@ -334,6 +339,8 @@ def run_model(
     loaded = load_onnx(model, load_external=False, trust=trust)
     specs = merge_specs(specs_from_onnx(loaded.model), user_specs)
     del loaded  # the session reads the file itself; do not hold a second copy of the weights
+    if data is not None and not specs:
+        raise UsageError(f"{Path(model).name} takes no inputs; run it without --data")
     if data is not None:
         source = open_data(data, specs)
         size = batch_size or DEFAULT_DATA_BATCH
@@ -358,7 +365,7 @@ def run_model(
     result.notes.extend(check_active(chosen, session.providers, fallback=fallback))
     result.notes.extend(fallback_notes(providers, chosen))
 
-    result.inputs_from = str(data) if data is not None else f"random (seed {seed})"
+    result.inputs_from = str(data) if data is not None else f"random (seed {seed})" if specs else "none (the model takes no inputs)"
     result.batch_size = size
     result.isolated_probe = not trust
 
@@ -375,7 +382,8 @@ def run_model(
             if i == 0:
                 result.node_providers = session.node_providers()
             result.batches += 1
-            result.rows += int(next(iter(feeds.values())).shape[0]) if next(iter(feeds.values())).ndim else 1
+            first_input = next(iter(feeds.values()), None)  # None: a model without inputs runs once
+            result.rows += int(first_input.shape[0]) if first_input is not None and first_input.ndim else 1
             stats.add(outs)
             if sink is not None:
                 sink.add(outs)

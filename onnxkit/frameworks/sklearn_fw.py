@@ -17,7 +17,7 @@ import numpy as np
 from onnxkit._lazy import require
 from onnxkit.core.files import preflight
 from onnxkit.core.spec import InputSpec
-from onnxkit.errors import ConversionError, InputError, UnsafeInput, UsageError
+from onnxkit.errors import ConversionError, InputError, UnsafeInput, UsageError, offered
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
 
 log = logging.getLogger(__name__)
@@ -256,7 +256,8 @@ def _column_specs(est: Any, options: LoadOptions) -> list[InputSpec] | None:
     if _has_column_transformer(est):
         raise UsageError(
             "this pipeline selects table columns by name; onnxkit needs their types",
-            hint="pass --sample data.csv (a few rows with the training columns) or one --input NAME:[batch,1]:DTYPE per column",
+            hint=("pass --sample data.csv (a few rows with the training columns) or one" if offered("--sample") else "pass one")
+            + " --input NAME:[batch,1]:DTYPE per column",
         )
     return None
 

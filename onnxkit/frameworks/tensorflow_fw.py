@@ -31,6 +31,7 @@ from onnxkit.core.spec import Dim, InputSpec, merge_specs
 from onnxkit.errors import ConversionError, InputError, OnnxkitError, UnsafeInput, UsageError
 from onnxkit.frameworks import keras_scan
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
+from onnxkit.passes.fold_constant_inputs import fold_captured_inputs
 
 log = logging.getLogger(__name__)
 
@@ -602,6 +603,7 @@ class KerasSource(SourceModel):
         fn = tf.function(serve, input_signature=signature, autograph=False)
         model = _convert(fn, signature, opset, "tensorflow (Keras)")
         _fix_io(model, specs, self.output_names, self._output_shapes)
+        fold_captured_inputs(model, fn, names)
         notes = []
         if _lambda_layers(keras_config(self.path)):
             notes.append("the model's Lambda layer ran its Python code during export (--trust)")
@@ -705,6 +707,7 @@ class SavedModelSource(SourceModel):
         fn = tf.function(serve, input_signature=signature, autograph=False)
         model = _convert(fn, signature, opset, f"tensorflow (SavedModel signature {self.signature!r})")
         _fix_io(model, specs, self.output_names, self._output_shapes)
+        fold_captured_inputs(model, fn, names)
         return ExportOutcome(model=model, exporter=f"tf2onnx {_tf2onnx().__version__}", opset=opset)
 
 

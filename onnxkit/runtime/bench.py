@@ -108,12 +108,12 @@ class BenchResult(Result):
             rows.append([
                 e.name + (f" ({e.kind})" if e.is_source else ""), e.batch_size,
                 *(f"{v:.3f}" for v in (s.p50_ms, s.p90_ms, s.p95_ms, s.p99_ms)), f"{s.mean_ms:.3f} ± {s.std_ms:.3f}",
-                f"{s.throughput:,.0f}", "-" if e.ratio_to_first is None else f"{e.ratio_to_first:.2f}x",
+                f"{s.throughput:,.0f}", "-" if not e.ratio_to_first else f"{1 / e.ratio_to_first:.2f}x",
                 "-" if e.speedup_vs_source is None else f"{e.speedup_vs_source:.2f}x", runs_on or "-",
             ])
         runs = f"{self.iterations} runs" if self.iterations else f"{self.duration_s:g} s"
         tables = [Table(f"Latency in ms ({runs} each after {self.warmup} warm-up, interleaved)",
-                        ["model", "batch", "p50", "p90", "p95", "p99", "mean ± std", "samples/s", "vs first",
+                        ["model", "batch", "p50", "p90", "p95", "p99", "mean ± std", "samples/s", "speed-up vs first",
                          "speed-up vs source", "runs on"], rows)]
         if self.comparisons:
             tables.append(Table(

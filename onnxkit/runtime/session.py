@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from onnxkit.core.spec import InputSpec, index_bounds, outputs_from_onnx, specs_from_onnx, with_bounds
-from onnxkit.errors import ConversionError, EnvironmentProblem, InputError, UsageError
+from onnxkit.errors import ConversionError, EnvironmentProblem, InputError, UsageError, offered
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def select_providers(names: list[str] | None, *, fallback: bool = False) -> list
         if not fallback:
             raise EnvironmentProblem(
                 f"execution provider {', '.join(missing)} is not available; available: {', '.join(have)}",
-                hint="install the onnxruntime package built for that provider, or pass --fallback",
+                hint="install the onnxruntime package built for that provider" + (", or pass --fallback" if offered("--fallback") else ""),
             )
         log.warning("execution provider %s not available; falling back to CPU", ", ".join(missing))
         wanted = [p for p in wanted if p in have]

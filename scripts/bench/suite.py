@@ -469,17 +469,15 @@ def startup(runs: int) -> dict[str, float]:
 def machine() -> dict[str, Any]:
     import importlib.metadata as md
 
+    from onnxkit.core.hostfacts import host_facts
+
+    host = host_facts()
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cores": os.cpu_count()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
-        flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
-        info["avx2"] = "avx2" in flags
-        info["avx512f"] = "avx512f" in flags
-        info["vnni"] = bool(flags & {"avx512_vnni", "avx_vnni"})
-    except OSError:
-        info["cpu"] = platform.processor()
+                            "cores": host.logical_cores, "physical cores": host.physical_cores,
+                            "usable cores": host.usable_cores, "cpu": host.model_name, "isa": list(host.isa)}
+    info["avx2"] = host.has("AVX2")
+    info["avx512f"] = host.has("AVX-512")
+    info["vnni"] = bool(host.x86_int8_dot)  # the question quantize asks for its reduce_range default
     versions = {}
     for pkg in ("onnxkit", "onnx", "onnxruntime", "torch", "transformers", "tensorflow", "tf2onnx", "scikit-learn",
                 "skl2onnx", "xgboost", "lightgbm", "onnxmltools", "numpy"):
