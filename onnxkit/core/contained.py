@@ -364,5 +364,28 @@ def open_session(
                             timeout_s=timeout_s, session_timeout_s=session_timeout_s)
 
 
-__all__ = ["ContainedSession", "open_session", "DEFAULT_BATCH_TIMEOUT_S", "DEFAULT_SESSION_TIMEOUT_S",
+def rehearse(
+    model: str | os.PathLike[str],
+    feeds_by_batch: dict[int, dict[str, np.ndarray]],
+    prepare: Any,
+    *,
+    providers: list[str] | None = None,
+    provider_options: dict[str, dict[str, str]] | None = None,
+    threads: int | None = None,
+    timeout_s: float | None = None,
+) -> None:
+    """Run an untrusted model once, contained, on exactly the inputs a timing loop is about to
+    use in-process (``prepare(feeds, input_specs, where)`` adapts them as the loop will).
+
+    Timing cannot go through a pipe without measuring the pipe, so ``bench`` times in-process;
+    this rehearsal is what makes that safe: ONNX Runtime on the same model, providers and
+    inputs takes the same paths (the same loop counts, the same allocations), so a model that
+    hangs or blows memory on those inputs fails here, cleanly, first."""
+    with ContainedSession(model, providers=providers, provider_options=provider_options, threads=threads,
+                          timeout_s=timeout_s) as sess:
+        for batch in sorted(feeds_by_batch):
+            sess.run(prepare(feeds_by_batch[batch], sess.input_specs, f"inputs for {Path(model).name}"))
+
+
+__all__ = ["ContainedSession", "open_session", "rehearse", "DEFAULT_BATCH_TIMEOUT_S", "DEFAULT_SESSION_TIMEOUT_S",
            "ENGINE_BUILD_TIMEOUT_S", "default_memory_mb", "session_timeout_for"]
