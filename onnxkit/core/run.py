@@ -362,6 +362,7 @@ def run_model(
     from onnxkit.core.spec import merge_specs, parse_specs, specs_from_onnx
     from onnxkit.runtime.providers import check_active, parse_provider_options, plan_providers, provider_options_for
     from onnxkit.core.contained import open_session
+    from onnxkit.core.validate import fixed_batch
     from onnxkit.runtime.session import resolve_provider
 
     if batch_size is not None and batch_size < 1:
@@ -380,7 +381,7 @@ def run_model(
     del loaded  # the session reads the file itself; do not hold a second copy of the weights
     if data is not None:
         source = open_data(data, specs)
-        size = batch_size or DEFAULT_DATA_BATCH
+        size = batch_size or fixed_batch(specs) or DEFAULT_DATA_BATCH
         batches: Iterator[Feeds] = source.batches(size)
         total: int | None = source.count_rows()
     else:

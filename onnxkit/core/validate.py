@@ -93,6 +93,13 @@ class ValidationResult(Result):
         return cases
 
 
+def fixed_batch(specs: list[InputSpec]) -> int | None:
+    """The rows per batch a model without a batch dimension takes (every input's first
+    dimension fixed, and the same): data is cut into batches of exactly that size."""
+    firsts = {s.shape[0] if s.shape and isinstance(s.shape[0], int) else None for s in specs}
+    return firsts.pop() if len(firsts) == 1 and None not in firsts else None
+
+
 def input_sets(
     specs: list[InputSpec],
     *,
@@ -106,7 +113,7 @@ def input_sets(
 ) -> Iterator[tuple[str, Feeds]]:
     """The batches to validate on, each with a label saying where it came from."""
     if data is not None:
-        batch = max(batch_sizes) if batch_sizes else 8
+        batch = fixed_batch(specs) or (max(batch_sizes) if batch_sizes else 8)
         seen = 0
         for i, feeds in enumerate(data.batches(batch)):
             if samples is not None:

@@ -18,10 +18,11 @@ def _save(graph, path: Path) -> Path:
     return path
 
 
-def make_loop_onnx(path: Path) -> Path:
-    """y[0] = max(n): a Loop that counts to the largest value of its input ``n[batch]``
-    (int64). A row holding 10**15 makes it run for days: a hang chosen by the data."""
-    from onnx import TensorProto, helper
+def make_loop_onnx(path: Path, *, scale: int = 1) -> Path:
+    """y[0] = scale * max(|n|): a Loop that counts to the largest value of its input ``n[batch]``
+    (int64), times ``scale``. A row holding 10**15 makes it run for days: a hang chosen by
+    the data (with scale 10**12, any input but zeros hangs)."""
+    from onnx import TensorProto, helper, numpy_helper
 
     body = helper.make_graph(
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
@@ -35,12 +36,14 @@ def make_loop_onnx(path: Path) -> Path:
         [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])],
     )
     graph = helper.make_graph(
-        [helper.make_node("ReduceMax", ["n"], ["m"], keepdims=0),
+        [helper.make_node("Abs", ["n"], ["a"]),
+         helper.make_node("ReduceMax", ["a"], ["m1"], keepdims=0),
+         helper.make_node("Mul", ["m1", "scale"], ["m"]),
          helper.make_node("Loop", ["m", "", "zero"], ["y"], body=body)],
         "loop_from_data",
         [helper.make_tensor_value_info("n", TensorProto.INT64, ["batch"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-        [helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])],
+        [helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]), numpy_helper.from_array(np.array(scale, np.int64), "scale")],
     )
     return _save(graph, path)
 
