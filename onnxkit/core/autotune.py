@@ -502,7 +502,7 @@ def auto_quantize(
         res.notes.append(random_budget_note("dynamic"))
     res.batch_sizes, res.decide_batch = _batch_plan(specs, batch_sizes, decide_batch, res.notes)
     if probe:  # once for the input; the candidates are onnxkit's own files
-        _rehearse_input(model_path, loaded.model, specs, res.batch_sizes, seed)
+        _rehearse_input(model_path, loaded.model, specs, res.batch_sizes, seed, data=data or calib_data)
     base = Candidate(INPUT, {"mode": "float"}, path=str(model_path), size=file_size(model_path, loaded.external_files),
                      is_input=True, error=0.0, within_budget=True)
     del loaded

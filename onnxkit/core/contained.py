@@ -223,7 +223,10 @@ class ContainedSession:
 
     # -- the OnnxSession interface
 
-    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, Any]:
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None, *,
+            where: str | None = None) -> dict[str, Any]:
+        """``where`` names the inputs in errors; by default, the batch and rows counted over
+        this session's runs (the rows of the user's data, when that is all it is given)."""
         if self._failed is not None:
             raise self._failed
         rows = _rows_of(feeds)
@@ -231,7 +234,7 @@ class ContainedSession:
         first_row = self.rows + 1
         self.rows += rows
         span = f"rows {first_row}-{self.rows}" if rows > 1 else f"row {first_row}"
-        doing = f"batch {self.batches} ({span})"
+        doing = where or f"batch {self.batches} ({span})"
         try:
             self._conn.send((feeds, outputs))
         except (BrokenPipeError, EOFError, OSError):
@@ -384,7 +387,8 @@ def rehearse(
     with ContainedSession(model, providers=providers, provider_options=provider_options, threads=threads,
                           timeout_s=timeout_s) as sess:
         for batch in sorted(feeds_by_batch):
-            sess.run(prepare(feeds_by_batch[batch], sess.input_specs, f"inputs for {Path(model).name}"))
+            sess.run(prepare(feeds_by_batch[batch], sess.input_specs, f"inputs for {Path(model).name}"),
+                     where=f"the timing inputs of batch size {batch}")
 
 
 __all__ = ["ContainedSession", "open_session", "rehearse", "DEFAULT_BATCH_TIMEOUT_S", "DEFAULT_SESSION_TIMEOUT_S",

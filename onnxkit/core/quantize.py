@@ -668,7 +668,7 @@ def quantize_model(
     if probe:  # an untrusted input runs once in a contained child before ORT loads it here
         from onnxkit.core.sandbox import probe_model_file
 
-        probe_model_file(model_path, loaded.model)
+        probe_model_file(model_path, loaded.model, data=data or calib_data)
     large = is_large(loaded.model)
     if large and mode == "fp16":
         raise UsageError("--mode fp16 is not supported on models over 2 GB: the converter needs every weight in memory",

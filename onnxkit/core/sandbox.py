@@ -238,14 +238,21 @@ def probe_model_file(model_path: str | os.PathLike[str], model: object | None = 
         model = onnx.load(os.fspath(model_path), load_external_data=False)
     specs = specs_from_onnx(model)
     with ContainedSession(model_path, timeout_s=timeout_s) as sess:
-        sess.run(random_feeds(specs, batch=1, seq=32, seed=0))  # the latency feeds
-        for _label, feeds in input_sets(specs, batch_sizes=_MEASURE_BATCHES, seq_lens=_MEASURE_SEQS):
-            sess.run(feeds)
+        sess.run(random_feeds(specs, batch=1, seq=32, seed=0), where="random inputs (batch 1, seq 32)")  # latency feeds
+        for label, feeds in input_sets(specs, batch_sizes=_MEASURE_BATCHES, seq_lens=_MEASURE_SEQS):
+            sess.run(feeds, where=label.replace("random batch=", "random inputs, batch "))
         for feeds in extra or []:
-            sess.run(feeds)
+            sess.run(feeds, where="random timing inputs")
         if data is not None:
-            for _label, feeds in input_sets(specs, data=data, batch_sizes=_MEASURE_BATCHES):
-                sess.run(feeds)
+            if isinstance(data, (str, os.PathLike)):
+                from onnxkit.core.data import open_data
+
+                data = open_data(data, specs)
+            start = 1
+            for label, feeds in input_sets(specs, data=data, batch_sizes=_MEASURE_BATCHES):
+                rows = next(iter(feeds.values())).shape[0] if feeds else 1
+                sess.run(feeds, where=f"{label} (rows {start}-{start + rows - 1})")
+                start += rows
 
 
 __all__ = ["run_isolated", "run_onnx_isolated", "probe_untrusted_model", "probe_model_file", "machine_memory_mb",

@@ -98,7 +98,7 @@ def test_bench_rehearsal_stops_a_hang_before_timing(hostile, tmp_path):
     model = make_loop_onnx(hostile["dir"] / "always.onnx", scale=10**12)
     r = run_cli("bench", model, "--iterations", "2", "--warmup", "0", "--timeout", "2", "--plot", tmp_path / "p.png")
     err = _one_clean_error(r)
-    assert "always.onnx did not finish batch 1" in err and "--timeout 2 s" in err
+    assert "always.onnx did not finish the timing inputs of batch size 1 within --timeout 2 s" in err
     assert not (tmp_path / "p.png").exists()
 
 
@@ -288,3 +288,26 @@ def _alive(pid: int) -> bool:
             return not any(line.startswith("State:") and "Z" in line.split()[1] for line in fh)
     except OSError:
         return False
+
+
+def test_pipeline_onnx_source_hang_is_contained(hostile, tmp_path, monkeypatch):
+    """An untrusted ONNX source runs contained, and so does every step that runs the model
+    it was copied to on the data (quantize measures its error there)."""
+    from onnxkit.core import contained
+
+    monkeypatch.setattr(contained, "DEFAULT_BATCH_TIMEOUT_S", 2.0)
+    cfg = tmp_path / "in" / "onnxkit.toml"
+    cfg.write_text("\n".join([
+        "[source]", f'path = "{hostile["loop"].as_posix()}"',
+        "[validate]", f'data = "{hostile["hang_rows"].as_posix()}"',
+        "[output]", f'dir = "{(tmp_path / "out").as_posix()}"',
+        "[bench]", "enabled = false",
+    ]) + "\n")
+    t0 = time.monotonic()
+    r = run_cli("pipeline", cfg, "--json")
+    assert r.code == 2, r
+    assert time.monotonic() - t0 < 60
+    steps = {s["name"]: s for s in r.json["steps"]}
+    assert steps["validate export"]["status"] == "error"
+    assert "did not finish" in steps["validate export"]["reason"]
+    assert steps["quantize"]["status"] == "error" and "did not finish" in steps["quantize"]["reason"]
