@@ -276,9 +276,12 @@ def _session(path, options, providers: list[str] | None, timeout: float | None):
     """A session for an ONNX model the user gave: contained in a worker process (every batch
     under ``timeout`` and a memory limit) unless ``--trust``."""
     from onnxkit.core.contained import open_session
+    from onnxkit.runtime.providers import provider_options_for
     from onnxkit.runtime.session import select_providers
 
-    return open_session(path, trust=options.trust, providers=select_providers(providers), timeout_s=timeout)
+    chosen = select_providers(providers)
+    return open_session(path, trust=options.trust, providers=chosen, provider_options=provider_options_for(chosen),
+                        timeout_s=timeout)
 
 
 def validate_files(

@@ -311,3 +311,20 @@ def test_pipeline_onnx_source_hang_is_contained(hostile, tmp_path, monkeypatch):
     assert steps["validate export"]["status"] == "error"
     assert "did not finish" in steps["validate export"]["reason"]
     assert steps["quantize"]["status"] == "error" and "did not finish" in steps["quantize"]["reason"]
+
+
+@pytest.mark.parametrize("command", [["optimize"], ["quantize", "--mode", "dynamic"], ["optimize", "--auto"]])
+def test_optimize_and_quantize_rehearse_the_input(command, hostile, tmp_path, monkeypatch):
+    """They run the input in-process after a contained rehearsal on the same inputs: a model
+    that hangs on any of them stops in the rehearsal."""
+    from onnxkit.core import contained
+
+    monkeypatch.setattr(contained, "DEFAULT_BATCH_TIMEOUT_S", 2.0)
+    model = make_loop_onnx(hostile["dir"] / "always.onnx", scale=10**12)
+    before = _snapshot(hostile["dir"])
+    t0 = time.monotonic()
+    r = run_cli(command[0], model, "-o", tmp_path / "out.onnx", *command[1:])
+    err = _one_clean_error(r)
+    assert "model always.onnx did not finish random inputs" in err and "within --timeout 2 s" in err
+    assert time.monotonic() - t0 < 30
+    _no_side_effects(tmp_path, before, hostile)
