@@ -16,6 +16,7 @@ so callers use :func:`open_session` and do not care which one they got.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -187,7 +188,7 @@ class ContainedSession:
         self.what = what or f"model {self.path.name}"
         self.timeout_s = DEFAULT_BATCH_TIMEOUT_S if timeout_s is None else float(timeout_s)
         self.session_timeout_s = session_timeout_for(providers) if session_timeout_s is None else float(session_timeout_s)
-        if self.timeout_s <= 0 or self.session_timeout_s <= 0:
+        if not all(math.isfinite(t) and t > 0 for t in (self.timeout_s, self.session_timeout_s)):
             from onnxkit.errors import UsageError
 
             raise UsageError("--timeout must be a positive number of seconds")

@@ -174,10 +174,11 @@ def test_trust_runs_in_process(hostile, tmp_path, monkeypatch):
         assert r.code == 0, r
 
 
-def test_timeout_must_be_positive(hostile, tmp_path):
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_timeout_must_be_positive(value, hostile, tmp_path):
     before = _snapshot(hostile["dir"])
-    r = run_cli("run", hostile["max"], "--timeout", "0", "-o", tmp_path / "out.npz")
-    assert r.code == 2 and "--timeout must be a positive" in r.stderr, r
+    r = run_cli("run", hostile["max"], "--timeout", value, "-o", tmp_path / "out.npz")
+    assert r.code == 2 and r.stderr.strip() == "Error: --timeout must be a positive number of seconds", r
     _no_side_effects(tmp_path, before, hostile)
 
 
