@@ -329,3 +329,23 @@ def test_optimize_and_quantize_rehearse_the_input(command, hostile, tmp_path, mo
     assert "model always.onnx did not finish random inputs" in err and "within --timeout 2 s" in err
     assert time.monotonic() - t0 < 30
     _no_side_effects(tmp_path, before, hostile)
+
+
+def test_validate_large_models_one_worker_at_a_time(linear_onnx, tmp_path, monkeypatch):
+    """Models over the large-model threshold are validated one session after the other; both
+    are contained, and no worker outlives the command."""
+    from onnxkit.core import contained, onnx_io
+
+    monkeypatch.setattr(onnx_io, "EXTERNAL_DATA_THRESHOLD", 16)
+    started: list = []
+    real = contained.ContainedSession.__init__
+
+    def record(self, model, **kw):
+        real(self, model, **kw)
+        started.append(self)
+
+    monkeypatch.setattr(contained.ContainedSession, "__init__", record)
+    r = run_cli("validate", linear_onnx, linear_onnx, "--json")
+    assert r.code == 0 and r.json["passed"], r
+    assert len(started) == 3  # candidate (closed unused), reference, candidate again
+    assert all(not s._proc.is_alive() for s in started)
