@@ -61,12 +61,13 @@ class RunResult(Result):
 
     def tables(self) -> list[Table]:
         nodes = ", ".join(f"{p}: {n}" for p, n in self.node_providers.items()) if self.node_providers else "-"
+        where = " and the round trip to its worker" if self.contained else ""
         overview = Table(f"Run {Path(self.model).name}", ["property", "value"], [
             ["inputs", self.inputs_from],
             ["providers", " > ".join(self.providers)],
             ["nodes per provider", nodes],
             ["rows", self.rows], ["batches", f"{self.batches} of {self.batch_size}"],
-            ["time", f"{self.seconds:.3f} s ({self.inference_seconds:.3f} s in ONNX Runtime, {fmt_num(self.rows_per_second)} rows/s)"],
+            ["time", f"{self.seconds:.3f} s ({self.inference_seconds:.3f} s in ONNX Runtime{where}, {fmt_num(self.rows_per_second)} rows/s)"],
             ["written to", self.output_file or "-"],
             ["contained", f"yes (worker process, {self.timeout_s:g} s per batch, memory limit)" if self.contained else "no (--trust)"],
         ])
