@@ -425,17 +425,17 @@ def test_interleaved_sessions_do_not_spin(monkeypatch, two_models, linear_onnx):
 
 
 def test_untrusted_model_is_probed_in_a_child_first(cli, linear_onnx, monkeypatch):
-    import onnxkit.core.sandbox as sandbox
+    from onnxkit.core.contained import ContainedSession
 
     calls = []
-    real = sandbox.probe_untrusted_model
-    monkeypatch.setattr(sandbox, "probe_untrusted_model", lambda *a, **k: (calls.append(a), real(*a, **k))[1])
+    real = ContainedSession.__init__
+    monkeypatch.setattr(ContainedSession, "__init__", lambda self, m, **k: (calls.append(m), real(self, m, **k))[1])
     r = cli("run", linear_onnx, "--json")
     assert r.code == 0, r
-    assert len(calls) == 1 and r.json["isolated_probe"] is True
+    assert len(calls) == 1 and r.json["contained"] is True
     calls.clear()
     r = cli("run", linear_onnx, "--trust", "--json")
-    assert r.code == 0 and calls == [] and r.json["isolated_probe"] is False
+    assert r.code == 0 and calls == [] and r.json["contained"] is False
 
 
 def test_runaway_allocation_is_one_clean_error(cli, tmp_path):

@@ -297,14 +297,14 @@ def test_untrusted_runaway_model_is_one_clean_error(cli, tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-def test_untrusted_candidate_is_probed_in_a_child_unless_trusted(cli, models, monkeypatch):
-    import onnxkit.core.sandbox as sandbox
+def test_untrusted_candidate_and_reference_run_contained_unless_trusted(cli, models, monkeypatch):
+    from onnxkit.core.contained import ContainedSession
 
     calls = []
-    real = sandbox.probe_untrusted_model
-    monkeypatch.setattr(sandbox, "probe_untrusted_model", lambda *a, **k: (calls.append(a[0]), real(*a, **k))[1])
+    real = ContainedSession.__init__
+    monkeypatch.setattr(ContainedSession, "__init__", lambda self, m, **k: (calls.append(m), real(self, m, **k))[1])
     assert cli("validate", models["good"], models["copy"]).code == 0
-    assert [str(c) for c in calls] == [str(models["copy"])]
+    assert sorted(str(c) for c in calls) == sorted([str(models["copy"]), str(models["good"])])
     calls.clear()
     assert cli("validate", models["good"], models["copy"], "--trust").code == 0
     assert calls == []

@@ -9,7 +9,7 @@ import typer
 
 from onnxkit.cli import common
 from onnxkit.cli.app import app
-from onnxkit.cli.run_cmd import Fallback, ProviderOptions, Threads
+from onnxkit.cli.run_cmd import Fallback, ProviderOptions, Threads, Timeout
 
 
 @app.command("bench")
@@ -33,6 +33,7 @@ def bench_command(
     max_regression: Annotated[str | None, typer.Option("--max-regression", help="Allowed slow-down against --baseline, e.g. 10% (default 10%).", show_default=False)] = None,
     metric: Annotated[str, typer.Option("--metric", help="Latency figure compared with --baseline: p50, p90, p95, p99, mean.")] = "p50",
     trust: common.Trust = False,
+    timeout: Timeout = None,
     json_out: common.Json = False,
     verbose: common.Verbose = False,
     quiet: common.Quiet = False,
@@ -49,5 +50,5 @@ def bench_command(
         models, source=vs, providers=providers, provider_options=provider_option, fallback=fallback,
         batch_sizes=batch_size, inputs=inputs, seed=seed, warmup=warmup, iterations=iterations, duration=duration,
         threads=threads, io_binding=io_binding, plot=plot, save_baseline_to=save_baseline, baseline=baseline,
-        max_regression=max_regression, metric=metric, trust=trust,
+        max_regression=max_regression, metric=metric, trust=trust, timeout=timeout,
     ))

@@ -17,6 +17,10 @@ ProviderOptions = Annotated[list[str] | None, typer.Option(
     "--provider-option", help="Provider option KEY=VALUE (for the first non-CPU provider) or PROVIDER:KEY=VALUE, "
     "e.g. cuda:device_id=1, trt_fp16_enable=True. Repeatable.")]
 Fallback = Annotated[bool, typer.Option("--fallback", help="Run on CPU (with a warning) when a requested provider is not available, instead of exit 3.")]
+Timeout = Annotated[float | None, typer.Option(
+    "--timeout", help="Seconds one batch of an untrusted model may run before it is stopped (exit 2); default 30. "
+    "Untrusted models run in a worker process under this limit and a memory limit; --trust runs them in-process, unlimited.",
+    show_default=False)]
 Threads = Annotated[int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads (default: ORT's choice).", show_default=False)]
 
 
@@ -52,6 +56,7 @@ def run_command(
     threads: Threads = None,
     seed: common.Seed = 0,
     trust: common.Trust = False,
+    timeout: Timeout = None,
     json_out: common.Json = False,
     verbose: common.Verbose = False,
     quiet: common.Quiet = False,
@@ -69,6 +74,6 @@ def run_command(
         result = run_model(
             model, providers=providers, provider_options=provider_option, fallback=fallback, data=data,
             inputs=inputs, output=output, batch_size=batch_size, threads=threads, seed=seed, trust=trust,
-            progress=progress,
+            timeout=timeout, progress=progress,
         )
     common.emit(result)

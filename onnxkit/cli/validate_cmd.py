@@ -10,6 +10,7 @@ import typer
 
 from onnxkit.cli import common
 from onnxkit.cli.app import app
+from onnxkit.cli.run_cmd import Timeout
 
 
 def _int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -76,6 +77,7 @@ def validate_command(
     save_outputs: Annotated[Path | None, typer.Option("--save-outputs", help="Save the inputs and reference outputs (.npz) for later runs without the source.")] = None,
     load_outputs: Annotated[Path | None, typer.Option("--load-outputs", help="Use reference outputs saved by --save-outputs; SOURCE is then omitted.")] = None,
     trust: common.Trust = False,
+    timeout: Timeout = None,
     json_out: common.Json = False,
     verbose: common.Verbose = False,
     quiet: common.Quiet = False,
@@ -112,7 +114,7 @@ def validate_command(
         src, model_path, tolerance=tolerance, options=options, data=data, samples=samples,
         batch_sizes=sizes, seq_lens=lens, edge_cases=edge_cases, seed=seed, localize=localize,
         providers=providers, reference_providers=reference_providers,
-        save_outputs=save_outputs, load_outputs=load_outputs, progress=progress,
+        save_outputs=save_outputs, load_outputs=load_outputs, progress=progress, timeout=timeout,
     )
     if junit is not None:
         from onnxkit.reports.junit import write_junit

@@ -177,6 +177,16 @@ def _work_folder(out: Path) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=".onnxkit-auto-", dir=str(out.parent))
 
 
+def _rehearse_input(model_path, graph, specs: list, batch_sizes, seed: int, *, data: Any = None) -> None:
+    """The untrusted input, contained, on the inputs it is about to be validated and timed with
+    in this process (see sandbox.probe_model_file)."""
+    from onnxkit.core.data import random_feeds
+    from onnxkit.core.sandbox import probe_model_file
+
+    timing = [random_feeds(specs, batch=b, seed=seed) for b in batch_sizes]  # as _time builds them
+    probe_model_file(model_path, graph, data=data, extra=timing)
+
+
 def _time(result: AutoResult, cands: list[Candidate], specs: list, *, source: Any, seed: int, threads: int | None,
           trust: bool) -> None:
     """Time every eligible candidate (and the source) interleaved; then a run-off among the
@@ -367,10 +377,6 @@ def auto_optimize(
     tolerance = make_tolerance(tol, rtol, preset="fp32")
     check_output_path(out, model_path)
     loaded = load_onnx(model_path, trust=trust)
-    if probe:  # once for the input; the candidates are onnxkit's own files
-        from onnxkit.core.sandbox import probe_model_file
-
-        probe_model_file(model_path, loaded.model)
     specs = specs_from_onnx(loaded.model)
     ds = None
     if data is not None:
@@ -382,6 +388,8 @@ def auto_optimize(
                      budget=f"fp32 tolerance (atol {fmt_num(tolerance.atol)}, rtol {fmt_num(tolerance.rtol)}) vs the input")
     res.notes.extend(loaded.warnings)
     res.batch_sizes, res.decide_batch = _batch_plan(specs, batch_sizes, decide_batch, res.notes)
+    if probe:  # once for the input, on what it will be validated and timed with; the candidates are onnxkit's own files
+        _rehearse_input(model_path, loaded.model, specs, res.batch_sizes, seed, data=ds)
     base = Candidate(INPUT, {}, path=str(model_path), size=file_size(model_path, loaded.external_files), is_input=True,
                      error=0.0, cosine=1.0, max_abs=0.0, within_budget=True)
     cands = [base] + optimize_candidates(loaded.model, hardware_specific=hardware_specific)
@@ -495,10 +503,6 @@ def auto_quantize(
     random_data = not (data or calib_data)
     budget = default_budget("dynamic", random_data=random_data) if max_error is None else max_error
     loaded = load_onnx(model_path, trust=trust)
-    if probe:  # once for the input; the candidates are onnxkit's own files
-        from onnxkit.core.sandbox import probe_model_file
-
-        probe_model_file(model_path, loaded.model)
     specs = specs_from_onnx(loaded.model)
     res = AutoResult(command="quantize", model=str(model_path), output=str(out), stage="quantize",
                      iterations=iterations, warmup=warmup, metric=f"error ({metric})",
@@ -507,6 +511,8 @@ def auto_quantize(
     if max_error is None and random_data:
         res.notes.append(random_budget_note("dynamic"))
     res.batch_sizes, res.decide_batch = _batch_plan(specs, batch_sizes, decide_batch, res.notes)
+    if probe:  # once for the input; the candidates are onnxkit's own files
+        _rehearse_input(model_path, loaded.model, specs, res.batch_sizes, seed, data=data or calib_data)
     base = Candidate(INPUT, {"mode": "float"}, path=str(model_path), size=file_size(model_path, loaded.external_files),
                      is_input=True, error=0.0, within_budget=True)
     del loaded

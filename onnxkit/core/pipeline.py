@@ -250,7 +250,8 @@ class _Run:
             # Its own validation (vs the exported ONNX) and latency probe would duplicate the
             # pipeline's validation against the source and its bench step.
             res = optimize_model(model, out, preset=o["preset"], level=o["level"], fp16=o["fp16"],
-                                 validate=False, latency=False, trust=self.cfg["source"]["trust"])
+                                 validate=False, latency=False, trust=self.cfg["source"]["trust"],
+                                 probe=not self.cfg["source"]["trust"])
             res.notes = [n for n in res.notes if "--no-validate" not in n]
             rec.result, rec.artifact = res, str(out)
             rec.status = PASSED if res.passed else FAILED
@@ -265,7 +266,8 @@ class _Run:
         b = self.cfg["bench"]
         return {"batch_sizes": tuple(b["batch_sizes"]), "iterations": b["iterations"], "warmup": b["warmup"],
                 "threads": b["threads"], "source": self.source_model if b["enabled"] and b["vs_source"] else None,
-                "write_input": False, "seed": self.cfg["validate"]["seed"], "trust": self.cfg["source"]["trust"]}
+                "write_input": False, "seed": self.cfg["validate"]["seed"], "trust": self.cfg["source"]["trust"],
+                "probe": not self.cfg["source"]["trust"]}
 
     def _auto_optimize(self, rec: StepRecord, model: Path, out: Path) -> None:
         from onnxkit.core.autotune import auto_optimize
@@ -306,6 +308,7 @@ class _Run:
                 seed=self.cfg["validate"]["seed"],
                 latency=False,
                 trust=self.cfg["source"]["trust"],
+                probe=not self.cfg["source"]["trust"],
             )
             rec.result, rec.artifact = res, str(out)
             rec.status = PASSED if res.passed else FAILED

@@ -661,10 +661,6 @@ def quantize_model(
 
     # Graph first: whether the weights may be loaded at all depends on their size.
     loaded = load_onnx(model_path, trust=trust, load_external=False)
-    if probe:  # an untrusted input runs once in a contained child before ORT loads it here
-        from onnxkit.core.sandbox import probe_model_file
-
-        probe_model_file(model_path, loaded.model)
     large = is_large(loaded.model)
     if large and mode == "fp16":
         raise UsageError("--mode fp16 is not supported on models over 2 GB: the converter needs every weight in memory",
@@ -723,6 +719,11 @@ def quantize_model(
         rows += int(next(iter(feeds.values())).shape[0])
         if rows >= 256:
             break
+    if probe:  # the untrusted input, contained, on what it is measured and calibrated with below
+        from onnxkit.core.sandbox import probe_model_file
+
+        random_calib = list(calib) if calib is not None and not calib.data_path else []
+        probe_model_file(model_path, original, extra=eval_batches + random_calib, data=calib_data)
 
     if reduce_range is None:
         reduce_range = mode in ("dynamic", "static") and weight_type == "int8" and default_reduce_range()

@@ -3,7 +3,6 @@ by batch into .npz/.npy/.csv/.parquet with bounded memory."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 import shutil
 import tempfile
@@ -17,6 +16,7 @@ import numpy as np
 
 from onnxkit.core.data import Feeds, check_feeds, open_data, random_feeds
 from onnxkit.core.files import atomic_output, check_output_path
+from onnxkit.core.npz_names import renaming_notes, safe_member_names
 from onnxkit.errors import InputError, UsageError
 from onnxkit.results import Result, Table, fmt_num
 
@@ -56,18 +56,20 @@ class RunResult(Result):
     rows_per_second: float = 0.0
     outputs: list[OutputSummary] = field(default_factory=list)
     output_file: str | None = None
-    isolated_probe: bool = False  # ran once in a contained child before the real run
+    contained: bool = False  # every batch ran in a worker process under --timeout and a memory limit
+    timeout_s: float | None = None
 
     def tables(self) -> list[Table]:
         nodes = ", ".join(f"{p}: {n}" for p, n in self.node_providers.items()) if self.node_providers else "-"
+        where = " and the round trip to its worker" if self.contained else ""
         overview = Table(f"Run {Path(self.model).name}", ["property", "value"], [
             ["inputs", self.inputs_from],
             ["providers", " > ".join(self.providers)],
             ["nodes per provider", nodes],
             ["rows", self.rows], ["batches", _batches_text(self.batches, self.batch_size, self.rows)],
-            ["time", f"{self.seconds:.3f} s ({self.inference_seconds:.3f} s in ONNX Runtime, {fmt_num(self.rows_per_second)} rows/s)"],
+            ["time", f"{self.seconds:.3f} s ({self.inference_seconds:.3f} s in ONNX Runtime{where}, {fmt_num(self.rows_per_second)} rows/s)"],
             ["written to", self.output_file or "-"],
-            ["contained probe", "yes (untrusted model ran once in a child process first)" if self.isolated_probe else "no (--trust)"],
+            ["contained", f"yes (worker process, {self.timeout_s:g} s per batch, memory limit)" if self.contained else "no (--trust)"],
         ])
         outs = Table("Outputs", ["name", "dtype", "shape", "min", "max", "mean", "non-finite"], [
             [o.name, o.dtype, "[" + ", ".join(map(str, o.shape)) + "]", o.min, o.max, o.mean, o.non_finite] for o in self.outputs
@@ -86,6 +88,9 @@ class _Sink:
 
     def add(self, outputs: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
+
+    def notes(self) -> list[str]:
+        return []
 
     def close(self) -> None:
         pass
@@ -115,6 +120,10 @@ class _NpzSink(_Sink):
         self.meta: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
         self.rows: dict[str, int] = {}
         self.strings: dict[str, list[np.ndarray]] = {}
+        self.members = safe_member_names(names)
+
+    def notes(self) -> list[str]:
+        return [] if self.single else renaming_notes(self.members)
 
     def add(self, outputs: dict[str, np.ndarray]) -> None:
         for name in self.names:
@@ -155,7 +164,7 @@ class _NpzSink(_Sink):
             else:
                 with zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
                     for name in self.names:
-                        with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                        with zf.open(f"{self.members[name]}.npy", "w", force_zip64=True) as fh:
                             self._write_npy(fh, name)
         finally:
             self.abort()
@@ -299,6 +308,41 @@ def fallback_notes(requested: list[str] | None, chosen: list[str]) -> list[str]:
     return [f"{', '.join(dropped)} not available; fell back to {', '.join(chosen)} (--fallback)"] if dropped else []
 
 
+def _run_batches(session, batches: Iterator[Feeds], result: RunResult, stats: _Stats, specs, *, data, out_path: Path | None,
+                 progress: Progress | None, total: int | None) -> None:
+    def loop(sink: _Sink | None) -> None:
+        for i, feeds in enumerate(batches):
+            where = f"{Path(data).name} (batch {i + 1})" if data is not None else "random inputs"
+            check_feeds(feeds, specs, where=where)
+            t0 = time.perf_counter()
+            outs = session.run(feeds)
+            result.inference_seconds += time.perf_counter() - t0
+            if i == 0:
+                result.node_providers = session.node_providers()
+            result.batches += 1
+            first_input = next(iter(feeds.values()), None)  # None: a model without inputs runs once
+            result.rows += int(first_input.shape[0]) if first_input is not None and first_input.ndim else 1
+            stats.add(outs)
+            if sink is not None:
+                sink.add(outs)
+            if progress is not None:
+                progress(result.rows, total)
+
+    if out_path is None:
+        loop(None)
+        return
+    with atomic_output(out_path, suffix=out_path.suffix) as tmp:
+        sink = make_sink(tmp, out_path, session.output_names)
+        result.notes.extend(sink.notes())
+        try:
+            loop(sink)
+            sink.close()
+        except BaseException:
+            sink.abort()
+            raise
+    result.output_file = str(out_path)
+
+
 def _batches_text(batches: int, size: int, rows: int) -> str:
     text = f"{batches} batch{'es' if batches != 1 else ''} of {size:,} row{'s' if size != 1 else ''}"
     return text + (" (the last one shorter)" if batches > 1 and rows < batches * size else "")
@@ -317,13 +361,16 @@ def run_model(
     threads: int | None = None,
     seed: int = 0,
     trust: bool = False,
+    timeout: float | None = None,
     progress: Progress | None = None,
 ) -> RunResult:
     """Run ``model`` with ONNX Runtime and optionally write the outputs; see ``onnxkit run``."""
     from onnxkit.core.onnx_io import load_onnx
     from onnxkit.core.spec import merge_specs, parse_specs, specs_from_onnx
     from onnxkit.runtime.providers import check_active, parse_provider_options, plan_providers, provider_options_for
-    from onnxkit.runtime.session import make_session, resolve_provider
+    from onnxkit.core.contained import open_session
+    from onnxkit.core.validate import fixed_batch
+    from onnxkit.runtime.session import resolve_provider
 
     if batch_size is not None and batch_size < 1:
         raise UsageError("--batch-size must be a positive integer")
@@ -343,69 +390,34 @@ def run_model(
         raise UsageError(f"{Path(model).name} takes no inputs; run it without --data")
     if data is not None:
         source = open_data(data, specs)
-        size = batch_size or DEFAULT_DATA_BATCH
+        size = batch_size or fixed_batch(specs) or DEFAULT_DATA_BATCH
         batches: Iterator[Feeds] = source.batches(size)
         total: int | None = source.count_rows()
     else:
         size = batch_size or 1
         batches = iter([random_feeds(specs, batch=size, seed=seed)])
         total = size
-    if not trust:
-        # An untrusted model runs once in a contained child first (crash or runaway
-        # allocation -> a clean error); --trust skips this for models the user vouches for.
-        from onnxkit.core.sandbox import probe_untrusted_model
-
-        first = next(batches)
-        check_feeds(first, specs, where=f"{Path(data).name} (batch 1)" if data is not None else "random inputs")
-        probe_untrusted_model(model, {k: v[:1] for k, v in first.items()}, providers=chosen)
-        batches = itertools.chain([first], batches)
-    session = make_session(model, providers=chosen, provider_options=options, threads=threads, profile=True)
-    requested = [resolve_provider(n) for n in providers] if providers else ["CPUExecutionProvider"]
-    result = RunResult(model=str(model), providers_requested=requested, providers=list(session.providers))
-    result.notes.extend(check_active(chosen, session.providers, fallback=fallback))
-    result.notes.extend(fallback_notes(providers, chosen))
-
-    result.inputs_from = str(data) if data is not None else f"random (seed {seed})" if specs else "none (the model takes no inputs)"
-    result.batch_size = size
-    result.isolated_probe = not trust
-
-    stats = _Stats()
-    started = time.perf_counter()
-
-    def loop(sink: _Sink | None) -> None:
-        for i, feeds in enumerate(batches):
-            where = f"{Path(data).name} (batch {i + 1})" if data is not None else "random inputs"
-            check_feeds(feeds, specs, where=where)
-            t0 = time.perf_counter()
-            outs = session.run(feeds)
-            result.inference_seconds += time.perf_counter() - t0
-            if i == 0:
-                result.node_providers = session.node_providers()
-            result.batches += 1
-            first_input = next(iter(feeds.values()), None)  # None: a model without inputs runs once
-            result.rows += int(first_input.shape[0]) if first_input is not None and first_input.ndim else 1
-            stats.add(outs)
-            if sink is not None:
-                sink.add(outs)
-            if progress is not None:
-                progress(result.rows, total)
-
+    # An untrusted model runs in a worker process, every batch under the timeout and a memory
+    # limit; --trust runs it here, for models the user vouches for.
+    session = open_session(model, trust=trust, providers=chosen, provider_options=options, threads=threads,
+                           profile=True, timeout_s=timeout)
     try:
-        if out_path is None:
-            loop(None)
-        else:
-            with atomic_output(out_path, suffix=out_path.suffix) as tmp:
-                sink = make_sink(tmp, out_path, session.output_names)
-                try:
-                    loop(sink)
-                    sink.close()
-                except BaseException:
-                    sink.abort()
-                    raise
-            result.output_file = str(out_path)
+        requested = [resolve_provider(n) for n in providers] if providers else ["CPUExecutionProvider"]
+        result = RunResult(model=str(model), providers_requested=requested, providers=list(session.providers))
+        result.notes.extend(check_active(chosen, session.providers, fallback=fallback))
+        result.notes.extend(fallback_notes(providers, chosen))
+        result.inputs_from = (str(data) if data is not None else f"random (seed {seed})" if specs
+                              else "none (the model takes no inputs)")
+        result.batch_size = size
+        result.contained = not trust
+        result.timeout_s = None if trust else session.timeout_s
+        stats = _Stats()
+        started = time.perf_counter()
+        _run_batches(session, batches, result, stats, specs, data=data, out_path=out_path, progress=progress, total=total)
     finally:
         # Ends ORT profiling (and removes its file) even when the first batch never ran.
         session.node_providers()
+        session.close()
     result.seconds = time.perf_counter() - started
     result.rows_per_second = result.rows / result.inference_seconds if result.inference_seconds > 0 else 0.0
     result.outputs = stats.summaries(session.output_names)

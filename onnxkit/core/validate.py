@@ -93,6 +93,13 @@ class ValidationResult(Result):
         return cases
 
 
+def fixed_batch(specs: list[InputSpec]) -> int | None:
+    """The rows per batch a model without a batch dimension takes (every input's first
+    dimension fixed, and the same): data is cut into batches of exactly that size."""
+    firsts = {s.shape[0] if s.shape and isinstance(s.shape[0], int) else None for s in specs}
+    return firsts.pop() if len(firsts) == 1 and None not in firsts else None
+
+
 def input_sets(
     specs: list[InputSpec],
     *,
@@ -106,7 +113,7 @@ def input_sets(
 ) -> Iterator[tuple[str, Feeds]]:
     """The batches to validate on, each with a label saying where it came from."""
     if data is not None:
-        batch = max(batch_sizes) if batch_sizes else 8
+        batch = fixed_batch(specs) or (max(batch_sizes) if batch_sizes else 8)
         seen = 0
         for i, feeds in enumerate(data.batches(batch)):
             if samples is not None:
@@ -265,21 +272,16 @@ def _random_rows(specs: list[InputSpec], batch_sizes, seq_lens, samples, edge_ca
     return per_round * rounds + edge
 
 
-def _probe_untrusted(model: Path, specs: list[InputSpec], data: str | Path | None, batch: int, seq: int,
-                     providers: list[str] | None) -> None:
-    """Run an untrusted ONNX model once on one row in a contained child (see
-    ``sandbox.probe_untrusted_model``) before this process loads it."""
-    from onnxkit.core.data import open_data
-    from onnxkit.core.sandbox import probe_untrusted_model
+def _session(path, options, providers: list[str] | None, timeout: float | None):
+    """A session for an ONNX model the user gave: contained in a worker process (every batch
+    under ``timeout`` and a memory limit) unless ``--trust``."""
+    from onnxkit.core.contained import open_session
+    from onnxkit.runtime.providers import provider_options_for
     from onnxkit.runtime.session import select_providers
 
-    if data is not None:
-        first = next(iter(open_data(data, specs).batches(batch)))
-        check_feeds(first, specs, where=f"{Path(data).name} batch 0")
-        first = {k: v[:1] for k, v in first.items()}
-    else:
-        first = random_feeds(specs, batch=1, seq=seq)
-    probe_untrusted_model(model, first, providers=select_providers(providers))
+    chosen = select_providers(providers)
+    return open_session(path, trust=options.trust, providers=chosen, provider_options=provider_options_for(chosen),
+                        timeout_s=timeout)
 
 
 def validate_files(
@@ -300,19 +302,17 @@ def validate_files(
     save_outputs: str | Path | None = None,
     load_outputs: str | Path | None = None,
     progress: Any = None,
+    timeout: float | None = None,
 ) -> ValidationResult:
     """``onnxkit validate``: SOURCE (any model export loads, or another ONNX file) or saved
     reference outputs, against MODEL.onnx.
 
     ``progress``, when given, has ``start(total_rows_or_None)``, ``advance(rows)`` and ``stop()``.
     """
-    from onnxkit.core.data import open_data
     from onnxkit.core.files import check_output_path
     from onnxkit.core.onnx_io import load_onnx
-    from onnxkit.core.spec import merge_specs, specs_from_onnx
     from onnxkit.errors import UsageError
     from onnxkit.frameworks.base import LoadOptions
-    from onnxkit.runtime.session import make_session, select_providers
 
     options = options or LoadOptions()
     model = Path(model)
@@ -333,13 +333,29 @@ def validate_files(
     if save_outputs is not None:
         check_output_path(save_outputs, model, source if source and Path(source).exists() else None)
 
-    from onnxkit.passes.large import is_large
-
     cand_graph = load_onnx(model, trust=options.trust, load_external=False).model  # safety checks before ORT sees it
-    if not options.trust:
-        _probe_untrusted(model, merge_specs(specs_from_onnx(cand_graph), options.inputs), data, max(batch_sizes), seq_lens[0],
-                         providers)
-    cand_session = make_session(model, providers=select_providers(providers))
+    cand_session = _session(model, options, providers, timeout)
+    sessions = [cand_session]  # closed (their workers stopped) however this ends
+    try:
+        return _validate_with(cand_session, sessions, cand_graph, source, model, options=options, tolerance=tolerance,
+                              data=data, samples=samples, batch_sizes=batch_sizes, seq_lens=seq_lens,
+                              edge_cases=edge_cases, seed=seed, localize=localize, providers=providers,
+                              reference_providers=reference_providers, save_outputs=save_outputs,
+                              load_outputs=load_outputs, progress=progress, timeout=timeout)
+    finally:
+        for s in sessions:
+            s.close()
+
+
+def _validate_with(cand_session, sessions: list, cand_graph, source, model: Path, *, options, tolerance: Tolerance, data,
+                   samples, batch_sizes, seq_lens, edge_cases: bool, seed: int, localize: bool, providers,
+                   reference_providers, save_outputs, load_outputs, progress, timeout) -> ValidationResult:
+    from onnxkit.core.data import open_data
+    from onnxkit.core.onnx_io import load_onnx
+    from onnxkit.core.spec import merge_specs
+    from onnxkit.passes.large import is_large
+    from onnxkit.runtime.session import select_providers
+
     specs = merge_specs(cand_session.input_specs, options.inputs)
 
     refs = None
@@ -366,9 +382,12 @@ def validate_files(
         if sequential:
             import gc
 
+            cand_session.close()
+            sessions.remove(cand_session)
             del cand_session
             gc.collect()
-        ref_session = make_session(source, providers=select_providers(reference_providers))
+        ref_session = _session(source, options, reference_providers, timeout)
+        sessions.append(ref_session)
         reference = ref_session.run
         reference_model = Path(source)
         reference_name = f"{Path(source).name} on {ref_session.providers[0]}"
@@ -376,10 +395,13 @@ def validate_files(
             recorded = [(label, feeds, ref_session.run(feeds)) for label, feeds in input_sets(
                 specs, data=open_data(data, specs) if data is not None else None, batch_sizes=batch_sizes,
                 seq_lens=seq_lens, samples=samples, seed=seed, edge_cases=edge_cases)]
+            ref_session.close()
+            sessions.remove(ref_session)
             del ref_session, reference
             gc.collect()
             reference = None
-            cand_session = make_session(model, providers=select_providers(providers))
+            cand_session = _session(model, options, providers, timeout)
+            sessions.append(cand_session)
     else:
         from onnxkit.frameworks.registry import load_source
 

@@ -13,15 +13,16 @@ class OnnxSource(SourceModel):
     framework = "onnx"
 
     def __init__(self, path: Path, options: LoadOptions, providers: list[str] | None = None) -> None:
+        from onnxkit.core.contained import open_session
         from onnxkit.core.onnx_io import load_onnx
-        from onnxkit.runtime.session import make_session
 
         import onnxruntime
 
         self.loaded = load_onnx(path, trust=options.trust)
         self.path = Path(path)
         self.framework_version = f"onnxruntime {onnxruntime.__version__}"
-        self.session = make_session(self.path, providers=providers)
+        # Untrusted: a contained worker, every batch under a time and memory limit.
+        self.session = open_session(self.path, trust=options.trust, providers=providers)
         self.input_specs = merge_specs(self.session.input_specs, options.inputs)
         self.output_names = self.session.output_names
 

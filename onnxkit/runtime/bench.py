@@ -540,6 +540,7 @@ def run_bench(
     max_regression: str | None = None,
     metric: str = "p50",
     trust: bool = False,
+    timeout: float | None = None,
 ) -> BenchResult:
     """Everything `onnxkit bench` does: check paths, build inputs, time, plot, gate."""
     from onnxkit.core.data import random_feeds
@@ -589,13 +590,12 @@ def run_bench(
 
         src = load_source(source, LoadOptions(trust=trust, inputs=user_specs))
     feeds_by_batch = {b: random_feeds(specs, batch=b, seed=seed) for b in sizes}
-    if not trust:
-        # Untrusted models run once in a contained child before ORT loads them here.
-        from onnxkit.core.sandbox import probe_untrusted_model
+    if not trust:  # the exact inputs of the timing loop, contained first (see contained.rehearse)
+        from onnxkit.core.contained import rehearse
 
-        one_row = {k: v[:1] for k, v in feeds_by_batch[sizes[0]].items()}
         for m in models:
-            probe_untrusted_model(m, one_row, providers=chosen)
+            rehearse(m, feeds_by_batch, _adapt_feeds, providers=chosen, provider_options=options, threads=threads,
+                     timeout_s=timeout)
     result = bench_models(
         list(models), feeds_by_batch, providers=chosen, provider_options=options, threads=threads, warmup=warmup,
         iterations=iterations, duration=duration, source=src, io_binding=io_binding, fallback=fallback, trust=trust,

@@ -125,6 +125,9 @@ class OnnxSession:
             raise InputError(f"ONNX Runtime could not run the model on these inputs: {msg}") from exc
         return {name: _as_array(value) for name, value in zip(names, res)}
 
+    def close(self) -> None:
+        """Nothing to stop in-process; here so callers treat this and a contained session alike."""
+
     def node_providers(self) -> dict[str, int] | None:
         """Nodes per execution provider, from ORT's profile of the optimized graph, where known.
 

@@ -1,5 +1,6 @@
-"""Every command that runs a user's ONNX model with ONNX Runtime runs it once in a contained
-child first, unless --trust; a runaway model is then one clean error."""
+"""Every command that runs a user's ONNX model with ONNX Runtime runs it in a contained worker
+(every batch, or a rehearsal of the exact inputs it then runs in-process), unless --trust; a
+runaway model is then one clean error."""
 
 from __future__ import annotations
 
@@ -18,11 +19,17 @@ COMMANDS = {
 
 @pytest.fixture
 def probes(monkeypatch):
-    import onnxkit.core.sandbox as sandbox
+    """The models a contained worker was started for."""
+    from onnxkit.core.contained import ContainedSession
 
     calls: list[str] = []
-    real = sandbox.probe_untrusted_model
-    monkeypatch.setattr(sandbox, "probe_untrusted_model", lambda *a, **k: (calls.append(str(a[0])), real(*a, **k))[1])
+    real = ContainedSession.__init__
+
+    def record(self, model, **kw):
+        calls.append(str(model))
+        real(self, model, **kw)
+
+    monkeypatch.setattr(ContainedSession, "__init__", record)
     return calls
 
 
