@@ -7,12 +7,10 @@ the torch.export-based one (``dynamo=True``) and the older TorchScript-based one
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import importlib
 import importlib.util
 import io
-import json
 import logging
 import pickle
 import re
@@ -31,6 +29,7 @@ from onnxkit.core.files import preflight, read_head
 from onnxkit.core.spec import SPEC_FORM, InputSpec
 from onnxkit.errors import ConversionError, InputError, OnnxkitError, UnsafeInput, UsageError
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
+from onnxkit.frameworks.torch_pt2 import _load_pt2, audit_pt2  # noqa: F401  (audit_pt2: kept importable from here)
 
 log = logging.getLogger(__name__)
 
@@ -216,216 +215,6 @@ def _load_pickle(path: Path, options: LoadOptions) -> TorchSource:
         raise InputError(f"{path.name} holds a {type(obj).__name__}, not a torch.nn.Module")
     specs = _need_inputs(f"the pickled module {path.name}", options)
     return TorchSource(obj.eval(), path, specs, options, kind="pickled module")
-
-
-# ---------------------------------------------------------------- .pt2 programs
-
-# sympy expressions in a .pt2 are sympify()ed, i.e. eval()ed: allow only the printed
-# form of symbolic sizes: Capitalized sympy constructors, keyword flags, numbers and
-# identifier-like string literals.
-_SYM_TOKEN = re.compile(
-    r"\s+|[A-Z][A-Za-z]*(?=\()|[a-z_]+(?==)|'[A-Za-z][A-Za-z0-9_]*'|\d+(\.\d+)?(e-?\d+)?|[-+*/(),=]|True|False|oo|[a-z]\d+",
-)
-# Guards are exec()ed when the program is turned back into a module: allow comparisons
-# of input sizes and numbers, nothing else.
-_GUARD_ATTRS = {"size", "stride", "storage_offset", "dim", "shape", "isnan", "inf"}
-_GUARD_NAMES = {"L", "math"}
-_GUARD_NODES = (
-    ast.Expression, ast.Compare, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Subscript, ast.Load,
-    ast.Name, ast.Attribute, ast.Call, ast.And, ast.Or, ast.Not, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt,
-    ast.GtE, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.USub, ast.UAdd,
-)
-
-
-def _safe_sym_expr(text: str) -> bool:
-    pos = 0
-    while pos < len(text):
-        m = _SYM_TOKEN.match(text, pos)
-        if not m or m.end() == pos:
-            return False
-        pos = m.end()
-    return "__" not in text
-
-
-def _safe_guard(code: str) -> bool:
-    try:
-        tree = ast.parse(code, mode="eval")
-    except SyntaxError:
-        return False
-    for node in ast.walk(tree):
-        if not isinstance(node, _GUARD_NODES):
-            return False
-        if isinstance(node, ast.Name) and node.id not in _GUARD_NAMES:
-            return False
-        if isinstance(node, ast.Attribute) and node.attr not in _GUARD_ATTRS:
-            return False
-        if isinstance(node, ast.Call) and not isinstance(node.func, ast.Attribute):
-            return False
-        if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, str, bool, type(None))):
-            return False
-    return True
-
-
-def _safe_target(target: str, ops_attrs: set[str]) -> bool:
-    """Node targets are resolved by getattr from ``torch``, ``operator`` or ``math``:
-    allow registered operators (torch.ops.<namespace>.<op>), the symbolic-size helpers
-    and plain operator/math functions; anything else could reach os or pickle."""
-    parts = target.split(".")
-    if any(p.startswith("__") for p in parts) or target.startswith("#"):
-        return False
-    if parts[0] in ("_operator", "math"):
-        return len(parts) == 2
-    if parts[0] == "torch":
-        if parts[1:2] == ["ops"]:
-            return len(parts) in (4, 5) and parts[2] not in ops_attrs  # torch.ops.load_library is a method
-        return len(parts) == 2 and (parts[1].startswith("sym_") or parts[1].startswith(("_check", "_assert")))
-    return True  # any other string stays an unresolved name, never a callable
-
-
-def audit_pt2(path: Path) -> list[str]:
-    """Reasons why loading ``path`` with torch.export.load could run code; empty if none.
-
-    torch.export.load unpickles tensor subclasses and opaque constants, sympify()s size
-    expressions and exec()s guard code, all read from the file.
-    """
-    torch = _torch()
-    ops_attrs = {a for a in dir(type(torch.ops)) if not a.startswith("_")} | {"load_library"}
-    reasons: list[str] = []
-    with zipfile.ZipFile(path) as zf:
-        for name in zf.namelist():
-            if name.endswith("_weights_config.json") or name.endswith("_constants_config.json"):
-                try:
-                    config = json.loads(zf.read(name)).get("config", {})
-                except (ValueError, AttributeError):
-                    reasons.append(f"{name} is not valid JSON")
-                    continue
-                for fqn, meta in config.items():
-                    if not isinstance(meta, dict):
-                        reasons.append(f"{name}: malformed entry for {fqn}")
-                    elif meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(("weight_", "tensor_")):
-                        reasons.append(f"{fqn} is stored as a pickled object")
-            elif re.search(r"(^|/)models/[^/]+\.json$", name) or name.endswith("serialized_exported_program.json"):
-                try:
-                    program = json.loads(zf.read(name))
-                except ValueError:
-                    reasons.append(f"{name} is not valid JSON")
-                    continue
-                for code in program.get("guards_code") or []:
-                    if not isinstance(code, str) or not _safe_guard(code):
-                        reasons.append(f"guard code {str(code)[:80]!r} is not a plain size check")
-                for kind, value in _walk_strings(program):
-                    if kind == "expr" and not _safe_sym_expr(value):
-                        reasons.append(f"size expression {value[:80]!r} is not a plain sympy expression")
-                    elif kind == "target" and not _safe_target(value, ops_attrs):
-                        reasons.append(f"node target {value[:80]!r} is not a registered operator")
-    return reasons[:5]
-
-
-def _walk_strings(obj: Any) -> Iterator[tuple[str, str]]:
-    stack = [obj]
-    while stack:
-        o = stack.pop()
-        if isinstance(o, dict):
-            if isinstance(o.get("expr_str"), str):
-                yield "expr", o["expr_str"]
-            if isinstance(o.get("target"), str) and "inputs" in o:
-                yield "target", o["target"]
-            stack.extend(o.values())
-        elif isinstance(o, list):
-            stack.extend(o)
-
-
-@contextlib.contextmanager
-def _weights_only_loads() -> Iterator[None]:
-    """Inside, every torch.load is weights_only=True, so a file cannot fall back to full
-    unpickling (torch.export.load retries with weights_only=False on failure)."""
-    torch = _torch()
-    original = torch.load
-
-    def guarded(*args, **kwargs):
-        kwargs["weights_only"] = True
-        return original(*args, **kwargs)
-
-    torch.load = guarded
-    try:
-        yield
-    finally:
-        torch.load = original
-
-
-def _load_pt2(path: Path, options: LoadOptions) -> TorchSource:
-    torch = _torch()
-    if not options.trust:
-        reasons = audit_pt2(path)
-        if reasons:
-            raise UnsafeInput(
-                f"{path.name} would run code when loaded: {reasons[0]}"
-                + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""),
-                hint="re-export it with torch.export.save from plain tensors, or pass --trust if you vouch for this file",
-            )
-    guard = contextlib.nullcontext() if options.trust else _weights_only_loads()
-    try:
-        with guard, _quiet():
-            ep = torch.export.load(str(path))
-    except pickle.UnpicklingError as exc:
-        raise UnsafeInput(
-            f"{path.name} holds pickled objects besides tensors; unpickling runs code ({_first_line(exc)})",
-            hint="pass --trust if you vouch for this file",
-        ) from exc
-    except Exception as exc:
-        raise InputError(f"cannot load {path.name} as a torch.export program: {_first_line(exc)}") from exc
-    specs = _specs_from_program(ep)
-    if options.inputs:
-        from onnxkit.core.spec import merge_specs
-
-        specs = merge_specs(specs, list(options.inputs))
-    try:
-        module = ep.module()
-    except Exception as exc:
-        raise InputError(f"cannot rebuild a module from {path.name}: {_first_line(exc)}") from exc
-    return TorchSource(module, path, specs, options, kind="torch.export program", program=ep)
-
-
-def _specs_from_program(ep) -> list[InputSpec]:
-    """Input names, shapes and dtypes from the program's placeholders; symbolic sizes
-    become named dynamic dims ("batch" for a symbol used only as the leading dim)."""
-    torch = _torch()
-    user_inputs = list(ep.graph_signature.user_inputs)
-    nodes = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
-    raw: list[tuple[str, list[Any], Any]] = []
-    for name in user_inputs:
-        node = nodes.get(name)
-        val = node.meta.get("val") if node is not None else None
-        if not isinstance(val, torch.Tensor):
-            raise UsageError(f"the program's input {name!r} is not a tensor; onnxkit exports tensor inputs only")
-        dims: list[Any] = []
-        for d in val.shape:
-            dims.append(int(d) if isinstance(d, int) else str(d.node.expr))
-        raw.append((name, dims, val.dtype))
-    axes: dict[str, set[int]] = {}
-    for _, dims, _ in raw:
-        for i, d in enumerate(dims):
-            if isinstance(d, str):
-                axes.setdefault(d, set()).add(i)
-    rename: dict[str, str] = {}
-    leading = [sym for sym, where in axes.items() if where == {0}]
-    for k, sym in enumerate(leading):
-        rename[sym] = "batch" if k == 0 else f"batch_{k}"
-    specs = []
-    for name, dims, dtype in raw:
-        shape = tuple(rename.get(d, _dim_name(d)) if isinstance(d, str) else d for d in dims)
-        specs.append(InputSpec(name, shape, np.dtype(_np_dtype(dtype))))
-    return specs
-
-
-def _dim_name(expr: str) -> str:
-    """A symbolic size expression as a dim_param-friendly name (s53 stays s53)."""
-    return re.sub(r"\W+", "_", expr).strip("_") or "dyn"
-
-
-def _np_dtype(dtype) -> Any:
-    torch = _torch()
-    return torch.empty((), dtype=dtype).numpy().dtype
 
 
 # ---------------------------------------------------------------- the source model
