@@ -242,6 +242,9 @@ class TorchSource(SourceModel):
         self.framework_version = str(torch.__version__)
         self.load_notes = list(notes or [])
         self._out_tree = None
+        # A program exported with kwargs= (GPT-2's attention_mask follows past_key_values)
+        # must be called with those names as keywords.
+        self._kwarg_names = _program_kwarg_names(program) if program is not None else []
         self.output_names = self._output_names(options)
 
     def describe(self) -> dict[str, Any]:
@@ -277,8 +280,10 @@ class TorchSource(SourceModel):
     def _forward(self, args: tuple):
         torch = _torch()
         try:
+            n_pos = len(args) - len(self._kwarg_names)
+            kwargs = dict(zip(self._kwarg_names, args[n_pos:]))
             with torch.inference_mode(), _quiet():
-                return self.module(*args)
+                return self.module(*args[:n_pos], **kwargs)
         except OnnxkitError:
             raise
         except Exception as exc:
@@ -350,16 +355,30 @@ class TorchSource(SourceModel):
     def _export_dynamo(self, opset: int | None):
         torch = _torch()
         require("onnxscript")
-        names = [s.name for s in self.input_specs]
-        if self.program is not None:
-            target, args, dyn = self.program, (), None
-        else:
-            target = self.module
+        if self.program is None:
             args = self._args(self._example_feeds())
             auto = torch.export.Dim.DYNAMIC
             dyn = tuple({i: auto for i, d in enumerate(s.shape) if not isinstance(d, int)} or None for s in self.input_specs)
-            if all(d is None for d in dyn):
-                dyn = None
+            model = self._onnx_export(self.module, args, None if all(d is None for d in dyn) else dyn, opset)
+        else:
+            try:
+                model = self._onnx_export(self.program, (), None, opset)
+            except ConversionError as first:
+                # torch.onnx's decomposition of a loaded program can fail where torch.export's
+                # default decompositions succeed (T5: a view of a transposed tensor).
+                log.debug("exporting the program failed; retrying after run_decompositions()", exc_info=True)
+                try:
+                    with _quiet():
+                        decomposed = self.program.run_decompositions()
+                    model = self._onnx_export(decomposed, (), None, opset)
+                except Exception:
+                    raise first from None
+        self._fix_names(model)
+        return model
+
+    def _onnx_export(self, target, args: tuple, dyn, opset: int | None):
+        torch = _torch()
+        names = [s.name for s in self.input_specs]
         try:
             with _quiet():
                 program = torch.onnx.export(
@@ -367,13 +386,11 @@ class TorchSource(SourceModel):
                     opset_version=opset, dynamo=True, external_data=False, dynamic_shapes=dyn,
                     optimize=True, verbose=False, report=False,
                 )
-            model = program.model_proto
+            return program.model_proto
         except OnnxkitError:
             raise
         except Exception as exc:
             raise _conversion_error(exc, "torch.export-based (dynamo)", opset) from exc
-        self._fix_names(model)
-        return model
 
     def _export_torchscript(self, opset: int | None):
         torch = _torch()
@@ -442,6 +459,15 @@ class TorchSource(SourceModel):
 
 
 # ---------------------------------------------------------------- helpers
+
+def _program_kwarg_names(program) -> list[str]:
+    """The keyword inputs of a torch.export program, in the order of its user inputs."""
+    try:
+        kwargs_spec = program.call_spec.in_spec.children()[1]
+        return [str(k) for k in (kwargs_spec.context or [])]
+    except (AttributeError, IndexError, TypeError):
+        return []
+
 
 def _opaque_class():
     torch = _torch()
