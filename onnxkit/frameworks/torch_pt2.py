@@ -314,8 +314,10 @@ def _load_diagnostics(causes: list[str]) -> Iterator[None]:
     ``causes`` is filled, on exit, with the innermost error of each record."""
     logger = logging.getLogger("torch.export")
     recorder = _Recorder()
-    saved = (logger.level, logger.propagate)
-    logger.addHandler(recorder)
+    # torch attaches its own stderr handler to this logger: set it aside, or the
+    # traceback is printed above onnxkit's one-line error.
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    logger.handlers = [recorder]
     logger.setLevel(logging.WARNING)
     logger.propagate = False
     try:
@@ -323,9 +325,9 @@ def _load_diagnostics(causes: list[str]) -> Iterator[None]:
             warnings.simplefilter("always")
             yield
     finally:
-        logger.removeHandler(recorder)
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
+        logger.handlers = saved[2]
         for record in recorder.records:
             exc = record.exc_info[1] if record.exc_info else None
             if exc is not None:
