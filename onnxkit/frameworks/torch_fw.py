@@ -137,7 +137,7 @@ def _load_factory(ref: str, options: LoadOptions) -> TorchSource:
     if options.weights is not None:
         _load_weights(model, Path(options.weights))
     else:
-        notes.append("no --weights given: the factory's own initialization was exported")
+        notes.append("no --weights (--random-weights): the model was exported with the weights the factory built it with")
     path = Path(target) if target.endswith(".py") else Path(target.replace(".", "/"))
     return TorchSource(model.eval(), path, specs, options, kind="factory", notes=notes)
 
@@ -302,8 +302,22 @@ class TorchSource(SourceModel):
             named.append(("_".join(keys), leaf))
         return named
 
+    def _probe(self):
+        """One forward on example inputs; a failure that a dtype in the specs explains is
+        reported as that usage error rather than as PyTorch's message."""
+        feeds = self._example_feeds()
+        try:
+            return self._forward(self._args(feeds))
+        except InputError as exc:
+            from onnxkit.frameworks.torch_dtypes import dtype_contradiction
+
+            problem = dtype_contradiction(self, feeds, exc)
+            if problem is not None:
+                raise problem from exc
+            raise
+
     def _output_names(self, options: LoadOptions) -> list[str]:
-        flat = self._flatten(self._forward(self._args(self._example_feeds())))
+        flat = self._flatten(self._probe())
         if not flat:
             raise InputError(f"{self.path.name}: the model returns no tensors")
         if options.output_names:
