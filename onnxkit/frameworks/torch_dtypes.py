@@ -27,6 +27,27 @@ def model_float_dtype(module) -> np.dtype | None:
     return None
 
 
+def promoted_by_input(source: Any, outputs: list) -> UsageError | None:
+    """A float input of another precision than the weights that runs anyway (PyTorch
+    promotes float32 * float64 to float64) and turns outputs into its own dtype: the
+    export would compute in a precision the model was not built for."""
+    want = model_float_dtype(source.module)
+    if want is None:
+        return None
+    from onnxkit.frameworks.torch_pt2 import _np_dtype
+
+    produced = {np.dtype(_np_dtype(t.dtype)) for t in outputs if t.is_floating_point()}
+    for spec in source.input_specs:
+        have = np.dtype(spec.dtype)
+        if have.kind == "f" and have != want and have in produced:
+            return UsageError(
+                f"--input {spec.name} says {have.name}, but the model computes in {want.name} (the dtype of its weights); "
+                f"given {have.name}, its outputs become {have.name}",
+                hint=f"give {spec.name} as {want.name}: --input {spec.name}:[...]:{want.name}",
+            )
+    return None
+
+
 def dtype_contradiction(source: Any, feeds: dict[str, np.ndarray], failure: InputError) -> UsageError | None:
     """The usage error that explains ``failure``, or None when no input's dtype does."""
     want = model_float_dtype(source.module)

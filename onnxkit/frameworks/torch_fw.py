@@ -303,18 +303,25 @@ class TorchSource(SourceModel):
         return named
 
     def _probe(self):
-        """One forward on example inputs; a failure that a dtype in the specs explains is
-        reported as that usage error rather than as PyTorch's message."""
-        feeds = self._example_feeds()
-        try:
-            return self._forward(self._args(feeds))
-        except InputError as exc:
-            from onnxkit.frameworks.torch_dtypes import dtype_contradiction
+        """One forward on example inputs. Without a recorded signature (anything but a
+        .pt2, whose --input dtypes were checked against it), an input dtype the model's
+        weights contradict is reported as that usage error rather than as PyTorch's."""
+        from onnxkit.frameworks.torch_dtypes import dtype_contradiction, promoted_by_input
 
+        feeds = self._example_feeds()
+        if self.program is not None:
+            return self._forward(self._args(feeds))
+        try:
+            out = self._forward(self._args(feeds))
+        except InputError as exc:
             problem = dtype_contradiction(self, feeds, exc)
             if problem is not None:
                 raise problem from exc
             raise
+        problem = promoted_by_input(self, [t for _, t in self._flatten(out)])
+        if problem is not None:
+            raise problem
+        return out
 
     def _output_names(self, options: LoadOptions) -> list[str]:
         flat = self._flatten(self._probe())
