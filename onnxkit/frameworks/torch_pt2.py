@@ -54,7 +54,10 @@ _GUARD_NODES = (
 _PROGRAM_JSON = re.compile(r"(^|/)models/[^/]+\.json$")
 # Output types transformers defines and registers with pytree when their module is
 # imported: the shared outputs module, and each model's own modeling module.
-_TRANSFORMERS_OUTPUT_MODULE = re.compile(r"transformers\.(modeling_outputs|models\.[a-z][a-z0-9_]*\.modeling_[a-z][a-z0-9_]*)")
+# TensorFlow and Flax modeling modules are left out: a torch program never returns their types.
+_TRANSFORMERS_OUTPUT_MODULE = re.compile(
+    r"transformers\.(modeling_outputs|models\.[a-z][a-z0-9_]*\.modeling_(?!tf_|flax_)[a-z][a-z0-9_]*)",
+)
 
 
 def _safe_sym_expr(text: str) -> bool:
