@@ -207,3 +207,41 @@ def test_load_failure_prints_one_line_from_the_console(tiny_pt2, tmp_path):
         "Error: cannot load bad.pt2 as a torch.export program: "
         "NotImplementedError: Deserializing onnxkit_nowhere.Thing in pytree is not registered.",
     ]
+
+
+def _other_program(kind: str):
+    """Tiny CLIP, Wav2Vec2 and Whisper programs: outputs defined in their own modeling
+    modules (CLIPOutput) or in modeling_outputs, inputs that are not token ids."""
+    import transformers as T
+
+    batch = torch.export.Dim("batch")
+    if kind == "clip":
+        model = T.CLIPModel(T.CLIPConfig(
+            text_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                             vocab_size=100, max_position_embeddings=16),
+            vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                               image_size=32, patch_size=8),
+            projection_dim=16)).eval()
+        kwargs = {"input_ids": torch.ones(2, 7, dtype=torch.long), "pixel_values": torch.randn(2, 3, 32, 32)}
+        return torch.export.export(model, (), kwargs=kwargs, dynamic_shapes={"input_ids": {0: batch}, "pixel_values": {0: batch}})
+    if kind == "wav2vec2":
+        model = T.Wav2Vec2Model(T.Wav2Vec2Config(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16),
+            conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)).eval()
+        return torch.export.export(model, (torch.randn(2, 1600),), dynamic_shapes=({0: batch},))
+    model = T.WhisperModel(T.WhisperConfig(
+        d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=8, max_source_positions=16, vocab_size=100,
+        pad_token_id=1, bos_token_id=2, eos_token_id=3, decoder_start_token_id=2, use_cache=False)).eval()
+    return torch.export.export(model, (torch.randn(2, 8, 32),), kwargs={"decoder_input_ids": torch.ones(2, 3, dtype=torch.long)})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["clip", "wav2vec2", "whisper"])
+def test_audio_and_vision_programs_export_without_trust(cli, tmp_path, kind):
+    torch.manual_seed(0)
+    src = tmp_path / f"{kind}.pt2"
+    torch.export.save(_other_program(kind), src)
+    r = cli("export", src, "-o", tmp_path / f"{kind}.onnx", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json["validation"]["passed"] is True
