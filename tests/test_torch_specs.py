@@ -172,3 +172,21 @@ def test_a_program_that_takes_float64_is_not_second_guessed(cli, tmp_path):
     r = cli("export", tmp_path / "scaled.pt2", "-o", tmp_path / "scaled.onnx", "--json")
     assert r.code == 0, r.stderr
     assert [i["dtype"] for i in r.json["inputs"]] == ["float32", "float64"]
+
+
+@pytest.mark.parametrize("spec, why", [
+    ("x:[batch,7]:float32", "a size the program fixed cannot be made dynamic or changed"),
+    ("x:[batch,n]:float32", "a size the program fixed cannot be made dynamic or changed"),
+    ("x:[batch,20,1]:float32", "3 dims instead of 2"),
+])
+def test_pt2_shape_spec_contradicting_the_program_is_a_usage_error(cli, models, tmp_path, spec, why):
+    before = _files(models)
+    r = cli("export", models / "mlp.pt2", "-o", tmp_path / "m.onnx", "--input", spec)
+    assert r.code == 2, r.stderr
+    assert r.stderr.startswith(f"Error: --input {spec} does not fit mlp.pt2, which was exported with x:[batch,20]:float32: {why}")
+    assert list(tmp_path.iterdir()) == [] and _files(models) == before
+
+
+def test_pt2_spec_may_fix_a_dynamic_size(cli, models, tmp_path):
+    r = cli("export", models / "mlp.pt2", "-o", tmp_path / "m.onnx", "--input", "x:[3,20]:float32", "--json")
+    assert r.code == 0, r.stderr

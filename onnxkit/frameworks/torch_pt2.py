@@ -388,7 +388,7 @@ def _load_pt2(path: Path, options: LoadOptions):
     if options.inputs:
         from onnxkit.core.spec import merge_specs
 
-        _check_user_dtypes(specs, list(options.inputs), path.name)
+        _check_user_specs(specs, list(options.inputs), path.name)
         specs = merge_specs(specs, list(options.inputs))
     try:
         module = ep.module()
@@ -397,18 +397,30 @@ def _load_pt2(path: Path, options: LoadOptions):
     return TorchSource(module, path, specs, options, kind="torch.export program", program=ep)
 
 
-def _check_user_dtypes(program_specs: list[InputSpec], user_specs: list[InputSpec], file_name: str) -> None:
-    """A .pt2 records its inputs' dtypes; an --input that says otherwise would export a
-    graph whose declared input type the program never computed with."""
+def _check_user_specs(program_specs: list[InputSpec], user_specs: list[InputSpec], file_name: str) -> None:
+    """A .pt2 records its inputs' dtypes and shapes; an --input that contradicts them
+    describes a model the program is not (PyTorch would only say "Guard failed")."""
     recorded = {s.name: s for s in program_specs}
     for spec in user_specs:
         have = recorded.get(spec.name)
-        if have is not None and np.dtype(spec.dtype) != np.dtype(have.dtype):
+        if have is None:
+            continue  # merge_specs names unknown inputs
+        if np.dtype(spec.dtype) != np.dtype(have.dtype):
             raise UsageError(
                 f"--input {spec.name} says {np.dtype(spec.dtype).name} but {file_name} was exported with "
                 f"{spec.name} as {np.dtype(have.dtype).name}",
                 hint=f"use {spec.name}:[...]:{np.dtype(have.dtype).name}, or leave the dtype to the program",
             )
+        if len(spec.shape) != len(have.shape):
+            why = f"{len(spec.shape)} dims instead of {len(have.shape)}"
+        elif any(isinstance(r, int) and u != r for u, r in zip(spec.shape, have.shape)):
+            why = "a size the program fixed cannot be made dynamic or changed"
+        else:
+            continue
+        raise UsageError(
+            f"--input {spec} does not fit {file_name}, which was exported with {have}: {why}",
+            hint="leave --input out: a .pt2 carries its own input specs",
+        )
 
 
 def _specs_from_program(ep) -> list[InputSpec]:
