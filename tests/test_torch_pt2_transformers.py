@@ -124,6 +124,8 @@ def tripwire(tmp_path, monkeypatch) -> Path:
     "transformers.modeling_outputs.ModelOutput",    # importable from there, defined elsewhere
     "transformers.modeling_outputs.dataclass",      # not a class of transformers at all
     "transformers.modeling_utils.PreTrainedModel",  # not an outputs module
+    "transformers.models.bert.modeling_bert.BertModel",  # a modeling module, but a model, not an output
+    "transformers.models.bert.modeling_bert.__builtins__",
 ])
 @pytest.mark.parametrize("trust", [False, True])
 def test_output_types_that_are_not_model_outputs_import_nothing(cli, tiny_pt2, tmp_path, tripwire, name, trust):
