@@ -4,7 +4,6 @@ names stay refused with nothing imported and nothing written."""
 
 from __future__ import annotations
 
-import json
 import sys
 import zipfile
 from pathlib import Path
