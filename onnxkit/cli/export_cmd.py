@@ -18,6 +18,7 @@ def export_command(
     framework: Annotated[str | None, typer.Option("--framework", help="Override detection: torch, tensorflow, sklearn, xgboost, lightgbm.")] = None,
     inputs: common.Inputs = None,
     weights: Annotated[Path | None, typer.Option("--weights", help="PyTorch state_dict for a factory source (loaded with weights_only=True).")] = None,
+    random_weights: Annotated[bool, typer.Option("--random-weights", help="Export a factory source without --weights: the model exactly as the factory builds it.")] = False,
     signature: Annotated[str, typer.Option("--signature", help="TensorFlow SavedModel signature.")] = "serving_default",
     sample: Annotated[Path | None, typer.Option("--sample", help="CSV sample to learn column names and types (scikit-learn ColumnTransformer).")] = None,
     exporter: Annotated[str, typer.Option("--exporter", help="PyTorch exporter: auto, dynamo or torchscript.")] = "auto",
@@ -51,7 +52,7 @@ def export_command(
     if opset is not None and not 7 <= opset <= 30:
         raise UsageError(f"--opset {opset} is out of range (7..30)")
     options = LoadOptions(
-        framework=framework, trust=trust, inputs=parse_specs(inputs), weights=weights, signature=signature,
+        framework=framework, trust=trust, inputs=parse_specs(inputs), weights=weights, random_weights=random_weights, signature=signature,
         sample=sample, exporter=exporter, opset=opset, zipmap=zipmap, output_names=_names(output_names),
     )
     tolerance = make_tolerance(tol, rtol, preset)

@@ -17,6 +17,8 @@ def init_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="The config file to write.")] = Path("onnxkit.toml"),
     framework: Annotated[str | None, typer.Option("--framework", help="Override detection: torch, tensorflow, sklearn, xgboost, lightgbm, onnx.")] = None,
     inputs: common.Inputs = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="PyTorch state_dict for a factory source (loaded with weights_only=True).")] = None,
+    random_weights: Annotated[bool, typer.Option("--random-weights", help="Factory source without --weights: the pipeline exports the model exactly as the factory builds it.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing config.")] = False,
     trust: common.Trust = False,
     json_out: common.Json = False,
@@ -31,4 +33,5 @@ def init_command(
     common.setup(json_out, verbose, quiet)
     from onnxkit.core.config import init_config
 
-    common.emit(init_config(source, output, framework=framework, inputs=inputs, trust=trust, force=force))
+    common.emit(init_config(source, output, framework=framework, inputs=inputs, trust=trust, force=force,
+                            weights=weights, random_weights=random_weights))

@@ -54,6 +54,8 @@ SCHEMA: dict[str, list[Key]] = {
         Key("exporter", "str", "auto", "PyTorch exporter.", choices=("auto", "dynamo", "torchscript")),
         Key("opset", "int", None, "Target ONNX opset; unset = the exporter's default.", minimum=7, optional=True),
         Key("zipmap", "bool", False, "Keep scikit-learn's ZipMap probability output."),
+        Key("random_weights", "bool", False, "PyTorch factory source without [source] weights: export the model exactly "
+            "as the factory builds it (its random initialization, or weights it loads itself)."),
     ],
     "output": [
         Key("dir", "path", "onnxkit-out", "Where artifacts go (model.onnx, model.opt.onnx, model.int8.onnx)."),
@@ -459,12 +461,15 @@ def init_config(
     inputs: list[str] | None = None,
     trust: bool = False,
     force: bool = False,
+    weights: str | Path | None = None,
+    random_weights: bool = False,
 ) -> InitResult:
     """Load ``source`` to learn its framework and inputs; write a commented starter config.
 
     Refuses to overwrite an existing file unless ``force``; the write is atomic.
     """
     from onnxkit import __version__
+    from onnxkit.core.export import check_weights_options
     from onnxkit.core.files import check_output_path, write_text_atomic
     from onnxkit.core.spec import parse_specs
     from onnxkit.frameworks.base import LoadOptions
@@ -479,7 +484,10 @@ def init_config(
     factory = is_factory_ref(s)
     fw = framework or detect_framework(s)
     user_specs = parse_specs(inputs)
-    model = load_source(s, LoadOptions(framework=fw, trust=trust, inputs=user_specs))
+    options = LoadOptions(framework=fw, trust=trust, inputs=user_specs,
+                          weights=Path(weights) if weights is not None else None, random_weights=random_weights)
+    check_weights_options(s, options)
+    model = load_source(s, options)
     specs = user_specs or list(model.input_specs)
     base = out.parent if str(out.parent) else Path(".")
     if factory:
@@ -490,8 +498,9 @@ def init_config(
         check_output_path(out, s)
     tree_model = fw in ("sklearn", "xgboost", "lightgbm")
     values: dict[str, dict[str, Any]] = {
-        "source": {"path": src_value, "framework": fw, "inputs": [spec_text(sp) for sp in specs], "trust": trust},
-        "export": {"opset": INIT_OPSET.get(fw)},
+        "source": {"path": src_value, "framework": fw, "inputs": [spec_text(sp) for sp in specs], "trust": trust,
+                   "weights": _rel(Path(weights), base) if weights is not None else None},
+        "export": {"opset": INIT_OPSET.get(fw), "random_weights": random_weights},
         "output": {"dir": "onnxkit-out", "name": Path(s.rsplit(":", 1)[0] if factory else s).stem or "model"},
         # Tree ensembles and pipelines gain little from graph passes or int8 weights.
         "optimize": {"enabled": not tree_model, "mode": "auto"},

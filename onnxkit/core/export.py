@@ -35,6 +35,7 @@ class ExportResult(Result):
     outputs: list[dict[str, Any]] = field(default_factory=list)
     file_size: int = 0
     source_sha256: str = ""
+    weights: str = ""                     # factory sources: the state_dict file, or that none was asked for
     checker_ok: bool = True
     checker_problems: list[str] = field(default_factory=list)
     export_seconds: float = 0.0
@@ -46,6 +47,7 @@ class ExportResult(Result):
 
         rows = [
             ["source", f"{self.source} ({self.framework} {self.framework_version})"],
+            *([["weights", self.weights]] if self.weights else []),
             ["exporter", self.exporter + (f", opset {self.opset}" if self.opset else "")],
             ["output", f"{self.output} ({fmt_bytes(self.file_size)})"],
             ["inputs", "; ".join(f"{d['name']}: {shape(d)}" for d in self.inputs)],
@@ -70,6 +72,40 @@ def source_digest(source: str | Path, options: LoadOptions) -> str:
             parts.append(sha256_file(options.weights))
         return ":".join(parts)
     return sha256_file(p)
+
+
+def check_weights_options(source: str | Path, options: LoadOptions) -> None:
+    """A factory builds its model with whatever weights its code gives it (a random
+    initialization, usually): exporting that must be asked for, never a silent default.
+    Checked before the factory's code runs."""
+    from onnxkit.frameworks.registry import is_factory_ref
+
+    factory = is_factory_ref(str(source))
+    if not factory:
+        for given, flag in ((options.weights is not None, "--weights"), (options.random_weights, "--random-weights")):
+            if given:
+                raise UsageError(f"{flag} applies to a PyTorch factory source (file.py:function); {Path(str(source)).name} is not one")
+        return
+    if options.weights is not None and options.random_weights:
+        raise UsageError("--weights and --random-weights contradict each other; give one")
+    if options.weights is None and not options.random_weights:
+        raise UsageError(
+            f"{source} builds its model in code: pass --weights STATE.pt with the trained state_dict, or "
+            "--random-weights to export the model exactly as the factory builds it (its random initialization, "
+            "or weights the factory loads itself)",
+            hint="in a pipeline config: [source] weights = \"state.pt\", or [export] random_weights = true",
+        )
+
+
+def weights_label(source: str | Path, options: LoadOptions) -> str:
+    """What the weights of an export came from, for reports; empty for sources that hold their own."""
+    from onnxkit.frameworks.registry import is_factory_ref
+
+    if not is_factory_ref(str(source)):
+        return ""
+    if options.weights is not None:
+        return str(options.weights)
+    return "as built by the factory (--random-weights)"
 
 
 def add_metadata(model, entries: dict[str, str]) -> None:
@@ -114,6 +150,7 @@ def export_model(
     from onnxkit.runtime.session import make_session
 
     options = options or LoadOptions()
+    check_weights_options(source, options)
     src_path = Path(str(source))
     out = check_output_path(output, src_path if src_path.exists() else None)
     t0 = time.perf_counter()
@@ -157,6 +194,7 @@ def export_model(
             inputs=_io_dicts(specs),
             outputs=_io_dicts(outputs_from_onnx(model)),
             source_sha256=digest,
+            weights=weights_label(source, options),
             checker_ok=not problems,
             checker_problems=problems,
             export_seconds=export_seconds,

@@ -183,7 +183,7 @@ class _Run:
             options = LoadOptions(
                 framework=src["framework"], trust=src["trust"], inputs=parse_specs(src["inputs"]),
                 weights=src["weights"], signature=src["signature"], sample=src["sample"],
-                exporter=exp["exporter"], opset=exp["opset"], zipmap=exp["zipmap"],
+                exporter=exp["exporter"], opset=exp["opset"], zipmap=exp["zipmap"], random_weights=exp["random_weights"],
             )
             self.source_model = load_source(str(src["path"]), options)
             # Validation happens in the next step, against the same loaded source, so that
@@ -551,6 +551,7 @@ def run_pipeline(cfg: PipelineConfig, *, progress: Progress | None = None) -> Pi
     src_path = Path(str(cfg["source"]["path"]).rsplit(":", 1)[0]) if not Path(str(cfg["source"]["path"])).exists() else Path(str(cfg["source"]["path"]))
     if src_path.exists():
         arts.append(prov.artifact("source", src_path, digest=src_digest))
+    arts += prov.input_artifacts(cfg)
     arts += [prov.artifact(role, p) for role, p, _ in run.artifacts if p.exists()]
     res.provenance = prov.collect(arts)
     res.passed = all(s.status in (PASSED, SKIPPED) for s in res.steps) and all(g.passed for g in res.gates)

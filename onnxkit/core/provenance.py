@@ -134,6 +134,32 @@ def artifact(role: str, path: str | Path, *, digest: str | None = None) -> Artif
     return Artifact(role=role, path=str(p), size=size, sha256=digest, opsets=opsets)
 
 
+# Files a pipeline reads besides its source: (role, config section, key, the section
+# whose "enabled" says whether the file is read at all).
+INPUT_FILES: tuple[tuple[str, str, str, str | None], ...] = (
+    ("weights", "source", "weights", None),
+    ("sample", "source", "sample", None),
+    ("validation data", "validate", "data", "validate"),
+    ("calibration data", "quantize", "calib_data", "quantize"),
+)
+
+
+def input_artifacts(cfg: Any) -> list[Artifact]:
+    """The files a pipeline run read besides its source (a factory's weights, data), so a
+    report says what its numbers came from; a factory exported without weights says so."""
+    arts: list[Artifact] = []
+    for role, section, key, gate in INPUT_FILES:
+        value = cfg[section].get(key)
+        if value is None or (gate is not None and not cfg[gate].get("enabled", True)):
+            continue
+        if Path(value).exists():
+            arts.append(artifact(role, value))
+    if cfg["export"].get("random_weights") and cfg["source"].get("weights") is None:
+        arts.append(Artifact(role="weights", path="none: exported as the factory builds it (random_weights = true)",
+                             size=0, sha256=""))
+    return arts
+
+
 def collect(artifacts: list[Artifact] | None = None) -> Provenance:
     """The provenance of this run; imports onnx and onnxruntime (both core dependencies)."""
     from onnxkit import __version__

@@ -49,6 +49,9 @@ class InputSpec:
 def parse_dtype(text: str) -> np.dtype:
     if text in ("str", "string", "object"):
         return np.dtype(np.str_)
+    if text == "float":
+        # numpy reads "float" as float64; in a model's input spec everyone means float32.
+        return np.dtype(np.float32)
     try:
         dt = np.dtype(text)
     except TypeError:

@@ -26,6 +26,7 @@ class LoadOptions:
     trust: bool = False                   # allow code-carrying formats (pickle, joblib, Keras Lambda)
     inputs: list[InputSpec] = field(default_factory=list)  # --input specs (symbolic dims = dynamic axes)
     weights: Path | None = None           # torch factory: a state_dict file (loaded weights_only=True)
+    random_weights: bool = False          # torch factory: export it without --weights, on purpose
     signature: str = "serving_default"    # TensorFlow SavedModel signature
     sample: Path | None = None            # sklearn ColumnTransformer: a CSV to learn column names/types
     exporter: str = "auto"                # torch: auto | dynamo | torchscript

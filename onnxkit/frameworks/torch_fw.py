@@ -7,12 +7,10 @@ the torch.export-based one (``dynamo=True``) and the older TorchScript-based one
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import importlib
 import importlib.util
 import io
-import json
 import logging
 import pickle
 import re
@@ -31,6 +29,7 @@ from onnxkit.core.files import preflight, read_head
 from onnxkit.core.spec import SPEC_FORM, InputSpec
 from onnxkit.errors import ConversionError, InputError, OnnxkitError, UnsafeInput, UsageError
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
+from onnxkit.frameworks.torch_pt2 import _load_pt2, audit_pt2  # noqa: F401  (audit_pt2: kept importable from here)
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,7 @@ def _load_factory(ref: str, options: LoadOptions) -> TorchSource:
     if options.weights is not None:
         _load_weights(model, Path(options.weights))
     else:
-        notes.append("no --weights given: the factory's own initialization was exported")
+        notes.append("no --weights (--random-weights): the model was exported with the weights the factory built it with")
     path = Path(target) if target.endswith(".py") else Path(target.replace(".", "/"))
     return TorchSource(model.eval(), path, specs, options, kind="factory", notes=notes)
 
@@ -236,216 +235,6 @@ def _load_pickle(path: Path, options: LoadOptions) -> TorchSource:
     return TorchSource(obj.eval(), path, specs, options, kind="pickled module")
 
 
-# ---------------------------------------------------------------- .pt2 programs
-
-# sympy expressions in a .pt2 are sympify()ed, i.e. eval()ed: allow only the printed
-# form of symbolic sizes: Capitalized sympy constructors, keyword flags, numbers and
-# identifier-like string literals.
-_SYM_TOKEN = re.compile(
-    r"\s+|[A-Z][A-Za-z]*(?=\()|[a-z_]+(?==)|'[A-Za-z][A-Za-z0-9_]*'|\d+(\.\d+)?(e-?\d+)?|[-+*/(),=]|True|False|oo|[a-z]\d+",
-)
-# Guards are exec()ed when the program is turned back into a module: allow comparisons
-# of input sizes and numbers, nothing else.
-_GUARD_ATTRS = {"size", "stride", "storage_offset", "dim", "shape", "isnan", "inf"}
-_GUARD_NAMES = {"L", "math"}
-_GUARD_NODES = (
-    ast.Expression, ast.Compare, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Subscript, ast.Load,
-    ast.Name, ast.Attribute, ast.Call, ast.And, ast.Or, ast.Not, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt,
-    ast.GtE, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.USub, ast.UAdd,
-)
-
-
-def _safe_sym_expr(text: str) -> bool:
-    pos = 0
-    while pos < len(text):
-        m = _SYM_TOKEN.match(text, pos)
-        if not m or m.end() == pos:
-            return False
-        pos = m.end()
-    return "__" not in text
-
-
-def _safe_guard(code: str) -> bool:
-    try:
-        tree = ast.parse(code, mode="eval")
-    except SyntaxError:
-        return False
-    for node in ast.walk(tree):
-        if not isinstance(node, _GUARD_NODES):
-            return False
-        if isinstance(node, ast.Name) and node.id not in _GUARD_NAMES:
-            return False
-        if isinstance(node, ast.Attribute) and node.attr not in _GUARD_ATTRS:
-            return False
-        if isinstance(node, ast.Call) and not isinstance(node.func, ast.Attribute):
-            return False
-        if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, str, bool, type(None))):
-            return False
-    return True
-
-
-def _safe_target(target: str, ops_attrs: set[str]) -> bool:
-    """Node targets are resolved by getattr from ``torch``, ``operator`` or ``math``:
-    allow registered operators (torch.ops.<namespace>.<op>), the symbolic-size helpers
-    and plain operator/math functions; anything else could reach os or pickle."""
-    parts = target.split(".")
-    if any(p.startswith("__") for p in parts) or target.startswith("#"):
-        return False
-    if parts[0] in ("_operator", "math"):
-        return len(parts) == 2
-    if parts[0] == "torch":
-        if parts[1:2] == ["ops"]:
-            return len(parts) in (4, 5) and parts[2] not in ops_attrs  # torch.ops.load_library is a method
-        return len(parts) == 2 and (parts[1].startswith("sym_") or parts[1].startswith(("_check", "_assert")))
-    return True  # any other string stays an unresolved name, never a callable
-
-
-def audit_pt2(path: Path) -> list[str]:
-    """Reasons why loading ``path`` with torch.export.load could run code; empty if none.
-
-    torch.export.load unpickles tensor subclasses and opaque constants, sympify()s size
-    expressions and exec()s guard code, all read from the file.
-    """
-    torch = _torch()
-    ops_attrs = {a for a in dir(type(torch.ops)) if not a.startswith("_")} | {"load_library"}
-    reasons: list[str] = []
-    with zipfile.ZipFile(path) as zf:
-        for name in zf.namelist():
-            if name.endswith("_weights_config.json") or name.endswith("_constants_config.json"):
-                try:
-                    config = json.loads(zf.read(name)).get("config", {})
-                except (ValueError, AttributeError):
-                    reasons.append(f"{name} is not valid JSON")
-                    continue
-                for fqn, meta in config.items():
-                    if not isinstance(meta, dict):
-                        reasons.append(f"{name}: malformed entry for {fqn}")
-                    elif meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(("weight_", "tensor_")):
-                        reasons.append(f"{fqn} is stored as a pickled object")
-            elif re.search(r"(^|/)models/[^/]+\.json$", name) or name.endswith("serialized_exported_program.json"):
-                try:
-                    program = json.loads(zf.read(name))
-                except ValueError:
-                    reasons.append(f"{name} is not valid JSON")
-                    continue
-                for code in program.get("guards_code") or []:
-                    if not isinstance(code, str) or not _safe_guard(code):
-                        reasons.append(f"guard code {str(code)[:80]!r} is not a plain size check")
-                for kind, value in _walk_strings(program):
-                    if kind == "expr" and not _safe_sym_expr(value):
-                        reasons.append(f"size expression {value[:80]!r} is not a plain sympy expression")
-                    elif kind == "target" and not _safe_target(value, ops_attrs):
-                        reasons.append(f"node target {value[:80]!r} is not a registered operator")
-    return reasons[:5]
-
-
-def _walk_strings(obj: Any) -> Iterator[tuple[str, str]]:
-    stack = [obj]
-    while stack:
-        o = stack.pop()
-        if isinstance(o, dict):
-            if isinstance(o.get("expr_str"), str):
-                yield "expr", o["expr_str"]
-            if isinstance(o.get("target"), str) and "inputs" in o:
-                yield "target", o["target"]
-            stack.extend(o.values())
-        elif isinstance(o, list):
-            stack.extend(o)
-
-
-@contextlib.contextmanager
-def _weights_only_loads() -> Iterator[None]:
-    """Inside, every torch.load is weights_only=True, so a file cannot fall back to full
-    unpickling (torch.export.load retries with weights_only=False on failure)."""
-    torch = _torch()
-    original = torch.load
-
-    def guarded(*args, **kwargs):
-        kwargs["weights_only"] = True
-        return original(*args, **kwargs)
-
-    torch.load = guarded
-    try:
-        yield
-    finally:
-        torch.load = original
-
-
-def _load_pt2(path: Path, options: LoadOptions) -> TorchSource:
-    torch = _torch()
-    if not options.trust:
-        reasons = audit_pt2(path)
-        if reasons:
-            raise UnsafeInput(
-                f"{path.name} would run code when loaded: {reasons[0]}"
-                + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""),
-                hint="re-export it with torch.export.save from plain tensors, or pass --trust if you vouch for this file",
-            )
-    guard = contextlib.nullcontext() if options.trust else _weights_only_loads()
-    try:
-        with guard, _quiet():
-            ep = torch.export.load(str(path))
-    except pickle.UnpicklingError as exc:
-        raise UnsafeInput(
-            f"{path.name} holds pickled objects besides tensors; unpickling runs code ({_first_line(exc)})",
-            hint="pass --trust if you vouch for this file",
-        ) from exc
-    except Exception as exc:
-        raise InputError(f"cannot load {path.name} as a torch.export program: {_first_line(exc)}") from exc
-    specs = _specs_from_program(ep)
-    if options.inputs:
-        from onnxkit.core.spec import merge_specs
-
-        specs = merge_specs(specs, list(options.inputs))
-    try:
-        module = ep.module()
-    except Exception as exc:
-        raise InputError(f"cannot rebuild a module from {path.name}: {_first_line(exc)}") from exc
-    return TorchSource(module, path, specs, options, kind="torch.export program", program=ep)
-
-
-def _specs_from_program(ep) -> list[InputSpec]:
-    """Input names, shapes and dtypes from the program's placeholders; symbolic sizes
-    become named dynamic dims ("batch" for a symbol used only as the leading dim)."""
-    torch = _torch()
-    user_inputs = list(ep.graph_signature.user_inputs)
-    nodes = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
-    raw: list[tuple[str, list[Any], Any]] = []
-    for name in user_inputs:
-        node = nodes.get(name)
-        val = node.meta.get("val") if node is not None else None
-        if not isinstance(val, torch.Tensor):
-            raise UsageError(f"the program's input {name!r} is not a tensor; onnxkit exports tensor inputs only")
-        dims: list[Any] = []
-        for d in val.shape:
-            dims.append(int(d) if isinstance(d, int) else str(d.node.expr))
-        raw.append((name, dims, val.dtype))
-    axes: dict[str, set[int]] = {}
-    for _, dims, _ in raw:
-        for i, d in enumerate(dims):
-            if isinstance(d, str):
-                axes.setdefault(d, set()).add(i)
-    rename: dict[str, str] = {}
-    leading = [sym for sym, where in axes.items() if where == {0}]
-    for k, sym in enumerate(leading):
-        rename[sym] = "batch" if k == 0 else f"batch_{k}"
-    specs = []
-    for name, dims, dtype in raw:
-        shape = tuple(rename.get(d, _dim_name(d)) if isinstance(d, str) else d for d in dims)
-        specs.append(InputSpec(name, shape, np.dtype(_np_dtype(dtype))))
-    return specs
-
-
-def _dim_name(expr: str) -> str:
-    """A symbolic size expression as a dim_param-friendly name (s53 stays s53)."""
-    return re.sub(r"\W+", "_", expr).strip("_") or "dyn"
-
-
-def _np_dtype(dtype) -> Any:
-    torch = _torch()
-    return torch.empty((), dtype=dtype).numpy().dtype
-
-
 # ---------------------------------------------------------------- the source model
 
 class TorchSource(SourceModel):
@@ -471,6 +260,9 @@ class TorchSource(SourceModel):
         self.framework_version = str(torch.__version__)
         self.load_notes = list(notes or [])
         self._out_tree = None
+        # A program exported with kwargs= (GPT-2's attention_mask follows past_key_values)
+        # must be called with those names as keywords.
+        self._kwarg_names = _program_kwarg_names(program) if program is not None else []
         self.output_names = self._output_names(options)
 
     def describe(self) -> dict[str, Any]:
@@ -506,8 +298,10 @@ class TorchSource(SourceModel):
     def _forward(self, args: tuple):
         torch = _torch()
         try:
+            n_pos = len(args) - len(self._kwarg_names)
+            kwargs = dict(zip(self._kwarg_names, args[n_pos:]))
             with torch.inference_mode(), _quiet():
-                return self.module(*args)
+                return self.module(*args[:n_pos], **kwargs)
         except OnnxkitError:
             raise
         except Exception as exc:
@@ -526,8 +320,29 @@ class TorchSource(SourceModel):
             named.append(("_".join(keys), leaf))
         return named
 
+    def _probe(self):
+        """One forward on example inputs. Without a recorded signature (anything but a
+        .pt2, whose --input dtypes were checked against it), an input dtype the model's
+        weights contradict is reported as that usage error rather than as PyTorch's."""
+        from onnxkit.frameworks.torch_dtypes import dtype_contradiction, promoted_by_input
+
+        feeds = self._example_feeds()
+        if self.program is not None:
+            return self._forward(self._args(feeds))
+        try:
+            out = self._forward(self._args(feeds))
+        except InputError as exc:
+            problem = dtype_contradiction(self, feeds, exc)
+            if problem is not None:
+                raise problem from exc
+            raise
+        problem = promoted_by_input(self, [t for _, t in self._flatten(out)])
+        if problem is not None:
+            raise problem
+        return out
+
     def _output_names(self, options: LoadOptions) -> list[str]:
-        flat = self._flatten(self._forward(self._args(self._example_feeds())))
+        flat = self._flatten(self._probe())
         if not flat:
             raise InputError(f"{self.path.name}: the model returns no tensors")
         if options.output_names:
@@ -579,16 +394,30 @@ class TorchSource(SourceModel):
     def _export_dynamo(self, opset: int | None):
         torch = _torch()
         require("onnxscript")
-        names = [s.name for s in self.input_specs]
-        if self.program is not None:
-            target, args, dyn = self.program, (), None
-        else:
-            target = self.module
+        if self.program is None:
             args = self._args(self._example_feeds())
             auto = torch.export.Dim.DYNAMIC
             dyn = tuple({i: auto for i, d in enumerate(s.shape) if not isinstance(d, int)} or None for s in self.input_specs)
-            if all(d is None for d in dyn):
-                dyn = None
+            model = self._onnx_export(self.module, args, None if all(d is None for d in dyn) else dyn, opset)
+        else:
+            try:
+                model = self._onnx_export(self.program, (), None, opset)
+            except ConversionError as first:
+                # torch.onnx's decomposition of a loaded program can fail where torch.export's
+                # default decompositions succeed (T5: a view of a transposed tensor).
+                log.debug("exporting the program failed; retrying after run_decompositions()", exc_info=True)
+                try:
+                    with _quiet():
+                        decomposed = self.program.run_decompositions()
+                    model = self._onnx_export(decomposed, (), None, opset)
+                except Exception:
+                    raise first from None
+        self._fix_names(model)
+        return model
+
+    def _onnx_export(self, target, args: tuple, dyn, opset: int | None):
+        torch = _torch()
+        names = [s.name for s in self.input_specs]
         try:
             with _quiet():
                 program = torch.onnx.export(
@@ -596,13 +425,11 @@ class TorchSource(SourceModel):
                     opset_version=opset, dynamo=True, external_data=False, dynamic_shapes=dyn,
                     optimize=True, verbose=False, report=False,
                 )
-            model = program.model_proto
+            return program.model_proto
         except OnnxkitError:
             raise
         except Exception as exc:
             raise _conversion_error(exc, "torch.export-based (dynamo)", opset) from exc
-        self._fix_names(model)
-        return model
 
     def _export_torchscript(self, opset: int | None):
         torch = _torch()
@@ -671,6 +498,15 @@ class TorchSource(SourceModel):
 
 
 # ---------------------------------------------------------------- helpers
+
+def _program_kwarg_names(program) -> list[str]:
+    """The keyword inputs of a torch.export program, in the order of its user inputs."""
+    try:
+        kwargs_spec = program.call_spec.in_spec.children()[1]
+        return [str(k) for k in (kwargs_spec.context or [])]
+    except (AttributeError, IndexError, TypeError):
+        return []
+
 
 def _opaque_class():
     torch = _torch()

@@ -72,7 +72,7 @@ MINILM_INPUTS = ["input_ids:[batch,seq]:int64", "attention_mask:[batch,seq]:int6
 # sentence-transformers mean-pools.
 MINILM_FACTORY = textwrap.dedent(
     '''\
-    """all-MiniLM-L6-v2 for onnxkit: `onnxkit export minilm_factory.py:build --input ...`."""
+    """all-MiniLM-L6-v2 for onnxkit: `onnxkit export minilm_factory.py:build --random-weights --input ...`."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

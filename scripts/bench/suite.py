@@ -238,6 +238,8 @@ def build_variants(bundle: M.Bundle, work: Path, plan: list[tuple], report: Mode
             args = ["export", bundle.source, "-o", out, *sum((["--input", s] for s in bundle.inputs), [])]
             if bundle.weights:
                 args += ["--weights", bundle.weights]
+            elif ".py:" in bundle.source:
+                args += ["--random-weights"]  # the factory loads its trained weights itself
             args += extra
         else:
             if parent not in made:
