@@ -6,19 +6,23 @@ Data files are streamed in batches so memory stays bounded by the batch size, no
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from onnxkit._lazy import require
+from onnxkit.core.csv_scan import check_csv
 from onnxkit.core.files import preflight
 from onnxkit.core.spec import InputSpec
 from onnxkit.errors import InputError, UnsafeInput, UsageError
+
+log = logging.getLogger(__name__)
 
 Feeds = dict[str, np.ndarray]
 DATA_SUFFIXES = (".npz", ".npy", ".csv", ".parquet", ".pq")
@@ -37,6 +41,8 @@ class DataSource:
 
     path: Path
     specs: list[InputSpec]
+    # The casts done to fit the model's dtypes, one line per input (also logged once).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def kind(self) -> str:
@@ -47,13 +53,30 @@ class DataSource:
             raise UsageError("batch size must be a positive integer")
         suffix = self.path.suffix.lower()
         if suffix == ".npz":
-            yield from _npz_batches(self.path, self.specs, batch_size)
+            yield from self._fitted(_npz_batches(self.path, self.specs, batch_size))
         elif suffix == ".npy":
-            yield from _npy_batches(self.path, self.specs, batch_size)
+            yield from self._fitted(_npy_batches(self.path, self.specs, batch_size))
         elif suffix == ".csv":
             yield from _table_batches(self.path, self.specs, batch_size, "csv")
         else:
             yield from _table_batches(self.path, self.specs, batch_size, "parquet")
+
+    def _fitted(self, batches: Iterator[Feeds]) -> Iterator[Feeds]:
+        """NumPy files carry exact dtypes; cast those a value-preserving cast fits to the model's."""
+        from onnxkit.core.casts import fit_dtype
+
+        by_name = {s.name: s for s in self.specs}
+        for feeds in batches:
+            out = {}
+            for k, arr in feeds.items():
+                spec = by_name.get(k)
+                if spec is not None:
+                    arr, note = fit_dtype(np.asarray(arr), spec.dtype, name=k, where=self.path.name)
+                    if note and not any(n.startswith(note.split(" (")[0]) for n in self.notes):
+                        self.notes.append(note)
+                        log.warning("%s", note)
+                out[k] = arr
+            yield out
 
     def count_rows(self) -> int | None:
         suffix = self.path.suffix.lower()
@@ -195,8 +218,10 @@ def _table_batches(path: Path, specs: list[InputSpec], n: int, kind: str) -> Ite
     any_rows = False
     if kind == "csv":
         pd = require("pandas", "sklearn")
+        check_csv(path)
         try:
-            reader = pd.read_csv(path, chunksize=n)
+            # Never an index column: check_csv has made sure no row is wider than the header.
+            reader = pd.read_csv(path, chunksize=n, index_col=False)
             for frame in reader:
                 if len(frame):
                     any_rows = True
