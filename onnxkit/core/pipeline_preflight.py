@@ -123,7 +123,7 @@ def _check_collisions(writes: list[Planned], reads: list[Planned]) -> None:
 def _check_existing_target(w: Planned) -> None:
     try:
         mode = os.lstat(w.path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return
     except OSError as exc:
         raise EnvironmentProblem(f"cannot check {w.role} {w.path}: {exc.strerror}") from None
@@ -260,12 +260,12 @@ def preflight_pipeline(cfg: PipelineConfig, report_dir: Path, *, junit: Path | N
     writes = planned_writes(cfg, report_dir, junit, step_summary)
     reads = planned_reads(cfg)
     _check_collisions(writes, reads)
-    for w in writes:
-        _check_existing_target(w)
     _check_folder(cfg.output_dir, "output.dir")
     _check_folder(report_dir, "report folder")
     if junit is not None:
         _check_folder(junit.parent if str(junit.parent) else Path("."), "--junit folder")
+    for w in writes:
+        _check_existing_target(w)
     for section, key in (("validate", "data"), ("quantize", "calib_data"), ("source", "sample")):
         value = cfg[section][key]
         if value is None or (section == "quantize" and not cfg["quantize"]["enabled"]):
