@@ -271,7 +271,13 @@ def preflight_pipeline(cfg: PipelineConfig, report_dir: Path, *, junit: Path | N
         if value is None or (section == "quantize" and not cfg["quantize"]["enabled"]):
             continue
         try:
-            check_data_file(Path(value))
+            if key == "sample":  # read as CSV whatever its name, on its first 1000 rows, as export does
+                from onnxkit.core.csv_scan import check_csv
+                from onnxkit.core.files import preflight
+
+                check_csv(preflight(value, what="sample CSV"), max_rows=1000)
+            else:
+                check_data_file(Path(value))
         except (InputError, UsageError, UnsafeInput) as exc:
             raise type(exc)(f"{section}.{key}: {exc.message}", hint=exc.hint) from None
     _check_random_inputs(cfg)

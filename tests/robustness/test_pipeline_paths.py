@@ -186,3 +186,9 @@ def test_bad_data_is_refused_before_any_stage(proj, name, content, key, code, ne
 def test_random_batches_that_cannot_fit_are_refused_before_export(proj):
     cfg = _config(proj, 'inputs = ["x:[batch,1000]:float32"]\n[bench]\nbatch_sizes = [1000000000]\n')
     _refused(proj, [cfg, "--json"], 2, "batch size 1000000000", "random input x:[1000000000,1000]")
+
+
+def test_bad_sample_csv_is_refused_before_any_stage(proj):
+    (proj / "sample.txt").write_text("age,city\n31,Oslo,extra\n")  # read as CSV whatever its name
+    cfg = _config(proj, 'sample = "sample.txt"\n')
+    _refused(proj, [cfg], 2, "source.sample", "line 2 has 3 fields")
