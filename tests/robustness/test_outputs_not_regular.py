@@ -50,6 +50,9 @@ def _assert_untouched(folder: Path, before: dict, nodes: dict) -> None:
     (["optimize", "m.onnx", "-o", "sock.onnx", "--no-validate"], "sock.onnx", "a socket"),
     (["run", "m.onnx", "--input", "x:[2,4]:float32", "--output", "fifo.npz"], "fifo.npz", "a FIFO"),
     (["quantize", "m.onnx", "-o", "fifo.onnx", "--mode", "dynamic"], "fifo.onnx", "a FIFO"),
+    (["validate", "m.onnx", "m.onnx", "--junit", "sock.onnx"], "sock.onnx", "a socket"),
+    (["validate", "m.onnx", "m.onnx", "--report", "fifo.onnx"], "fifo.onnx", "a FIFO"),
+    (["bench", "m.onnx", "--save-baseline", "fifo.onnx"], "fifo.onnx", "a FIFO"),
 ])
 def test_special_output_refused(case, argv, target, kind):
     folder, _ = case
