@@ -10,7 +10,6 @@ import time
 import numpy as np
 import pytest
 
-from onnxkit.core.spec import parse_spec
 from tests.robustness.conftest import assert_one_line_error, make_linear_onnx, run_cli, snapshot
 
 
@@ -135,10 +134,6 @@ def test_fractional_data_for_an_int64_input_is_a_usage_error(tmp_path):
     np.savez(tmp_path / "ok.npz", ids=np.array([[1.0, 2.0]]))
     r = run_cli("run", tmp_path / "ids.onnx", "--data", tmp_path / "ok.npz", "--json")
     assert r.code == 0, r
-
-
-def test_spec_parse_is_unchanged():
-    assert parse_spec("x:[batch,4]:float32").shape == ("batch", 4)
 
 
 # ------------------------------------------------------------------ XGBoost error text
