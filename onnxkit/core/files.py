@@ -71,7 +71,7 @@ def preflight(path: str | os.PathLike[str], *, what: str = "file", allow_dir: bo
             return p
         raise InputError(f"{what} is a directory, expected a file: {p}")
     if not stat.S_ISREG(mode):
-        raise InputError(f"{what} is {_special_kind(mode)}, not a regular file: {p}")
+        raise InputError(f"{what} is {special_kind(mode)}, not a regular file: {p}")
     if not os.access(p, os.R_OK):
         raise InputError(f"{what} not readable (permission denied): {p}")
     if st.st_size == 0:
@@ -79,7 +79,7 @@ def preflight(path: str | os.PathLike[str], *, what: str = "file", allow_dir: bo
     return p
 
 
-def _special_kind(mode: int) -> str:
+def special_kind(mode: int) -> str:
     if stat.S_ISFIFO(mode):
         return "a FIFO"
     if stat.S_ISSOCK(mode):
@@ -101,7 +101,7 @@ def refuse_special_output(out: str | os.PathLike[str]) -> None:
         return  # absent (the normal case) or unreachable: the write itself will say
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
         return  # directories and symlinks have their own messages
-    raise UsageError(f"output {out} is {_special_kind(mode)}, not a regular file; refusing to replace it")
+    raise UsageError(f"output {out} is {special_kind(mode)}, not a regular file; refusing to replace it")
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

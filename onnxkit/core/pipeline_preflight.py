@@ -132,9 +132,9 @@ def _check_existing_target(w: Planned) -> None:
     if stat.S_ISDIR(mode):
         raise UsageError(f"{w.role} {w.path} is a directory, expected a file path")
     if not stat.S_ISREG(mode):
-        from onnxkit.core.files import _special_kind
+        from onnxkit.core.files import special_kind
 
-        raise UsageError(f"{w.role} {w.path} is {_special_kind(mode)}, not a regular file; refusing to write to it")
+        raise UsageError(f"{w.role} {w.path} is {special_kind(mode)}, not a regular file; refusing to write to it")
 
 
 def _check_folder(folder: Path, what: str) -> None:
