@@ -32,8 +32,15 @@ def pipeline_command(
     common.setup(json_out, verbose, quiet)
     from onnxkit.core.config import load_config
     from onnxkit.core.pipeline import run_pipeline, write_reports
+    from onnxkit.core.pipeline_preflight import preflight_pipeline
 
     cfg = load_config(config, gate)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    reports_to = report_dir or cfg.output_dir / "report"
+    step_summary = Path(summary) if summary else None
+    # Data, paths and folders are checked before the first stage: a mistake found after the
+    # export has cost the run, and a report path naming the source would destroy it.
+    preflight_pipeline(cfg, reports_to, junit=junit, step_summary=step_summary)
 
     def progress(msg: str) -> None:
         if not common.STATE.quiet:
@@ -41,6 +48,5 @@ def pipeline_command(
             sys.stderr.flush()
 
     result = run_pipeline(cfg, progress=progress)
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    write_reports(result, report_dir or cfg.output_dir / "report", junit=junit, step_summary=Path(summary) if summary else None)
+    write_reports(result, reports_to, junit=junit, step_summary=step_summary)
     common.emit(result)

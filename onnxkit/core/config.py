@@ -17,6 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onnxkit.core.config_checks import (
+    MAX_CONFIG_BYTES,
+    batch_problem,
+    budget_problem,
+    cosine_problem,
+    gate_problem,
+    text_problem,
+    tol_problem,
+)
 from onnxkit.errors import InputError, UsageError
 from onnxkit.results import Result, Table
 
@@ -218,6 +227,27 @@ def _coerce(value: Any, key: Key, dotted: str) -> Any:
     return value
 
 
+def _meaning_problem(section: str, name: str, value: Any) -> str | None:
+    """Why a well-typed value still cannot be meant: a threshold that can never fail (or never
+    pass), a batch size no machine could feed."""
+    if value is None:
+        return None
+    dotted = f"{section}.{name}"
+    if section == "gates":
+        return gate_problem(name, value)
+    if section == "gates.max_error":
+        return gate_problem(f"max_error.{name}", value)
+    if dotted == "quantize.min_cosine":
+        return cosine_problem(dotted, value)
+    if dotted == "quantize.budget":
+        return budget_problem(dotted, value)
+    if dotted == "validate.tol":
+        return next((p for p in (tol_problem(dotted, t) for t in value) if p), None)
+    if name == "batch_sizes":
+        return batch_problem(dotted, value)
+    return None
+
+
 def parse_gate_override(text: str) -> tuple[str, float | None]:
     """``--gate NAME=VALUE``; VALUE ``off`` clears a gate set in the config."""
     name, sep, raw = text.partition("=")
@@ -232,11 +262,14 @@ def parse_gate_override(text: str) -> tuple[str, float | None]:
     section, key_name = ("gates.max_error", name.split(".", 1)[1]) if name.startswith("max_error.") else ("gates", name)
     key = next(k for k in SCHEMA[section] if k.name == key_name)
     try:
-        value = float(raw)
-        return name, _coerce(value, key, name)
+        value = _coerce(float(raw), key, name)
     except ValueError as exc:
         msg = str(exc) if "could not convert" not in str(exc) else f"{name} value {raw!r} is not a number"
         raise UsageError(f"--gate {msg}") from None
+    problem = gate_problem(name, value)
+    if problem:
+        raise UsageError(f"--gate {problem}")
+    return name, value
 
 
 def load_config(path: str | Path, gate_overrides: list[str] | None = None) -> PipelineConfig:
@@ -248,12 +281,20 @@ def load_config(path: str | Path, gate_overrides: list[str] | None = None) -> Pi
     # Flag mistakes first: they are the cheapest to report.
     overrides = [parse_gate_override(item) for item in gate_overrides or []]
     cfg_path = preflight(path, what="config")
+    if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{cfg_path.name} is {cfg_path.stat().st_size} bytes; a pipeline config is at most 1 MiB")
     try:
         text = cfg_path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{cfg_path.name} is not UTF-8 text; is it really a TOML config?") from None
+    too_big = text_problem(text)
+    if too_big:
+        line, why = too_big
+        raise ConfigError(f"{cfg_path.name}{f':{line}' if line else ''}: {why}")
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{cfg_path.name}: arrays or tables nested too deeply to be a pipeline config") from None
     except tomllib.TOMLDecodeError as exc:
         # Python 3.14 gives lineno/colno; before, the position is only in the message.
         line = getattr(exc, "lineno", None)
@@ -300,6 +341,9 @@ def load_config(path: str | Path, gate_overrides: list[str] | None = None) -> Pi
                 value = _coerce(value, key, dotted)
             except ValueError as exc:
                 raise ConfigError(f"{_where(cfg_path, text, section, key.name)}: {exc}") from None
+            problem = _meaning_problem(section, key.name, value)
+            if problem:
+                raise ConfigError(f"{_where(cfg_path, text, section, key.name)}: {problem}")
             if value is None and not key.optional and key.default is None:
                 raise ConfigError(f"{cfg_path.name}: missing required key '{dotted}'", hint="`onnxkit init MODEL` writes a complete config")
             if key.kind == "path" and value is not None:

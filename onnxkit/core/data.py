@@ -6,17 +6,23 @@ Data files are streamed in batches so memory stays bounded by the batch size, no
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from onnxkit._lazy import require
+from onnxkit.core.csv_scan import check_csv
 from onnxkit.core.files import preflight
 from onnxkit.core.spec import InputSpec
 from onnxkit.errors import InputError, UnsafeInput, UsageError
+
+log = logging.getLogger(__name__)
 
 Feeds = dict[str, np.ndarray]
 DATA_SUFFIXES = (".npz", ".npy", ".csv", ".parquet", ".pq")
@@ -35,6 +41,8 @@ class DataSource:
 
     path: Path
     specs: list[InputSpec]
+    # The casts done to fit the model's dtypes, one line per input (also logged once).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def kind(self) -> str:
@@ -45,13 +53,30 @@ class DataSource:
             raise UsageError("batch size must be a positive integer")
         suffix = self.path.suffix.lower()
         if suffix == ".npz":
-            yield from _npz_batches(self.path, self.specs, batch_size)
+            yield from self._fitted(_npz_batches(self.path, self.specs, batch_size))
         elif suffix == ".npy":
-            yield from _npy_batches(self.path, self.specs, batch_size)
+            yield from self._fitted(_npy_batches(self.path, self.specs, batch_size))
         elif suffix == ".csv":
             yield from _table_batches(self.path, self.specs, batch_size, "csv")
         else:
             yield from _table_batches(self.path, self.specs, batch_size, "parquet")
+
+    def _fitted(self, batches: Iterator[Feeds]) -> Iterator[Feeds]:
+        """NumPy files carry exact dtypes; cast those a value-preserving cast fits to the model's."""
+        from onnxkit.core.casts import fit_dtype
+
+        by_name = {s.name: s for s in self.specs}
+        for feeds in batches:
+            out = {}
+            for k, arr in feeds.items():
+                spec = by_name.get(k)
+                if spec is not None:
+                    arr, note = fit_dtype(np.asarray(arr), spec.dtype, name=k, where=self.path.name)
+                    if note and not any(n.startswith(note.split(" (")[0]) for n in self.notes):
+                        self.notes.append(note)
+                        log.warning("%s", note)
+                out[k] = arr
+            yield out
 
     def count_rows(self) -> int | None:
         suffix = self.path.suffix.lower()
@@ -193,8 +218,10 @@ def _table_batches(path: Path, specs: list[InputSpec], n: int, kind: str) -> Ite
     any_rows = False
     if kind == "csv":
         pd = require("pandas", "sklearn")
+        check_csv(path)
         try:
-            reader = pd.read_csv(path, chunksize=n)
+            # Never an index column: check_csv has made sure no row is wider than the header.
+            reader = pd.read_csv(path, chunksize=n, index_col=False)
             for frame in reader:
                 if len(frame):
                     any_rows = True
@@ -236,6 +263,40 @@ def concrete_shape(spec: InputSpec, batch: int, seq: int, named: dict[str, int] 
     return tuple(out)
 
 
+def memory_bytes() -> int:
+    """Physical memory of this machine (16 GiB when the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 16 << 30
+
+
+def random_input_budget() -> int:
+    """Most bytes one batch of generated inputs may take: a quarter of the memory, because
+    floats are drawn as float64 before the cast and the model needs room to run on them."""
+    return memory_bytes() // 4
+
+
+def check_random_size(specs: list[InputSpec], shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse, before allocating, random inputs that cannot fit in memory, naming the input."""
+    from onnxkit.results import fmt_bytes
+
+    budget = random_input_budget()
+    total = 0
+    for spec in specs:
+        shape = shapes[spec.name]
+        nbytes = math.prod(shape) * (spec.dtype.itemsize or 4)
+        total += nbytes
+        if nbytes > budget or total > budget:
+            dims = ",".join(str(d) for d in shape)
+            raise InputError(
+                f"random input {spec.name}:[{dims}]:{describe_spec(spec).split('[')[0]} would take {fmt_bytes(nbytes)}"
+                + (f" ({fmt_bytes(total)} with the inputs before it)" if total != nbytes else "")
+                + f", more than a quarter of this machine's {fmt_bytes(memory_bytes())} of memory",
+                hint="give a data file, a smaller batch size, or smaller dimensions with --input",
+            )
+
+
 def random_feeds(
     specs: list[InputSpec],
     *,
@@ -247,11 +308,9 @@ def random_feeds(
     """Seeded random inputs that respect dtype and plausible value ranges."""
     rng = np.random.default_rng(seed)
     named: dict[str, int] = {}
-    feeds: Feeds = {}
-    for spec in specs:
-        shape = concrete_shape(spec, batch, seq, named)
-        feeds[spec.name] = random_array(spec, shape, rng, vocab)
-    return feeds
+    shapes = {spec.name: concrete_shape(spec, batch, seq, named) for spec in specs}
+    check_random_size(specs, shapes)
+    return {spec.name: random_array(spec, shapes[spec.name], rng, vocab) for spec in specs}
 
 
 def random_array(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator, vocab: int = DEFAULT_VOCAB) -> np.ndarray:
@@ -281,6 +340,7 @@ def edge_case_feeds(specs: list[InputSpec], *, batch: int, seq: int, with_nan: b
     """Named edge-case batches: zeros, ones, large and tiny magnitudes, NaN where accepted."""
     named: dict[str, int] = {}
     shapes = {s.name: concrete_shape(s, batch, seq, named) for s in specs}
+    check_random_size(specs, shapes)
     rng = np.random.default_rng(1234)
     cases: list[tuple[str, Feeds]] = []
 

@@ -71,13 +71,37 @@ def preflight(path: str | os.PathLike[str], *, what: str = "file", allow_dir: bo
             return p
         raise InputError(f"{what} is a directory, expected a file: {p}")
     if not stat.S_ISREG(mode):
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
-        raise InputError(f"{what} is {kind}, not a regular file: {p}")
+        raise InputError(f"{what} is {special_kind(mode)}, not a regular file: {p}")
     if not os.access(p, os.R_OK):
         raise InputError(f"{what} not readable (permission denied): {p}")
     if st.st_size == 0:
         raise InputError(f"{what} is empty (0 bytes): {p}")
     return p
+
+
+def special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def refuse_special_output(out: str | os.PathLike[str]) -> None:
+    """Refuse an existing output that is a device, FIFO or socket.
+
+    The atomic rename would replace the node itself: as root, ``-o /dev/null`` would leave
+    a model file where every program expects the null device. Nothing is opened, so a FIFO
+    without a reader cannot block us either."""
+    try:
+        mode = os.lstat(out).st_mode
+    except OSError:
+        return  # absent (the normal case) or unreachable: the write itself will say
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
+        return  # directories and symlinks have their own messages
+    raise UsageError(f"output {out} is {special_kind(mode)}, not a regular file; refusing to replace it")
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -101,6 +125,7 @@ def check_output_path(out: str | os.PathLike[str], *inputs: str | os.PathLike[st
         raise UsageError(f"output is a directory, expected a file path: {o}")
     if o.is_symlink():
         raise UsageError(f"output is a symbolic link; refusing to write through it: {o}")
+    refuse_special_output(o)
     for src in inputs:
         if src is None:
             continue
@@ -138,6 +163,7 @@ def atomic_output(dest: str | os.PathLike[str], suffix: str | None = None) -> It
     dest = Path(dest)
     if dest.is_symlink():
         raise UsageError(f"output is a symbolic link; refusing to write through it: {dest}")
+    refuse_special_output(dest)
     folder = dest.parent if str(dest.parent) else Path(".")
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".tmp", dir=folder)
@@ -160,6 +186,7 @@ def atomic_output(dest: str | os.PathLike[str], suffix: str | None = None) -> It
         os.chmod(tmp, mode)
         if dest.is_symlink():  # appeared while we were writing: still never write through it
             raise UsageError(f"output is a symbolic link; refusing to write through it: {dest}")
+        refuse_special_output(dest)  # created while we were writing
         os.replace(tmp, dest)
         with contextlib.suppress(OSError):
             dfd = os.open(folder, os.O_RDONLY)

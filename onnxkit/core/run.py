@@ -419,6 +419,8 @@ def run_model(
         session.node_providers()
         session.close()
     result.seconds = time.perf_counter() - started
+    if data is not None:
+        result.notes.extend(source.notes)  # dtype casts done to fit the model's inputs
     result.rows_per_second = result.rows / result.inference_seconds if result.inference_seconds > 0 else 0.0
     result.outputs = stats.summaries(session.output_names)
     return result

@@ -226,6 +226,8 @@ def validate_models(
     )
     if nonfinite:
         result.notes.append(f"inputs hold NaN/Inf values: {', '.join(sorted(nonfinite))}")
+    if data is not None:
+        result.notes.extend(data.notes)  # dtype casts done to fit the model's inputs
     for o in outputs:
         for w in o.warnings:
             result.notes.append(f"{o.name}: {w}")

@@ -229,6 +229,9 @@ def _column_specs(est: Any, options: LoadOptions) -> list[InputSpec] | None:
     if options.sample is not None:
         pd = require("pandas", "sklearn")
         sample = preflight(options.sample, what="sample CSV")
+        from onnxkit.core.csv_scan import check_csv
+
+        check_csv(sample, max_rows=1000)  # a row wider than the header would become pandas' index
         try:
             frame = pd.read_csv(sample, nrows=1000)
         except Exception as exc:

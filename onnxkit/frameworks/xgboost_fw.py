@@ -140,4 +140,10 @@ def load(source: str | Path, options: LoadOptions) -> XGBoostSource:
         booster.load_model(str(path))
     except xgb.core.XGBoostError as exc:
         raise InputError(f"cannot load {path.name} as an XGBoost model (corrupt or truncated?): {first_line(exc)}") from None
+    except UnicodeDecodeError as exc:
+        # XGBoost quotes the offending bytes of the file in its message and its Python layer
+        # decodes that message as UTF-8: a binary file turns the load error into this.
+        raw = exc.object if isinstance(exc.object, bytes) else b""
+        message = first_line(Exception(raw.decode("utf-8", errors="replace"))) if raw else "unreadable error message"
+        raise InputError(f"cannot load {path.name} as an XGBoost model (corrupt or truncated?): {message}") from None
     return XGBoostSource(path, booster, options)
