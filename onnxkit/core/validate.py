@@ -40,6 +40,7 @@ class ValidationResult(Result):
     non_finite_inputs: list[str] = field(default_factory=list)
     localization: dict[str, Any] | None = None
     saved_outputs: str | None = None
+    warnings: list[dict[str, str]] = field(default_factory=list)  # {"code": ..., "output": ...}
 
     def tables(self) -> list[Table]:
         rows = []
@@ -163,6 +164,8 @@ def validate_models(
     batches: Iterable[Batch] | None = None,
     label_outputs: tuple[str, ...] = (),
     on_first_failure: Callable[[str, Feeds], None] | None = None,
+    output_map: dict[str, str] | None = None,
+    ordered_outputs: bool = True,
 ) -> ValidationResult:
     """Compare ``candidate`` against ``reference`` on the same inputs, batch by batch.
 
@@ -171,7 +174,7 @@ def validate_models(
     every batch, for saving references. ``on_first_failure`` receives the first batch on
     which an output goes out of tolerance (for localization).
     """
-    comp = Comparator(tolerance, label_outputs=label_outputs)
+    comp = Comparator(tolerance, label_outputs=label_outputs, output_map=output_map, ordered_outputs=ordered_outputs)
     labels: list[str] = []
     nonfinite: set[str] = set()
     if batches is None:
@@ -217,6 +220,8 @@ def validate_models(
         outputs=outputs,
         non_finite_inputs=sorted(nonfinite),
     )
+    result.notes.extend(comp.notes)
+    result.warnings = comp.warning_records()
     if nonfinite:
         result.notes.append(f"inputs hold NaN/Inf values: {', '.join(sorted(nonfinite))}")
     for o in outputs:
@@ -300,6 +305,8 @@ def validate_files(
     save_outputs: str | Path | None = None,
     load_outputs: str | Path | None = None,
     progress: Any = None,
+    input_map: dict[str, str] | None = None,
+    output_map: dict[str, str] | None = None,
 ) -> ValidationResult:
     """``onnxkit validate``: SOURCE (any model export loads, or another ONNX file) or saved
     reference outputs, against MODEL.onnx.
@@ -307,6 +314,7 @@ def validate_files(
     ``progress``, when given, has ``start(total_rows_or_None)``, ``advance(rows)`` and ``stop()``.
     """
     from onnxkit.core.data import open_data
+    from onnxkit.core import mapping
     from onnxkit.core.files import check_output_path
     from onnxkit.core.onnx_io import load_onnx
     from onnxkit.core.spec import merge_specs, specs_from_onnx
@@ -337,10 +345,13 @@ def validate_files(
 
     cand_graph = load_onnx(model, trust=options.trust, load_external=False).model  # safety checks before ORT sees it
     if not options.trust:
-        _probe_untrusted(model, merge_specs(specs_from_onnx(cand_graph), options.inputs), data, max(batch_sizes), seq_lens[0],
-                         providers)
+        onnx_specs = specs_from_onnx(cand_graph)
+        _probe_untrusted(model, merge_specs(onnx_specs, mapping.user_specs_for_model(options.inputs, onnx_specs, input_map)),
+                         data, max(batch_sizes), seq_lens[0], providers)
     cand_session = make_session(model, providers=select_providers(providers))
-    specs = merge_specs(cand_session.input_specs, options.inputs)
+    specs = merge_specs(cand_session.input_specs, mapping.user_specs_for_model(options.inputs, cand_session.input_specs, input_map))
+    pairing_note = None
+    ordered_outputs = True
 
     refs = None
     recorded: list | None = None  # reference outputs computed up front (large models)
@@ -369,11 +380,17 @@ def validate_files(
             del cand_session
             gc.collect()
         ref_session = make_session(source, providers=select_providers(reference_providers))
-        reference = ref_session.run
+        mapping.check_user_spec_names(options.inputs, ref_session.input_specs, specs)
+        pairing = mapping.pair_ports([mapping.port_of_spec(s) for s in ref_session.input_specs],
+                                     [mapping.port_of_spec(s) for s in specs], explicit=input_map)
+        pairing_note = pairing.note("input")
+        ordered_outputs = False  # two ONNX files: only names, or types, say which output is which
+        reference = mapping.reference_on_model_inputs(ref_session.run, pairing, ref_session.input_specs) \
+            if pairing.renamed else ref_session.run
         reference_model = Path(source)
         reference_name = f"{Path(source).name} on {ref_session.providers[0]}"
         if sequential:
-            recorded = [(label, feeds, ref_session.run(feeds)) for label, feeds in input_sets(
+            recorded = [(label, feeds, reference(feeds)) for label, feeds in input_sets(
                 specs, data=open_data(data, specs) if data is not None else None, batch_sizes=batch_sizes,
                 seq_lens=seq_lens, samples=samples, seed=seed, edge_cases=edge_cases)]
             del ref_session, reference
@@ -384,7 +401,14 @@ def validate_files(
         from onnxkit.frameworks.registry import load_source
 
         ref_source = load_source(source, options)
-        reference = ref_source.predict
+        mapping.check_user_spec_names(options.inputs, ref_source.input_specs, specs)
+        # A PyTorch module's arguments and returned tuple are positional: its order is the truth.
+        ordered_outputs = ref_source.framework == "torch"
+        pairing = mapping.pair_ports([mapping.port_of_spec(s) for s in ref_source.input_specs],
+                                     [mapping.port_of_spec(s) for s in specs], explicit=input_map, ordered=ordered_outputs)
+        pairing_note = pairing.note("input")
+        reference = mapping.reference_on_model_inputs(ref_source.predict, pairing, ref_source.input_specs) \
+            if pairing.renamed else ref_source.predict
         label_outputs = tuple(ref_source.label_outputs or ())
         accepts_nan = bool(ref_source.accepts_nan)
         reference_name = f"{ref_source.framework} {Path(str(source)).name}"
@@ -429,12 +453,15 @@ def validate_files(
                 batches=refs.batches() if refs is not None else recorded,
                 label_outputs=label_outputs,
                 on_first_failure=remember if localize else None,
+                output_map=output_map, ordered_outputs=ordered_outputs,
             )
     finally:
         if progress is not None:
             progress.stop()
         if refs is not None:
             refs.close()
+    if pairing_note:
+        result.notes.insert(0, pairing_note)
     if writer is not None:
         result.saved_outputs = str(save_outputs)
         result.notes.append(f"reference outputs and their inputs saved to {save_outputs}")
