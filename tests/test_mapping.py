@@ -171,13 +171,13 @@ def test_hand_made_torch_export_validates_against_its_factory(cli, tmp_path):
     net = mod.build().eval()
     torch.save(net.state_dict(), tmp_path / "sd.pt")
     onnx_path = tmp_path / "hand.onnx"
-    torch.onnx.export(net, (torch.randn(2, 4),), str(onnx_path), input_names=["x"], output_names=["scores"],
-                      dynamic_axes={"x": {0: "b"}, "scores": {0: "b"}}, dynamo=False)
+    torch.onnx.export(net, (torch.randn(2, 4),), str(onnx_path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, dynamo=False)
     r = cli("validate", f"{tmp_path / 'netdef.py'}:build", onnx_path, "--weights", tmp_path / "sd.pt",
             "--input", "input:[batch,4]:float32", "--json")
     assert r.code == 0, r
     notes = " ".join(r.json["notes"])
-    assert "input -> x" in notes and "-> scores (position)" in notes
+    assert "input -> x" in notes and "-> y (position)" in notes
     # a [batch, classes] float output gets top-1 agreement whatever its name (issue 21)
     assert r.json["outputs"][0]["top1_agreement"] == 1.0
 
