@@ -33,11 +33,15 @@ def _fitted(name: str):
     import sklearn.mixture as mixture
     import sklearn.neighbors as nb
     import sklearn.svm as svm
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     X, yc, yr = _data()
     make = {
         "LinearSVC": lambda: svm.LinearSVC().fit(X, yc),
         "LinearSVC-binary": lambda: svm.LinearSVC().fit(X, yc > 0),
+        "LinearSVC-pipeline": lambda: make_pipeline(StandardScaler(), svm.LinearSVC()).fit(X, yc),
+        "KMeans-pipeline": lambda: make_pipeline(StandardScaler(), cluster.KMeans(n_clusters=3, n_init=2, random_state=0)).fit(X),
         "KMeans": lambda: cluster.KMeans(n_clusters=3, n_init=2, random_state=0).fit(X),
         "MiniBatchKMeans": lambda: cluster.MiniBatchKMeans(n_clusters=3, n_init=2, random_state=0).fit(X),
         "PLSRegression": lambda: xd.PLSRegression(n_components=2).fit(X, yr),
@@ -53,7 +57,7 @@ def _fitted(name: str):
 
 
 @pytest.mark.parametrize("name", [
-    "LinearSVC", "LinearSVC-binary", "KMeans", "MiniBatchKMeans", "PLSRegression", "QuadraticDiscriminantAnalysis",
+    "LinearSVC", "LinearSVC-binary", "LinearSVC-pipeline", "KMeans", "KMeans-pipeline", "MiniBatchKMeans", "PLSRegression", "QuadraticDiscriminantAnalysis",
     "KNeighborsTransformer", "GaussianMixture", "OneClassSVM", "SGDOneClassSVM", "IsolationForest", "TfidfTransformer",
 ])
 def test_estimator_exports_and_validates(cli, tmp_path, name):

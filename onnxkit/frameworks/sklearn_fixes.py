@@ -43,7 +43,12 @@ def converter_options(est: Any, zipmap: bool) -> dict[str, Any]:
         allowed = get_converter(sklearn_operator_name_map[type(final)]).get_allowed_options() or {}
     except Exception:  # unknown to skl2onnx: its own error (exit 4) says so at conversion
         return {}
-    return {"zipmap": bool(zipmap)} if "zipmap" in allowed else {}
+    if "zipmap" in allowed:
+        return {"zipmap": bool(zipmap)}
+    # Inside a Pipeline, skl2onnx gives a classifier step without options zipmap=True itself;
+    # any explicit option (at its default value) prevents that.
+    neutral = {k: v for k, v in (("nocl", False), ("output_class_labels", False), ("raw_scores", False)) if k in allowed}
+    return dict(list(neutral.items())[:1])
 
 
 def target_opsets(opset: int) -> dict[str, int]:

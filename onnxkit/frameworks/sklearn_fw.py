@@ -530,7 +530,7 @@ class SklearnSource(SourceModel):
             accepted = converter_options(self.estimator, options.zipmap)
             if accepted:
                 conv_options[id(_final_estimator(self.estimator))] = accepted
-            if options.zipmap and accepted:
+            if options.zipmap and "zipmap" in accepted:
                 notes.append("ZipMap kept: probabilities are a list of {class: probability} maps")
             elif options.zipmap:
                 notes.append(f"--zipmap: skl2onnx's converter for {type(_final_estimator(self.estimator)).__name__} has no ZipMap; scores stay a tensor")
