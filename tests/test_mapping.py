@@ -215,3 +215,11 @@ def test_hand_made_tf2onnx_export_validates_against_keras(cli, tmp_path):
     r = cli("validate", tmp_path / "m.keras", tmp_path / "m.onnx", "--json")
     assert r.code == 0, r
     assert "features -> pixels" in " ".join(r.json["notes"])
+
+
+def test_localize_with_renamed_inputs_is_skipped_with_a_note(cli, tmp_path):
+    ref = _sub_model(tmp_path / "ref.onnx", "a", "b", "y")
+    cand = _sub_model(tmp_path / "cand.onnx", "p", "q", "y")
+    r = cli("validate", ref, cand, "--input-map", "a=q,b=p", "--localize", "--json")
+    assert r.code == 1, r  # swapped on purpose: a - b vs b - a
+    assert any(n.startswith("--localize skipped") for n in r.json["notes"])

@@ -468,6 +468,9 @@ def validate_files(
     if localize:
         if result.passed or not failing:
             result.notes.append("--localize: every output is within tolerance; nothing to localize")
+        elif pairing_note:
+            result.notes.append("--localize skipped: the two sides name their inputs differently, so their inner "
+                                "tensors cannot be matched by name either")
         else:
             result.localization = _localize(
                 reference_model, ref_source, options, model, failing, tolerance,
