@@ -42,6 +42,9 @@ def _fitted(name: str):
         "LinearSVC-binary": lambda: svm.LinearSVC().fit(X, yc > 0),
         "LinearSVC-pipeline": lambda: make_pipeline(StandardScaler(), svm.LinearSVC()).fit(X, yc),
         "KMeans-pipeline": lambda: make_pipeline(StandardScaler(), cluster.KMeans(n_clusters=3, n_init=2, random_state=0)).fit(X),
+        "SVC-binary": lambda: svm.SVC().fit(X, yc > 0),
+        "NuSVC-binary": lambda: svm.NuSVC(nu=0.3).fit(X, yc > 0),
+        "RidgeClassifier-binary": lambda: lm.RidgeClassifier().fit(X, yc > 0),
         "KMeans": lambda: cluster.KMeans(n_clusters=3, n_init=2, random_state=0).fit(X),
         "MiniBatchKMeans": lambda: cluster.MiniBatchKMeans(n_clusters=3, n_init=2, random_state=0).fit(X),
         "PLSRegression": lambda: xd.PLSRegression(n_components=2).fit(X, yr),
@@ -57,7 +60,7 @@ def _fitted(name: str):
 
 
 @pytest.mark.parametrize("name", [
-    "LinearSVC", "LinearSVC-binary", "LinearSVC-pipeline", "KMeans", "KMeans-pipeline", "MiniBatchKMeans", "PLSRegression", "QuadraticDiscriminantAnalysis",
+    "LinearSVC", "LinearSVC-binary", "LinearSVC-pipeline", "SVC-binary", "NuSVC-binary", "RidgeClassifier-binary", "KMeans", "KMeans-pipeline", "MiniBatchKMeans", "PLSRegression", "QuadraticDiscriminantAnalysis",
     "KNeighborsTransformer", "GaussianMixture", "OneClassSVM", "SGDOneClassSVM", "IsolationForest", "TfidfTransformer",
 ])
 def test_estimator_exports_and_validates(cli, tmp_path, name):

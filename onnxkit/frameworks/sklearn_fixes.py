@@ -150,7 +150,8 @@ def shape_outputs(model: Any, est: Any, label_name: str | None, second: str | No
         _add_reshape(model, second, [-1, 1])
         _set_dims(outs[second], [batch, 1])
     scores = outs.get(second) if second else None
-    if scores is not None and len(getattr(final, "classes_", [])) == 2 and _declared_dims(scores)[1:] == [1]:
+    binary = len(getattr(final, "classes_", [])) == 2
+    if scores is not None and binary and (_declared_dims(scores)[1:] == [1] or _run_width(model, second) == 1):
         _two_columns(model, second)
         _set_dims(scores, [batch, 2])
         notes.append(f"output {second}: the binary decision score d became [-d, d], one column per class as for other classifiers")
@@ -161,6 +162,39 @@ def _declared_dims(vi: Any) -> list:
     if _declared_rank(vi) is None:
         return []
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim]
+
+
+def _run_width(model: Any, output: str) -> int | None:
+    """The width ONNX Runtime actually gives ``output`` on one row of zeros (RidgeClassifier's
+    binary export declares [N, 2] and computes [N, 1]); None where inputs are not plain floats."""
+    import onnxruntime as ort
+
+    feeds = {}
+    for vi in model.graph.input:
+        dims = _declared_dims(vi)
+        if vi.type.tensor_type.elem_type not in (1, 11) or len(dims) != 2 or not isinstance(dims[1], int):
+            return None
+        feeds[vi.name] = np.zeros((1, dims[1]), np.float32 if vi.type.tensor_type.elem_type == 1 else np.float64)
+    try:
+        so = ort.SessionOptions()
+        so.log_severity_level = 4  # a model that fails on zeros is reported by the validation, once
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        value = sess.run([output], feeds)[0]
+    except Exception:  # the validation that follows reports what does not run
+        return None
+    return int(value.shape[1]) if np.ndim(value) == 2 else None
+
+
+# skl2onnx writes a binary decision score d as two columns; which sign comes first depends
+# on the converter (SVC/NuSVC: [d, -d]; the linear ones: [-d, d]).
+_D_FIRST = frozenset({"SVC", "NuSVC"})
+
+
+def binary_decision_columns(est: Any, d: np.ndarray) -> np.ndarray:
+    """A 1-D binary decision function as the two columns the export computes."""
+    if type(final_estimator(est)).__name__ in _D_FIRST:
+        return np.stack([d, -d], axis=1)
+    return np.stack([-d, d], axis=1)
 
 
 def _two_columns(model: Any, output: str) -> None:

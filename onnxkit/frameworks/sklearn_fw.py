@@ -21,6 +21,7 @@ from onnxkit.errors import ConversionError, InputError, UnsafeInput, UsageError
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
 from onnxkit.frameworks.sklearn_fixes import final_estimator as _final_estimator
 from onnxkit.frameworks.sklearn_fixes import (
+    binary_decision_columns,
     call_native,
     converter_options,
     no_method_message,
@@ -497,8 +498,8 @@ class SklearnSource(SourceModel):
             scores = call_native(est, "predict_proba", X, where)
         else:
             scores = call_native(est, "decision_function", X, where)
-            if scores.ndim == 1:  # skl2onnx's binary scores: [-d, d]
-                scores = np.stack([-scores, scores], axis=1)
+            if scores.ndim == 1:  # a binary decision score, as two columns like the export's
+                scores = binary_decision_columns(est, scores)
         return {names[0]: label, names[1]: scores.astype(np.float32)}
 
     # -- export
