@@ -223,3 +223,11 @@ def test_localize_with_renamed_inputs_is_skipped_with_a_note(cli, tmp_path):
     r = cli("validate", ref, cand, "--input-map", "a=q,b=p", "--localize", "--json")
     assert r.code == 1, r  # swapped on purpose: a - b vs b - a
     assert any(n.startswith("--localize skipped") for n in r.json["notes"])
+
+
+def test_input_map_with_saved_outputs_is_usage_error(cli, tmp_path):
+    ref = _sub_model(tmp_path / "ref.onnx", "a", "b", "y")
+    saved = tmp_path / "ref.npz"
+    assert cli("validate", ref, ref, "--save-outputs", saved).code == 0
+    r = cli("validate", ref, "--load-outputs", saved, "--input-map", "a=b")
+    assert r.code == 2 and "--input-map pairs SOURCE's inputs" in r.stderr, r

@@ -330,6 +330,8 @@ def validate_files(
         raise UsageError("give either SOURCE or --load-outputs, not both: saved outputs are the reference")
     if load_outputs is not None and data is not None:
         raise UsageError("--data cannot be combined with --load-outputs: the saved file holds its own inputs")
+    if load_outputs is not None and input_map:
+        raise UsageError("--input-map pairs SOURCE's inputs with the model's; saved outputs come with the model's own inputs")
     if save_outputs is not None and load_outputs is not None:
         raise UsageError("--save-outputs and --load-outputs together would only copy the file")
     if samples is not None and samples <= 0:
