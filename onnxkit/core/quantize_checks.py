@@ -76,7 +76,9 @@ def check_something_quantized(count: int, mode: str, base: Any, excluded: dict[s
     ops = QUANTIZABLE.get(mode, set())
     candidates = [n.name for n in _weighted(base.graph, ops)]
     left = [n for n in candidates if n not in excluded]
-    if candidates and not left:
+    if mode == "fp16":
+        reason = "no node computes in float16 after conversion (no float computation to convert, or every node excluded)"
+    elif candidates and not left:
         reason = f"all {len(candidates)} quantizable node(s) are excluded (--exclude-nodes/--exclude-ops or the accuracy budget)"
     elif mode == "int4":
         reason = ("the int4 quantizer left every MatMul in float (it needs a constant 2-D weight whose input dimension "
