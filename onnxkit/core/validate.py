@@ -313,8 +313,8 @@ def validate_files(
 
     ``progress``, when given, has ``start(total_rows_or_None)``, ``advance(rows)`` and ``stop()``.
     """
-    from onnxkit.core.data import open_data
     from onnxkit.core import mapping
+    from onnxkit.core.data import open_data
     from onnxkit.core.files import check_output_path
     from onnxkit.core.onnx_io import load_onnx
     from onnxkit.core.spec import merge_specs, specs_from_onnx
