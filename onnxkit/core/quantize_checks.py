@@ -61,9 +61,10 @@ def check_quantizable(model: Any, mode: str) -> None:
     ml = any(n.domain == "ai.onnx.ml" for n in model.graph.node)
     why = (" (scikit-learn, XGBoost and LightGBM models run as ai.onnx.ml operators, which ONNX Runtime's "
            "quantizers do not touch)" if ml else "")
+    what = ("no MatMul/Gemm node with constant weights, the only ops --mode int4 quantizes" if mode == "int4" else
+            f"no node with constant weights of an op the int8 quantizers rewrite ({'/'.join(sorted(ops))})")
     raise NothingQuantized(
-        f"nothing was quantized: the model has no {'/'.join(sorted(ops))} node with constant weights, which "
-        f"--mode {mode} quantizes{why}; its ops: {_ops_summary(model.graph)}",
+        f"nothing was quantized: the model has {what}{why}; its ops: {_ops_summary(model.graph)}",
         hint="nothing was written: keep the float model (onnxkit optimize may still speed it up)",
     )
 
