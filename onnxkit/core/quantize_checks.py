@@ -39,9 +39,14 @@ def _constants(graph: Any) -> set[str]:
     return names
 
 
+# ONNX Runtime's own fusions (as optimize --level extended saves them) are split back into
+# these standard ops before quantizing, so they count as quantizable up front.
+_RUNTIME_FUSED = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul"}
+
+
 def _weighted(graph: Any, ops: set[str]) -> list[Any]:
     consts = _constants(graph)
-    return [n for n in graph.node if n.op_type in ops and n.domain in ("", "ai.onnx", "com.microsoft")
+    return [n for n in graph.node if _RUNTIME_FUSED.get(n.op_type, n.op_type) in ops and n.domain != "ai.onnx.ml"
             and any(i in consts for i in n.input)]
 
 
