@@ -26,6 +26,7 @@ def export_command(
     output_names: Annotated[str | None, typer.Option("--output-names", help="PyTorch: names for the model's outputs, comma-separated, in the order forward() returns them.", show_default=False)] = None,
     zipmap: Annotated[bool, typer.Option("--zipmap", help="Keep scikit-learn's ZipMap (list of dicts) probability output.")] = False,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the validation against the source.")] = False,
+    data: Annotated[Path | None, typer.Option("--data", help="Validate on these rows (.npz, .npy, .csv, .parquet) instead of random inputs, for models random values are invalid for.")] = None,
     tol: common.Tol = None,
     rtol: common.Rtol = None,
     preset: common.Preset = None,
@@ -56,7 +57,8 @@ def export_command(
         sample=sample, exporter=exporter, opset=opset, zipmap=zipmap, output_names=_names(output_names),
     )
     tolerance = make_tolerance(tol, rtol, preset)
-    common.emit(export_model(source, output, options, validate=not no_validate, tolerance=tolerance, seed=seed))
+    common.emit(export_model(source, output, options, validate=not no_validate, tolerance=tolerance, seed=seed,
+                             data=data))
 
 
 def _names(text: str | None) -> list[str] | None:

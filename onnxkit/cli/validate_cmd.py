@@ -76,6 +76,8 @@ def validate_command(
     report: Annotated[Path | None, typer.Option("--report", help="Write a Markdown summary (e.g. for a CI job summary).")] = None,
     save_outputs: Annotated[Path | None, typer.Option("--save-outputs", help="Save the inputs and reference outputs (.npz) for later runs without the source.")] = None,
     load_outputs: Annotated[Path | None, typer.Option("--load-outputs", help="Use reference outputs saved by --save-outputs; SOURCE is then omitted.")] = None,
+    input_map: Annotated[list[str] | None, typer.Option("--input-map", help="Pair a source input with a model input whose name differs: SOURCE_NAME=MODEL_NAME (repeatable).")] = None,
+    output_map: Annotated[list[str] | None, typer.Option("--output-map", help="Pair a source output with a model output whose name differs: SOURCE_NAME=MODEL_NAME (repeatable).")] = None,
     trust: common.Trust = False,
     timeout: Timeout = None,
     json_out: common.Json = False,
@@ -90,6 +92,7 @@ def validate_command(
     common.setup(json_out, verbose, quiet)
     from onnxkit.core.compare import make_tolerance
     from onnxkit.core.files import check_output_path
+    from onnxkit.core.mapping import parse_map
     from onnxkit.core.spec import parse_specs
     from onnxkit.core.validate import validate_files
     from onnxkit.errors import UsageError
@@ -115,6 +118,7 @@ def validate_command(
         batch_sizes=sizes, seq_lens=lens, edge_cases=edge_cases, seed=seed, localize=localize,
         providers=providers, reference_providers=reference_providers,
         save_outputs=save_outputs, load_outputs=load_outputs, progress=progress, timeout=timeout,
+        input_map=parse_map(input_map, "--input-map"), output_map=parse_map(output_map, "--output-map"),
     )
     if junit is not None:
         from onnxkit.reports.junit import write_junit

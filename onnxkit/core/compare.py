@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import re
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 
@@ -34,9 +33,11 @@ DEFAULT_PRESET = "fp32"
 # 16 MB at most); beyond it a log-spaced histogram estimates it in constant memory. Below
 # the limit, streamed and one-batch runs give identical figures.
 EXACT_P99_LIMIT = 4_000_000
-# 2-D float outputs with these names are class scores: top-1/top-k agreement is reported.
-_SCORE_NAME = re.compile(r"prob|logit|score|class|pred", re.I)
 TOPK = 5
+# A reference whose values spread less than this (relative to their magnitude) is constant:
+# any candidate that outputs the same constant matches it, so the match proves little.
+CONSTANT_SPREAD = 1e-6
+REFERENCE_CONSTANT = "reference_constant"
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class OutputComparison:
     elements: int = 0
     max_abs: float = 0.0
     max_rel: float = 0.0  # over elements whose reference is non-zero
+    rel_error: float | None = None  # ||cand - ref|| / ||ref|| over all finite elements (None: ref all zero)
     mean_abs: float = 0.0
     p99_abs: float = 0.0
     out_of_tol: int = 0
@@ -157,6 +159,7 @@ class OutputComparison:
     passed: bool = True
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    warning_codes: list[str] = field(default_factory=list)  # machine-readable: reference_constant
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -172,7 +175,7 @@ def _index(flat: int, shape: tuple[int, ...], row_offset: int) -> list[int]:
 class _OutputAccumulator:
     """Aggregates one output's metrics across batches."""
 
-    def __init__(self, name: str, ref_name: str, atol: float, rtol: float, *, label: bool, scores: bool) -> None:
+    def __init__(self, name: str, ref_name: str, atol: float, rtol: float, *, label: bool, scores: bool | None) -> None:
         self.c = OutputComparison(name=name, reference_name=ref_name, atol=atol, rtol=rtol)
         self.force_label = label
         self.scores = scores
@@ -187,6 +190,10 @@ class _OutputAccumulator:
         self.top1 = 0
         self.topk = 0
         self.top_n = 0
+        self.sq_diff = 0.0
+        self.sq_ref = 0.0
+        self.ref_min = math.inf
+        self.ref_max = -math.inf
 
     def _problem(self, msg: str) -> None:
         self.c.passed = False
@@ -281,6 +288,11 @@ class _OutputAccumulator:
                 c.max_rel = max(c.max_rel, float((diff[nz] / abs_r[nz]).max()))
             self.sum_abs += float(fin_diff.sum())
             self._keep_for_p99(fin_diff)
+            fin_ref = r[both]
+            self.sq_diff += float(np.square(fin_diff).sum())
+            self.sq_ref += float(np.square(fin_ref).sum())
+            self.ref_min = min(self.ref_min, float(fin_ref.min()))
+            self.ref_max = max(self.ref_max, float(fin_ref.max()))
         # The worst element: a non-finite mismatch first, else the largest excess over the
         # element's own tolerance (the one allclose would complain about most).
         score = np.where(nonfinite_mismatch, np.inf, np.where(both, diff - limit, -np.inf))
@@ -291,7 +303,9 @@ class _OutputAccumulator:
             c.worst_ref, c.worst_cand = _scalar(ref.flat[flat]), _scalar(cand.flat[flat])
         if r.ndim >= 1 and r.size:
             self._add_cosine(r, k)
-            if self.scores and r.ndim == 2 and r.shape[1] >= 2:
+            if r.ndim == 2 and r.shape[1] >= 2 and self.scores is not False:
+                # [batch, classes] floats are scores whatever their name (issue 21: a
+                # default output name turned agreement off); top-1 is reported, not gated.
                 self._add_topk(r, k)
 
     def _add_cosine(self, r: np.ndarray, k: np.ndarray) -> None:
@@ -333,6 +347,22 @@ class _OutputAccumulator:
             self.diffs = []
         self.hist += np.bincount(np.searchsorted(edges, d), minlength=len(edges) + 1)
 
+    def _check_spread(self) -> None:
+        c = self.c
+        if c.kind != "numeric" or self.ref_min > self.ref_max or c.elements < 2:
+            return
+        spread = self.ref_max - self.ref_min
+        scale = max(abs(self.ref_min), abs(self.ref_max))
+        if spread <= CONSTANT_SPREAD * scale or scale == 0.0:
+            value = "0" if scale == 0.0 else f"{self.ref_max:.6g}"
+            self._warn(
+                f"the reference output is constant ({value} everywhere, spread {spread:.3g}): a candidate that "
+                "outputs the same constant matches it, so this comparison proves little; validate on real --data "
+                "or a trained model",
+            )
+            if REFERENCE_CONSTANT not in c.warning_codes:
+                c.warning_codes.append(REFERENCE_CONSTANT)
+
     def finish(self, min_cosine: float | None, min_agreement: float) -> OutputComparison:
         c = self.c
         if c.elements == 0 and c.passed:
@@ -357,6 +387,9 @@ class _OutputAccumulator:
         if self.top_n:
             c.top1_agreement = self.top1 / self.top_n
             c.topk_agreement = self.topk / self.top_n
+        if self.sq_ref > 0:
+            c.rel_error = math.sqrt(self.sq_diff / self.sq_ref)
+        self._check_spread()
         if c.nan_mismatch:
             self._problem(f"{c.nan_mismatch} NaN/Inf value(s) on one side only")
         if c.kind == "label":
@@ -405,8 +438,10 @@ class Comparator:
     """Feed it batches of (reference outputs, candidate outputs); ask for the result.
 
     ``label_outputs`` (names on either side) are compared exactly as labels whatever their
-    dtype; ``score_outputs`` get top-1/top-k agreement (default: 2-D float outputs whose
-    name says prob/logit/score/class/pred, and every 2-D float output beside a label output).
+    dtype; ``score_outputs`` get top-1/top-k agreement (default: every [batch, classes>1]
+    float output, whatever its name). Outputs pair by name, else as ``mapping.pair_ports``
+    says (``output_map`` first; by position where ``ordered_outputs``, else by rank/dtype);
+    ``notes`` then names the pairs.
     """
 
     def __init__(
@@ -415,8 +450,13 @@ class Comparator:
         *,
         label_outputs: Collection[str] = (),
         score_outputs: Collection[str] | None = None,
+        output_map: dict[str, str] | None = None,
+        ordered_outputs: bool = True,
     ) -> None:
         self.tol = tolerance
+        self.output_map = dict(output_map or {})
+        self.ordered_outputs = ordered_outputs
+        self.notes: list[str] = []
         self.label_outputs = set(label_outputs)
         self.score_outputs = None if score_outputs is None else set(score_outputs)
         self.pairs: list[tuple[str, str]] | None = None
@@ -424,14 +464,35 @@ class Comparator:
         self.rows = 0
         self.batches = 0
 
-    def _is_scores(self, rname: str, cname: str) -> bool:
+    def _is_scores(self, rname: str, cname: str) -> bool | None:
         if self.score_outputs is not None:
             return bool({rname, cname} & self.score_outputs)
-        return bool(self.label_outputs) or bool(_SCORE_NAME.search(cname) or _SCORE_NAME.search(rname))
+        return None  # the output's shape and dtype decide
+
+    def _pair(self, ref: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> list[tuple[str, str]]:
+        from onnxkit.core.mapping import pair_ports, port_of_array
+
+        if len(ref) != len(cand) and not self.output_map:
+            raise InputError(
+                f"output count differs: reference has {len(ref)} ({', '.join(ref) or 'none'}), "
+                f"candidate has {len(cand)} ({', '.join(cand) or 'none'})",
+            )
+        pairing = pair_ports(
+            [port_of_array(n, v) for n, v in ref.items()], [port_of_array(n, v) for n, v in cand.items()],
+            what="output", explicit=self.output_map, ordered=self.ordered_outputs,
+        )
+        note = pairing.note("output")
+        if note:
+            self.notes.append(note)
+        return pairing.pairs
+
+    def warning_records(self) -> list[dict[str, str]]:
+        """Machine-readable warnings, one per (code, output), for --json."""
+        return [{"code": code, "output": acc.c.name} for acc in self.acc.values() for code in acc.c.warning_codes]
 
     def add(self, ref: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> None:
         if self.pairs is None:
-            self.pairs = match_outputs(list(ref), list(cand))
+            self.pairs = self._pair(ref, cand)
             for rname, cname in self.pairs:
                 a, r = self.tol.for_output(cname, rname)
                 label = bool({rname, cname} & self.label_outputs)

@@ -160,9 +160,9 @@ def _npz_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
                 raise InputError(f"cannot read array {k!r} of {path.name}: {exc}") from None
             except Exception as exc:  # corrupt members: zlib, zipfile, numpy header errors
                 raise InputError(f"cannot read array {k!r} of {path.name} (truncated?): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    if specs and len(keys) == 1 and len(specs) == 1 and keys[0] not in {s.name for s in specs}:
-        # A single unnamed array (np.savez(f, x)) feeds the single input.
-        arrays = {specs[0].name: arrays[keys[0]]}
+    from onnxkit.core.mapping import check_data_keys
+
+    arrays = {name: arrays[k] for k, name in check_data_keys(keys, specs, path.name).items()}
     rows = {k: (a.shape[0] if a.ndim else None) for k, a in arrays.items()}
     counts = {r for r in rows.values() if r is not None}
     if len(counts) > 1:

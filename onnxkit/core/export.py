@@ -138,12 +138,14 @@ def export_model(
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES,
     seed: int = 0,
     loaded: SourceModel | None = None,
+    data: str | Path | None = None,
 ) -> ExportResult:
     """Export ``source`` to ``output``; check and validate it; write it atomically.
 
     The file is written even when validation fails (the result says so); when anything
     raises, no file is left behind and a previous ``output`` stays as it was.
     """
+    from onnxkit.core.data import open_data
     from onnxkit.core.onnx_io import save_onnx
     from onnxkit.core.spec import outputs_from_onnx, specs_from_onnx
     from onnxkit.frameworks.registry import load_source
@@ -151,6 +153,8 @@ def export_model(
 
     options = options or LoadOptions()
     check_weights_options(source, options)
+    if data is not None and not validate:
+        raise UsageError("--data gives the rows to validate on; it has no use with --no-validate")
     src_path = Path(str(source))
     out = check_output_path(output, src_path if src_path.exists() else None)
     t0 = time.perf_counter()
@@ -214,6 +218,7 @@ def export_model(
                 candidate_name=out.name,
                 batch_sizes=batch_sizes,
                 seed=seed,
+                data=open_data(data, session.input_specs) if data is not None else None,
             )
             result.validation.command = "export"
             result.passed = result.validation.passed

@@ -317,7 +317,9 @@ class _Run:
                 rec.reason += "; accuracy budget missed"
             self.artifacts.append(("quantized", out, "validate quantized"))
 
-        self._record("quantize", run)
+        from onnxkit.core.quantize_checks import skip_when_nothing_quantized
+
+        self._record("quantize", skip_when_nothing_quantized(run, SKIPPED))
 
     def _quantize_budget(self) -> float | None:
         """[quantize] budget, else what the min_cosine gate will demand of the final model, less

@@ -28,6 +28,7 @@ import numpy as np
 from onnxkit.core.files import check_output_path
 from onnxkit.core.onnx_io import load_onnx, save_onnx
 from onnxkit.core.optimize import file_size, histogram_table, interleaved_latency, latency_feeds, op_histogram
+from onnxkit.core.quantize_checks import check_quantizable, check_something_quantized, conv_hint, gemm_to_matmul
 from onnxkit.errors import ConversionError, OnnxkitError, UsageError
 from onnxkit.results import Result, Table, fmt_bytes, fmt_num
 
@@ -346,8 +347,11 @@ def run_quantizer(model: Any, cfg: QuantConfig, exclude: list[str], workdir: Pat
                 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
                 # By path for a large model: the quantizer then loads the weights itself, once.
-                q = MatMulNBitsQuantizer(str(src) if large else onnx.load(str(src)), bits=4, block_size=cfg.block_size,
-                                         is_symmetric=True, nodes_to_exclude=list(exclude), op_types_to_quantize=("MatMul",))
+                # Gemm (pre-processing's fusion of MatMul + Add) is split back: the quantizer only reaches MatMul.
+                q = MatMulNBitsQuantizer(str(src) if large else gemm_to_matmul(onnx.load(str(src)))[0], bits=4,
+                                         block_size=cfg.block_size, is_symmetric=True,
+                                         nodes_to_exclude=list(exclude) + [f"{n}_MatMul" for n in exclude],
+                                         op_types_to_quantize=("MatMul",))
                 q.process()
                 if large:
                     q.model.save_model_to_file(str(out), use_external_data_format=True)
@@ -669,6 +673,7 @@ def quantize_model(
         loaded = load_onnx(model_path, trust=trust)
     original = loaded.model
     _name_nodes(original)
+    check_quantizable(original, mode)
     specs = specs_from_onnx(original)
     res = QuantizeResult(command="quantize", model=str(model_path), output=str(output), mode=mode, metric=metric)
     res.notes.extend(loaded.warnings)
@@ -823,8 +828,7 @@ def quantize_model(
             res.nodes_quantized, res.quantized_ops = _fp16_count(qmodel)
         else:
             res.nodes_quantized, res.quantized_ops = _quantized_count(qmodel)
-        if res.nodes_quantized == 0:
-            res.notes.append("no node was quantized (nothing of a quantizable op type, or everything excluded)")
+        check_something_quantized(res.nodes_quantized, mode, base, excluded)
         res.ops_after = op_histogram(qmodel)
         prune_unused_opsets(qmodel)
         if large:
@@ -852,6 +856,9 @@ def quantize_model(
                 res.latency_feeds += ", one model after the other"
         except Exception as exc:  # latency is informative only
             res.notes.append(f"latency not measured: {exc}")
+    hint = conv_hint(original, mode, res.latency_ms_before, res.latency_ms_after)
+    if hint:
+        res.notes.append(hint)
     return res
 
 
@@ -902,7 +909,7 @@ def left_in_float(base: Any, qmodel: Any) -> set[str]:
 def _budget_loop(reference: Any, base: Any, qmodel: Any, err: ErrorMeasure, cfg: QuantConfig, excluded: dict[str, str], batches: list[dict],
                  metric: str, budget: float, work: Path) -> tuple[Any, ErrorMeasure]:
     """Exclude the most sensitive node, re-quantize, re-measure; until within budget."""
-    candidates_ops = WEIGHTED_OPS if cfg.mode != "int4" else {"MatMul"}
+    candidates_ops = WEIGHTED_OPS if cfg.mode != "int4" else {"MatMul", "Gemm"}
     weights = {t.name for t in base.graph.initializer if len(t.dims) >= 2}
     # Excluding a node the quantizer already left in float changes nothing but spends a round
     # (MiniLM: 6 of the 12 went to unquantized Attention nodes). fp16 keeps node inputs as

@@ -40,6 +40,7 @@ class ValidationResult(Result):
     non_finite_inputs: list[str] = field(default_factory=list)
     localization: dict[str, Any] | None = None
     saved_outputs: str | None = None
+    warnings: list[dict[str, str]] = field(default_factory=list)  # {"code": ..., "output": ...}
 
     def tables(self) -> list[Table]:
         rows = []
@@ -170,6 +171,8 @@ def validate_models(
     batches: Iterable[Batch] | None = None,
     label_outputs: tuple[str, ...] = (),
     on_first_failure: Callable[[str, Feeds], None] | None = None,
+    output_map: dict[str, str] | None = None,
+    ordered_outputs: bool = True,
 ) -> ValidationResult:
     """Compare ``candidate`` against ``reference`` on the same inputs, batch by batch.
 
@@ -178,7 +181,7 @@ def validate_models(
     every batch, for saving references. ``on_first_failure`` receives the first batch on
     which an output goes out of tolerance (for localization).
     """
-    comp = Comparator(tolerance, label_outputs=label_outputs)
+    comp = Comparator(tolerance, label_outputs=label_outputs, output_map=output_map, ordered_outputs=ordered_outputs)
     labels: list[str] = []
     nonfinite: set[str] = set()
     if batches is None:
@@ -224,6 +227,8 @@ def validate_models(
         outputs=outputs,
         non_finite_inputs=sorted(nonfinite),
     )
+    result.notes.extend(comp.notes)
+    result.warnings = comp.warning_records()
     if nonfinite:
         result.notes.append(f"inputs hold NaN/Inf values: {', '.join(sorted(nonfinite))}")
     if data is not None:
@@ -305,6 +310,8 @@ def validate_files(
     load_outputs: str | Path | None = None,
     progress: Any = None,
     timeout: float | None = None,
+    input_map: dict[str, str] | None = None,
+    output_map: dict[str, str] | None = None,
 ) -> ValidationResult:
     """``onnxkit validate``: SOURCE (any model export loads, or another ONNX file) or saved
     reference outputs, against MODEL.onnx.
@@ -324,6 +331,8 @@ def validate_files(
         raise UsageError("give either SOURCE or --load-outputs, not both: saved outputs are the reference")
     if load_outputs is not None and data is not None:
         raise UsageError("--data cannot be combined with --load-outputs: the saved file holds its own inputs")
+    if load_outputs is not None and input_map:
+        raise UsageError("--input-map pairs SOURCE's inputs with the model's; saved outputs come with the model's own inputs")
     if save_outputs is not None and load_outputs is not None:
         raise UsageError("--save-outputs and --load-outputs together would only copy the file")
     if samples is not None and samples <= 0:
@@ -343,7 +352,8 @@ def validate_files(
                               data=data, samples=samples, batch_sizes=batch_sizes, seq_lens=seq_lens,
                               edge_cases=edge_cases, seed=seed, localize=localize, providers=providers,
                               reference_providers=reference_providers, save_outputs=save_outputs,
-                              load_outputs=load_outputs, progress=progress, timeout=timeout)
+                              load_outputs=load_outputs, progress=progress, timeout=timeout,
+                              input_map=input_map, output_map=output_map)
     finally:
         for s in sessions:
             s.close()
@@ -351,14 +361,18 @@ def validate_files(
 
 def _validate_with(cand_session, sessions: list, cand_graph, source, model: Path, *, options, tolerance: Tolerance, data,
                    samples, batch_sizes, seq_lens, edge_cases: bool, seed: int, localize: bool, providers,
-                   reference_providers, save_outputs, load_outputs, progress, timeout) -> ValidationResult:
+                   reference_providers, save_outputs, load_outputs, progress, timeout, input_map,
+                   output_map) -> ValidationResult:
+    from onnxkit.core import mapping
     from onnxkit.core.data import open_data
     from onnxkit.core.onnx_io import load_onnx
     from onnxkit.core.spec import merge_specs
     from onnxkit.passes.large import is_large
     from onnxkit.runtime.session import select_providers
 
-    specs = merge_specs(cand_session.input_specs, options.inputs)
+    specs = merge_specs(cand_session.input_specs, mapping.user_specs_for_model(options.inputs, cand_session.input_specs, input_map))
+    pairing_note = None
+    ordered_outputs = True
 
     refs = None
     recorded: list | None = None  # reference outputs computed up front (large models)
@@ -390,11 +404,17 @@ def _validate_with(cand_session, sessions: list, cand_graph, source, model: Path
             gc.collect()
         ref_session = _session(source, options, reference_providers, timeout)
         sessions.append(ref_session)
-        reference = ref_session.run
+        mapping.check_user_spec_names(options.inputs, ref_session.input_specs, specs)
+        pairing = mapping.pair_ports([mapping.port_of_spec(s) for s in ref_session.input_specs],
+                                     [mapping.port_of_spec(s) for s in specs], explicit=input_map)
+        pairing_note = pairing.note("input")
+        ordered_outputs = False  # two ONNX files: only names, or types, say which output is which
+        reference = mapping.reference_on_model_inputs(ref_session.run, pairing, ref_session.input_specs) \
+            if pairing.renamed else ref_session.run
         reference_model = Path(source)
         reference_name = f"{Path(source).name} on {ref_session.providers[0]}"
         if sequential:
-            recorded = [(label, feeds, ref_session.run(feeds)) for label, feeds in input_sets(
+            recorded = [(label, feeds, reference(feeds)) for label, feeds in input_sets(
                 specs, data=open_data(data, specs) if data is not None else None, batch_sizes=batch_sizes,
                 seq_lens=seq_lens, samples=samples, seed=seed, edge_cases=edge_cases)]
             ref_session.close()
@@ -408,7 +428,14 @@ def _validate_with(cand_session, sessions: list, cand_graph, source, model: Path
         from onnxkit.frameworks.registry import load_source
 
         ref_source = load_source(source, options)
-        reference = ref_source.predict
+        mapping.check_user_spec_names(options.inputs, ref_source.input_specs, specs)
+        # A PyTorch module's arguments and returned tuple are positional: its order is the truth.
+        ordered_outputs = ref_source.framework == "torch"
+        pairing = mapping.pair_ports([mapping.port_of_spec(s) for s in ref_source.input_specs],
+                                     [mapping.port_of_spec(s) for s in specs], explicit=input_map, ordered=ordered_outputs)
+        pairing_note = pairing.note("input")
+        reference = mapping.reference_on_model_inputs(ref_source.predict, pairing, ref_source.input_specs) \
+            if pairing.renamed else ref_source.predict
         label_outputs = tuple(ref_source.label_outputs or ())
         accepts_nan = bool(ref_source.accepts_nan)
         reference_name = f"{ref_source.framework} {Path(str(source)).name}"
@@ -453,18 +480,24 @@ def _validate_with(cand_session, sessions: list, cand_graph, source, model: Path
                 batches=refs.batches() if refs is not None else recorded,
                 label_outputs=label_outputs,
                 on_first_failure=remember if localize else None,
+                output_map=output_map, ordered_outputs=ordered_outputs,
             )
     finally:
         if progress is not None:
             progress.stop()
         if refs is not None:
             refs.close()
+    if pairing_note:
+        result.notes.insert(0, pairing_note)
     if writer is not None:
         result.saved_outputs = str(save_outputs)
         result.notes.append(f"reference outputs and their inputs saved to {save_outputs}")
     if localize:
         if result.passed or not failing:
             result.notes.append("--localize: every output is within tolerance; nothing to localize")
+        elif pairing_note:
+            result.notes.append("--localize skipped: the two sides name their inputs differently, so their inner "
+                                "tensors cannot be matched by name either")
         else:
             result.localization = _localize(
                 reference_model, ref_source, options, model, failing, tolerance,

@@ -19,6 +19,17 @@ from onnxkit.core.files import preflight
 from onnxkit.core.spec import InputSpec
 from onnxkit.errors import ConversionError, InputError, UnsafeInput, UsageError, offered
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
+from onnxkit.frameworks.sklearn_fixes import final_estimator as _final_estimator
+from onnxkit.frameworks.sklearn_fixes import (
+    binary_decision_columns,
+    call_native,
+    converter_options,
+    no_method_message,
+    repair_declared_shapes,
+    second_output,
+    shape_outputs,
+    target_opsets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -196,12 +207,6 @@ def _walk(est: Any) -> list[Any]:
         return out
     out.extend(v for v in params.values() if hasattr(v, "fit"))
     return out
-
-
-def _final_estimator(est: Any) -> Any:
-    while hasattr(est, "steps"):
-        est = est.steps[-1][1]
-    return est
 
 
 def _accepts_nan(est: Any) -> bool:
@@ -439,7 +444,7 @@ class SklearnSource(SourceModel):
         self.estimator = estimator
         self.framework_version = f"scikit-learn {sklearn.__version__}"
         if not hasattr(estimator, "predict") and not hasattr(estimator, "transform"):
-            raise InputError(f"{path.name} holds a {type(estimator).__name__}, not a scikit-learn estimator")
+            raise InputError(no_method_message(estimator, path.name))
         self.is_classifier = bool(is_classifier(estimator))
         self.columns = _column_specs(estimator, options)
         if self.columns is not None:
@@ -450,8 +455,13 @@ class SklearnSource(SourceModel):
                 raise InputError(f"{type(estimator).__name__} in {path.name} is not fitted (no n_features_in_)")
             self.input_specs = [matrix_spec(options, int(n))]
         self.accepts_nan = _accepts_nan(estimator)
+        self.second = None if self.is_classifier or not hasattr(estimator, "predict") else second_output(estimator)
         if self.is_classifier:
             self.output_names = list(CLASSIFIER_OUTPUTS)
+            self.label_outputs = ("label",)
+        elif self.second is not None:
+            # clusterers, mixtures and outlier detectors: labels, then what skl2onnx adds
+            self.output_names = ["label", self.second[0]]
             self.label_outputs = ("label",)
         else:
             self.output_names = list(REGRESSOR_OUTPUTS)
@@ -471,31 +481,30 @@ class SklearnSource(SourceModel):
         X = self._native_input(feeds)
         est = self.estimator
         names = self.output_names or []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if self.is_classifier:
-                if type(_final_step(est)).__name__ in ARGMAX_OF_PROBA:
-                    # predict() would run the whole model a second time (halving the
-                    # source's measured speed in bench --vs) for the same answer.
-                    scores = np.asarray(est.predict_proba(X))
-                    label = np.asarray(est.classes_)[np.argmax(scores, axis=1)]
-                    label = label.astype(np.int64) if label.dtype.kind in "iub" else label.astype(str)
-                    return {names[0]: label, names[1]: scores.astype(np.float32)}
-                label = np.asarray(est.predict(X))
-                label = label.astype(np.int64) if label.dtype.kind in "iub" else label.astype(str)
-                if hasattr(est, "predict_proba"):
-                    scores = np.asarray(est.predict_proba(X))
-                else:
-                    scores = np.asarray(est.decision_function(X))
-                    if scores.ndim == 1:  # skl2onnx's binary scores: [-d, d]
-                        scores = np.stack([-scores, scores], axis=1)
-                return {names[0]: label, names[1]: scores.astype(np.float32)}
-            if hasattr(est, "predict"):
-                y = np.asarray(est.predict(X))
-            else:
-                y = np.asarray(est.transform(X))
-        y = y.reshape(-1, 1) if y.ndim == 1 else y
-        return {names[0]: y.astype(np.float32)}
+        where = self.path.name
+        if self.second is not None:
+            label = call_native(est, "predict", X, where).astype(np.int64).reshape(-1)
+            other = call_native(est, self.second[1], X, where).astype(np.float32)
+            return {names[0]: label, names[1]: other.reshape(len(label), -1)}
+        if not self.is_classifier:
+            y = call_native(est, "predict" if hasattr(est, "predict") else "transform", X, where)
+            return {names[0]: (y.reshape(-1, 1) if y.ndim == 1 else y).astype(np.float32)}
+        if type(_final_step(est)).__name__ in ARGMAX_OF_PROBA:
+            # predict() would run the whole model a second time (halving the source's
+            # measured speed in bench --vs) for the same answer.
+            scores = call_native(est, "predict_proba", X, where)
+            label = np.asarray(est.classes_)[np.argmax(scores, axis=1)]
+            label = label.astype(np.int64) if label.dtype.kind in "iub" else label.astype(str)
+            return {names[0]: label, names[1]: scores.astype(np.float32)}
+        label = call_native(est, "predict", X, where)
+        label = label.astype(np.int64) if label.dtype.kind in "iub" else label.astype(str)
+        if hasattr(est, "predict_proba"):
+            scores = call_native(est, "predict_proba", X, where)
+        else:
+            scores = call_native(est, "decision_function", X, where)
+            if scores.ndim == 1:  # a binary decision score, as two columns like the export's
+                scores = binary_decision_columns(est, scores)
+        return {names[0]: label, names[1]: scores.astype(np.float32)}
 
     # -- export
     def _initial_types(self) -> list[tuple[str, Any]]:
@@ -523,14 +532,18 @@ class SklearnSource(SourceModel):
         notes: list[str] = []
         conv_options: dict[int, dict[str, Any]] = {}
         if self.is_classifier:
-            conv_options[id(_final_estimator(self.estimator))] = {"zipmap": bool(options.zipmap)}
-            if options.zipmap:
+            accepted = converter_options(self.estimator, options.zipmap)
+            if accepted:
+                conv_options[id(_final_estimator(self.estimator))] = accepted
+            if options.zipmap and "zipmap" in accepted:
                 notes.append("ZipMap kept: probabilities are a list of {class: probability} maps")
+            elif options.zipmap:
+                notes.append(f"--zipmap: skl2onnx's converter for {type(_final_estimator(self.estimator)).__name__} has no ZipMap; scores stay a tensor")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model = convert_sklearn(
-                    self.estimator, initial_types=self._initial_types(), target_opset=opset,
+                    self.estimator, initial_types=self._initial_types(), target_opset=target_opsets(opset),
                     options=conv_options or None,
                 )
         except (ConversionError, UsageError):
@@ -540,7 +553,12 @@ class SklearnSource(SourceModel):
                 f"skl2onnx could not convert {type(self.estimator).__name__}: {first_line(exc)}",
                 hint="check that every step is supported: https://onnx.ai/sklearn-onnx/supported.html",
             ) from None
-        name_batch_dims(model, batch_dim_of(self.input_specs))
+        batch = batch_dim_of(self.input_specs)
+        name_batch_dims(model, batch)
+        notes.extend(shape_outputs(model, self.estimator, "label" if self.label_outputs else None,
+                                   self.second[0] if self.second else ("probabilities" if self.is_classifier else None),
+                                   batch))
+        notes.extend(repair_declared_shapes(model, batch))
         if self.is_classifier and len(model.graph.output) == len(CLASSIFIER_OUTPUTS):
             # skl2onnx names the ZipMap variant's outputs output_label/output_probability: one
             # model, one set of names, whichever form its probabilities take
