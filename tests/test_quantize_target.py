@@ -229,10 +229,13 @@ def test_fp16_records_the_target_and_no_int8_weights(cli, cnn, tmp_path, host):
 def test_auto_says_the_host_is_not_the_target_and_records_it(cli, cnn, tmp_path, host):
     host(VNNI_HOST)
     out = tmp_path / "q.onnx"
-    r = cli("quantize", cnn, "-o", out, "--mode", "auto", "--iterations", "3", "--batch-size", "1",
+    r = cli("quantize", cnn, "-o", out, "--mode", "auto", "--iterations", "3", "--batch-size", "1", "--calib-random", "8",
             "--require-quantized", "--json")
     assert r.code == 0, r
     assert any("not on the target (portable)" in n and "native target: avx512-vnni" in n for n in r.json["notes"]), r
+    status = {c["name"]: c["status"] for c in r.json["candidates"]}
+    assert status["static-qdq-s8"] == "not for the target" and r.json["chosen"] != "static-qdq-s8"
+    assert status["static-qdq-pc"] != "not for the target"
     assert _metadata(out)[META_TARGET] == "portable" and _metadata(out)[META_WEIGHTS] == "reduced"
 
 

@@ -36,6 +36,7 @@ DEFAULT_ITERATIONS = 30
 DEFAULT_WARMUP = 3
 
 OK, INVALID, FAILED, DUPLICATE, NOOP = "ok", "out of budget", "failed", "duplicate", "no-op"
+NOT_FOR_TARGET = "not for the target"
 
 
 @dataclass
@@ -517,11 +518,9 @@ def auto_quantize(
     cands = [base] + quantize_candidates(calibrated=calibrated)
     # Timing happens here, the model runs on the target: a variant that is only fast where
     # this machine differs from the target must not win.
-    barred = [c.name for c in cands[1:] if not target.allows(c.settings)]
-    cands = [c for c in cands if c.name not in barred]
-    if barred:
-        res.notes.append(f"not tried for --target-cpu {target.label}: {', '.join(barred)} (int8 activations are slow on "
-                         "CPUs without VNNI)")
+    for c in cands[1:]:
+        if not target.allows(c.settings):
+            c.status, c.reason = NOT_FOR_TARGET, f"{target.label}: int8 activations are slow on CPUs without VNNI"
     if (where := host_note(target)) is not None:
         res.notes.append(where)
     if not calibrated:
@@ -531,6 +530,8 @@ def auto_quantize(
               "reduce_range": reduce_range, "fuse": fuse, "target_cpu": target_cpu}
     with _work_folder(out) as tmp:
         for i, c in enumerate(cands[1:]):
+            if c.status == NOT_FOR_TARGET:
+                continue
             c.path = str(Path(tmp) / f"cand{i}-{c.name}.onnx")
             kw = dict(common)
             if c.settings["mode"] == "dynamic":
