@@ -127,9 +127,10 @@ def native_target(facts: Any = None) -> str:
 
 def resolve_target(given: str | None, facts: Any = None) -> Target:
     """``--target-cpu`` as a Target; exit 2 naming the choices for an unknown one."""
-    given = DEFAULT_TARGET if given is None else str(given).strip().lower()
+    raw = DEFAULT_TARGET if given is None else str(given)
+    given = raw.strip().lower()
     if given not in TARGETS:
-        shown = given if len(given) <= 40 else given[:40] + "..."
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
         raise UsageError(f"unknown --target-cpu {shown!r}; choose from {', '.join(TARGETS)}")
     name = native_target(facts) if given == "native" else given
     return Target(given, PARAMS[name])
