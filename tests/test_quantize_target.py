@@ -314,3 +314,14 @@ def test_the_pipeline_key_offers_the_same_targets_and_rejects_others(cli, tmp_pa
     r = cli("pipeline", cfg)
     assert r.code == 2 and "quantize.target_cpu" in r.stderr and "avx9" in r.stderr, r
     assert _files(tmp_path) == listing
+
+
+@pytest.mark.parametrize("target, bound", [("portable", 64), ("arm64", 127)])
+def test_static_qdq_weights_follow_the_target_too(cli, cnn, tmp_path, host, target, bound):
+    host(VNNI_HOST)
+    out = tmp_path / "q.onnx"
+    r = cli("quantize", cnn, "-o", out, "--mode", "static", "--calib-random", "8", "--no-budget", "--target-cpu", target)
+    assert r.code == 0, r
+    weights = _int8_weights(out)
+    assert weights and max(np.abs(q.astype(np.int32)).max() for q in weights.values()) == bound
+    assert _metadata(out)[META_WEIGHTS] == ("reduced" if bound == 64 else "full")
