@@ -34,7 +34,8 @@ def quantize_command(
     metric: Annotated[str, typer.Option("--metric", help="Error metric: cosine, maxabs or label.")] = "cosine",
     data: Annotated[Path | None, typer.Option("--data", help="Data to measure the error on (else the calibration data, else random).")] = None,
     block_size: Annotated[int, typer.Option("--block-size", help="int4 block size (power of two).")] = 128,
-    reduce_range: Annotated[bool | None, typer.Option("--reduce-range/--no-reduce-range", help="7-bit weights; default: on where this CPU lacks VNNI (int8 kernels saturate there).", show_default=False)] = None,
+    target_cpu: Annotated[str, typer.Option("--target-cpu", help="The CPU the model will run on: portable (any AVX2 x86-64 and ARM64), avx2, avx512, avx512-vnni, amx, arm64, or native (this machine's). It sets the weight range and which variants --mode auto may pick, and is recorded in the model.")] = "portable",
+    reduce_range: Annotated[bool | None, typer.Option("--reduce-range/--no-reduce-range", help="7-bit int8 weights; default: from --target-cpu (on for portable, avx2, avx512: full-range weights saturate int8 kernels without VNNI).", show_default=False)] = None,
     fuse: Annotated[bool, typer.Option("--fuse/--no-fuse", help="dynamic and int4: fuse transformer graphs first (attention, LayerNorm, GELU), shaped for ONNX Runtime's int8 kernels; other graphs are untouched.")] = True,
     batch_size: Annotated[str | None, typer.Option("--batch-size", help="With --mode auto: batch sizes to time, e.g. 1,8; the largest decides. [default: 1,8]", show_default=False)] = None,
     iterations: Annotated[int, typer.Option("--iterations", help="With --mode auto: timed runs per candidate and batch size.")] = 30,
@@ -54,11 +55,17 @@ def quantize_command(
     the budget cannot be met (the file is still written), 2 for bad usage (a pattern that matches
     nothing, static without calibration data), 4 when the quantizer fails.
 
+    --target-cpu (default portable) names where the model will run, not where it is quantized:
+    portable, avx2 and avx512 get 7-bit int8 weights (full-range weights saturate ONNX Runtime's
+    int8 kernels on x86 without VNNI); avx512-vnni, amx and arm64 get the full range. The target
+    is written into the model's metadata (onnxkit.target_cpu); run and bench warn when a model
+    made for VNNI runs on a CPU without it.
+
     --mode auto quantizes dynamic per-channel and per-tensor, and with calibration data (--calib-data
     or --calib-random) static QDQ per-channel and per-tensor and static QOperator; each is held to the
     budget as above; those within it are timed with the float input on this machine and the fastest
     is written (the float input itself when nothing quantized is faster, unless --require-quantized).
-    A variant whose quantizer fails is listed, not fatal. Exit 1 when no quantized variant meets the
+    A variant whose quantizer fails is listed, not fatal. Only the variants --target-cpu allows are tried. Exit 1 when no quantized variant meets the
     budget (OUT is then the float input, or nothing with --require-quantized).
     """
     common.setup(json_out, verbose, quiet)
@@ -87,6 +94,7 @@ def quantize_command(
             calib_method=calib_method, data=str(data) if data else None, metric=metric, max_error=max_error,
             batch_sizes=parse_batch_sizes(batch_size or "1,8"), source=source, iterations=iterations, threads=threads,
             require_quantized=require_quantized, reduce_range=reduce_range, fuse=fuse, seed=seed, trust=trust, probe=not trust,
+            target_cpu=target_cpu,
         ))
         return
     used = [k for k, v in auto_only.items() if v]
@@ -99,4 +107,5 @@ def quantize_command(
         calib_method=calib_method, fmt=fmt or "qdq", per_channel=True if per_channel is None else per_channel, weight_type=weight_type, activation_type=activation_type,
         exclude_ops=_split(exclude_ops), exclude_nodes=_split(exclude_nodes), max_error=max_error, budget=not no_budget,
         metric=metric, data=str(data) if data else None, block_size=block_size, reduce_range=reduce_range, fuse=fuse, seed=seed, trust=trust, probe=not trust,
+        target_cpu=target_cpu,
     ))

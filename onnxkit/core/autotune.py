@@ -36,6 +36,7 @@ DEFAULT_ITERATIONS = 30
 DEFAULT_WARMUP = 3
 
 OK, INVALID, FAILED, DUPLICATE, NOOP = "ok", "out of budget", "failed", "duplicate", "no-op"
+NOT_FOR_TARGET = "not for the target"
 
 
 @dataclass
@@ -478,6 +479,7 @@ def auto_quantize(
     seed: int = 0,
     trust: bool = False,
     probe: bool = False,
+    target_cpu: str = "portable",
 ) -> AutoResult:
     """Quantize several ways (each held to the accuracy budget by quantize_model's exclusion
     loop), time the ones within budget with the float input, keep the fastest.
@@ -488,6 +490,7 @@ def auto_quantize(
     from onnxkit.core.onnx_io import load_onnx
     from onnxkit.core.optimize import file_size
     from onnxkit.core.quantize import METRICS, default_budget, quantize_model, random_budget_note
+    from onnxkit.core.quantize_target import host_note, resolve_target
     from onnxkit.core.spec import specs_from_onnx
 
     if metric not in METRICS:
@@ -498,6 +501,7 @@ def auto_quantize(
         raise UsageError("--iterations must be at least 1")
     if calib_data and calib_random:
         raise UsageError("give either --calib-data or --calib-random, not both")
+    target = resolve_target(target_cpu)
     out = Path(out)
     check_output_path(out, model_path)
     random_data = not (data or calib_data)
@@ -518,13 +522,22 @@ def auto_quantize(
     del loaded
     calibrated = bool(calib_data or calib_random)
     cands = [base] + quantize_candidates(calibrated=calibrated)
+    # Timing happens here, the model runs on the target: a variant that is only fast where
+    # this machine differs from the target must not win.
+    for c in cands[1:]:
+        if not target.allows(c.settings):
+            c.status, c.reason = NOT_FOR_TARGET, f"{target.label}: int8 activations are slow on CPUs without VNNI"
+    if (where := host_note(target)) is not None:
+        res.notes.append(where)
     if not calibrated:
         res.notes.append("static int8 variants not tried: they need --calib-data FILE (or --calib-random N)")
     common = {"calib_data": calib_data, "calib_random": calib_random, "calib_method": calib_method, "data": data,
               "metric": metric, "max_error": budget, "budget": True, "seed": seed, "latency": False, "trust": trust,
-              "reduce_range": reduce_range, "fuse": fuse}
+              "reduce_range": reduce_range, "fuse": fuse, "target_cpu": target_cpu}
     with _work_folder(out) as tmp:
         for i, c in enumerate(cands[1:]):
+            if c.status == NOT_FOR_TARGET:
+                continue
             c.path = str(Path(tmp) / f"cand{i}-{c.name}.onnx")
             kw = dict(common)
             if c.settings["mode"] == "dynamic":

@@ -109,6 +109,9 @@ SCHEMA: dict[str, list[Key]] = {
             choices=("fp32", "fp16", "int8", "int4")),
         Key("min_cosine", "float", None, "Lowest cosine of any single sample vs the source; unset = the preset's (int8: 0.99). "
             "Small outputs make per-sample cosine noisy: gate the mean with [gates] min_cosine.", optional=True),
+        Key("target_cpu", "str", "portable", "The CPU the quantized model will run on: portable (any AVX2 x86-64 and ARM64: "
+            "7-bit weights), avx2, avx512, avx512-vnni, amx, arm64 or native (the machine running the pipeline).",
+            choices=("portable", "avx2", "avx512", "avx512-vnni", "amx", "arm64", "native")),
     ],
     "bench": [
         Key("enabled", "bool", True, "Time every artifact (and the source model, for min_speedup)."),

@@ -309,6 +309,7 @@ class _Run:
                 latency=False,
                 trust=self.cfg["source"]["trust"],
                 probe=not self.cfg["source"]["trust"],
+                target_cpu=q["target_cpu"],
             )
             rec.result, rec.artifact = res, str(out)
             rec.status = PASSED if res.passed else FAILED
@@ -340,6 +341,7 @@ class _Run:
         res = auto_quantize(
             model, out, calib_data=str(q["calib_data"]) if q["calib_data"] else None, calib_random=q["calib_random"],
             data=str(data) if data else None, max_error=self._quantize_budget(), **self._auto_args(),
+            target_cpu=q["target_cpu"],
         )
         rec.result = res
         rec.status = PASSED if res.passed else FAILED

@@ -535,6 +535,7 @@ class QuantizeResult(Result):
     per_channel: bool | None = None
     weight_type: str | None = None
     reduce_range: bool = False
+    target_cpu: dict[str, Any] | None = None
     calibration: str | None = None
     size_before: int = 0
     size_after: int = 0
@@ -634,7 +635,9 @@ def quantize_model(
     trust: bool = False,
     probe: bool = False,
     fuse: bool = True,
+    target_cpu: str = "portable",
 ) -> QuantizeResult:
+    from onnxkit.core import quantize_target
     from onnxkit.core.spec import specs_from_onnx
 
     if mode not in MODES:
@@ -660,6 +663,7 @@ def quantize_model(
         raise UsageError("give either --calib-data or --calib-random, not both")
     if max_error is not None and (not np.isfinite(max_error) or max_error < 0):
         raise UsageError("--max-error must be a finite, non-negative number")
+    target = quantize_target.resolve_target(target_cpu)
     check_output_path(output, model_path)
     from onnxkit.passes.large import is_large
 
@@ -730,12 +734,12 @@ def quantize_model(
         random_calib = list(calib) if calib is not None and not calib.data_path else []
         probe_model_file(model_path, original, extra=eval_batches + random_calib, data=calib_data)
 
-    if reduce_range is None:
-        reduce_range = mode in ("dynamic", "static") and weight_type == "int8" and default_reduce_range()
-        if reduce_range:
-            res.notes.append("reduce_range on: this CPU has AVX2 without VNNI, where ONNX Runtime's int8 kernels "
-                             "saturate; weights use 7 bits (--no-reduce-range to override)")
-    res.reduce_range = bool(reduce_range)
+    # The CPU the model is made for decides the weight range, not the one quantizing it.
+    reduce_range, int8_weights, range_notes = quantize_target.choose_reduce_range(target, reduce_range, mode=mode,
+                                                                                  weight_type=weight_type)
+    res.notes.extend(range_notes)
+    res.reduce_range = reduce_range
+    res.target_cpu = target.to_dict(reduce_range=reduce_range, weights=int8_weights)
     cfg = QuantConfig(mode=mode, fmt=fmt, per_channel=per_channel, weight_type=weight_type, activation_type=activation_type,
                       calib_method=calib_method, block_size=block_size, calib=calib, reduce_range=bool(reduce_range))
     # A large model's scratch copies go beside the output: /tmp may not hold them.
@@ -831,6 +835,7 @@ def quantize_model(
         check_something_quantized(res.nodes_quantized, mode, base, excluded)
         res.ops_after = op_histogram(qmodel)
         prune_unused_opsets(qmodel)
+        quantize_target.stamp(qmodel, target, weights=int8_weights)
         if large:
             save_streaming(qmodel, work, output)
         else:

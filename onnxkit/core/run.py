@@ -366,6 +366,7 @@ def run_model(
 ) -> RunResult:
     """Run ``model`` with ONNX Runtime and optionally write the outputs; see ``onnxkit run``."""
     from onnxkit.core.onnx_io import load_onnx
+    from onnxkit.core.quantize_target import notes_for_model
     from onnxkit.core.spec import merge_specs, parse_specs, specs_from_onnx
     from onnxkit.runtime.providers import check_active, parse_provider_options, plan_providers, provider_options_for
     from onnxkit.core.contained import open_session
@@ -406,6 +407,7 @@ def run_model(
         result = RunResult(model=str(model), providers_requested=requested, providers=list(session.providers))
         result.notes.extend(check_active(chosen, session.providers, fallback=fallback))
         result.notes.extend(fallback_notes(providers, chosen))
+        result.notes.extend(notes_for_model(model))  # a model made for VNNI on a CPU without it
         result.inputs_from = (str(data) if data is not None else f"random (seed {seed})" if specs
                               else "none (the model takes no inputs)")
         result.batch_size = size

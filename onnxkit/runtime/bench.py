@@ -546,6 +546,7 @@ def run_bench(
     from onnxkit.core.data import random_feeds
     from onnxkit.core.files import check_output_path
     from onnxkit.core.onnx_io import load_onnx
+    from onnxkit.core.quantize_target import notes_for_models
     from onnxkit.core.run import fallback_notes
     from onnxkit.core.spec import merge_specs, parse_specs, specs_from_onnx
     from onnxkit.runtime.providers import parse_provider_options, plan_providers, provider_options_for
@@ -601,6 +602,7 @@ def run_bench(
         iterations=iterations, duration=duration, source=src, io_binding=io_binding, fallback=fallback, trust=trust,
     )
     result.notes.extend(fallback_notes(providers, chosen))
+    result.notes.extend(notes_for_models(list(models)))  # a model made for VNNI on a CPU without it
     if plot is not None:
         plot_latencies(result, plot)
     if save_baseline_to is not None:
