@@ -51,11 +51,8 @@ def gate_condition(g: GateOutcome) -> str:
 
 
 def failure_lines(res: PipelineResult) -> list[str]:
-    """Every failed or errored step and every failed gate, one line each."""
-    from onnxkit.core.pipeline import ERROR, FAILED
-
-    out = [f"step {s.name}: {s.status}" + (f" ({s.reason})" if s.reason else "") for s in res.steps if s.status in (FAILED, ERROR)]
-    return out + [f"gate {gate_condition(g)}" for g in res.gates if not g.passed]
+    """Every failed or errored step and every failed gate (as its condition), one line each."""
+    return res.failures()
 
 
 def fmt_speedup(speedup: float | None, ci: Any = None) -> str:
