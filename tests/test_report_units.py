@@ -132,6 +132,15 @@ def test_markdown_summary_has_the_failed_condition_first_and_a_latency_table():
     assert lines[2] == "| quantized | 8 | 1.000 | 1.098 | 4.00x (95% CI 3.50-4.60x) |"
 
 
+def test_latency_table_keeps_three_significant_digits_below_a_millisecond():
+    from onnxkit.reports.pipeline_md import latency_table
+
+    res = _result_with_bench([])
+    res.steps[0].result.entries.append(_entry("tiny", 1, [0.00912, 0.00913, 0.00911], speedup=1.02, ci=None))
+    rows = latency_table(res).rows
+    assert rows[0] == ["tiny", 1, "0.00912", "0.00913", "1.02x"]  # batch 1 before batch 8
+
+
 def test_junit_and_html_use_the_same_condition():
     from onnxkit.reports.html import pipeline_html
     from onnxkit.reports.pipeline_md import junit_cases

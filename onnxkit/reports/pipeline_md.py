@@ -65,6 +65,12 @@ def fmt_speedup(speedup: float | None, ci: Any = None) -> str:
     return text
 
 
+def _ms(v: float) -> str:
+    """Milliseconds with three decimals, or three significant digits below 1 ms: a model
+    that runs in 9.12 us prints 0.00912, not 0.009."""
+    return f"{v:.3f}" if v >= 1 else f"{v:.3g}"
+
+
 def latency_table(res: PipelineResult) -> Table | None:
     """The bench step's timings, the source first at each batch size, with the speed-up of
     every variant against the source and its bootstrap interval. None when nothing was timed."""
@@ -77,7 +83,7 @@ def latency_table(res: PipelineResult) -> Table | None:
     for e in entries:
         name = f"{e.name} ({e.kind}, source)" if e.is_source else e.name
         speed = "1x (reference)" if e.is_source else fmt_speedup(e.speedup_vs_source, getattr(e, "speedup_ci95", None))
-        rows.append([name, e.batch_size, f"{e.stats.p50_ms:.3f}", f"{e.stats.p99_ms:.3f}", speed])
+        rows.append([name, e.batch_size, _ms(e.stats.p50_ms), _ms(e.stats.p99_ms), speed])
     return Table("Latency (bench step)", ["variant", "batch", "p50 ms", "p99 ms", "speed-up vs source (p50)"], rows)
 
 
