@@ -163,11 +163,8 @@ def stage_rows(doc: dict[str, Any], built: dict[str, Any]) -> tuple[list[list[st
 def print_table(rows: list[list[str]], batch: int | None) -> None:
     head = ["stage", "file", f"p50 batch {batch}", "speed-up vs source", "size", "top-1 acc.", "top-1 = source", "cosine vs source"]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    line = "  ".join("{:<%d}" % w for w in widths)
-    print(line.format(*head))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print(line.format(*r))
+    for cells in (head, ["-" * w for w in widths], *rows):
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
 
 
 def main(argv: list[str] | None = None) -> int:

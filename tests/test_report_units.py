@@ -11,7 +11,13 @@ import re
 import numpy as np
 import pytest
 
-from onnxkit.core.pipeline import FAILED, PASSED, GateOutcome, PipelineResult, StepRecord
+from onnxkit.core.pipeline import (
+    FAILED,
+    PASSED,
+    GateOutcome,
+    PipelineResult,
+    StepRecord,
+)
 from onnxkit.results import fmt_bytes
 from onnxkit.runtime.bench import BenchEntry, BenchResult, LatencyStats
 from onnxkit.runtime.speedup_ci import speedup_ci
@@ -222,8 +228,8 @@ def _chain(path, *, first: str = "Relu", hidden: str = "h", second: str = "Mul",
 @pytest.mark.parametrize(("candidate", "says", "never"), [
     # The candidate computes its hidden tensor differently under another name: the node that
     # diverges has an input the reference cannot be asked about.
-    ({"first": "Neg", "hidden": "h_cand"}, "its input(s) h_cand could not be compared (no tensor of that name in the reference), "
-     "so the difference may come from before this node (k agree)", "inputs agree"),
+    ({"first": "Neg", "hidden": "h_cand"}, ("its input(s) h_cand could not be compared (no tensor of that name in the reference), "
+                                            "so the difference may come from before this node (k agree)"), "inputs agree"),
     ({"scale": 3.0}, "its weight(s) k differ between the models", "inputs agree"),
     ({"second": "Add"}, "its inputs agree, so this node itself computes differently", "could not be compared"),
 ])

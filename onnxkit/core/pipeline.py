@@ -20,9 +20,15 @@ from typing import Any
 from onnxkit.core.config import PipelineConfig
 from onnxkit.core.provenance import Provenance
 from onnxkit.errors import EXIT_CHECK_FAILED, EXIT_OK, Interrupted, OnnxkitError
+
+# Rendering lives in reports/; junit_cases and the rest stay importable from here.
+from onnxkit.reports.pipeline_md import (  # noqa: F401
+    gate_condition,
+    junit_cases,
+    pipeline_junit,
+    pipeline_markdown,
+)
 from onnxkit.results import Result, Table, fmt_bytes, fmt_num, to_jsonable
-# Rendering lives in reports/; these names stay importable from here.
-from onnxkit.reports.pipeline_md import gate_condition, junit_cases, pipeline_junit, pipeline_markdown  # noqa: F401
 
 log = logging.getLogger(__name__)
 
