@@ -91,12 +91,17 @@ def fmt_num(v: Any) -> str:
     return str(v)
 
 
+# Decimal units (1 kB = 1000 bytes, 1 MB = 10^6 bytes) everywhere: tables, plots and the
+# max_size_mb gate then quote the same number for the same file.
+BYTE_UNITS = (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3))
+
+
 def fmt_bytes(n: int | float | None) -> str:
+    """Decimal size: 81200 -> '81.20 kB'."""
     if n is None:
         return "-"
     n = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TB"
+    for unit, scale in BYTE_UNITS:
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"

@@ -242,10 +242,18 @@ def localize(
     _describe_node(result, node, ref_model, cand_model, ref_dir, cand_dir, ref_prod, graph_inputs, ref_run, cand_run, feeds, tolerance)
     acts = [t.name for t in result.inputs if t.passed is False and t.kind != "initializer"]
     weights = [t.name for t in result.inputs if t.passed is False and t.kind == "initializer"]
+    # An input that was not compared (the reference has no tensor of that name) is not
+    # evidence of agreement: the divergence may come from before this node.
+    unchecked = [t.name for t in result.inputs if t.passed is None]
     if weights:
         why = f"; its weight(s) {', '.join(weights)} differ between the models"
     elif acts:
         why = f"; its input(s) {', '.join(acts)} already differ (produced by nodes only one side names alike)"
+    elif unchecked:
+        compared = [t.name for t in result.inputs if t.passed is True]
+        why = (f"; its input(s) {', '.join(unchecked)} could not be compared (no tensor of that name in the reference), "
+               "so the difference may come from before this node"
+               + (f" ({', '.join(compared)} agree)" if compared else ""))
     else:
         why = "; its inputs agree, so this node itself computes differently"
     result.message = f"first divergence at node {result.node} ({node.op_type}), output {found}{why}"

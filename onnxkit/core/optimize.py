@@ -61,6 +61,15 @@ def latency_feeds(specs: list, *, batch: int = 1, seq: int = 32, seed: int = 0) 
     return random_feeds(specs, batch=batch, seq=seq, seed=seed)
 
 
+def feeds_label(feeds: dict) -> str:
+    """What was timed, from the arrays themselves: a CNN has no sequence length to quote.
+    ``random image 1x3x32x32``; inputs of one shape share it: ``random a, b 1x32``."""
+    shapes: dict[str, list[str]] = {}
+    for name, arr in feeds.items():
+        shapes.setdefault("x".join(str(d) for d in getattr(arr, "shape", ())) or "scalar", []).append(name)
+    return "random " + "; ".join(f"{', '.join(names)} {shape}" for shape, names in shapes.items())
+
+
 def validate_pair(reference: Any, candidate: Any, specs: list, tolerance: Any, *, data: Any = None,
                   ref_name: str = "input", cand_name: str = "output") -> Any:
     """Run both models on the same batches (the user's data, else seeded random inputs at two
@@ -291,10 +300,10 @@ def _measure_and_validate(res: OptimizeResult, model_path, output, specs: list, 
                 from onnxkit.passes.large import sequential_latency
 
                 res.latency_ms_before, res.latency_ms_after = sequential_latency([str(model_path), str(output)], feeds, rounds=10)
-                res.latency_feeds = "random batch=1 seq=32, one model after the other"
+                res.latency_feeds = f"{feeds_label(feeds)}, one model after the other"
             else:
                 res.latency_ms_before, res.latency_ms_after = interleaved_latency([str(model_path), str(output)], feeds, rounds=10)
-                res.latency_feeds = "random batch=1 seq=32"
+                res.latency_feeds = feeds_label(feeds)
         except Exception as exc:  # latency is informative; a failure here must not hide the result
             res.notes.append(f"latency not measured: {exc}")
     if not validate:

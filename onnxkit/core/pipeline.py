@@ -20,6 +20,14 @@ from typing import Any
 from onnxkit.core.config import PipelineConfig
 from onnxkit.core.provenance import Provenance
 from onnxkit.errors import EXIT_CHECK_FAILED, EXIT_OK, Interrupted, OnnxkitError
+
+# Rendering lives in reports/; junit_cases and the rest stay importable from here.
+from onnxkit.reports.pipeline_md import (  # noqa: F401
+    gate_condition,
+    junit_cases,
+    pipeline_junit,
+    pipeline_markdown,
+)
 from onnxkit.results import Result, Table, fmt_bytes, fmt_num, to_jsonable
 
 log = logging.getLogger(__name__)
@@ -90,7 +98,7 @@ class PipelineResult(Result):
 
     def failures(self) -> list[str]:
         out = [f"step {s.name}: {s.status}" + (f" ({s.reason})" if s.reason else "") for s in self.steps if s.status in (FAILED, ERROR)]
-        out += [f"gate {g.line}" for g in self.gates if not g.passed]
+        out += [f"gate {gate_condition(g)}" for g in self.gates if not g.passed]
         return out
 
     def tables(self) -> list[Table]:
@@ -617,60 +625,6 @@ def write_reports(res: PipelineResult, report_dir: Path, *, junit: Path | None =
             res.notes.append(f"could not append to $GITHUB_STEP_SUMMARY ({step_summary}): {exc.strerror}")
     write_text_atomic(paths["json"], to_json(res))
     return res.reports
-
-
-def junit_cases(res: PipelineResult) -> list[tuple[str, bool, str, str]]:
-    """One testcase per step and per gate, as (name, passed, message, details) for the
-    JUnit writer. A skipped step passes (it checked nothing) and says why in its output."""
-    cases = []
-    for s in res.steps:
-        details = ""
-        if s.result is not None:
-            details = "\n\n".join(
-                f"{t.title}\n" + "\n".join(" | ".join(c if isinstance(c, str) else fmt_num(c) for c in row) for row in t.rows)
-                for t in s.result.tables()
-            )
-        if s.status == SKIPPED:
-            details = f"skipped: {s.reason}"
-        message = f"{s.status}: {s.reason}" if s.reason else s.status
-        cases.append((f"step: {s.name}", s.status in (PASSED, SKIPPED), message, details))
-    for g in res.gates:
-        cases.append((f"gate: {g.name}", g.passed, g.line, g.line))
-    return cases
-
-
-def pipeline_junit(res: PipelineResult) -> str:
-    from onnxkit.reports.junit import junit_xml
-
-    props = {"config": res.config, "source": res.source, "final_model": res.final_model or "", "exit_code": str(res.exit_code)}
-    if res.provenance:
-        props |= {k: str(v) for k, v in res.provenance.rows()}
-    return junit_xml(f"onnxkit pipeline {Path(res.config).name}", junit_cases(res), classname="onnxkit.pipeline",
-                     properties=props, time_s=res.seconds)
-
-
-def pipeline_markdown(res: PipelineResult) -> str:
-    """The job summary: verdict, steps, gates, artifacts, accuracy per stage, provenance in a fold."""
-    from onnxkit.reports.markdown import result_markdown, table_markdown
-
-    ok = res.passed and not res.error_code
-    head = f"onnxkit pipeline `{Path(res.config).name}` ({Path(res.source).name}, {res.seconds:.1f} s)"
-    parts = [result_markdown(res, title=head).rstrip()]
-    if not ok:
-        parts += ["", "**What failed**", ""] + [f"- {f}" for f in res.failures()]
-    for s in res.steps:
-        if s.name.startswith("validate ") and s.result is not None:
-            first = s.result.tables()[0]
-            parts += ["", table_markdown(Table(f"{s.name}: {first.title}", first.columns, first.rows))]
-    if res.provenance:
-        p = res.provenance
-        parts += ["", "<details><summary>Provenance</summary>", "", table_markdown(Table("Versions and machine", ["property", "value"], p.rows())),
-                  "", table_markdown(Table("Files", ["role", "file", "size", "sha256"],
-                                           [[a.role, Path(a.path).name, fmt_bytes(a.size), a.sha256] for a in p.artifacts])),
-                  "", "</details>"]
-    if "html" in res.reports:
-        parts += ["", f"HTML report: `{res.reports['html']}`"]
-    return "\n".join(parts) + "\n"
 
 
 def _validate_new_artifact(run: _Run, before: int, current: Path, step: str, role: str, validate_on: bool,

@@ -82,6 +82,7 @@ def _plots(res: PipelineResult) -> list[str]:
 def pipeline_html(res: PipelineResult) -> str:
     """The whole report as one HTML document."""
     from onnxkit.core.pipeline import ERROR, FAILED, PASSED, SKIPPED
+    from onnxkit.reports.pipeline_md import failure_lines, latency_table
 
     ok = res.passed and not res.error_code
     parts = [
@@ -94,7 +95,7 @@ def pipeline_html(res: PipelineResult) -> str:
         + (f" · final model <code>{_e(res.final_model)}</code>" if res.final_model else "")
         + f" · {res.seconds:.1f} s · exit code {res.exit_code}</p>",
     ]
-    failures = res.failures()
+    failures = failure_lines(res)
     if failures:
         parts.append("<h2>What failed</h2><ul>" + "".join(f"<li>{_e(f)}</li>" for f in failures) + "</ul>")
 
@@ -119,6 +120,9 @@ def pipeline_html(res: PipelineResult) -> str:
         parts.append("<h2>Gates</h2><table><thead><tr><th>gate</th><th>threshold</th><th>actual</th><th>verdict</th><th>detail</th>"
                      f"</tr></thead><tbody>{grows}</tbody></table>")
 
+    latency = latency_table(res)
+    if latency is not None:
+        parts.append("<h2>Latency</h2>" + _table(Table("", latency.columns, latency.rows)))
     plots = _plots(res)
     if plots:
         parts.append("<h2>Plots</h2>" + "".join(plots))

@@ -12,17 +12,17 @@ from onnxkit.core.files import write_text_atomic
 from onnxkit.results import Result, Table, fmt_num
 
 
-def _cell(v: Any) -> str:
+def md_cell(v: Any) -> str:
     text = v if isinstance(v, str) else fmt_num(v)
     # A pipe would end the cell; newlines would end the row.
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>") or " "
 
 
 def table_markdown(t: Table) -> str:
-    cols = [_cell(c) for c in t.columns]
-    lines = [f"**{_cell(t.title)}**", "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    cols = [md_cell(c) for c in t.columns]
+    lines = [f"**{md_cell(t.title)}**", "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in t.rows:
-        cells = [_cell(v) for v in row] + [" "] * (len(cols) - len(row))
+        cells = [md_cell(v) for v in row] + [" "] * (len(cols) - len(row))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -34,7 +34,7 @@ def result_markdown(result: Result, title: str | None = None) -> str:
     for t in result.tables():
         parts += [table_markdown(t), ""]
     if result.notes:
-        parts += ["**Notes**", ""] + [f"- {_cell(n)}" for n in result.notes] + [""]
+        parts += ["**Notes**", ""] + [f"- {md_cell(n)}" for n in result.notes] + [""]
     return "\n".join(parts)
 
 

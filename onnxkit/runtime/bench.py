@@ -20,6 +20,7 @@ import numpy as np
 from onnxkit.core.data import Feeds, check_feeds
 from onnxkit.errors import InputError, UsageError
 from onnxkit.results import Result, Table, fmt_num
+from onnxkit.runtime.speedup_ci import speedup_ci
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class BenchEntry:
     io_binding: bool = False
     ratio_to_first: float | None = None     # this p50 / first ONNX model's p50 (lower is faster)
     speedup_vs_source: float | None = None  # source p50 / this p50 (above 1: ONNX is faster)
+    speedup_ci95: tuple[float, float] | None = None  # bootstrap over the timing rounds (speedup_ci.py)
     is_source: bool = False        # the --vs framework model, not an ONNX model
 
 
@@ -333,6 +335,7 @@ def _bench_batches(result: BenchResult, sessions: list, names: list[str], feeds_
         _time_round_robin(runners, warmup=warmup, iterations=iterations, duration=duration)
         first = None
         src_p50 = None
+        times = {}
         for r in runners:
             stats = LatencyStats.from_times(r.times, batch)
             entry = BenchEntry(r.name, r.kind, batch, stats, r.providers, r.node_providers, r.io_binding, is_source=r.is_source)
@@ -340,12 +343,15 @@ def _bench_batches(result: BenchResult, sessions: list, names: list[str], feeds_
                 first = first or stats.p50_ms
                 entry.ratio_to_first = stats.p50_ms / first if first else None
             else:
-                src_p50 = stats.p50_ms
+                src_p50, src_times = stats.p50_ms, r.times
+            times[id(entry)] = r.times
             result.entries.append(entry)
         if src_p50 is not None:
             for e in result.entries:
                 if e.batch_size == batch and not e.is_source and e.stats.p50_ms > 0:
                     e.speedup_vs_source = src_p50 / e.stats.p50_ms
+                    if id(e) in times:
+                        e.speedup_ci95 = speedup_ci(src_times, times[id(e)])
                     if e.speedup_vs_source < 1:
                         # Say it plainly (XGBoost's own predictor beats ONNX on large batches).
                         result.notes.append(
