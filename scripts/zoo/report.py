@@ -31,9 +31,11 @@ NOT_COVERED = """\
   numeric feature matrices; they are listed as skipped.
 - **scikit-learn estimators that share a converter**: skl2onnx converts two dozen linear
   regressors with one converter (and five linear classifiers, three SGD-style ones); a few
-  representatives of each run (see `REPRESENTATIVES` in `scripts/zoo/sklearn_zoo.py`) so the full
-  run stays under 25 minutes on a shared two-core machine. Every other converter runs all its
-  estimators.
+  representatives of each run (`REPRESENTATIVES` in `scripts/zoo/sklearn_zoo.py`), and close
+  siblings stand for each other (ExtraTree for DecisionTree, NuSVC/NuSVR for SVC/SVR,
+  MiniBatchKMeans for KMeans, BayesianGaussianMixture for GaussianMixture, the univariate
+  selectors for SelectKBest, RFECV for RFE, RadiusNeighborsRegressor for the classifier:
+  `SIBLINGS` there), so the full run stays near 25 minutes on a shared two-core machine.
 - Keras DenseNet121 and ResNet50 run at 64x64 inputs, transformers at two layers and hidden size 32:
   the graphs have the real structure at a size the machine can export in a few seconds.
 """
