@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write the Markdown page here (docs/coverage.md)")
     ap.add_argument("--json", type=Path, help="write the records here")
     ap.add_argument("--timeout", type=float, default=300, help="seconds for one onnxkit export")
+    ap.add_argument("--merge", type=Path, help="records of an earlier run (--json): this run's rows replace theirs")
     args = ap.parse_args(argv)
     families = [f.strip() for f in args.family.split(",") if f.strip()]
     unknown = [f for f in families if f not in FAMILIES]
@@ -102,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         if models:
             records += run_family(family, models, args.timeout, lambda s: print(s, flush=True))
     seconds = time.perf_counter() - t0
+    if args.merge:
+        earlier = json.loads(args.merge.read_text())
+        fresh = {(r["family"], r["model"]): r for r in records}
+        records = [fresh.pop((r["family"], r["model"]), r) for r in earlier["records"]] + list(fresh.values())
+        seconds = earlier["seconds"] + seconds
+        families = [f for f in ORDER if any(r["family"] == f for r in records)]
     if args.json:
         args.json.write_text(json.dumps({"seconds": seconds, "fast": args.fast, "records": records}, indent=1, default=str))
     if args.out:
