@@ -79,6 +79,10 @@ def run_onnxkit_export(case: Case, out: Path, timeout: float) -> dict:
             result["max_abs"] = max(diffs) if diffs else None
             result["max_rel"] = max(rels) if rels else None
             problems = [p for o in outs for p in (o.get("problems") or [])]
+            if not problems and doc.get("verdict") != "PASSED":
+                # Failed before any output was compared (the checker, a load error): the notes say why.
+                problems = [n for n in (doc.get("notes") or []) + ((doc.get("validation") or {}).get("notes") or [])
+                            if not n.startswith("opset ")]
             if problems:
                 result["problems"] = problems[:3]
     result["command"] = "onnxkit export " + " ".join(_short(a) for a in case.export_args) + " -o m.onnx"
