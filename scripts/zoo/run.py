@@ -65,6 +65,7 @@ def run_family(family: str, models: list[str], timeout: float, log) -> list[dict
                        "build_error": f"worker gave no record (crashed or over {2 * timeout + 120:.0f} s)"}
             rec["wall_seconds"] = round(time.perf_counter() - started, 1)
             rec["outcome"], rec["difference"] = judge(rec)
+            rec.setdefault("load", round(os.getloadavg()[0], 1))
             records.append(rec)
             pending.remove(model)
             log(f"{family:12s} {model:32s} {rec['outcome']:16s} {rec['wall_seconds']:6.1f}s  {rec['difference'][:90]}")
