@@ -134,6 +134,9 @@ def write_markdown(path: Path, records: list[dict], seconds: float, *, fast: boo
     lines += ["", HOW]
     bad = [r for r in records if r["outcome"] in ("onnxkit bug", "onnxkit worse")]
     lines += ["## Where onnxkit is behind the raw converter", ""]
+    if bad:
+        lines += ["By cause (the same message with the model's name taken out):", ""]
+        lines += _grouped(bad) + ["", "Each, with the command that reproduces it:", ""]
     if not bad:
         lines.append("Nowhere in this run: onnxkit is at least as good as the raw converter on every model.")
     for r in bad:
@@ -172,3 +175,17 @@ def _load(records: list[dict]) -> str:
     except OSError:
         return ""
     return f" (load average {fifteen:.1f} over the 15 minutes before this page was written; the seconds scale with it)"
+
+
+def _grouped(rows: list[dict]) -> list[str]:
+    import re
+
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        reason = r["difference"].replace(r["model"], "<model>")
+        # Type lists and values vary per model; the first clause names the cause.
+        reason = re.split(r"(?<=does not trust): |; pass --trust|\. Please check", reason)[0]
+        reason = re.sub(r"\[np\.float32\([^)]*\)\]|array\(\[[^]]*\]\)", "...", reason)[:150]
+        groups.setdefault(reason, []).append(f"{r['family']} {r['model']}")
+    return [f"- {len(models)} x {_cell(reason)}: {', '.join(models)}"
+            for reason, models in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
