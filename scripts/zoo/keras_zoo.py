@@ -35,7 +35,27 @@ def _model(name: str):
             keras.Input(shape=shape), keras.layers.Dense(64, activation="relu"), keras.layers.BatchNormalization(),
             keras.layers.Dropout(0.1), keras.layers.Dense(32, activation="tanh"), keras.layers.Dense(3, activation="softmax"),
         ])
-    return getattr(keras.applications, app)(weights=None, input_shape=shape, classes=10)
+    # The pooled features, not the 10-way softmax: with random weights the softmax is 0.1
+    # everywhere to 1e-6, and any export would match it.
+    model = getattr(keras.applications, app)(weights=None, input_shape=shape, include_top=False, pooling="avg")
+    _calibrate_batchnorm(model, shape)
+    return model
+
+
+def _calibrate_batchnorm(model, shape) -> None:
+    """With its initial statistics (mean 0, variance 1) BatchNorm passes activations through,
+    and a randomly initialised deep CNN then shrinks them to 1e-11: every export would match
+    that within any tolerance. One training-mode pass with momentum 0 sets each layer's
+    statistics to those of a real batch, as training would, so the outputs are of order one."""
+    import keras
+
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.momentum = 0.0
+    x = np.random.default_rng(SEED).random((16, *shape)).astype(np.float32) * 255.0
+    model(x, training=True)
+    for layer in layers:
+        layer.momentum = 0.99
 
 
 def build(name: str, workdir: Path) -> Case:
