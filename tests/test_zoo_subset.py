@@ -18,9 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _rec(code, verdict="PASSED", raw="ok", hand_ok=True, **extra):
-    kit = {"exit_code": code, "verdict": verdict, "hand_check": {"ok": hand_ok, "problems": [] if hand_ok else ["output 0: 3/8 elements out of tolerance"]}}
+    kit = {"exit_code": code, "verdict": verdict,
+           "hand_check": {"ok": hand_ok, "max_abs": 0.5, "problems": [] if hand_ok else ["output 0: 3/8 elements out of tolerance"]}}
     kit.update(extra)
-    return {"family": "torch", "model": "m", "onnxkit": kit, "raw": {"outcome": raw, "max_abs": 0.5}}
+    return {"family": "torch", "model": "m", "onnxkit": kit, "raw": {"outcome": raw, "max_abs": 0.5 if raw == "differs" else 1e-7}}
 
 
 def test_compare_within_tolerance_and_out_of_it():
@@ -48,6 +49,7 @@ def test_compare_pairs_an_output_by_size_when_positions_differ():
     (_rec(0), "same"),
     (_rec(0, raw="differs"), "onnxkit better"),
     (_rec(0, hand_ok=False), "onnxkit bug"),  # a false PASSED
+    (_rec(0, raw="differs", hand_ok=False), "both fail"),  # as far off as the raw file: the tolerance's edge
     (_rec(1, "FAILED", hand_ok=True), "onnxkit worse"),  # a false FAILED
     (_rec(1, "FAILED", raw="differs", hand_ok=False), "both fail"),
     (_rec(5, "UnsafeInput"), "onnxkit worse"),  # a false refusal
@@ -57,6 +59,12 @@ def test_compare_pairs_an_output_by_size_when_positions_differ():
 ])
 def test_judge(record, outcome):
     assert judge(record)[0] == outcome
+
+
+def test_judge_a_pass_further_off_than_the_raw_file_is_a_false_pass():
+    rec = _rec(0, raw="differs", hand_ok=False)
+    rec["raw"]["max_abs"] = 0.01
+    assert judge(rec)[0] == "onnxkit bug"
 
 
 def test_judge_a_code_carrying_file_refused_is_expected():

@@ -35,6 +35,9 @@ def judge(rec: dict) -> tuple[str, str]:
     if code == 0:
         if hand and not hand.get("ok", True):
             why = hand.get("error") or "; ".join(hand.get("problems", []))
+            if raw.get("outcome") == "differs" and "error" not in hand and hand.get("max_abs", 0) <= 1.5 * raw.get("max_abs", 0):
+                # The raw file is as far off: the zoo's inputs found the tolerance's edge, not a bug in onnxkit.
+                return "both fail", f"onnxkit PASSED on its inputs; on the zoo's both files are as far off (onnxkit max abs {hand.get('max_abs', 0):.3g}, raw {raw.get('max_abs', 0):.3g}): {why}"[:240]
             return "onnxkit bug", f"PASSED, but its file differs from the source when checked by hand: {why}"[:240]
         if raw_ok:
             return "same", ""

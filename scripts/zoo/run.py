@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         earlier = json.loads(args.merge.read_text())
         fresh = {(r["family"], r["model"]): r for r in records}
         records = [fresh.pop((r["family"], r["model"]), r) for r in earlier["records"]] + list(fresh.values())
+        for rec in records:  # judged again: the rules may have changed since
+            rec["outcome"], rec["difference"] = judge(rec)
         seconds = earlier["seconds"] + seconds
         families = [f for f in ORDER if any(r["family"] == f for r in records)]
     if args.json:
