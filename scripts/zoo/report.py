@@ -170,7 +170,8 @@ def _load(records: list[dict]) -> str:
 
     loads = [r["load"] for r in records if isinstance(r.get("load"), (int, float))]
     if loads:
-        return f" (load average {sum(loads) / len(loads):.1f} on average during the run; the seconds scale with it)"
+        which = "the run" if len(loads) == len(records) else f"the {len(loads)} rows that recorded it"
+        return f" (load average {sum(loads) / len(loads):.1f} on average during {which}; the seconds scale with it)"
     try:
         fifteen = os.getloadavg()[2]
     except OSError:
