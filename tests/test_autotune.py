@@ -101,7 +101,7 @@ def test_a_candidate_over_budget_is_never_chosen(cnn_onnx, tmp_path):
 
 
 def test_choose_skips_invalid_and_uses_the_runoff():
-    from onnxkit.core.autotune import FAILED, INVALID, Candidate, choose
+    from onnxkit.operations.autotune import FAILED, INVALID, Candidate, choose
 
     fast_but_wrong = Candidate("a", status=INVALID, within_budget=False, p50_ms={8: 1.0})
     broken = Candidate("b", status=FAILED, p50_ms={})
@@ -131,7 +131,7 @@ class _FastSource:
 
 
 def test_optimize_auto_keeps_the_input_when_nothing_is_faster_and_says_when_the_source_wins(linear_onnx, tmp_path, monkeypatch):
-    from onnxkit.core import autotune
+    from onnxkit.operations import autotune
     from onnxkit.runtime import bench
     from onnxkit.runtime.session import make_session
 
@@ -182,7 +182,7 @@ def test_optimize_auto_cli_picks_the_fastest_valid(cnn_onnx, tmp_path):
 
 
 def test_optimize_auto_validates_on_the_users_data(cnn_onnx, tmp_path):
-    from onnxkit.core.autotune import auto_optimize
+    from onnxkit.operations.autotune import auto_optimize
 
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((3, 3, 16, 16)).astype(np.float32))
     res = auto_optimize(cnn_onnx, tmp_path / "o.onnx", data=tmp_path / "d.npz", batch_sizes=(1,), iterations=2, warmup=1)
@@ -216,7 +216,7 @@ def _cfg(tmp_path: Path, linear_onnx: Path, body: str) -> Path:
 
 
 def test_config_auto_default_and_pinned_settings(tmp_path, linear_onnx):
-    from onnxkit.core.config import ConfigError, load_config
+    from onnxkit.operations.config import ConfigError, load_config
 
     cfg = load_config(_cfg(tmp_path, linear_onnx, ""))
     assert cfg["optimize"]["mode"] == "auto" and cfg["quantize"]["mode"] == "auto"
@@ -246,7 +246,8 @@ def test_pipeline_auto_on_an_onnx_source(tmp_path, cnn_onnx):
 
 
 def test_a_candidate_whose_quantizer_fails_is_listed_not_fatal(cnn_onnx, tmp_path, monkeypatch):
-    from onnxkit.core import autotune, quantize
+    from onnxkit.operations import autotune
+    from onnxkit.operations import quantize
     from onnxkit.errors import ConversionError
 
     real = quantize.quantize_model

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import onnxkit.core.inspect as inspect_mod
+import onnxkit.operations.inspect as inspect_mod
 
 
 class _Boom(Exception):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onnxkit.core.compare import PRESETS, Comparator, Tolerance, compare_once, make_tolerance, match_outputs
+from onnxkit.foundation.compare import PRESETS, Comparator, Tolerance, compare_once, make_tolerance, match_outputs
 from onnxkit.errors import InputError, UsageError
 
 
@@ -185,7 +185,7 @@ def test_no_batches_is_not_a_pass():
 
 
 def test_large_outputs_fall_back_to_histogram_p99(monkeypatch):
-    import onnxkit.core.compare as C
+    import onnxkit.foundation.compare as C
 
     monkeypatch.setattr(C, "EXACT_P99_LIMIT", 100)
     ref, cand = _pair(3, (50, 10), 1e-3)

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxkit.core.compare import REFERENCE_CONSTANT, Tolerance, compare_once
+from onnxkit.foundation.compare import REFERENCE_CONSTANT, Tolerance, compare_once
 
 
 def _model(path: Path, kind: str) -> Path:

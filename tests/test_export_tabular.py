@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxkit.core.compare import compare_once
+from onnxkit.foundation.compare import compare_once
 from onnxkit.errors import InputError, UnsafeInput, UsageError
 from onnxkit.frameworks.base import LoadOptions
 
@@ -88,7 +88,7 @@ def test_hist_gradient_boosting_handles_nan_like_sklearn(models):
 
 
 def test_user_input_name_is_kept(models):
-    from onnxkit.core.spec import parse_specs
+    from onnxkit.foundation.spec import parse_specs
 
     opts = LoadOptions(inputs=parse_specs(["features:[n,4]:float32"]))
     src = _load(models["knn"], trust=True, inputs=opts.inputs)
@@ -101,7 +101,7 @@ def test_user_input_name_is_kept(models):
 
 
 def test_column_transformer_takes_one_input_per_column(models, tmp_path):
-    from onnxkit.core.data import open_data
+    from onnxkit.foundation.data import open_data
 
     sample = models["column_transformer_sample"]
     src = _load(models["column_transformer"], sample=sample)

@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
 
-from onnxkit.core.compare import compare_once  # noqa: E402
-from onnxkit.core.data import random_feeds  # noqa: E402
+from onnxkit.foundation.compare import compare_once  # noqa: E402
+from onnxkit.foundation.data import random_feeds  # noqa: E402
 from onnxkit.errors import ConversionError, UnsafeInput, UsageError  # noqa: E402
 from onnxkit.frameworks.base import LoadOptions  # noqa: E402
 from onnxkit.frameworks.registry import load_source  # noqa: E402
@@ -159,7 +159,7 @@ def test_file_writing_savedmodel_refused_before_it_runs(tf_models):
 def test_checkpoint_ops_of_the_saver_are_not_hazards(tf_models):
     # Every SavedModel carries SaveV2/RestoreV2 for its variables: only the serving
     # graph's file ops count.
-    from onnxkit.frameworks.tensorflow_fw import _read_saved_model_proto, saved_model_hazards
+    from onnxkit.frameworks.tf_audit import _read_saved_model_proto, saved_model_hazards
 
     sm = _read_saved_model_proto(tf_models["tf_savedmodel"])
     assert saved_model_hazards(sm.meta_graphs[0]) == []
@@ -177,7 +177,7 @@ def test_unconvertible_op_is_conversion_error_naming_it(tf_models):
 
 
 def test_nested_lambda_found_in_keras_config():
-    from onnxkit.frameworks.tensorflow_fw import _lambda_layers
+    from onnxkit.frameworks.tf_audit import _lambda_layers
 
     inner = {"class_name": "Functional", "config": {"name": "inner", "layers": [
         {"class_name": "Lambda", "config": {"name": "hidden_lambda"}}]}}

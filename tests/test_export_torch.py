@@ -14,9 +14,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxscript")
 
-from onnxkit.core.compare import compare_once  # noqa: E402
-from onnxkit.core.data import random_feeds  # noqa: E402
-from onnxkit.core.spec import parse_specs  # noqa: E402
+from onnxkit.foundation.compare import compare_once  # noqa: E402
+from onnxkit.foundation.data import random_feeds  # noqa: E402
+from onnxkit.foundation.spec import parse_specs  # noqa: E402
 from onnxkit.errors import ConversionError, InputError, UnsafeInput, UsageError  # noqa: E402
 from onnxkit.frameworks.base import LoadOptions  # noqa: E402
 from onnxkit.frameworks.registry import load_source  # noqa: E402

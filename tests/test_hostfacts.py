@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from onnxkit.core import hostfacts
-from onnxkit.core.hostfacts import HostFacts, parse_cpuinfo
+from onnxkit.foundation import hostfacts
+from onnxkit.foundation.hostfacts import HostFacts, parse_cpuinfo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,8 +138,8 @@ def fake_host(tmp_path, monkeypatch):
 
 
 def test_quantize_provenance_and_suite_agree(fake_host):
-    from onnxkit.core.provenance import machine_info
-    from onnxkit.core.quantize import cpu_has_vnni, default_reduce_range
+    from onnxkit.operations.provenance import machine_info
+    from onnxkit.operations.quantize import cpu_has_vnni, default_reduce_range
 
     facts = fake_host(AMD_ZEN2_AVX2)
     assert facts.usable_cores >= 1 and facts.logical_cores >= 1

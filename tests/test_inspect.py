@@ -179,7 +179,7 @@ def test_missing_framework_exit_3_names_the_install(cli, tmp_path, monkeypatch):
 
 
 def test_ctrl_c_exit_130_with_one_line(cli, linear_onnx, monkeypatch):
-    import onnxkit.core.inspect as inspect_mod
+    import onnxkit.operations.inspect as inspect_mod
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

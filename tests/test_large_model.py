@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import uses_external_data
 
-import onnxkit.core.onnx_io as onnx_io
+import onnxkit.foundation.onnx_io as onnx_io
 
 THRESHOLD = 1_000_000  # bytes: the test model is ~25x over it
 
@@ -182,7 +182,7 @@ def test_streaming_quantizer_matches_onnxruntime_quantize_dynamic(tmp_path):
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from onnxkit.core.quantize_stream import quantize_dynamic_streaming
+    from onnxkit.operations.quantize.stream import quantize_dynamic_streaming
 
     src = _mixed_model(tmp_path)
     rng = np.random.default_rng(2)
@@ -226,7 +226,7 @@ def test_streaming_quantizer_handles_gemm_with_transposed_weight(tmp_path):
     """torch's TorchScript export writes Linear as Gemm(transB=1) with the weight [out, in]."""
     import onnxruntime as ort
 
-    from onnxkit.core.quantize_stream import quantize_dynamic_streaming
+    from onnxkit.operations.quantize.stream import quantize_dynamic_streaming
 
     rng = np.random.default_rng(9)
     w = (rng.standard_normal((24, 40)) * 0.2).astype(np.float32)  # [out, in]

@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from onnxkit.core.mapping import Port, check_data_keys, pair_ports, parse_map
+from onnxkit.foundation.mapping import Port, check_data_keys, pair_ports, parse_map
 from onnxkit.errors import InputError, UsageError
 
 
@@ -91,7 +91,7 @@ def test_parse_map_refuses_malformed_and_double_targets():
 
 
 def test_data_key_naming_no_input_is_refused():
-    from onnxkit.core.spec import InputSpec
+    from onnxkit.foundation.spec import InputSpec
 
     specs = [InputSpec("x", ("n", 3), np.dtype(np.float32))]
     with pytest.raises(InputError, match=r"key\(s\) 'pixels' name no input of the model; its inputs are x"):

@@ -228,7 +228,8 @@ def test_static_quantization_without_calibration_is_a_config_error(tmp_path):
 
 
 def test_a_gate_that_was_not_measured_fails():
-    from onnxkit.core.pipeline import SKIPPED, PipelineResult, StepRecord, evaluate_gates, junit_cases
+    from onnxkit.operations.pipeline import SKIPPED, PipelineResult, StepRecord, evaluate_gates
+    from onnxkit.reports.pipeline_md import junit_cases
 
     res = PipelineResult(command="pipeline", steps=[StepRecord("bench", SKIPPED, reason="disabled in the config")])
     gates = evaluate_gates(res, {"min_speedup": 1.0, "max_size_mb": 10.0, "max_error.max_abs": 1.0})
@@ -277,7 +278,7 @@ def test_runtime_fused_graphs_are_detected(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from onnxkit.core.pipeline import _has_runtime_fusions
+    from onnxkit.operations.pipeline import _has_runtime_fusions
 
     def save(op: str, domain: str) -> Path:
         g = helper.make_graph([helper.make_node(op, ["x", "w"], ["y"], domain=domain)], "g",

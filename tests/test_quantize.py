@@ -144,7 +144,7 @@ def test_exclude_by_node_glob_or_layer(cli, mlp_onnx, tmp_path, pattern):
 
 
 def test_layer_name_from_dynamo_metadata(tmp_path):
-    from onnxkit.core.quantize import select_nodes
+    from onnxkit.operations.quantize import select_nodes
 
     node = helper.make_node("MatMul", ["a", "b"], ["c"], name="node_linear_7")
     p = node.metadata_props.add()
@@ -263,7 +263,7 @@ def test_quantized_model_declares_only_the_domains_it_uses(tmp_path):
     import onnx
     from onnx import helper
 
-    from onnxkit.core.quantize import prune_unused_opsets
+    from onnxkit.operations.quantize import prune_unused_opsets
 
     m = helper.make_model(
         helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
@@ -280,7 +280,7 @@ def test_quantized_model_declares_only_the_domains_it_uses(tmp_path):
 def test_budget_loop_skips_nodes_the_quantizer_left_in_float(cli, tmp_path):
     """ORT never turns an Attention carrying qkv_hidden_sizes into QAttention; the budget loop
     must not spend rounds "excluding" it. The same Attention without the attribute is quantized."""
-    from onnxkit.core.quantize import left_in_float
+    from onnxkit.operations.quantize import left_in_float
 
     rng = np.random.default_rng(5)
     inits = []

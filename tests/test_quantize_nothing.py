@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxkit.core.quantize_checks import conv_hint, gemm_to_matmul
+from onnxkit.operations.quantize.checks import conv_hint, gemm_to_matmul
 
 
 def _mlp(path: Path, dims=(64, 256, 256, 10)) -> Path:

@@ -10,8 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxkit.core import hostfacts, quantize_target
-from onnxkit.core.quantize_target import (META_RESOLVED, META_TARGET, META_WEIGHTS, TARGETS, host_warnings, native_target,
+from onnxkit.foundation import hostfacts
+from onnxkit.operations.quantize import target as quantize_target
+from onnxkit.operations.quantize.target import (META_RESOLVED, META_TARGET, META_WEIGHTS, TARGETS, host_warnings, native_target,
                                           read_metadata, resolve_target)
 
 VNNI_HOST = """\
@@ -243,7 +244,7 @@ def test_auto_says_the_host_is_not_the_target_and_records_it(cli, cnn, tmp_path,
 
 
 def test_auto_variants_follow_the_target():
-    from onnxkit.core.autotune import quantize_candidates
+    from onnxkit.operations.autotune import quantize_candidates
 
     cands = quantize_candidates(calibrated=True)
     allowed = {t: [c.name for c in cands if resolve_target(t).allows(c.settings)] for t in TARGETS if t != "native"}
@@ -303,7 +304,7 @@ def test_read_metadata_skips_the_graph_and_survives_hostile_files(tmp_path, cnn)
 
 
 def test_the_pipeline_key_offers_the_same_targets_and_rejects_others(cli, tmp_path):
-    from onnxkit.core.config import SCHEMA
+    from onnxkit.operations.config import SCHEMA
 
     key = next(k for k in SCHEMA["quantize"] if k.name == "target_cpu")
     assert key.choices == TARGETS and key.default == quantize_target.DEFAULT_TARGET

@@ -123,7 +123,7 @@ def test_validate_and_init_hint_at_input_not_sample(cli, column_pipeline, linear
 
 
 def test_a_hint_naming_a_missing_option_is_dropped(cli, linear_onnx, monkeypatch):
-    import onnxkit.core.inspect as inspect_mod
+    import onnxkit.operations.inspect as inspect_mod
 
     def refuse(*args, **kwargs):
         raise UsageError("cannot do that", hint="pass --frobnicate")
@@ -191,7 +191,7 @@ def test_a_table_that_fits_stays_a_table():
 
 
 def test_bench_and_auto_speedups_point_the_same_way():
-    from onnxkit.core.autotune import AutoResult, Candidate
+    from onnxkit.operations.autotune import AutoResult, Candidate
     from onnxkit.runtime.bench import BenchEntry, BenchResult, LatencyStats
 
     def stats(p50):
@@ -216,7 +216,7 @@ def test_bench_and_auto_speedups_point_the_same_way():
 
 
 def test_only_the_clause_naming_a_missing_option_is_dropped(cli, linear_onnx, monkeypatch):
-    import onnxkit.core.inspect as inspect_mod
+    import onnxkit.operations.inspect as inspect_mod
 
     def refuse(*args, **kwargs):
         raise UsageError("cannot do that", hint="upgrade onnxruntime; or pass --frobnicate")

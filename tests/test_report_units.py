@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from onnxkit.core.pipeline import (
+from onnxkit.operations.pipeline import (
     FAILED,
     PASSED,
     GateOutcome,
@@ -199,7 +199,7 @@ def test_speedup_interval_is_absent_for_too_few_or_broken_rounds():
 
 
 def test_optimize_latency_label_names_the_shapes_timed():
-    from onnxkit.core.optimize import feeds_label
+    from onnxkit.operations.optimize import feeds_label
 
     cnn = {"image": np.zeros((1, 3, 32, 32), np.float32)}
     assert feeds_label(cnn) == "random image 1x3x32x32"
@@ -234,8 +234,8 @@ def _chain(path, *, first: str = "Relu", hidden: str = "h", second: str = "Mul",
     ({"second": "Add"}, "its inputs agree, so this node itself computes differently", "could not be compared"),
 ])
 def test_localize_says_what_it_compared(tmp_path, candidate, says, never):
-    from onnxkit.core.compare import Tolerance
-    from onnxkit.core.localize import localize
+    from onnxkit.foundation.compare import Tolerance
+    from onnxkit.operations.localize import localize
 
     ref = _chain(tmp_path / "ref.onnx")
     cand = _chain(tmp_path / "cand.onnx", **candidate)

@@ -26,7 +26,7 @@ def rows() -> np.ndarray:
 # ---------------------------------------------------------------- run
 
 def test_run_cpu_random_matches_onnxruntime(cli, linear_onnx, tmp_path):
-    from onnxkit.core.data import random_feeds
+    from onnxkit.foundation.data import random_feeds
     from onnxkit.runtime.session import make_session
 
     out = tmp_path / "out.npz"
@@ -425,7 +425,7 @@ def test_interleaved_sessions_do_not_spin(monkeypatch, two_models, linear_onnx):
 
 
 def test_untrusted_model_is_probed_in_a_child_first(cli, linear_onnx, monkeypatch):
-    from onnxkit.core.contained import ContainedSession
+    from onnxkit.runtime.contained import ContainedSession
 
     calls = []
     real = ContainedSession.__init__

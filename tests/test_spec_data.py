@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxkit.core.data import check_feeds, load_all, open_data, random_feeds
-from onnxkit.core.spec import index_bounds, parse_spec, parse_specs, specs_from_onnx
+from onnxkit.foundation.data import check_feeds, load_all, open_data, random_feeds
+from onnxkit.foundation.spec import index_bounds, parse_spec, parse_specs, specs_from_onnx
 from onnxkit.errors import InputError, UsageError
 
 

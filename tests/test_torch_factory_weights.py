@@ -110,7 +110,7 @@ def test_init_needs_weights_or_random_weights(cli, project):
 
 
 def test_init_records_weights_and_pipeline_provenance_lists_them(cli, project):
-    from onnxkit.core.config import load_config
+    from onnxkit.operations.config import load_config
 
     cfg_path = project / "onnxkit.toml"
     r = cli("init", f"{project / 'net.py'}:build", "-o", cfg_path, "-i", "x:[batch,6]:float32",
@@ -121,18 +121,18 @@ def test_init_records_weights_and_pipeline_provenance_lists_them(cli, project):
     cfg = load_config(cfg_path)
     assert cfg["source"]["weights"] == project / "trained.pt"
 
-    from onnxkit.core.provenance import input_artifacts
+    from onnxkit.operations.provenance import input_artifacts
 
     arts = input_artifacts(cfg)
     assert [(a.role, Path(a.path).name) for a in arts] == [("weights", "trained.pt")]
-    from onnxkit.core.files import sha256_file
+    from onnxkit.foundation.files import sha256_file
 
     assert arts[0].sha256 == sha256_file(project / "trained.pt")
 
 
 def test_init_random_weights_is_written_to_the_config(cli, project):
-    from onnxkit.core.config import load_config
-    from onnxkit.core.provenance import input_artifacts
+    from onnxkit.operations.config import load_config
+    from onnxkit.operations.provenance import input_artifacts
 
     cfg_path = project / "onnxkit.toml"
     r = cli("init", f"{project / 'net.py'}:build", "-o", cfg_path, "-i", "x:[batch,6]:float32", "--random-weights")

@@ -89,7 +89,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def test_float_means_float32():
-    from onnxkit.core.spec import parse_spec
+    from onnxkit.foundation.spec import parse_spec
 
     assert parse_spec("x:[batch,20]:float").dtype == np.float32
     assert parse_spec("x:[batch,20]:float64").dtype == np.float64

@@ -101,8 +101,8 @@ def test_one_perturbed_weight_fails_and_localize_names_its_node(cli, models):
 
 
 def test_localize_walks_in_chunks_and_stops_at_the_first_divergence(models):
-    from onnxkit.core.compare import Tolerance
-    from onnxkit.core.localize import localize
+    from onnxkit.foundation.compare import Tolerance
+    from onnxkit.operations.localize import localize
 
     x = np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32)
     bad1 = models["dir"] / "bad_fc1.onnx"
@@ -298,7 +298,7 @@ def test_untrusted_runaway_model_is_one_clean_error(cli, tmp_path):
 
 
 def test_untrusted_candidate_and_reference_run_contained_unless_trusted(cli, models, monkeypatch):
-    from onnxkit.core.contained import ContainedSession
+    from onnxkit.runtime.contained import ContainedSession
 
     calls = []
     real = ContainedSession.__init__

@@ -42,9 +42,9 @@ def export_command(
     5 when the source would run code on load (pickle, Keras Lambda) without --trust.
     """
     common.setup(json_out, verbose, quiet)
-    from onnxkit.core.compare import make_tolerance
-    from onnxkit.core.export import export_model
-    from onnxkit.core.spec import parse_specs
+    from onnxkit.foundation.compare import make_tolerance
+    from onnxkit.operations.export import export_model
+    from onnxkit.foundation.spec import parse_specs
     from onnxkit.errors import UsageError
     from onnxkit.frameworks.base import LoadOptions
 

@@ -26,6 +26,6 @@ def inspect_command(
     Exit 1 when the checker finds the model invalid, 2 when the file is not a readable ONNX model.
     """
     common.setup(json_out, verbose, quiet)
-    from onnxkit.core.inspect import inspect_model
+    from onnxkit.operations.inspect import inspect_model
 
     common.emit(inspect_model(model, trust=trust, check=not no_check, custom_op_library=custom_op_library))

@@ -90,7 +90,7 @@ def optimize_command(
         clash = [k for k, v in pinned.items() if v]
         if clash:
             raise UsageError(f"--auto chooses the passes and level itself; drop {', '.join(clash)} or drop --auto")
-        from onnxkit.core.autotune import auto_optimize
+        from onnxkit.operations.autotune import auto_optimize
         from onnxkit.runtime.bench import parse_batch_sizes
 
         source = None
@@ -107,7 +107,7 @@ def optimize_command(
     used = [k for k, v in auto_only.items() if v]
     if used:
         raise UsageError(f"{', '.join(used)} only applies with --auto")
-    from onnxkit.core.optimize import optimize_model
+    from onnxkit.operations.optimize import optimize_model
 
     common.emit(optimize_model(
         model, output, preset=preset, passes=names, level=level, transformer=transformer, num_heads=num_heads,

@@ -30,9 +30,10 @@ def pipeline_command(
     (naming the key and line), 3/4/5 when a step hit that kind of error.
     """
     common.setup(json_out, verbose, quiet)
-    from onnxkit.core.config import load_config
-    from onnxkit.core.pipeline import run_pipeline, write_reports
-    from onnxkit.core.pipeline_preflight import preflight_pipeline
+    from onnxkit.operations.config import load_config
+    from onnxkit.operations.pipeline import run_pipeline
+    from onnxkit.reports.pipeline_files import write_reports
+    from onnxkit.operations.pipeline_preflight import preflight_pipeline
 
     cfg = load_config(config, gate)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")

@@ -80,7 +80,7 @@ def quantize_command(
         clash = [k for k, v in pinned.items() if v]
         if clash:
             raise UsageError(f"--mode auto chooses the variant itself; drop {', '.join(clash)} or pick a --mode")
-        from onnxkit.core.autotune import auto_quantize
+        from onnxkit.operations.autotune import auto_quantize
         from onnxkit.runtime.bench import parse_batch_sizes
 
         source = None
@@ -100,7 +100,7 @@ def quantize_command(
     used = [k for k, v in auto_only.items() if v]
     if used:
         raise UsageError(f"{', '.join(used)} only applies with --mode auto")
-    from onnxkit.core.quantize import quantize_model
+    from onnxkit.operations.quantize import quantize_model
 
     common.emit(quantize_model(
         model, output, mode=mode, calib_data=str(calib_data) if calib_data else None, calib_random=calib_random,

@@ -67,7 +67,7 @@ def run_command(
     Exit 2 when the data does not fit the model's inputs, 3 when a requested provider is not available.
     """
     common.setup(json_out, verbose, quiet)
-    from onnxkit.core.run import run_model
+    from onnxkit.operations.run import run_model
 
     show = data is not None and not common.STATE.quiet and sys.stderr.isatty()
     with progress_bar(show, Path(model).name) as progress:

@@ -90,11 +90,11 @@ def validate_command(
     inputs that do not fit the model.
     """
     common.setup(json_out, verbose, quiet)
-    from onnxkit.core.compare import make_tolerance
-    from onnxkit.core.files import check_output_path
-    from onnxkit.core.mapping import parse_map
-    from onnxkit.core.spec import parse_specs
-    from onnxkit.core.validate import validate_files
+    from onnxkit.foundation.compare import make_tolerance
+    from onnxkit.foundation.files import check_output_path
+    from onnxkit.foundation.mapping import parse_map
+    from onnxkit.foundation.spec import parse_specs
+    from onnxkit.operations.validate_files import validate_files
     from onnxkit.errors import UsageError
     from onnxkit.frameworks.base import LoadOptions
 

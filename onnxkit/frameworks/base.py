@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxkit.core.spec import InputSpec
+from onnxkit.foundation.spec import InputSpec
 
 Feeds = dict[str, np.ndarray]
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from onnxkit._lazy import require
-from onnxkit.core.files import preflight
+from onnxkit.foundation.files import preflight
 from onnxkit.errors import InputError
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
 from onnxkit.frameworks.sklearn_fw import first_line, matrix_spec
@@ -79,7 +79,7 @@ class LightGBMSource(SourceModel):
 
 
 def load(source: str | Path, options: LoadOptions) -> LightGBMSource:
-    from onnxkit.core.sandbox import run_isolated
+    from onnxkit.foundation.sandbox import run_isolated
 
     path = preflight(source, what="LightGBM model")
     require("lightgbm", "sklearn")

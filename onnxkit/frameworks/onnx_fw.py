@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from onnxkit.core.data import Feeds
-from onnxkit.core.spec import merge_specs
+from onnxkit.foundation.data import Feeds
+from onnxkit.foundation.spec import merge_specs
 from onnxkit.frameworks.base import ExportOutcome, LoadOptions, SourceModel
 
 
@@ -13,8 +13,8 @@ class OnnxSource(SourceModel):
     framework = "onnx"
 
     def __init__(self, path: Path, options: LoadOptions, providers: list[str] | None = None) -> None:
-        from onnxkit.core.contained import open_session
-        from onnxkit.core.onnx_io import load_onnx
+        from onnxkit.runtime.contained import open_session
+        from onnxkit.foundation.onnx_io import load_onnx
 
         import onnxruntime
 

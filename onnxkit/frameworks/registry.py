@@ -8,7 +8,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from onnxkit.core.files import describe_magic, preflight, read_head
+from onnxkit.foundation.files import describe_magic, preflight, read_head
 from onnxkit.errors import InputError, UsageError
 from onnxkit.frameworks.base import LoadOptions, SourceModel
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from onnxkit._lazy import require
-from onnxkit.core.files import preflight
-from onnxkit.core.spec import InputSpec
+from onnxkit.foundation.files import preflight
+from onnxkit.foundation.spec import InputSpec
 from onnxkit.errors import ConversionError, InputError, UnsafeInput, UsageError, offered
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
 from onnxkit.frameworks.sklearn_fixes import final_estimator as _final_estimator
@@ -234,7 +234,7 @@ def _column_specs(est: Any, options: LoadOptions) -> list[InputSpec] | None:
     if options.sample is not None:
         pd = require("pandas", "sklearn")
         sample = preflight(options.sample, what="sample CSV")
-        from onnxkit.core.csv_scan import check_csv
+        from onnxkit.foundation.csv_scan import check_csv
 
         check_csv(sample, max_rows=1000)  # a row wider than the header would become pandas' index
         try:

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from onnxkit._lazy import require
-from onnxkit.core.files import preflight, read_head
-from onnxkit.core.spec import SPEC_FORM, InputSpec
+from onnxkit.foundation.files import preflight, read_head
+from onnxkit.foundation.spec import SPEC_FORM, InputSpec
 from onnxkit.errors import ConversionError, InputError, OnnxkitError, UnsafeInput, UsageError
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
 from onnxkit.frameworks.torch_pt2 import _load_pt2, audit_pt2  # noqa: F401  (audit_pt2: kept importable from here)
@@ -275,7 +275,7 @@ class TorchSource(SourceModel):
     def _example_feeds(self) -> Feeds:
         """Example inputs for tracing: ones for integer inputs (a safe token id, a full
         attention mask), seeded normals for floats."""
-        from onnxkit.core.data import concrete_shape
+        from onnxkit.foundation.data import concrete_shape
 
         rng = np.random.default_rng(0)
         named: dict[str, int] = {}

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from onnxkit._lazy import require
-from onnxkit.core.spec import InputSpec
+from onnxkit.foundation.spec import InputSpec
 from onnxkit.errors import EnvironmentProblem, InputError, UnsafeInput, UsageError
 from onnxkit.frameworks.base import LoadOptions
 
@@ -386,7 +386,7 @@ def _load_pt2(path: Path, options: LoadOptions):
     ep = _read_program(path, options.trust)
     specs = _specs_from_program(ep)
     if options.inputs:
-        from onnxkit.core.spec import merge_specs
+        from onnxkit.foundation.spec import merge_specs
 
         _check_user_specs(specs, list(options.inputs), path.name)
         specs = merge_specs(specs, list(options.inputs))

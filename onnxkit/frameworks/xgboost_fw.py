@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from onnxkit._lazy import require
-from onnxkit.core.files import preflight
+from onnxkit.foundation.files import preflight
 from onnxkit.errors import ConversionError, InputError
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
 from onnxkit.frameworks.sklearn_fw import (

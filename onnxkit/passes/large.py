@@ -30,7 +30,7 @@ INLINE_MAX = 1024
 def is_large(model: Any) -> bool:
     """Whether ``model`` (graph-only or not) needs the large-model path: its tensors,
     counted from their shapes, exceed the threshold at which files get external data."""
-    from onnxkit.core import onnx_io
+    from onnxkit.foundation import onnx_io
 
     # Read at call time: tests lower the threshold to exercise this path on small models.
     return onnx_io.model_size_bytes(model) > onnx_io.EXTERNAL_DATA_THRESHOLD
@@ -82,7 +82,7 @@ def save_streaming(model: Any, base_dir: str | os.PathLike[str], dest: str | os.
     import numpy as np
     from onnx import TensorProto, external_data_helper, numpy_helper
 
-    from onnxkit.core.files import atomic_output
+    from onnxkit.foundation.files import atomic_output
 
     dest = Path(dest)
     base = Path(base_dir)
@@ -94,7 +94,7 @@ def save_streaming(model: Any, base_dir: str | os.PathLike[str], dest: str | os.
                 pos = 0
                 for t, movable in _tensors(model.graph):
                     if produce and t.name in produce:
-                        from onnxkit.core.onnx_io import _tensor_nbytes
+                        from onnxkit.foundation.onnx_io import _tensor_nbytes
 
                         length = _tensor_nbytes(t)
                         pad = (-pos) % (ALIGN if length >= ALIGN_FROM else SMALL_ALIGN)
@@ -108,7 +108,7 @@ def save_streaming(model: Any, base_dir: str | os.PathLike[str], dest: str | os.
                         loc = info["location"]
                         length = int(info.get("length", 0) or 0)
                         if not length:
-                            from onnxkit.core.onnx_io import _tensor_nbytes
+                            from onnxkit.foundation.onnx_io import _tensor_nbytes
 
                             length = _tensor_nbytes(t)
                         fh = handles.get(loc)
@@ -180,7 +180,7 @@ def ort_optimize_file(src: str | os.PathLike[str], dest: str | os.PathLike[str],
 def sequential_latency(paths: list[str], feeds: dict, *, rounds: int = 10, warmup: int = 2, threads: int | None = None) -> list[float]:
     """Median milliseconds per run of each model, one session alive at a time: two sessions
     of a large model would hold its weights twice."""
-    from onnxkit.core.data import feeds_rows
+    from onnxkit.foundation.data import feeds_rows
     from onnxkit.runtime.bench import bench_models
 
     batch = feeds_rows(feeds)

@@ -195,7 +195,7 @@ def _missing(ops: collections.Counter, model_type: str, report: TransformerRepor
 def _does_not_run(model: Any) -> str | None:
     """Why a fused graph fails to load or run on a small random batch in ONNX Runtime; None
     when it runs. A fuser may emit a graph that is well-formed yet invalid for the runtime."""
-    from onnxkit.core.data import random_feeds
+    from onnxkit.foundation.data import random_feeds
     from onnxkit.errors import OnnxkitError
     from onnxkit.runtime.session import make_session
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from onnxkit.results import Table, fmt_bytes, fmt_num
 
 if TYPE_CHECKING:
-    from onnxkit.core.pipeline import PipelineResult
+    from onnxkit.operations.pipeline import PipelineResult
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _img(png: bytes | None, alt: str) -> str:
 
 def _plots(res: PipelineResult) -> list[str]:
     """Every plot we can draw; a missing matplotlib costs the plots, not the report."""
-    from onnxkit.core.pipeline import bench_rows, validation_stages
+    from onnxkit.operations.pipeline import bench_rows, validation_stages
     from onnxkit.errors import MissingDependency
     from onnxkit.reports import plots
 
@@ -81,7 +81,7 @@ def _plots(res: PipelineResult) -> list[str]:
 
 def pipeline_html(res: PipelineResult) -> str:
     """The whole report as one HTML document."""
-    from onnxkit.core.pipeline import ERROR, FAILED, PASSED, SKIPPED
+    from onnxkit.operations.pipeline import ERROR, FAILED, PASSED, SKIPPED
     from onnxkit.reports.pipeline_md import failure_lines, latency_table
 
     ok = res.passed and not res.error_code

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-from onnxkit.core.files import write_text_atomic
+from onnxkit.foundation.files import write_text_atomic
 
 Case = tuple[str, bool, str, str]  # (name, passed, one-line message, details)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from onnxkit.core.files import write_text_atomic
+from onnxkit.foundation.files import write_text_atomic
 from onnxkit.results import Result, Table, fmt_num
 
 

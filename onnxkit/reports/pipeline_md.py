@@ -1,8 +1,8 @@
 """What a pipeline run says in text: the Markdown job summary, the JUnit cases, the gate
 conditions and the latency table that the HTML report shares.
 
-Kept out of :mod:`onnxkit.core.pipeline`, which runs the steps: rendering reads a finished
-:class:`~onnxkit.core.pipeline.PipelineResult` and changes nothing in it.
+Kept out of :mod:`onnxkit.operations.pipeline`, which runs the steps: rendering reads a finished
+:class:`~onnxkit.operations.pipeline.PipelineResult` and changes nothing in it.
 """
 
 from __future__ import annotations
@@ -10,45 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from onnxkit.operations.gate_text import gate_condition
 from onnxkit.results import Table, fmt_bytes, fmt_num
 
 if TYPE_CHECKING:
-    from onnxkit.core.pipeline import GateOutcome, PipelineResult
-
-# What each gate measures, and its unit, so a condition reads as a measurement.
-_GATE_MEASURES = {
-    "max_latency_ms": ("p99", " ms"),
-    "min_speedup": ("speed-up", "x"),
-    "max_size_mb": ("size", " MB"),
-    "min_cosine": ("cosine", ""),
-}
-
-
-def _distinct(actual: float, threshold: float) -> str:
-    """The actual value with enough digits that it does not print as its threshold
-    (a cosine of 0.99985 against 0.9999 must not read "1 < 0.9999")."""
-    for digits in range(4, 12):
-        text = f"{actual:.{digits}g}"
-        if actual == threshold or float(text) != float(f"{threshold:.{digits}g}"):
-            return text
-    return repr(actual)
-
-
-def gate_condition(g: GateOutcome) -> str:
-    """The gate as the condition that holds: ``p99 0.0267 ms > max_latency_ms 0.001`` for a
-    failed latency gate, ``cosine 0.9998 >= min_cosine 0.99`` for a passed one."""
-    minimum = g.name.startswith("min_")
-    threshold = fmt_num(g.threshold)
-    detail = f" ({g.detail})" if g.detail else ""
-    if g.actual is None:
-        return f"{g.name} {'>=' if minimum else '<='} {threshold}: not measured{detail}"
-    label, unit = _GATE_MEASURES.get(g.name, (g.name.split(".", 1)[-1], ""))
-    if minimum:
-        op = ">=" if g.passed else "<"
-    else:
-        op = "<=" if g.passed else ">"
-    return f"{label} {_distinct(g.actual, g.threshold)}{unit} {op} {g.name} {threshold}{detail}"
-
+    from onnxkit.operations.pipeline import PipelineResult
 
 def failure_lines(res: PipelineResult) -> list[str]:
     """Every failed or errored step and every failed gate (as its condition), one line each."""
@@ -90,7 +56,7 @@ def latency_table(res: PipelineResult) -> Table | None:
 def junit_cases(res: PipelineResult) -> list[tuple[str, bool, str, str]]:
     """One testcase per step and per gate, as (name, passed, message, details) for the
     JUnit writer. A skipped step passes (it checked nothing) and says why in its output."""
-    from onnxkit.core.pipeline import PASSED, SKIPPED
+    from onnxkit.operations.pipeline import PASSED, SKIPPED
 
     cases = []
     for s in res.steps:

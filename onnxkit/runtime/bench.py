@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxkit.core.data import Feeds, check_feeds
+from onnxkit.foundation.data import Feeds, check_feeds
 from onnxkit.errors import InputError, UsageError
 from onnxkit.results import Result, Table, fmt_num
 from onnxkit.runtime.speedup_ci import speedup_ci
@@ -255,7 +255,7 @@ def bench_models(
 
     ``iterations``: timed runs per model and batch size; or ``duration``: seconds per model and
     batch size (at least 3 runs). ``io_binding``: None = on where it pays (CUDA/TensorRT)."""
-    from onnxkit.core.onnx_io import load_onnx
+    from onnxkit.foundation.onnx_io import load_onnx
     from onnxkit.runtime.providers import check_active, plan_providers
     from onnxkit.runtime.session import OnnxSession, make_session
 
@@ -426,7 +426,7 @@ def baseline_doc(result: BenchResult) -> dict[str, Any]:
 
 
 def save_baseline(result: BenchResult, dest: str | Path) -> Path:
-    from onnxkit.core.files import write_text_atomic
+    from onnxkit.foundation.files import write_text_atomic
 
     write_text_atomic(dest, json.dumps(baseline_doc(result), indent=2) + "\n")
     result.saved_baseline = str(dest)
@@ -435,7 +435,7 @@ def save_baseline(result: BenchResult, dest: str | Path) -> Path:
 
 def load_baseline(path: str | Path) -> list[dict[str, Any]]:
     """The entries of a baseline file; anything malformed is exit 2 with what is wrong."""
-    from onnxkit.core.files import preflight
+    from onnxkit.foundation.files import preflight
 
     p = preflight(path, what="baseline file")
     try:
@@ -495,7 +495,7 @@ def compare_baseline(result: BenchResult, baseline: str | Path, max_regression_p
 def plot_latencies(result: BenchResult, dest: str | Path) -> Path:
     """PNG bar chart of p50 latency per batch size (whisker to p99), written atomically;
     drawn by the shared report plotter."""
-    from onnxkit.core.files import write_bytes_atomic
+    from onnxkit.foundation.files import write_bytes_atomic
     from onnxkit.reports.plots import latency_plot
 
     png = latency_plot([(e.name + (f" ({e.kind})" if e.is_source else ""), e.batch_size, e.stats.p50_ms, e.stats.p99_ms)
@@ -549,12 +549,12 @@ def run_bench(
     timeout: float | None = None,
 ) -> BenchResult:
     """Everything `onnxkit bench` does: check paths, build inputs, time, plot, gate."""
-    from onnxkit.core.data import random_feeds
-    from onnxkit.core.files import check_output_path
-    from onnxkit.core.onnx_io import load_onnx
-    from onnxkit.core.quantize_target import notes_for_models
-    from onnxkit.core.run import fallback_notes
-    from onnxkit.core.spec import merge_specs, parse_specs, specs_from_onnx
+    from onnxkit.foundation.data import random_feeds
+    from onnxkit.foundation.files import check_output_path
+    from onnxkit.foundation.onnx_io import load_onnx
+    from onnxkit.operations.quantize.target import notes_for_models
+    from onnxkit.operations.run import fallback_notes
+    from onnxkit.foundation.spec import merge_specs, parse_specs, specs_from_onnx
     from onnxkit.runtime.providers import parse_provider_options, plan_providers, provider_options_for
 
     if iterations is not None and duration is not None:
@@ -598,7 +598,7 @@ def run_bench(
         src = load_source(source, LoadOptions(trust=trust, inputs=user_specs))
     feeds_by_batch = {b: random_feeds(specs, batch=b, seed=seed) for b in sizes}
     if not trust:  # the exact inputs of the timing loop, contained first (see contained.rehearse)
-        from onnxkit.core.contained import rehearse
+        from onnxkit.runtime.contained import rehearse
 
         for m in models:
             rehearse(m, feeds_by_batch, _adapt_feeds, providers=chosen, provider_options=options, threads=threads,

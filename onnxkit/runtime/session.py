@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxkit.core.spec import InputSpec, index_bounds, outputs_from_onnx, specs_from_onnx, with_bounds
+from onnxkit.foundation.spec import InputSpec, index_bounds, outputs_from_onnx, specs_from_onnx, with_bounds
 from onnxkit.errors import ConversionError, EnvironmentProblem, InputError, UsageError, offered
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ def make_session(
     elif isinstance(model, bytes):
         src = model
     else:
-        from onnxkit.core.onnx_io import model_size_bytes
+        from onnxkit.foundation.onnx_io import model_size_bytes
 
         if model_size_bytes(model) > 1_800_000_000:
             raise UsageError("models over 2 GB must be given to ONNX Runtime by path")

@@ -239,7 +239,7 @@ def write_report(doc: dict, out: Path, findings: str = "") -> Path:
          "- Speed-up = source p50 / variant p50 (> 1: the ONNX model is faster). Throughput = batch / p50.",
          "- Accuracy: each variant against the source on real inputs never used for calibration (held-out digits; "
          "MiniLM: 20 real sentences, padded). MiniLM: cosine of mean-pooled sentence embeddings (mean, min) and max abs "
-         "difference over real tokens; classifiers: `onnxkit.core.compare` (max abs of scores, top-1 / label agreement) "
+         "difference over real tokens; classifiers: `onnxkit.foundation.compare` (max abs of scores, top-1 / label agreement) "
          "and the task accuracy on the held-out labels.",
          "- Size: the .onnx file; for the source, its weights file.", ""]
     L += ["## Goals", "", "| goal | measured | verdict |", "|---|---|---|"]

@@ -144,7 +144,7 @@ def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def accuracy(bundle: M.Bundle, ref: dict[str, np.ndarray], path: str) -> dict[str, Any]:
     """The variant's outputs on the bundle's real inputs against the source's."""
-    from onnxkit.core.compare import compare_once
+    from onnxkit.foundation.compare import compare_once
     from onnxkit.runtime.session import make_session
 
     sess = make_session(path)
@@ -280,7 +280,7 @@ def _summarize(role: str, doc: dict | None) -> dict:
 
 def bench_model(bundle: M.Bundle, title: str, plan: list[tuple], work: Path, iterations: int, warmup: int,
                 threads: int) -> ModelReport:
-    from onnxkit.core.spec import parse_specs
+    from onnxkit.foundation.spec import parse_specs
     from onnxkit.frameworks.base import LoadOptions
     from onnxkit.frameworks.registry import load_source
     from onnxkit.runtime.bench import bench_models
@@ -368,13 +368,13 @@ def _source_size(bundle: M.Bundle) -> int | None:
 # ---------------------------------------------------------------- the automatic choice
 
 def auto_available() -> str | None:
-    """None when onnxkit.core.autotune (behind `optimize --auto`, `quantize --mode auto`) is there, else why not."""
+    """None when onnxkit.operations.autotune (behind `optimize --auto`, `quantize --mode auto`) is there, else why not."""
     try:
-        from onnxkit.core import autotune
+        from onnxkit.operations import autotune
     except ImportError as exc:
-        return f"onnxkit.core.autotune not importable ({exc})"
+        return f"onnxkit.operations.autotune not importable ({exc})"
     missing = [f for f in ("auto_optimize", "auto_quantize") if not hasattr(autotune, f)]
-    return f"onnxkit.core.autotune lacks {', '.join(missing)}" if missing else None
+    return f"onnxkit.operations.autotune lacks {', '.join(missing)}" if missing else None
 
 
 def auto_plan(calibrated: bool, threads: int) -> list[tuple]:
@@ -471,7 +471,7 @@ def startup(runs: int) -> dict[str, float]:
 def machine() -> dict[str, Any]:
     import importlib.metadata as md
 
-    from onnxkit.core.hostfacts import host_facts
+    from onnxkit.foundation.hostfacts import host_facts
 
     host = host_facts()
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),

@@ -1,7 +1,7 @@
 """What every zoo family shares: the case record, the by-hand comparison with ONNX Runtime and
 the onnxkit subprocess.
 
-The by-hand comparison deliberately does not use onnxkit.core.compare: it is the yardstick
+The by-hand comparison deliberately does not use onnxkit.foundation.compare: it is the yardstick
 onnxkit is measured against, so it must not share onnxkit's bugs.
 """
 

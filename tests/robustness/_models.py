@@ -18,10 +18,12 @@ def _save(graph, path: Path) -> Path:
     return path
 
 
-def make_loop_onnx(path: Path, *, scale: int = 1) -> Path:
+def make_loop_onnx(path: Path, *, scale: int = 1, weighted: bool = False) -> Path:
     """y[0] = scale * max(|n|): a Loop that counts to the largest value of its input ``n[batch]``
     (int64), times ``scale``. A row holding 10**15 makes it run for days: a hang chosen by
-    the data (with scale 10**12, any input but zeros hangs)."""
+    the data (with scale 10**12, any input but zeros hangs). ``weighted``: the count then goes
+    through a MatMul with constant weights (y is [1, 4]), so quantize has work to do and
+    must run the model."""
     from onnx import TensorProto, helper, numpy_helper
 
     body = helper.make_graph(
@@ -39,12 +41,17 @@ def make_loop_onnx(path: Path, *, scale: int = 1) -> Path:
         [helper.make_node("Abs", ["n"], ["a"]),
          helper.make_node("ReduceMax", ["a"], ["m1"], keepdims=0),
          helper.make_node("Mul", ["m1", "scale"], ["m"]),
-         helper.make_node("Loop", ["m", "", "zero"], ["y"], body=body)],
+         helper.make_node("Loop", ["m", "", "zero"], ["y" if not weighted else "count"], body=body)],
         "loop_from_data",
         [helper.make_tensor_value_info("n", TensorProto.INT64, ["batch"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1] if not weighted else [1, 4])],
         [helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]), numpy_helper.from_array(np.array(scale, np.int64), "scale")],
     )
+    if weighted:
+        graph.node.extend([helper.make_node("Reshape", ["count", "row"], ["count2d"]),
+                           helper.make_node("MatMul", ["count2d", "w"], ["y"])])
+        graph.initializer.extend([numpy_helper.from_array(np.array([1, 1], np.int64), "row"),
+                                  numpy_helper.from_array(np.linspace(-1, 1, 4, dtype=np.float32).reshape(1, 4), "w")])
     return _save(graph, path)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxkit.core.compare import Comparator, Tolerance, compare_once
+from onnxkit.foundation.compare import Comparator, Tolerance, compare_once
 from onnxkit.errors import InputError
 
 

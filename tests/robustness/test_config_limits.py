@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from onnxkit.core.config import load_config
+from onnxkit.operations.config import load_config
 from tests.robustness.conftest import assert_one_line_error, make_linear_onnx, run_cli, snapshot
 
 

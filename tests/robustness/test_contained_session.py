@@ -154,7 +154,7 @@ def test_fixed_shape_models_run_and_validate(shape, tmp_path):
 # ---------------------------------------------------------------- --trust: the in-process path
 
 def test_trust_runs_in_process(hostile, tmp_path, monkeypatch):
-    from onnxkit.core import contained
+    from onnxkit.runtime import contained
 
     np.save(tmp_path / "in" / "small.npy", np.array([3, 7, 4], np.int64))
     r = run_cli("run", hostile["loop"], "--data", tmp_path / "in" / "small.npy", "-o", tmp_path / "contained.npy")
@@ -185,7 +185,7 @@ def test_timeout_must_be_positive(value, hostile, tmp_path):
 # ---------------------------------------------------------------- the worker itself
 
 def test_contained_session_answers_like_an_in_process_one(linear_onnx):
-    from onnxkit.core.contained import ContainedSession
+    from onnxkit.runtime.contained import ContainedSession
     from onnxkit.runtime.session import make_session
 
     x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
@@ -200,7 +200,7 @@ def test_contained_session_answers_like_an_in_process_one(linear_onnx):
 
 
 def test_a_bad_batch_does_not_kill_the_worker(linear_onnx):
-    from onnxkit.core.contained import ContainedSession
+    from onnxkit.runtime.contained import ContainedSession
     from onnxkit.errors import InputError
 
     with ContainedSession(linear_onnx) as s:
@@ -210,7 +210,7 @@ def test_a_bad_batch_does_not_kill_the_worker(linear_onnx):
 
 
 def test_session_build_limit(linear_onnx):
-    from onnxkit.core.contained import ContainedSession
+    from onnxkit.runtime.contained import ContainedSession
     from onnxkit.errors import InputError
 
     with pytest.raises(InputError, match="session-build limit of 0.001 s"):
@@ -218,7 +218,7 @@ def test_session_build_limit(linear_onnx):
 
 
 def test_worker_crash_names_the_signal_and_batch(hostile):
-    from onnxkit.core.contained import ContainedSession
+    from onnxkit.runtime.contained import ContainedSession
     from onnxkit.errors import InputError
 
     s = ContainedSession(hostile["loop"], timeout_s=30)
@@ -230,7 +230,7 @@ def test_worker_crash_names_the_signal_and_batch(hostile):
 
 
 def test_ctrl_c_kills_the_worker(hostile):
-    from onnxkit.core.contained import ContainedSession
+    from onnxkit.runtime.contained import ContainedSession
     from onnxkit.errors import Interrupted
 
     s = ContainedSession(hostile["loop"], timeout_s=60)
@@ -244,7 +244,7 @@ def test_ctrl_c_kills_the_worker(hostile):
 def test_resident_size_watch_for_device_providers(hostile, monkeypatch):
     """GPU providers cannot live under RLIMIT_AS (CUDA reserves address space at start-up):
     their worker's resident size is watched instead. Forced on here, on CPU."""
-    from onnxkit.core import contained
+    from onnxkit.runtime import contained
     from onnxkit.errors import InputError
 
     monkeypatch.setattr(contained, "_uses_device", lambda providers: True)
@@ -257,7 +257,7 @@ def test_resident_size_watch_for_device_providers(hostile, monkeypatch):
 
 
 def test_limits_chosen_per_provider():
-    from onnxkit.core.contained import DEFAULT_SESSION_TIMEOUT_S, ENGINE_BUILD_TIMEOUT_S, _uses_device, session_timeout_for
+    from onnxkit.runtime.contained import DEFAULT_SESSION_TIMEOUT_S, ENGINE_BUILD_TIMEOUT_S, _uses_device, session_timeout_for
 
     assert session_timeout_for(["CPUExecutionProvider"]) == DEFAULT_SESSION_TIMEOUT_S
     assert session_timeout_for(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]) == ENGINE_BUILD_TIMEOUT_S
@@ -268,7 +268,7 @@ def test_limits_chosen_per_provider():
 @pytest.mark.skipif("CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
                     reason="needs onnxruntime-gpu and a GPU")
 def test_cuda_worker_keeps_provider_options(linear_onnx):
-    from onnxkit.core.contained import ContainedSession
+    from onnxkit.runtime.contained import ContainedSession
     from onnxkit.runtime.providers import provider_options_for
 
     provs = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -294,12 +294,14 @@ def _alive(pid: int) -> bool:
 def test_pipeline_onnx_source_hang_is_contained(hostile, tmp_path, monkeypatch):
     """An untrusted ONNX source runs contained, and so does every step that runs the model
     it was copied to on the data (quantize measures its error there)."""
-    from onnxkit.core import contained
+    from onnxkit.runtime import contained
 
     monkeypatch.setattr(contained, "DEFAULT_BATCH_TIMEOUT_S", 2.0)
+    # Weighted, so that quantize has work to do and runs the model on the data.
+    source = make_loop_onnx(hostile["dir"] / "weighted.onnx", weighted=True)
     cfg = tmp_path / "in" / "onnxkit.toml"
     cfg.write_text("\n".join([
-        "[source]", f'path = "{hostile["loop"].as_posix()}"',
+        "[source]", f'path = "{source.as_posix()}"',
         "[validate]", f'data = "{hostile["hang_rows"].as_posix()}"',
         "[output]", f'dir = "{(tmp_path / "out").as_posix()}"',
         "[bench]", "enabled = false",
@@ -318,10 +320,11 @@ def test_pipeline_onnx_source_hang_is_contained(hostile, tmp_path, monkeypatch):
 def test_optimize_and_quantize_rehearse_the_input(command, hostile, tmp_path, monkeypatch):
     """They run the input in-process after a contained rehearsal on the same inputs: a model
     that hangs on any of them stops in the rehearsal."""
-    from onnxkit.core import contained
+    from onnxkit.runtime import contained
 
     monkeypatch.setattr(contained, "DEFAULT_BATCH_TIMEOUT_S", 2.0)
-    model = make_loop_onnx(hostile["dir"] / "always.onnx", scale=10**12)
+    # Weighted: a model with nothing to quantize is refused before anything runs it.
+    model = make_loop_onnx(hostile["dir"] / "always.onnx", scale=10**12, weighted=True)
     before = _snapshot(hostile["dir"])
     t0 = time.monotonic()
     r = run_cli(command[0], model, "-o", tmp_path / "out.onnx", *command[1:])
@@ -334,7 +337,8 @@ def test_optimize_and_quantize_rehearse_the_input(command, hostile, tmp_path, mo
 def test_validate_large_models_one_worker_at_a_time(linear_onnx, tmp_path, monkeypatch):
     """Models over the large-model threshold are validated one session after the other; both
     are contained, and no worker outlives the command."""
-    from onnxkit.core import contained, onnx_io
+    from onnxkit.runtime import contained
+    from onnxkit.foundation import onnx_io
 
     monkeypatch.setattr(onnx_io, "EXTERNAL_DATA_THRESHOLD", 16)
     started: list = []

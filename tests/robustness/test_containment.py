@@ -20,7 +20,7 @@ COMMANDS = {
 @pytest.fixture
 def probes(monkeypatch):
     """The models a contained worker was started for."""
-    from onnxkit.core.contained import ContainedSession
+    from onnxkit.runtime.contained import ContainedSession
 
     calls: list[str] = []
     real = ContainedSession.__init__

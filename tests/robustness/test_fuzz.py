@@ -71,8 +71,8 @@ def test_mutated_model_never_tracebacks(blob):
 @_SETTINGS
 @given(blob=mutated(_VALID_NPY))
 def test_mutated_data_never_tracebacks(blob):
-    from onnxkit.core.data import open_data
-    from onnxkit.core.spec import parse_specs
+    from onnxkit.foundation.data import open_data
+    from onnxkit.foundation.spec import parse_specs
     from onnxkit.errors import OnnxkitError
 
     with tempfile.TemporaryDirectory() as d:
@@ -99,7 +99,7 @@ def test_scaled_down_large_model_with_external_data(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from onnxkit.core.onnx_io import load_onnx, save_onnx
+    from onnxkit.foundation.onnx_io import load_onnx, save_onnx
 
     w = np.random.default_rng(0).standard_normal((1280, 4096)).astype(np.float32)  # 20 MiB
     graph = helper.make_graph(
@@ -124,8 +124,8 @@ def test_scaled_down_large_model_with_external_data(tmp_path):
 
 def test_npy_with_broken_header_is_an_input_error(tmp_path):
     """Found by the fuzzer: a NUL inside the header dict made numpy raise SyntaxError."""
-    from onnxkit.core.data import open_data
-    from onnxkit.core.spec import parse_specs
+    from onnxkit.foundation.data import open_data
+    from onnxkit.foundation.spec import parse_specs
     from onnxkit.errors import InputError
 
     p = tmp_path / "x.npy"

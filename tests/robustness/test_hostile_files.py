@@ -165,7 +165,7 @@ def test_hugging_face_style_symlinked_cache_is_accepted(tmp_path):
     os.symlink("../../blobs/2222", snap / "model.onnx.data")
     r = run_cli("inspect", snap / "model.onnx", "--json")
     assert r.code == 0, r
-    from onnxkit.core.onnx_io import load_onnx
+    from onnxkit.foundation.onnx_io import load_onnx
 
     loaded = load_onnx(snap / "model.onnx")
     w = numpy_helper.to_array(loaded.model.graph.initializer[0])
@@ -194,8 +194,8 @@ def _pickled_npz(path: Path, marker: Path) -> Path:
 
 @pytest.mark.parametrize("suffix", [".npy", ".npz"])
 def test_pickled_data_file_never_unpickled(tmp_path, suffix):
-    from onnxkit.core.data import open_data
-    from onnxkit.core.spec import parse_specs
+    from onnxkit.foundation.data import open_data
+    from onnxkit.foundation.spec import parse_specs
     from onnxkit.errors import OnnxkitError
 
     marker = tmp_path / "MARKER_payload_ran"

@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from onnxkit.core.npz_names import renaming_notes, safe_member_names
+from onnxkit.foundation.npz_names import renaming_notes, safe_member_names
 from tests.conftest import run_cli
 
 from ._models import make_named_outputs_onnx

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from onnxkit.core.files import atomic_output, check_output_path, write_text_atomic
+from onnxkit.foundation.files import atomic_output, check_output_path, write_text_atomic
 from onnxkit.errors import UsageError
 from tests.robustness.conftest import assert_one_line_error, make_linear_onnx, run_cli, snapshot
 

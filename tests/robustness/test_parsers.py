@@ -98,7 +98,7 @@ def _weights(folder):
 
 
 def test_casts_that_change_values_are_refused():
-    from onnxkit.core.casts import fit_dtype
+    from onnxkit.foundation.casts import fit_dtype
     from onnxkit.errors import InputError
 
     i64 = np.dtype(np.int64)

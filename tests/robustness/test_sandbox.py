@@ -7,7 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from onnxkit.core.sandbox import run_isolated, run_onnx_isolated
+from onnxkit.foundation.sandbox import run_isolated
+from onnxkit.runtime.contained import run_onnx_isolated
 from onnxkit.errors import InputError, UnsafeInput
 
 from . import _payloads as p

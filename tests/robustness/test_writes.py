@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from onnxkit.core.files import atomic_output, check_output_path, write_bytes_atomic
+from onnxkit.foundation.files import atomic_output, check_output_path, write_bytes_atomic
 from onnxkit.errors import EnvironmentProblem, Interrupted, UsageError
 
 
@@ -91,7 +91,7 @@ def test_disk_full_is_exit_3_and_keeps_previous(tmp_path):
     script = textwrap.dedent(f"""
         import resource, sys
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
-        from onnxkit.core.files import write_bytes_atomic
+        from onnxkit.foundation.files import write_bytes_atomic
         from onnxkit.errors import OnnxkitError
         try:
             write_bytes_atomic({str(dest)!r}, b"x" * (4 << 20))

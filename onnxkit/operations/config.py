@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxkit.core.config_checks import (
+from onnxkit.operations.config_checks import (
     MAX_CONFIG_BYTES,
     batch_problem,
     budget_problem,
@@ -277,13 +277,24 @@ def parse_gate_override(text: str) -> tuple[str, float | None]:
 
 def load_config(path: str | Path, gate_overrides: list[str] | None = None) -> PipelineConfig:
     """Read, check and resolve a pipeline config. Every problem is a ConfigError (exit 2)."""
-    import tomllib
-
-    from onnxkit.core.files import preflight
+    from onnxkit.foundation.files import preflight
 
     # Flag mistakes first: they are the cheapest to report.
     overrides = [parse_gate_override(item) for item in gate_overrides or []]
     cfg_path = preflight(path, what="config")
+    text, data = _read_toml(cfg_path)
+    sections = _resolve_sections(cfg_path, text, data)
+    _check_inputs_exist(cfg_path, text, sections)
+    gates = _gates(sections, overrides)
+    _check_combinations(cfg_path, text, sections, gates)
+    return PipelineConfig(path=cfg_path, sections=sections, gates=gates)
+
+
+def _read_toml(cfg_path: Path) -> tuple[str, dict[str, Any]]:
+    """The file's text and parsed TOML, with bounded size and nesting (a hostile config must
+    not take tomllib into a quadratic or recursive corner)."""
+    import tomllib
+
     if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{cfg_path.name} is {cfg_path.stat().st_size} bytes; a pipeline config is at most 1 MiB")
     try:
@@ -308,7 +319,11 @@ def load_config(path: str | Path, gate_overrides: list[str] | None = None) -> Pi
         msg = getattr(exc, "msg", None) or re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
         where = f"{cfg_path.name}:{line}" + (f":{col}" if col else "") if line else cfg_path.name
         raise ConfigError(f"{where}: invalid TOML: {msg}", hint="see the file written by `onnxkit init`") from None
+    return text, data
 
+
+def _resolve_sections(cfg_path: Path, text: str, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every section of the schema with its keys checked, coerced and paths resolved beside the config."""
     sections: dict[str, dict[str, Any]] = {}
     top_sections = sorted({s.split(".")[0] for s in SCHEMA})
     for name in data:
@@ -359,7 +374,10 @@ def load_config(path: str | Path, gate_overrides: list[str] | None = None) -> Pi
                     value = p if p.is_absolute() else cfg_path.parent / p
             values[key.name] = value
         sections[section] = values
+    return sections
 
+
+def _check_inputs_exist(cfg_path: Path, text: str, sections: dict[str, dict[str, Any]]) -> None:
     # Inputs are checked now: a typo'd path must fail in a second, not after an export.
     for section, key in (("source", "path"), ("source", "weights"), ("source", "sample"), ("validate", "data"),
                          ("quantize", "calib_data")):
@@ -373,6 +391,8 @@ def load_config(path: str | Path, gate_overrides: list[str] | None = None) -> Pi
                 hint="paths in the config are relative to the config file's folder",
             )
 
+
+def _gates(sections: dict[str, dict[str, Any]], overrides: list[tuple[str, float | None]]) -> dict[str, float]:
     gates: dict[str, float] = {}
     for k, v in sections["gates"].items():
         if v is not None:
@@ -385,6 +405,11 @@ def load_config(path: str | Path, gate_overrides: list[str] | None = None) -> Pi
             gates.pop(name, None)
         else:
             gates[name] = value
+    return gates
+
+
+def _check_combinations(cfg_path: Path, text: str, sections: dict[str, dict[str, Any]], gates: dict[str, float]) -> None:
+    """Keys that are fine alone but contradict each other (and fill optimize.mode's default)."""
     o = sections["optimize"]
     pinned = [k for k in ("preset", "level") if o[k] is not None] + (["fp16"] if o["fp16"] else [])
     if o["mode"] is None:
@@ -410,7 +435,6 @@ def load_config(path: str | Path, gate_overrides: list[str] | None = None) -> Pi
         raise ConfigError(f"{cfg_path.name}: gate max_latency_ms needs [bench] enabled = true")
     if any(g.startswith("max_error.") or g == "min_cosine" for g in gates) and not sections["validate"]["enabled"]:
         raise ConfigError(f"{cfg_path.name}: error gates need [validate] enabled = true")
-    return PipelineConfig(path=cfg_path, sections=sections, gates=gates)
 
 
 # --------------------------------------------------------------------------- template
@@ -516,9 +540,9 @@ def init_config(
     Refuses to overwrite an existing file unless ``force``; the write is atomic.
     """
     from onnxkit import __version__
-    from onnxkit.core.export import check_weights_options
-    from onnxkit.core.files import check_output_path, write_text_atomic
-    from onnxkit.core.spec import parse_specs
+    from onnxkit.operations.export import check_weights_options
+    from onnxkit.foundation.files import check_output_path, write_text_atomic
+    from onnxkit.foundation.spec import parse_specs
     from onnxkit.frameworks.base import LoadOptions
     from onnxkit.frameworks.registry import detect_framework, is_factory_ref, load_source
 

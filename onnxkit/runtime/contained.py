@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from onnxkit.core.sandbox import _limit_memory, _rebuild_error, _signal_name, machine_memory_mb
+from onnxkit.foundation.sandbox import (
+    DEFAULT_TIMEOUT_S, _limit_memory, _rebuild_error, _signal_name, machine_memory_mb, run_isolated,
+)
 from onnxkit.errors import EnvironmentProblem, InputError, Interrupted, OnnxkitError
 
 log = logging.getLogger(__name__)
@@ -394,3 +396,29 @@ def rehearse(
 
 __all__ = ["ContainedSession", "open_session", "rehearse", "DEFAULT_BATCH_TIMEOUT_S", "DEFAULT_SESSION_TIMEOUT_S",
            "ENGINE_BUILD_TIMEOUT_S", "default_memory_mb", "session_timeout_for"]
+
+
+def _run_onnx_child(
+    model_path: str, feeds: dict, providers: list[str] | None, custom_op_library: str | None,
+) -> dict:
+    from onnxkit.runtime.session import make_session
+
+    sess = make_session(model_path, providers=providers, custom_op_library=custom_op_library)
+    return sess.run(feeds)
+
+
+def run_onnx_isolated(
+    model_path: str | os.PathLike[str],
+    feeds: dict,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    memory_mb: int | None = None,
+    *,
+    providers: list[str] | None = None,
+    custom_op_library: str | None = None,
+) -> dict:
+    """Create an ONNX Runtime session for ``model_path`` and run it on ``feeds`` in a child
+    process; returns ``{output name: array}``. For models onnxkit did not produce itself."""
+    return run_isolated(
+        _run_onnx_child, str(model_path), feeds, providers, custom_op_library,
+        timeout_s=timeout_s, memory_mb=memory_mb, what=f"model {os.fspath(model_path)}",
+    )

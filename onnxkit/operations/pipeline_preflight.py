@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxkit.core.config import ConfigError, PipelineConfig
+from onnxkit.operations.config import ConfigError, PipelineConfig
 from onnxkit.errors import EnvironmentProblem, InputError, UnsafeInput, UsageError
 
 # A CSV up to this size is checked whole (csv runs at ~100 MB/s); a larger one is checked on
@@ -45,7 +45,7 @@ class Planned:
 
 
 def artifact_suffixes(cfg: PipelineConfig) -> list[str]:
-    from onnxkit.core.pipeline import _artifact_suffix
+    from onnxkit.operations.pipeline import _artifact_suffix
 
     out = [".onnx"]
     if cfg["optimize"]["enabled"]:
@@ -132,7 +132,7 @@ def _check_existing_target(w: Planned) -> None:
     if stat.S_ISDIR(mode):
         raise UsageError(f"{w.role} {w.path} is a directory, expected a file path")
     if not stat.S_ISREG(mode):
-        from onnxkit.core.files import special_kind
+        from onnxkit.foundation.files import special_kind
 
         raise UsageError(f"{w.role} {w.path} is {special_kind(mode)}, not a regular file; refusing to write to it")
 
@@ -155,15 +155,15 @@ def _check_folder(folder: Path, what: str) -> None:
 
 def check_data_file(path: Path) -> None:
     """Exists, readable, a supported kind, and its header and first rows parse."""
-    from onnxkit.core.data import DATA_SUFFIXES, _open_npy
-    from onnxkit.core.files import preflight
+    from onnxkit.foundation.data import DATA_SUFFIXES, _open_npy
+    from onnxkit.foundation.files import preflight
 
     p = preflight(path, what="data file")
     suffix = p.suffix.lower()
     if suffix not in DATA_SUFFIXES:
         raise UsageError(f"unsupported data file {p.name}; use one of {', '.join(DATA_SUFFIXES)}")
     if suffix == ".csv":
-        from onnxkit.core.csv_scan import check_csv
+        from onnxkit.foundation.csv_scan import check_csv
 
         rows = check_csv(p, max_rows=None if p.stat().st_size <= FULL_CSV_SCAN_BYTES else FIRST_ROWS)
         if rows == 0:
@@ -230,8 +230,8 @@ def _check_parquet(path: Path) -> None:
 
 def _check_random_inputs(cfg: PipelineConfig) -> None:
     """With specs in the config, the largest random batch must fit before export starts."""
-    from onnxkit.core.data import check_random_size, concrete_shape
-    from onnxkit.core.spec import parse_specs
+    from onnxkit.foundation.data import check_random_size, concrete_shape
+    from onnxkit.foundation.spec import parse_specs
 
     specs = parse_specs(cfg["source"]["inputs"])
     if not specs:
@@ -272,8 +272,8 @@ def preflight_pipeline(cfg: PipelineConfig, report_dir: Path, *, junit: Path | N
             continue
         try:
             if key == "sample":  # read as CSV whatever its name, on its first 1000 rows, as export does
-                from onnxkit.core.csv_scan import check_csv
-                from onnxkit.core.files import preflight
+                from onnxkit.foundation.csv_scan import check_csv
+                from onnxkit.foundation.files import preflight
 
                 check_csv(preflight(value, what="sample CSV"), max_rows=1000)
             else:

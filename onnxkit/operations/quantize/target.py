@@ -109,7 +109,7 @@ def native_target(facts: Any = None) -> str:
     be read. A CPU with AVX-VNNI but no AVX-512 (Alder Lake) gets avx2: there is no closer
     target, and 7-bit weights are safe on it."""
     if facts is None:
-        from onnxkit.core.hostfacts import host_facts
+        from onnxkit.foundation.hostfacts import host_facts
 
         facts = host_facts()
     if facts.is_arm:
@@ -264,7 +264,7 @@ def host_warnings(metadata: dict[str, str], facts: Any = None) -> list[str]:
     if name not in PARAMS:
         return []
     if facts is None:
-        from onnxkit.core.hostfacts import host_facts
+        from onnxkit.foundation.hostfacts import host_facts
 
         facts = host_facts()
     target = Target(given, PARAMS[name])

@@ -470,7 +470,7 @@ class Comparator:
         return None  # the output's shape and dtype decide
 
     def _pair(self, ref: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> list[tuple[str, str]]:
-        from onnxkit.core.mapping import pair_ports, port_of_array
+        from onnxkit.foundation.mapping import pair_ports, port_of_array
 
         if len(ref) != len(cand) and not self.output_map:
             raise InputError(

@@ -94,7 +94,7 @@ def _memory_bytes() -> int | None:
 
 
 def machine_info() -> dict[str, Any]:
-    from onnxkit.core.hostfacts import host_facts
+    from onnxkit.foundation.hostfacts import host_facts
     from onnxkit.results import fmt_bytes
 
     host = host_facts()
@@ -114,7 +114,7 @@ def machine_info() -> dict[str, Any]:
 
 def onnx_opsets(path: str | Path) -> dict[str, int]:
     """Opset per domain of an ONNX file, read without its external data."""
-    from onnxkit.core.onnx_io import load_onnx
+    from onnxkit.foundation.onnx_io import load_onnx
 
     try:
         model = load_onnx(path, load_external=False, allow_custom_domains=True).model
@@ -124,7 +124,7 @@ def onnx_opsets(path: str | Path) -> dict[str, int]:
 
 
 def artifact(role: str, path: str | Path, *, digest: str | None = None) -> Artifact:
-    from onnxkit.core.files import sha256_file
+    from onnxkit.foundation.files import sha256_file
 
     p = Path(path)
     size = p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else 0

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxkit.core.files import check_output_path
+from onnxkit.foundation.files import check_output_path
 from onnxkit.errors import ConversionError, OnnxkitError, UsageError
 from onnxkit.results import Result, Table, fmt_bytes, fmt_num
 
@@ -180,9 +180,9 @@ def _work_folder(out: Path) -> tempfile.TemporaryDirectory:
 
 def _rehearse_input(model_path, graph, specs: list, batch_sizes, seed: int, *, data: Any = None) -> None:
     """The untrusted input, contained, on the inputs it is about to be validated and timed with
-    in this process (see sandbox.probe_model_file)."""
-    from onnxkit.core.data import random_feeds
-    from onnxkit.core.sandbox import probe_model_file
+    in this process (see rehearse.probe_model_file)."""
+    from onnxkit.foundation.data import random_feeds
+    from onnxkit.operations.rehearse import probe_model_file
 
     timing = [random_feeds(specs, batch=b, seed=seed) for b in batch_sizes]  # as _time builds them
     probe_model_file(model_path, graph, data=data, extra=timing)
@@ -192,7 +192,7 @@ def _time(result: AutoResult, cands: list[Candidate], specs: list, *, source: An
           trust: bool) -> None:
     """Time every eligible candidate (and the source) interleaved; then a run-off among the
     near-best; fill p50s and speed-ups."""
-    from onnxkit.core.data import random_feeds
+    from onnxkit.foundation.data import random_feeds
     from onnxkit.runtime.bench import bench_models
 
     timed = [c for c in cands if c.eligible and c.same_as is None]
@@ -274,7 +274,7 @@ def choose(cands: list[Candidate], batch: int, *, allow_input: bool = True) -> C
 
 
 def _write_chosen(chosen: Candidate, out: Path, trust: bool) -> None:
-    from onnxkit.core.onnx_io import load_onnx, save_onnx
+    from onnxkit.foundation.onnx_io import load_onnx, save_onnx
 
     loaded = load_onnx(chosen.path, trust=trust)
     save_onnx(loaded.model, out)
@@ -367,10 +367,10 @@ def auto_optimize(
     fastest. ``source`` (a loaded SourceModel) is timed alongside, for the notes.
     ``write_input=False``: when the input wins, write nothing (the pipeline then keeps its
     previous artifact)."""
-    from onnxkit.core.compare import make_tolerance
-    from onnxkit.core.onnx_io import load_onnx
-    from onnxkit.core.optimize import file_size, optimize_model, validate_pair
-    from onnxkit.core.spec import specs_from_onnx
+    from onnxkit.foundation.compare import make_tolerance
+    from onnxkit.foundation.onnx_io import load_onnx
+    from onnxkit.operations.optimize import file_size, optimize_model, validate_pair
+    from onnxkit.foundation.spec import specs_from_onnx
 
     if iterations < 1:
         raise UsageError("--iterations must be at least 1")
@@ -381,7 +381,7 @@ def auto_optimize(
     specs = specs_from_onnx(loaded.model)
     ds = None
     if data is not None:
-        from onnxkit.core.data import open_data
+        from onnxkit.foundation.data import open_data
 
         ds = open_data(data, specs)
     res = AutoResult(command="optimize", model=str(model_path), output=str(out), stage="optimize",
@@ -487,11 +487,11 @@ def auto_quantize(
     The float input competes too (quantized int8 is slower on some CPUs and for tiny
     models); ``require_quantized`` keeps the fastest quantized one instead. The result
     fails (exit 1) when no quantized variant meets the budget."""
-    from onnxkit.core.onnx_io import load_onnx
-    from onnxkit.core.optimize import file_size
-    from onnxkit.core.quantize import METRICS, default_budget, quantize_model, random_budget_note
-    from onnxkit.core.quantize_target import host_note, resolve_target
-    from onnxkit.core.spec import specs_from_onnx
+    from onnxkit.foundation.onnx_io import load_onnx
+    from onnxkit.operations.optimize import file_size
+    from onnxkit.operations.quantize import METRICS, default_budget, quantize_model, random_budget_note
+    from onnxkit.operations.quantize.target import host_note, resolve_target
+    from onnxkit.foundation.spec import specs_from_onnx
 
     if metric not in METRICS:
         raise UsageError(f"unknown --metric {metric!r}; choose from {', '.join(METRICS)}")

@@ -162,32 +162,6 @@ def run_isolated(
     raise InputError(f"{what}: {name}: {text}" if text else f"{what}: {name}")
 
 
-def _run_onnx_child(
-    model_path: str, feeds: dict, providers: list[str] | None, custom_op_library: str | None,
-) -> dict:
-    from onnxkit.runtime.session import make_session
-
-    sess = make_session(model_path, providers=providers, custom_op_library=custom_op_library)
-    return sess.run(feeds)
-
-
-def run_onnx_isolated(
-    model_path: str | os.PathLike[str],
-    feeds: dict,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-    memory_mb: int | None = None,
-    *,
-    providers: list[str] | None = None,
-    custom_op_library: str | None = None,
-) -> dict:
-    """Create an ONNX Runtime session for ``model_path`` and run it on ``feeds`` in a child
-    process; returns ``{output name: array}``. For models onnxkit did not produce itself."""
-    return run_isolated(
-        _run_onnx_child, str(model_path), feeds, providers, custom_op_library,
-        timeout_s=timeout_s, memory_mb=memory_mb, what=f"model {os.fspath(model_path)}",
-    )
-
-
 def machine_memory_mb() -> int | None:
     try:
         return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20)
@@ -195,65 +169,4 @@ def machine_memory_mb() -> int | None:
         return None
 
 
-def probe_untrusted_model(
-    model_path: str | os.PathLike[str],
-    feeds: dict,
-    *,
-    providers: list[str] | None = None,
-    provider_options: dict[str, dict[str, str]] | None = None,
-    custom_op_library: str | None = None,
-    timeout_s: float | None = None,
-) -> None:
-    """Load and run an untrusted model once, on ``feeds``, in a contained worker (see
-    :mod:`onnxkit.core.contained`): a crash, a hang past ``timeout_s`` or an allocation past
-    the memory limit is one clean error instead of the end of onnxkit (or the machine)."""
-    from onnxkit.core.contained import ContainedSession
-
-    with ContainedSession(model_path, providers=providers, provider_options=provider_options,
-                          custom_op_library=custom_op_library, timeout_s=timeout_s) as sess:
-        sess.run(feeds)
-
-
-# The inputs optimize/quantize/autotune generate to validate and time a model
-# (optimize.validate_pair and latency_feeds): the rehearsal uses the very same ones.
-_MEASURE_BATCHES = (1, 4)
-_MEASURE_SEQS = (16, 32)
-
-
-def probe_model_file(model_path: str | os.PathLike[str], model: object | None = None, *, data: object | None = None,
-                     extra: list[dict] | None = None, timeout_s: float | None = None) -> None:
-    """Rehearse an untrusted input model before optimize/quantize/autotune run it in-process:
-    one contained worker runs it on the seeded random inputs those commands validate and time
-    with (and on every batch of ``data``, an open DataSource, when they use one). ONNX Runtime
-    on the same model and inputs takes the same paths, so a hang or an allocation bomb on
-    those inputs is caught here. ``model``: the already-parsed graph, to avoid parsing again."""
-    from onnxkit.core.contained import ContainedSession
-    from onnxkit.core.data import random_feeds
-    from onnxkit.core.spec import specs_from_onnx
-    from onnxkit.core.validate import input_sets
-
-    if model is None:
-        import onnx
-
-        model = onnx.load(os.fspath(model_path), load_external_data=False)
-    specs = specs_from_onnx(model)
-    with ContainedSession(model_path, timeout_s=timeout_s) as sess:
-        sess.run(random_feeds(specs, batch=1, seq=32, seed=0), where="random inputs (batch 1, seq 32)")  # latency feeds
-        for label, feeds in input_sets(specs, batch_sizes=_MEASURE_BATCHES, seq_lens=_MEASURE_SEQS):
-            sess.run(feeds, where=label.replace("random batch=", "random inputs, batch "))
-        for feeds in extra or []:
-            sess.run(feeds, where="random timing inputs")
-        if data is not None:
-            if isinstance(data, (str, os.PathLike)):
-                from onnxkit.core.data import open_data
-
-                data = open_data(data, specs)
-            start = 1
-            for label, feeds in input_sets(specs, data=data, batch_sizes=_MEASURE_BATCHES):
-                rows = next(iter(feeds.values())).shape[0] if feeds else 1
-                sess.run(feeds, where=f"{label} (rows {start}-{start + rows - 1})")
-                start += rows
-
-
-__all__ = ["run_isolated", "run_onnx_isolated", "probe_untrusted_model", "probe_model_file", "machine_memory_mb",
-           "DEFAULT_TIMEOUT_S"]
+__all__ = ["run_isolated", "machine_memory_mb", "DEFAULT_TIMEOUT_S"]

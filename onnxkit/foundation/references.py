@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxkit.core.files import atomic_output, preflight
+from onnxkit.foundation.files import atomic_output, preflight
 from onnxkit.errors import InputError, UnsafeInput
 
 FORMAT = "onnxkit-references"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxkit.core.data import Feeds, check_feeds, open_data, random_feeds
-from onnxkit.core.files import atomic_output, check_output_path
-from onnxkit.core.npz_names import renaming_notes, safe_member_names
+from onnxkit.foundation.data import Feeds, check_feeds, open_data, random_feeds
+from onnxkit.foundation.files import atomic_output, check_output_path
+from onnxkit.foundation.npz_names import renaming_notes, safe_member_names
 from onnxkit.errors import InputError, UsageError
 from onnxkit.results import Result, Table, fmt_num
 
@@ -365,12 +365,12 @@ def run_model(
     progress: Progress | None = None,
 ) -> RunResult:
     """Run ``model`` with ONNX Runtime and optionally write the outputs; see ``onnxkit run``."""
-    from onnxkit.core.onnx_io import load_onnx
-    from onnxkit.core.quantize_target import notes_for_model
-    from onnxkit.core.spec import merge_specs, parse_specs, specs_from_onnx
+    from onnxkit.foundation.onnx_io import load_onnx
+    from onnxkit.operations.quantize.target import notes_for_model
+    from onnxkit.foundation.spec import merge_specs, parse_specs, specs_from_onnx
     from onnxkit.runtime.providers import check_active, parse_provider_options, plan_providers, provider_options_for
-    from onnxkit.core.contained import open_session
-    from onnxkit.core.validate import fixed_batch
+    from onnxkit.runtime.contained import open_session
+    from onnxkit.operations.validate import fixed_batch
     from onnxkit.runtime.session import resolve_provider
 
     if batch_size is not None and batch_size < 1:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxkit.core.files import preflight
-from onnxkit.core.onnx_io import _iter_graphs, _tensor_nbytes, load_onnx
-from onnxkit.core.onnx_walk import iter_tensors
-from onnxkit.core.spec import outputs_from_onnx, specs_from_onnx
+from onnxkit.foundation.files import preflight
+from onnxkit.foundation.onnx_io import _iter_graphs, _tensor_nbytes, load_onnx
+from onnxkit.foundation.onnx_walk import iter_tensors
+from onnxkit.foundation.spec import outputs_from_onnx, specs_from_onnx
 from onnxkit.results import Result, Table, fmt_bytes
 
 
@@ -89,7 +89,7 @@ def check_model_file(path: Path, external_files: list[str] | None = None, *, tru
     rule accepts (symlinked cache layouts); such models are checked in memory instead."""
     import onnx
 
-    from onnxkit.core.onnx_io import EXTERNAL_DATA_THRESHOLD, load_onnx, model_size_bytes
+    from onnxkit.foundation.onnx_io import EXTERNAL_DATA_THRESHOLD, load_onnx, model_size_bytes
 
     problems: list[str] = []
     linked = any((path.parent / f).is_symlink() for f in external_files or [])

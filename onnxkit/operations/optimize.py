@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxkit.core.files import check_output_path
-from onnxkit.core.onnx_io import load_onnx, save_onnx
+from onnxkit.foundation.files import check_output_path
+from onnxkit.foundation.onnx_io import load_onnx, save_onnx
 from onnxkit.errors import ConversionError, UsageError
 from onnxkit.results import Result, Table, fmt_bytes, fmt_num
 
@@ -46,7 +46,7 @@ def file_size(path: str | os.PathLike[str], external: list[str] | None = None) -
 def interleaved_latency(models: list[Any], feeds: dict, *, rounds: int = 10, warmup: int = 2, threads: int | None = None) -> list[float]:
     """Median milliseconds per run of each model, timed interleaved by the bench core so
     that load from other processes hits every model alike."""
-    from onnxkit.core.data import feeds_rows
+    from onnxkit.foundation.data import feeds_rows
     from onnxkit.runtime.bench import bench_models
 
     batch = feeds_rows(feeds)
@@ -56,7 +56,7 @@ def interleaved_latency(models: list[Any], feeds: dict, *, rounds: int = 10, war
 
 
 def latency_feeds(specs: list, *, batch: int = 1, seq: int = 32, seed: int = 0) -> dict:
-    from onnxkit.core.data import random_feeds
+    from onnxkit.foundation.data import random_feeds
 
     return random_feeds(specs, batch=batch, seq=seq, seed=seed)
 
@@ -74,7 +74,7 @@ def validate_pair(reference: Any, candidate: Any, specs: list, tolerance: Any, *
                   ref_name: str = "input", cand_name: str = "output") -> Any:
     """Run both models on the same batches (the user's data, else seeded random inputs at two
     batch sizes) through the shared validator."""
-    from onnxkit.core.validate import onnx_predict, validate_models
+    from onnxkit.operations.validate import onnx_predict, validate_models
     from onnxkit.runtime.session import make_session
 
     ref = make_session(reference)
@@ -213,8 +213,8 @@ def optimize_model(
     probe: bool = False,
 ) -> OptimizeResult:
     from onnxkit import passes as P
-    from onnxkit.core.compare import make_tolerance
-    from onnxkit.core.spec import specs_from_onnx
+    from onnxkit.foundation.compare import make_tolerance
+    from onnxkit.foundation.spec import specs_from_onnx
 
     if level is not None and level not in LEVELS:
         raise UsageError(f"unknown --level {level!r}; choose from {', '.join(LEVELS)}")
@@ -232,7 +232,7 @@ def optimize_model(
     # Graph first: whether the weights may be loaded at all depends on their size.
     loaded = load_onnx(model_path, trust=trust, load_external=False)
     if probe:  # an untrusted input runs once in a contained child before ORT loads it here
-        from onnxkit.core.sandbox import probe_model_file
+        from onnxkit.operations.rehearse import probe_model_file
 
         probe_model_file(model_path, loaded.model)
     if is_large(loaded.model):
@@ -341,7 +341,7 @@ def _optimize_large(loaded: Any, output: str | os.PathLike[str], chosen: list, *
     import tempfile
 
     from onnxkit import passes as P
-    from onnxkit.core.spec import specs_from_onnx
+    from onnxkit.foundation.spec import specs_from_onnx
     from onnxkit.passes.large import load_graph, ort_optimize_file, save_streaming
 
     if fp16 or transformer:
@@ -435,7 +435,7 @@ def validate_pair_sequential(reference: str, candidate: str, specs: list, tolera
     opens, so two large models never hold their weights side by side."""
     import gc
 
-    from onnxkit.core.validate import input_sets, validate_models
+    from onnxkit.operations.validate import input_sets, validate_models
     from onnxkit.runtime.session import make_session
 
     ref = make_session(reference)

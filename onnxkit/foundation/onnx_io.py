@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxkit.core.files import atomic_output, describe_magic, preflight, read_head
-from onnxkit.core.onnx_walk import iter_graphs, iter_nodes, iter_sparse, iter_tensors
+from onnxkit.foundation.files import atomic_output, describe_magic, preflight, read_head
+from onnxkit.foundation.onnx_walk import iter_graphs, iter_nodes, iter_sparse, iter_tensors
 from onnxkit.errors import EnvironmentProblem, InputError, UnsafeInput, offered
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def _check_external_data(model, model_path: Path, trust: bool, problems: list[st
     with every symlink followed, lies inside one of :func:`_allowed_roots`; it is a regular
     file with a single hard link (a second link may be a file from anywhere on the disk);
     and it is long enough for offset + length of the tensor. Every tensor-bearing field is
-    visited (:mod:`onnxkit.core.onnx_walk`). A ``length`` that disagrees with the tensor's
+    visited (:mod:`onnxkit.foundation.onnx_walk`). A ``length`` that disagrees with the tensor's
     size is appended to ``problems`` when given (``inspect`` reports it), else refused.
     """
     from onnx import external_data_helper

@@ -83,8 +83,8 @@ def tol_problem(dotted: str, entry: str) -> str | None:
 
 def batch_problem(dotted: str, sizes: list[int]) -> str | None:
     """A batch size whose random inputs cannot fit whatever the model, since a row is at least
-    a byte (the same budget as :func:`onnxkit.core.data.check_random_size`)."""
-    from onnxkit.core.data import memory_bytes, random_input_budget
+    a byte (the same budget as :func:`onnxkit.foundation.data.check_random_size`)."""
+    from onnxkit.foundation.data import memory_bytes, random_input_budget
     from onnxkit.results import fmt_bytes
 
     for b in sizes:

@@ -17,17 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxkit.core.config import PipelineConfig
-from onnxkit.core.provenance import Provenance
+from onnxkit.operations.config import PipelineConfig
+from onnxkit.operations.provenance import Provenance
 from onnxkit.errors import EXIT_CHECK_FAILED, EXIT_OK, Interrupted, OnnxkitError
 
-# Rendering lives in reports/; junit_cases and the rest stay importable from here.
-from onnxkit.reports.pipeline_md import (  # noqa: F401
-    gate_condition,
-    junit_cases,
-    pipeline_junit,
-    pipeline_markdown,
-)
+from onnxkit.operations.gate_text import gate_condition
 from onnxkit.results import Result, Table, fmt_bytes, fmt_num, to_jsonable
 
 log = logging.getLogger(__name__)
@@ -179,8 +173,8 @@ class _Run:
     # -- export
 
     def export(self) -> None:
-        from onnxkit.core.export import export_model
-        from onnxkit.core.spec import parse_specs
+        from onnxkit.operations.export import export_model
+        from onnxkit.foundation.spec import parse_specs
         from onnxkit.frameworks.base import LoadOptions
         from onnxkit.frameworks.registry import load_source
 
@@ -209,9 +203,9 @@ class _Run:
     # -- validate
 
     def validate(self, step: str, role: str, path: Path, preset: str, min_cosine: float | None = None) -> None:
-        from onnxkit.core.compare import make_tolerance
-        from onnxkit.core.data import open_data
-        from onnxkit.core.validate import validate_models
+        from onnxkit.foundation.compare import make_tolerance
+        from onnxkit.foundation.data import open_data
+        from onnxkit.operations.validate import validate_models
         from onnxkit.runtime.session import make_session
 
         v = self.cfg["validate"]
@@ -246,7 +240,7 @@ class _Run:
     # -- optimize
 
     def optimize(self, model: Path) -> None:
-        from onnxkit.core.optimize import optimize_model
+        from onnxkit.operations.optimize import optimize_model
 
         o = self.cfg["optimize"]
         out = self.cfg.output_dir / f"{self.cfg['output']['name']}.opt.onnx"
@@ -278,7 +272,7 @@ class _Run:
                 "probe": not self.cfg["source"]["trust"]}
 
     def _auto_optimize(self, rec: StepRecord, model: Path, out: Path) -> None:
-        from onnxkit.core.autotune import auto_optimize
+        from onnxkit.operations.autotune import auto_optimize
 
         v = self.cfg["validate"]
         res = auto_optimize(model, out, data=v["data"], tol=v["tol"], rtol=v["rtol"], **self._auto_args())
@@ -297,7 +291,7 @@ class _Run:
     # -- quantize
 
     def quantize(self, model: Path) -> None:
-        from onnxkit.core.quantize import quantize_model
+        from onnxkit.operations.quantize import quantize_model
 
         q = self.cfg["quantize"]
         out = self.cfg.output_dir / f"{self.cfg['output']['name']}.{_artifact_suffix(q['mode'])}.onnx"
@@ -326,7 +320,7 @@ class _Run:
                 rec.reason += "; accuracy budget missed"
             self.artifacts.append(("quantized", out, "validate quantized"))
 
-        from onnxkit.core.quantize_checks import skip_when_nothing_quantized
+        from onnxkit.operations.quantize.checks import skip_when_nothing_quantized
 
         self._record("quantize", skip_when_nothing_quantized(run, SKIPPED))
 
@@ -342,7 +336,7 @@ class _Run:
         return budget
 
     def _auto_quantize(self, rec: StepRecord, model: Path, out: Path) -> None:
-        from onnxkit.core.autotune import auto_quantize
+        from onnxkit.operations.autotune import auto_quantize
 
         q = self.cfg["quantize"]
         data = self.cfg["validate"]["data"]
@@ -367,7 +361,7 @@ class _Run:
     # -- bench
 
     def bench(self) -> None:
-        from onnxkit.core.data import random_feeds
+        from onnxkit.foundation.data import random_feeds
         from onnxkit.runtime.bench import bench_models
         from onnxkit.runtime.session import make_session
 
@@ -494,7 +488,7 @@ def _bench_missing(bench: StepRecord | None) -> str:
 def run_pipeline(cfg: PipelineConfig, *, progress: Progress | None = None) -> PipelineResult:
     """Run every configured step; evaluate gates; collect provenance. Reports are written
     by :func:`write_reports` so a caller can choose where."""
-    from onnxkit.core import provenance as prov
+    from onnxkit.operations import provenance as prov
 
     t0 = time.perf_counter()
     run = _Run(cfg, progress)
@@ -583,50 +577,6 @@ def validation_stages(res: PipelineResult) -> list[tuple[str, list[dict[str, Any
     return out
 
 
-def write_reports(res: PipelineResult, report_dir: Path, *, junit: Path | None = None,
-                  step_summary: Path | None = None) -> dict[str, str]:
-    """JSON, JUnit XML, Markdown and HTML into ``report_dir``; ``junit`` is an extra JUnit
-    copy where CI expects it; ``step_summary`` gets the Markdown appended."""
-    from onnxkit.core.files import write_text_atomic
-    from onnxkit.reports import html as html_report
-    from onnxkit.reports.render import to_json
-
-    from onnxkit.errors import EnvironmentProblem
-
-    try:
-        report_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EnvironmentProblem(f"cannot create the report folder {report_dir}: {exc.strerror}") from None
-    res.report_dir = str(report_dir)
-    paths = {
-        "json": report_dir / "pipeline.json",
-        "junit": report_dir / "junit.xml",
-        "markdown": report_dir / "summary.md",
-        "html": report_dir / "report.html",
-    }
-    res.reports = {k: str(v) for k, v in paths.items()}
-    if junit is not None:
-        res.reports["junit (--junit)"] = str(junit)
-    markdown = pipeline_markdown(res)
-    junit_xml = pipeline_junit(res)
-    write_text_atomic(paths["markdown"], markdown)
-    write_text_atomic(paths["junit"], junit_xml)
-    if junit is not None:
-        junit.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(junit, junit_xml)
-    write_text_atomic(paths["html"], html_report.pipeline_html(res))
-    if step_summary is not None:
-        # Appended, not replaced: other steps of the same job write their own summaries.
-        try:
-            with open(step_summary, "a", encoding="utf-8") as f:
-                f.write(markdown + "\n")
-            res.reports["github step summary"] = str(step_summary)
-        except OSError as exc:  # the summary is a courtesy; the files above are the record
-            res.notes.append(f"could not append to $GITHUB_STEP_SUMMARY ({step_summary}): {exc.strerror}")
-    write_text_atomic(paths["json"], to_json(res))
-    return res.reports
-
-
 def _validate_new_artifact(run: _Run, before: int, current: Path, step: str, role: str, validate_on: bool,
                            validate_args: tuple, *, kept: str) -> Path:
     """After an optimize or quantize step: validate the artifact it produced (or say why its
@@ -646,7 +596,7 @@ def _validate_new_artifact(run: _Run, before: int, current: Path, step: str, rol
 
 def _has_runtime_fusions(path: Path) -> bool:
     """Does the graph hold ONNX Runtime's CPU fusions (com.microsoft Fused*, NCHWc ops)?"""
-    from onnxkit.core.onnx_io import _iter_graphs, load_onnx
+    from onnxkit.foundation.onnx_io import _iter_graphs, load_onnx
 
     graph = load_onnx(path, load_external=False).model.graph
     return any(

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from onnxkit import __version__
-from onnxkit.core.compare import Tolerance
-from onnxkit.core.files import check_output_path, sha256_file
-from onnxkit.core.validate import DEFAULT_BATCH_SIZES, ValidationResult, validate_models
+from onnxkit.foundation.compare import Tolerance
+from onnxkit.foundation.files import check_output_path, sha256_file
+from onnxkit.operations.validate import DEFAULT_BATCH_SIZES, ValidationResult, validate_models
 from onnxkit.errors import ConversionError, Interrupted, UsageError
 from onnxkit.frameworks.base import LoadOptions, SourceModel
 from onnxkit.results import Result, Table, fmt_bytes
@@ -119,13 +119,52 @@ def add_metadata(model, entries: dict[str, str]) -> None:
 
 
 def _checker_problems(path: Path) -> list[str]:
-    from onnxkit.core.inspect import check_model_file
+    from onnxkit.operations.inspect import check_model_file
 
     return check_model_file(path, [f.name for f in path.parent.iterdir() if f != path])
 
 
 def _io_dicts(specs) -> list[dict[str, Any]]:
     return [s.to_dict() for s in specs]
+
+
+def _stamp(model: Any, model_src: SourceModel, outcome: Any, source: str | Path, options: LoadOptions) -> str:
+    """Provenance in the model's own metadata; returns the source's digest."""
+    digest = source_digest(source, options)
+    add_metadata(model, {
+        "onnxkit.version": __version__,
+        "onnxkit.source_framework": model_src.framework,
+        "onnxkit.source_framework_version": model_src.framework_version,
+        "onnxkit.source_sha256": digest,
+        "onnxkit.source_name": Path(str(source)).name,
+        "onnxkit.exporter": outcome.exporter,
+        "onnxkit.input_spec": json.dumps([s.to_dict() for s in (options.inputs or model_src.input_specs)]),
+    })
+    return digest
+
+
+def _validate_staged(result: ExportResult, staged: Path, model_src: SourceModel, out: Path, *,
+                     tolerance: Tolerance | None, batch_sizes: tuple[int, ...], seed: int, data: str | Path | None) -> None:
+    """The staged file against its source, on random rows or the user's ``data``."""
+    from onnxkit.foundation.data import open_data
+    from onnxkit.runtime.session import make_session
+
+    session = make_session(staged)
+    result.validation = validate_models(
+        model_src.predict,
+        session.run,
+        session.input_specs,
+        tolerance=tolerance or Tolerance(),
+        reference_name=f"{model_src.framework} {Path(result.source).name}",
+        candidate_name=out.name,
+        batch_sizes=batch_sizes,
+        seed=seed,
+        data=open_data(data, session.input_specs) if data is not None else None,
+    )
+    result.validation.command = "export"
+    result.passed = result.validation.passed
+    if not result.passed:
+        result.notes.append(f"validation failed; {out} was written so you can inspect it")
 
 
 def export_model(
@@ -145,11 +184,9 @@ def export_model(
     The file is written even when validation fails (the result says so); when anything
     raises, no file is left behind and a previous ``output`` stays as it was.
     """
-    from onnxkit.core.data import open_data
-    from onnxkit.core.onnx_io import save_onnx
-    from onnxkit.core.spec import outputs_from_onnx, specs_from_onnx
+    from onnxkit.foundation.onnx_io import save_onnx
+    from onnxkit.foundation.spec import outputs_from_onnx, specs_from_onnx
     from onnxkit.frameworks.registry import load_source
-    from onnxkit.runtime.session import make_session
 
     options = options or LoadOptions()
     check_weights_options(source, options)
@@ -167,16 +204,7 @@ def export_model(
     if model is None:
         raise ConversionError(f"the {model_src.framework} exporter returned no model")
     opset = outcome.opset or next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
-    digest = source_digest(source, options)
-    add_metadata(model, {
-        "onnxkit.version": __version__,
-        "onnxkit.source_framework": model_src.framework,
-        "onnxkit.source_framework_version": model_src.framework_version,
-        "onnxkit.source_sha256": digest,
-        "onnxkit.source_name": src_path.name,
-        "onnxkit.exporter": outcome.exporter,
-        "onnxkit.input_spec": json.dumps([s.to_dict() for s in (options.inputs or model_src.input_specs)]),
-    })
+    digest = _stamp(model, model_src, outcome, source, options)
     export_seconds = time.perf_counter() - t0
 
     # Stage in a hidden folder beside the destination so the model and any external data
@@ -208,22 +236,8 @@ def export_model(
             result.passed = False
             result.notes.append("onnx.checker rejected the exported model; it was written for inspection")
         elif validate:
-            session = make_session(staged)
-            result.validation = validate_models(
-                model_src.predict,
-                session.run,
-                session.input_specs,
-                tolerance=tolerance or Tolerance(),
-                reference_name=f"{model_src.framework} {src_path.name}",
-                candidate_name=out.name,
-                batch_sizes=batch_sizes,
-                seed=seed,
-                data=open_data(data, session.input_specs) if data is not None else None,
-            )
-            result.validation.command = "export"
-            result.passed = result.validation.passed
-            if not result.passed:
-                result.notes.append(f"validation failed; {out} was written so you can inspect it")
+            _validate_staged(result, staged, model_src, out, tolerance=tolerance, batch_sizes=batch_sizes, seed=seed,
+                             data=data)
         else:
             result.notes.append("validation skipped (--no-validate)")
         # Data files first: a reader that sees the new .onnx always finds its data.

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from onnxkit._lazy import require
-from onnxkit.core.csv_scan import check_csv
-from onnxkit.core.files import preflight
-from onnxkit.core.spec import InputSpec
+from onnxkit.foundation.csv_scan import check_csv
+from onnxkit.foundation.files import preflight
+from onnxkit.foundation.spec import InputSpec
 from onnxkit.errors import InputError, UnsafeInput, UsageError
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class DataSource:
 
     def _fitted(self, batches: Iterator[Feeds]) -> Iterator[Feeds]:
         """NumPy files carry exact dtypes; cast those a value-preserving cast fits to the model's."""
-        from onnxkit.core.casts import fit_dtype
+        from onnxkit.foundation.casts import fit_dtype
 
         by_name = {s.name: s for s in self.specs}
         for feeds in batches:
@@ -160,7 +160,7 @@ def _npz_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
                 raise InputError(f"cannot read array {k!r} of {path.name}: {exc}") from None
             except Exception as exc:  # corrupt members: zlib, zipfile, numpy header errors
                 raise InputError(f"cannot read array {k!r} of {path.name} (truncated?): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    from onnxkit.core.mapping import check_data_keys
+    from onnxkit.foundation.mapping import check_data_keys
 
     arrays = {name: arrays[k] for k, name in check_data_keys(keys, specs, path.name).items()}
     rows = {k: (a.shape[0] if a.ndim else None) for k, a in arrays.items()}

@@ -155,6 +155,24 @@ def _placeholder(name: str, dims: list[int], data_type: int) -> Any:
     return t
 
 
+def _rewire(model: Any, nodes: list[Any], replaced: set[str], new_inits: list[Any]) -> None:
+    """Put the new nodes in, drop the float weights nothing reads any more, add the int8 ones."""
+    from onnx import helper
+
+    graph = model.graph
+    del graph.node[:]
+    graph.node.extend(nodes)
+    still_read = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+    # A subgraph (If/Loop body) may read an outer initializer without listing it: keep them all.
+    if any(a.type in (5, 10) for node in graph.node for a in node.attribute):  # GRAPH, GRAPHS
+        still_read |= replaced
+    keep = [t for t in graph.initializer if t.name not in replaced or t.name in still_read]
+    del graph.initializer[:]
+    graph.initializer.extend(keep + new_inits)
+    if any(n.domain == MS_DOMAIN for n in graph.node) and not any(i.domain == MS_DOMAIN for i in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+
+
 def quantize_dynamic_streaming(model: Any, base_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *,
                                exclude: set[str] | frozenset[str] = frozenset(), reduce_range: bool = False) -> StreamedQuantization:
     """Quantize ``model`` (graph only; its external tensors resolve in ``base_dir``) into
@@ -246,16 +264,6 @@ def quantize_dynamic_streaming(model: Any, base_dir: str | os.PathLike[str], des
                 continue
             result.skipped[node.name] = why
         nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    still_read = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
-    # A subgraph (If/Loop body) may read an outer initializer without listing it: keep them all.
-    if any(a.type in (5, 10) for node in graph.node for a in node.attribute):  # GRAPH, GRAPHS
-        still_read |= replaced
-    keep = [t for t in graph.initializer if t.name not in replaced or t.name in still_read]
-    del graph.initializer[:]
-    graph.initializer.extend(keep + new_inits)
-    if any(n.domain == MS_DOMAIN for n in graph.node) and not any(i.domain == MS_DOMAIN for i in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    _rewire(model, nodes, replaced, new_inits)
     save_streaming(model, base, dest, produce=writers)
     return result

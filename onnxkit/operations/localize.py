@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxkit.core.compare import Tolerance, compare_once
+from onnxkit.foundation.compare import Tolerance, compare_once
 from onnxkit.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class _Runner:
     def run(self, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
         import onnx
 
-        from onnxkit.core.onnx_io import model_size_bytes
+        from onnxkit.foundation.onnx_io import model_size_bytes
         from onnxkit.runtime.session import make_session
 
         m = onnx.ModelProto()
@@ -150,7 +150,7 @@ class _Runner:
 
 
 def _load(model_or_path, trust: bool) -> tuple[Any, Path | None]:
-    from onnxkit.core.onnx_io import load_onnx
+    from onnxkit.foundation.onnx_io import load_onnx
 
     if isinstance(model_or_path, (str, os.PathLike)):
         p = Path(model_or_path)
