@@ -247,7 +247,7 @@ def test_auto_falls_back_to_torchscript_with_a_note(tmp_path):
 
 
 def test_exporter_failure_is_one_paragraph_naming_op_and_remedies():
-    from onnxkit.frameworks.torch_fw import _conversion_error
+    from onnxkit.frameworks.torch_errors import _conversion_error
 
     try:
         try:
