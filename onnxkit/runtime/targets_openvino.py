@@ -9,6 +9,7 @@ sets ``INFERENCE_PRECISION_HINT`` to force float32."""
 from __future__ import annotations
 
 import importlib.util
+import re
 
 from onnxkit.runtime.targets_common import first_line, reply, timed
 
@@ -40,6 +41,24 @@ def default_precision() -> str | None:
         return None
 
 
+_NO_RULE = re.compile(r"No conversion rule found for operations?: (?P<ops>[^\n]+)")
+
+
+def _error_text(exc: BaseException) -> str:
+    """OpenVINO's messages start with the C++ file and line; the useful line comes later."""
+    text = str(exc)
+    m = _NO_RULE.search(text)
+    if m:
+        return "no conversion rule for " + m["ops"].strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not re.match(r"^(Exception from|Check '.*' failed at) ", ln.strip())]
+    return (lines[-1] if lines else first_line(exc))[:400]
+
+
+def _read_failures(exc: BaseException) -> list[list[str]]:
+    m = _NO_RULE.search(str(exc))
+    return [[op.strip(), ""] for op in m["ops"].split(",")] if m else []
+
+
 def _unsupported(core, model) -> list[list[str]]:
     """[op type, node name] of the operations the CPU plugin says it cannot take."""
     try:
@@ -61,13 +80,14 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
         core = ov.Core()
         model = core.read_model(model_path)
     except Exception as exc:
-        return reply(stage="convert", error="OpenVINO could not read the ONNX model: " + first_line(exc))
+        return reply(stage="convert", error="OpenVINO could not read the ONNX model: " + _error_text(exc),
+                     unsupported=_read_failures(exc))
     unsupported = _unsupported(core, model)
     try:
         config = {"INFERENCE_PRECISION_HINT": HINTS[precision]} if precision else {}
         compiled = core.compile_model(model, DEVICE, config)
     except Exception as exc:
-        return reply(stage="compile", error="OpenVINO could not compile the model for CPU: " + first_line(exc),
+        return reply(stage="compile", error="OpenVINO could not compile the model for CPU: " + _error_text(exc),
                      unsupported=unsupported)
     used = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
     if precision is None and used != "f32":
@@ -82,7 +102,7 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
             outs.append({n: np.array(result[compiled.outputs[i]]) for i, n in enumerate(names)})
         latency = timed(lambda: request.infer(feeds[0])) if feeds else None
     except Exception as exc:
-        return reply(stage="run", error="OpenVINO failed to run the model: " + first_line(exc), precision=used,
+        return reply(stage="run", error="OpenVINO failed to run the model: " + _error_text(exc), precision=used,
                      unsupported=unsupported, notes=notes)
     return reply(outputs=outs, precision=used, latency_ms=latency, unsupported=unsupported, notes=notes,
                  extra={"openvino": ov.__version__.split("-")[0]})
