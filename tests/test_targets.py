@@ -266,8 +266,15 @@ def test_openvino_default_precision_is_what_openvino_picks(cli, cnn):
 def test_openvino_on_fused_qdq_and_trees(cli, fused, qdq, trees):
     r = cli("targets", fused, "-t", "openvino", "--precision", "f32", "--json")
     assert r.code == 0 and _only(r.json, "openvino")["max_abs_diff"] <= 1e-4, r.stderr
+    # measured: at f32 OpenVINO rounds one element of 256 to the next int8 step (0.05 here)
     r = cli("targets", qdq, "-t", "openvino", "--precision", "f32", "--json")
-    assert _only(r.json, "openvino")["status"] in ("passed", "disagrees"), r.stderr
+    ov = _only(r.json, "openvino")
+    assert r.code == 0 and ov["status"] == "passed", r.stderr
+    assert any("int8 tolerance preset" in n for n in ov["notes"])
+    strict = cli("targets", qdq, "-t", "openvino", "--precision", "f32", "--preset-tol", "fp32", "--json")
+    ov = _only(strict.json, "openvino")
+    if ov["status"] == "disagrees":
+        assert strict.code == 1 and ov["max_abs_diff"] == pytest.approx(0.05, rel=1e-3)
     r = cli("targets", trees, "-t", "openvino", "--json")
     ov = _only(r.json, "openvino")
     # measured: OpenVINO's ONNX reader has no ai.onnx.ml operators

@@ -145,13 +145,28 @@ def _compare(outcome: TargetOutcome, ref: list[dict], cand: list[dict], toleranc
             (f"; {bad.problems[0]}" if bad.problems else "")
 
 
-def _tolerance_for(precision: str | None, base, user_set: bool):
-    """The user's tolerance; a target that computed in bf16/f16 is held to the fp16 preset
-    unless the user chose a tolerance (fp32 limits would fail any half-precision run)."""
-    if user_set or precision in (None, "f32"):
+# Ops whose outputs are rounded to integers: two correct runtimes may round a tie apart and
+# land one quantization step apart (measured: OpenVINO vs ORT on a QDQ Conv, one element in 256).
+_QUANTIZED_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger",
+                  "ConvInteger", "DynamicQuantizeMatMul", "QAttention", "MatMulNBits"}
+
+
+def is_quantized(model) -> bool:
+    return any(n.op_type in _QUANTIZED_OPS for n in model.graph.node)
+
+
+def _tolerance_for(precision: str | None, base, user_set: bool, quantized: bool):
+    """The user's tolerance when given. Otherwise a quantized model is held to the int8
+    preset, and a target that computed in bf16/f16 to the fp16 preset: fp32 limits would
+    fail every correct run of those."""
+    if user_set:
         return base, None
     from onnxkit.core.compare import make_tolerance
 
+    if quantized:
+        return make_tolerance(preset="int8"), "compared with the int8 tolerance preset: the model is quantized"
+    if precision in (None, "f32"):
+        return base, None
     return make_tolerance(preset="fp16"), f"compared with the fp16 tolerance preset because it ran in {precision}"
 
 
@@ -189,6 +204,7 @@ def run_targets(
     tolerance = tolerance or make_tolerance()
     loaded = load_onnx(model, trust=trust, load_external=False)
     feeds, described = _feeds(loaded, data, seed)
+    quantized = is_quantized(loaded.model)
     result = TargetsResult(model=str(model), inputs=described, tolerance=tolerance.to_dict())
     result.notes.extend(notes_for_model(model))
     options = {"provider_options": provider_options or {}}
@@ -222,7 +238,7 @@ def run_targets(
             reference = reply["outputs"]
             outcome.status, outcome.max_abs_diff = "passed", 0.0
             continue
-        tol, why_tol = _tolerance_for(outcome.precision, tolerance, tolerance_given)
+        tol, why_tol = _tolerance_for(outcome.precision, tolerance, tolerance_given, quantized)
         if why_tol:
             outcome.notes.append(why_tol)
         _compare(outcome, reference, reply["outputs"], tol)
