@@ -314,3 +314,51 @@ def test_web_script_ships_as_package_data():
     import fnmatch
 
     assert any(fnmatch.fnmatch(rel, p) for p in patterns)
+
+
+def test_quiet_prints_one_line_with_each_target(cli, cnn):
+    r = cli("targets", cnn, "-t", "mobile", "-q")
+    assert r.code == 0, r.stderr
+    assert r.stdout.strip().splitlines() == [r.stdout.strip()]
+    assert r.stdout.startswith("PASSED targets: cpu passed, mobile passed ")
+
+
+def test_a_target_that_hangs_in_its_contained_child_fails_alone(cli, cnn, monkeypatch):
+    """The worker of an untrusted model is stopped at the time limit: that target fails
+    (exit 1, the reason says so); the reference still ran. With --trust there is no child."""
+    from onnxkit.operations import targets as op
+
+    real = op._execute
+
+    def slow_limit(run, model_path, feeds, precision, options, *, trust, target):
+        if target == "mobile":
+            monkeypatch.setattr(op, "TARGET_TIMEOUT_S", 0.001)
+        return real(run, model_path, feeds, precision, options, trust=trust, target=target)
+
+    monkeypatch.setattr(op, "_execute", slow_limit)
+    r = cli("targets", cnn, "-t", "mobile", "--json")
+    assert r.code == 1, r.stderr
+    mobile = _only(r.json, "mobile")
+    assert mobile["status"] == "failed" and "was stopped" in mobile["reason"]
+    assert _only(r.json, "cpu")["status"] == "passed"
+
+
+def test_data_file_and_a_per_output_tolerance(cli, cnn, tmp_path):
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.random.default_rng(5).standard_normal((3, 3, 8, 8)).astype(np.float32))
+    r = cli("targets", cnn, "-t", "mobile", "--data", data, "--json")
+    assert r.code == 0, r.stderr
+    assert r.json["inputs"] == f"data file {data}"
+    # a limit no float computation meets: the mobile (.ort) run fuses Conv+Relu, so it must
+    # disagree somewhere unless it is bit-identical; either way the limit reached the comparison
+    r = cli("targets", cnn, "-t", "mobile", "--data", data, "--tol", "logits=0:0", "--json")
+    out = _only(r.json, "mobile")["outputs"][0]
+    assert out["atol"] == 0 and out["rtol"] == 0
+    assert (r.code == 1) == (out["max_abs"] > 0)
+
+
+def test_data_that_does_not_fit_is_exit_2(cli, cnn, tmp_path):
+    data = tmp_path / "bad.npz"
+    np.savez(data, x=np.zeros((2, 4), dtype=np.float32))
+    r = cli("targets", cnn, "-t", "mobile", "--data", data)
+    assert r.code == 2 and r.stderr.startswith("Error: ")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxkit.errors import EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, EXIT_OK, UsageError
+from onnxkit.errors import EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, EXIT_OK, InputError, UsageError
 from onnxkit.results import Result, Table, fmt_num
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,16 @@ class TargetsResult(Result):
     def verdict(self) -> str:
         code = self.exit_code
         return "PASSED" if code == EXIT_OK else ("FAILED" if code == EXIT_CHECK_FAILED else "UNAVAILABLE")
+
+    def headline(self) -> str:
+        """For -q: each target that ran, its state and max |diff|."""
+        parts = []
+        for t in self.targets:
+            if t.status == "unavailable" and not t.requested:
+                continue
+            diff = f" {fmt_num(t.max_abs_diff)}" if t.max_abs_diff is not None and t.target != "cpu" else ""
+            parts.append(f"{t.target} {t.status}{diff}" + (f" ({t.precision})" if t.precision not in (None, "f32") else ""))
+        return ", ".join(parts)
 
     def tables(self) -> list[Table]:
         rows = []
@@ -218,8 +228,15 @@ def run_targets(
             outcome.reason = why
             continue
         # cpu is the reference: the precision switch is for the deployment target
-        reply = _execute(run, str(loaded.path), feeds, None if name == "cpu" else precision, options,
-                         trust=trust, target=name)
+        try:
+            reply = _execute(run, str(loaded.path), feeds, None if name == "cpu" else precision, options,
+                             trust=trust, target=name)
+        except InputError as exc:
+            if name == "cpu":
+                raise  # ONNX Runtime itself crashed or hung on the file: bad input, as everywhere
+            # the contained child crashed, hung or ran out of memory on this target only
+            outcome.status, outcome.stage, outcome.reason = "failed", "run", exc.message
+            continue
         outcome.precision = reply["precision"]
         outcome.latency_ms = reply["latency_ms"]
         outcome.unsupported = [{"op": op, "node": node} for op, node in reply["unsupported"]]
