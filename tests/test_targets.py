@@ -362,3 +362,25 @@ def test_data_that_does_not_fit_is_exit_2(cli, cnn, tmp_path):
     np.savez(data, x=np.zeros((2, 4), dtype=np.float32))
     r = cli("targets", cnn, "-t", "mobile", "--data", data)
     assert r.code == 2 and r.stderr.startswith("Error: ")
+
+
+def test_external_data_model_runs_on_mobile_and_web(cli, tmp_path):
+    """Weights in a separate file: the ORT converter and the wasm build (which cannot open
+    files) both get them; nothing is written next to the model."""
+    rng = np.random.default_rng(7)
+    w = numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm0")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder = tmp_path / "m"
+    folder.mkdir()
+    onnx.save(model, str(folder / "ext.onnx"), save_as_external_data=True, location="w.bin", size_threshold=0)
+    before = _snapshot(folder)
+    wanted = "mobile,web" if _has_web() else "mobile"
+    r = cli("targets", folder / "ext.onnx", "-t", wanted, "--json")
+    assert r.code == 0, r.stderr
+    for name in wanted.split(","):
+        assert _only(r.json, name)["status"] == "passed"
+    assert _snapshot(folder) == before

@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from tests.test_targets import cnn, fused  # noqa: F401  (fixtures)
+from tests.test_targets import cnn  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
                                 reason="openvino not installed (pip install 'onnxkit[openvino]')")

@@ -12,6 +12,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 # Runs timed after one warm-up run: few, because some targets are slow and the point is
@@ -76,3 +77,16 @@ def run_ort_session(sess: Any, feeds: list[dict]) -> tuple[list[dict], float]:
         outs.append({n: _as_array(v) for n, v in zip(names, sess.run(None, f))})
     latency = timed(lambda: sess.run(None, feeds[0])) if feeds else None
     return outs, latency
+
+
+def external_files(src: Path) -> list[str]:
+    """The external-data files a model names (relative to its folder; load_onnx has checked them)."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    model = onnx.load(str(src), load_external_data=False)
+    found = []
+    for t in _get_all_tensors(model):
+        if uses_external_data(t):
+            found.extend(e.value for e in t.external_data if e.key == "location")
+    return sorted(set(found))

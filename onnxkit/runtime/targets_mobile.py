@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from onnxkit.runtime.targets_common import first_line, ort_unsupported, reply, run_ort_session
+from onnxkit.runtime.targets_common import external_files, first_line, ort_unsupported, reply, run_ort_session
 
 # ONNX Runtime's usability checker config for CoreML's ML Program format (the current one).
 _COREML_CONFIG = "coreml_supported_mlprogram_ops.md"
@@ -38,7 +38,7 @@ def convert(model_path: str, out_dir: Path) -> tuple[Path, Path | None]:
     work.mkdir()
     linked = work / "model.onnx"
     os.symlink(src, linked)
-    for location in _external_files(src):  # ONNX Runtime finds them next to the model
+    for location in external_files(src):  # ONNX Runtime finds them next to the model
         if not (work / location).exists():
             (work / location).parent.mkdir(parents=True, exist_ok=True)
             os.symlink(src.parent / location, work / location)
@@ -56,18 +56,6 @@ def convert(model_path: str, out_dir: Path) -> tuple[Path, Path | None]:
         raise RuntimeError("ONNX Runtime wrote no .ort file")
     configs = sorted(dest.glob("*.config"))
     return ort_files[0], configs[0] if configs else None
-
-
-def _external_files(src: Path) -> list[str]:
-    import onnx
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
-
-    model = onnx.load(str(src), load_external_data=False)
-    found = []
-    for t in _get_all_tensors(model):
-        if uses_external_data(t):
-            found.extend(e.value for e in t.external_data if e.key == "location")
-    return sorted(set(found))
 
 
 def _partitions(model_path: str) -> dict:

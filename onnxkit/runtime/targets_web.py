@@ -9,7 +9,6 @@ to the script as raw files next to a JSON description; outputs come back the sam
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -114,7 +113,11 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
     notes = [f"--precision {precision} ignored: the wasm backend runs the graph's own types"] if precision not in (None, "f32") else []
     job = Path(tempfile.mkdtemp(prefix="onnxkit-web-"))
     try:
-        spec = {"model": os.path.abspath(model_path), "feeds": _write_feeds(job, feeds), "timed_runs": TIMED_RUNS}
+        from onnxkit.runtime.targets_common import external_files
+
+        src = Path(model_path).resolve()
+        external = [{"path": loc, "file": str(src.parent / loc)} for loc in external_files(src)]
+        spec = {"model": str(src), "external": external, "feeds": _write_feeds(job, feeds), "timed_runs": TIMED_RUNS}
         (job / "job.json").write_text(json.dumps(spec))
         try:
             proc = subprocess.run(["node", str(SCRIPT), str(package_dir()), str(job)], capture_output=True, text=True,

@@ -1,7 +1,8 @@
 // Runs an ONNX model with onnxruntime-web's WebAssembly backend (the kernels a browser
 // runs) under Node.js, for onnxkit's `web` target.
 // Usage: node run_model.mjs ORT_WEB_DIR JOB_DIR
-// JOB_DIR/job.json: {"model": path, "feeds": [{name: {"dtype", "shape", "file"}}], "timed_runs": n}
+// JOB_DIR/job.json: {"model": path, "external": [{"path": location, "file": absolute path}],
+//                   "feeds": [{name: {"dtype", "shape", "file"}}], "timed_runs": n}
 // Writes JOB_DIR/out_<feed>_<index>.bin (raw little-endian) and JOB_DIR/result.json.
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -31,7 +32,10 @@ function tensorOf(spec) {
 const job = JSON.parse(readFileSync(join(jobDir, "job.json"), "utf8"));
 const result = { stage: "load", error: null, outputs: [], latency_ms: null, version: ort.env.versions?.web ?? null };
 try {
-  const session = await ort.InferenceSession.create(job.model, { executionProviders: ["wasm"] });
+  // The wasm build cannot open files itself: the model and its external data go in as bytes.
+  const externalData = (job.external ?? []).map((e) => ({ path: e.path, data: new Uint8Array(readFileSync(e.file)) }));
+  const session = await ort.InferenceSession.create(new Uint8Array(readFileSync(job.model)),
+    { executionProviders: ["wasm"], externalData });
   result.stage = "run";
   const feedsList = job.feeds.map((f) => Object.fromEntries(Object.entries(f).map(([k, v]) => [k, tensorOf(v)])));
   for (let i = 0; i < feedsList.length; i++) {
