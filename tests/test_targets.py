@@ -346,12 +346,12 @@ def test_a_target_that_hangs_in_its_contained_child_fails_alone(cli, cnn, monkey
 def test_data_file_and_a_per_output_tolerance(cli, cnn, tmp_path):
     data = tmp_path / "x.npz"
     np.savez(data, x=np.random.default_rng(5).standard_normal((3, 3, 8, 8)).astype(np.float32))
-    r = cli("targets", cnn, "-t", "mobile", "--data", data, "--json")
+    r = cli("targets", cnn, "-t", "mobile", "--data", data, "--json", "--trust")
     assert r.code == 0, r.stderr
     assert r.json["inputs"] == f"data file {data}"
     # a limit no float computation meets: the mobile (.ort) run fuses Conv+Relu, so it must
     # disagree somewhere unless it is bit-identical; either way the limit reached the comparison
-    r = cli("targets", cnn, "-t", "mobile", "--data", data, "--tol", "logits=0:0", "--json")
+    r = cli("targets", cnn, "-t", "mobile", "--data", data, "--tol", "logits=0:0", "--json", "--trust")
     out = _only(r.json, "mobile")["outputs"][0]
     assert out["atol"] == 0 and out["rtol"] == 0
     assert (r.code == 1) == (out["max_abs"] > 0)
@@ -364,6 +364,7 @@ def test_data_that_does_not_fit_is_exit_2(cli, cnn, tmp_path):
     assert r.code == 2 and r.stderr.startswith("Error: ")
 
 
+@pytest.mark.slow
 def test_external_data_model_runs_on_mobile_and_web(cli, tmp_path):
     """Weights in a separate file: the ORT converter and the wasm build (which cannot open
     files) both get them; nothing is written next to the model."""
