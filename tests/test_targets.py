@@ -385,3 +385,22 @@ def test_external_data_model_runs_on_mobile_and_web(cli, tmp_path):
     for name in wanted.split(","):
         assert _only(r.json, name)["status"] == "passed"
     assert _snapshot(folder) == before
+
+
+def test_a_target_with_other_outputs_fails_at_compare(cli, cnn, monkeypatch):
+    """Outputs that cannot be paired with the reference's are that target's failure, not exit 2."""
+    from onnxkit.operations import targets as op
+
+    real = op._execute
+
+    def extra_output(run, model_path, feeds, precision, options, *, trust, target):
+        got = real(run, model_path, feeds, precision, options, trust=trust, target=target)
+        if target == "mobile":
+            got["outputs"] = [{**o, "extra": np.zeros(3, np.float32)} for o in got["outputs"]]
+        return got
+
+    monkeypatch.setattr(op, "_execute", extra_output)
+    r = cli("targets", cnn, "-t", "mobile", "--json", "--trust")
+    assert r.code == 1, r.stderr
+    mobile = _only(r.json, "mobile")
+    assert mobile["status"] == "failed" and mobile["stage"] == "compare" and "output count differs" in mobile["reason"]

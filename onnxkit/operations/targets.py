@@ -139,9 +139,13 @@ def _compare(outcome: TargetOutcome, ref: list[dict], cand: list[dict], toleranc
     from onnxkit.core.compare import Comparator
 
     comp = Comparator(tolerance)
-    for r, c in zip(ref, cand):
-        comp.add(r, c)
-    results = comp.results()
+    try:
+        for r, c in zip(ref, cand):
+            comp.add(r, c)
+        results = comp.results()
+    except InputError as exc:  # e.g. the target dropped or added an output
+        outcome.status, outcome.stage, outcome.reason = "failed", "compare", exc.message
+        return
     outcome.outputs = [{"name": o.name, "max_abs": o.max_abs, "atol": o.atol, "rtol": o.rtol,
                         "out_of_tol": o.out_of_tol, "cosine": o.cosine, "passed": o.passed, "problems": o.problems}
                        for o in results]
@@ -220,7 +224,7 @@ def run_targets(
     options = {"provider_options": provider_options or {}}
     reference: list[dict] | None = None
     for name in names:
-        outcome = TargetOutcome(name, requested=explicit and name != "cpu" or name == "cpu")
+        outcome = TargetOutcome(name, requested=explicit or name == "cpu")
         result.targets.append(outcome)
         available, run = _runner(name)
         why = available()
