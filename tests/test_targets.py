@@ -200,6 +200,7 @@ def test_web_without_setup_names_the_setup_command(cli, cnn, tmp_path, monkeypat
     (["--precision", "int8"], "unknown --precision 'int8'"),
     (["--tol", "x=abc"], "is not a number"),
     (["--setup", "mobile"], "only 'web' needs a setup step"),
+    (["--provider-option", "nokey"], "malformed --provider-option"),
 ])
 def test_bad_usage_is_exit_2_and_writes_nothing(cli, cnn, args, message):
     before = _snapshot(cnn.parent)
