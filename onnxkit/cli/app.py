@@ -48,7 +48,7 @@ def _root(
 # and imports nothing heavy at import time.
 COMMAND_MODULES = [
     "inspect_cmd", "export_cmd", "validate_cmd", "optimize_cmd", "quantize_cmd",
-    "run_cmd", "bench_cmd", "providers_cmd", "init_cmd", "pipeline_cmd",
+    "run_cmd", "bench_cmd", "providers_cmd", "init_cmd", "pipeline_cmd", "targets_cmd",
 ]
 
 

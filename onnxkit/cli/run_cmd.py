@@ -57,6 +57,7 @@ def run_command(
     seed: common.Seed = 0,
     trust: common.Trust = False,
     timeout: Timeout = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="Inference precision for --provider openvino: f32, bf16, f16 (default: OpenVINO's choice).", show_default=False)] = None,
     json_out: common.Json = False,
     verbose: common.Verbose = False,
     quiet: common.Quiet = False,
@@ -74,6 +75,6 @@ def run_command(
         result = run_model(
             model, providers=providers, provider_options=provider_option, fallback=fallback, data=data,
             inputs=inputs, output=output, batch_size=batch_size, threads=threads, seed=seed, trust=trust,
-            timeout=timeout, progress=progress,
+            timeout=timeout, progress=progress, precision=precision,
         )
     common.emit(result)

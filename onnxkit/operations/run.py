@@ -58,6 +58,7 @@ class RunResult(Result):
     output_file: str | None = None
     contained: bool = False  # every batch ran in a worker process under --timeout and a memory limit
     timeout_s: float | None = None
+    rehearsed: bool = False  # OpenVINO: read, compiled and run once in a worker first, then in-process
 
     def tables(self) -> list[Table]:
         nodes = ", ".join(f"{p}: {n}" for p, n in self.node_providers.items()) if self.node_providers else "-"
@@ -69,7 +70,7 @@ class RunResult(Result):
             ["rows", self.rows], ["batches", _batches_text(self.batches, self.batch_size, self.rows)],
             ["time", f"{self.seconds:.3f} s ({self.inference_seconds:.3f} s in ONNX Runtime{where}, {fmt_num(self.rows_per_second)} rows/s)"],
             ["written to", self.output_file or "-"],
-            ["contained", f"yes (worker process, {self.timeout_s:g} s per batch, memory limit)" if self.contained else "no (--trust)"],
+            ["contained", f"yes (worker process, {self.timeout_s:g} s per batch, memory limit)" if self.contained else ("no: one rehearsal run in a worker first" if self.rehearsed else "no (--trust)")],
         ])
         outs = Table("Outputs", ["name", "dtype", "shape", "min", "max", "mean", "non-finite"], [
             [o.name, o.dtype, "[" + ", ".join(map(str, o.shape)) + "]", o.min, o.max, o.mean, o.non_finite] for o in self.outputs
@@ -363,6 +364,7 @@ def run_model(
     trust: bool = False,
     timeout: float | None = None,
     progress: Progress | None = None,
+    precision: str | None = None,
 ) -> RunResult:
     """Run ``model`` with ONNX Runtime and optionally write the outputs; see ``onnxkit run``."""
     from onnxkit.foundation.onnx_io import load_onnx
@@ -382,7 +384,12 @@ def run_model(
             raise UsageError(f"unsupported output file {out_path.name}; use one of {', '.join(OUTPUT_SUFFIXES)}")
         check_output_path(out_path, model, data)
     user_specs = parse_specs(inputs)
-    chosen = plan_providers(providers, fallback=fallback)
+    from onnxkit.runtime import openvino_session
+
+    use_openvino = openvino_session.wanted(providers)  # the openvino package, not an ORT provider
+    if use_openvino and provider_options:
+        raise UsageError("--provider-option is for ONNX Runtime providers; --provider openvino takes --precision")
+    chosen = ["CPUExecutionProvider"] if use_openvino else plan_providers(providers, fallback=fallback)
     options = provider_options_for(chosen, parse_provider_options(provider_options, chosen))
     loaded = load_onnx(model, load_external=False, trust=trust)
     specs = merge_specs(specs_from_onnx(loaded.model), user_specs)
@@ -400,19 +407,33 @@ def run_model(
         total = size
     # An untrusted model runs in a worker process, every batch under the timeout and a memory
     # limit; --trust runs it here, for models the user vouches for.
-    session = open_session(model, trust=trust, providers=chosen, provider_options=options, threads=threads,
-                           profile=True, timeout_s=timeout)
+    if use_openvino:
+        import itertools
+
+        first = next(batches, None)
+        batches = itertools.chain([first] if first is not None else [], batches)
+        session = openvino_session.open_openvino(model, trust=trust, first_feeds=first, precision=precision, threads=threads)
+    else:
+        session = open_session(model, trust=trust, providers=chosen, provider_options=options, threads=threads,
+                               profile=True, timeout_s=timeout)
     try:
         requested = [resolve_provider(n) for n in providers] if providers else ["CPUExecutionProvider"]
         result = RunResult(model=str(model), providers_requested=requested, providers=list(session.providers))
-        result.notes.extend(check_active(chosen, session.providers, fallback=fallback))
-        result.notes.extend(fallback_notes(providers, chosen))
+        if use_openvino:
+            result.providers_requested = list(session.providers)
+            result.notes.extend(openvino_session.precision_notes(session, precision))
+        else:
+            result.notes.extend(check_active(chosen, session.providers, fallback=fallback))
+            result.notes.extend(fallback_notes(providers, chosen))
+            if precision not in (None, "f32"):
+                result.notes.append(f"--precision {precision} ignored: ONNX Runtime runs the graph's own types")
         result.notes.extend(notes_for_model(model))  # a model made for VNNI on a CPU without it
         result.inputs_from = (str(data) if data is not None else f"random (seed {seed})" if specs
                               else "none (the model takes no inputs)")
         result.batch_size = size
-        result.contained = not trust
-        result.timeout_s = None if trust else session.timeout_s
+        result.contained = not trust and not use_openvino
+        result.rehearsed = use_openvino and not trust
+        result.timeout_s = None if trust or use_openvino else session.timeout_s
         stats = _Stats()
         started = time.perf_counter()
         _run_batches(session, batches, result, stats, specs, data=data, out_path=out_path, progress=progress, total=total)

@@ -33,8 +33,8 @@ INSTALL_HINTS: dict[str, str] = {
           "CUDA 12.x and cuDNN 9.x - `pip install 'onnxruntime-gpu[cuda,cudnn]'` brings both as wheels",
     TENSORRT: "onnxruntime-gpu (as for CUDA) plus TensorRT 10.x libraries (`pip install tensorrt`, or NVIDIA's "
               "TensorRT tarball on LD_LIBRARY_PATH); onnxkit keeps CUDA as its fallback for nodes TensorRT refuses",
-    "OpenVINOExecutionProvider": "pip install onnxruntime-openvino (Intel CPUs/GPUs/NPUs, Linux and Windows; "
-                                 "replaces onnxruntime)",
+    "OpenVINOExecutionProvider": "pip install 'onnxkit[openvino]': `--provider openvino` then runs the OpenVINO "
+                                 "runtime itself (onnxruntime-openvino replaces onnxruntime and cannot sit beside it)",
     "DmlExecutionProvider": "pip install onnxruntime-directml (Windows 10+, any DirectX 12 GPU; replaces onnxruntime)",
     "CoreMLExecutionProvider": "part of the standard onnxruntime wheel on macOS (Apple Silicon or Intel); "
                                "not available on Linux/Windows",

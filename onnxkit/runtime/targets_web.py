@@ -1,0 +1,141 @@
+"""The ``web`` target: onnxruntime-web's WebAssembly kernels (what a browser runs with the
+``wasm`` backend), driven by Node.js through a small script shipped with onnxkit.
+
+Setup is one step, ``onnxkit targets --setup web``: npm installs onnxruntime-web into
+onnxkit's cache folder (``$ONNXKIT_CACHE`` or ``~/.cache/onnxkit``, sub-folder ``web``),
+without running package install scripts. Nothing is fetched when the target runs. Inputs go
+to the script as raw files next to a JSON description; outputs come back the same way."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onnxkit.errors import EnvironmentProblem
+from onnxkit.results import Result, Table
+from onnxkit.runtime.targets_common import TIMED_RUNS, reply
+
+ORT_WEB_VERSION = "1.30.0"  # the newest onnxruntime-web on npm when this target was written
+SCRIPT = Path(__file__).with_name("web") / "run_model.mjs"
+_RUN_TIMEOUT_S = 600
+
+
+def web_dir() -> Path:
+    from onnxkit.runtime.providers import _cache_dir
+
+    return _cache_dir() / "web"
+
+
+def package_dir() -> Path:
+    return web_dir() / "node_modules" / "onnxruntime-web"
+
+
+def availability() -> str | None:
+    if shutil.which("node") is None:
+        return "Node.js is not installed (the web target runs onnxruntime-web under node; e.g. apt install nodejs npm)"
+    if not (package_dir() / "package.json").is_file():
+        return f"onnxruntime-web is not set up in {web_dir()}: run onnxkit targets --setup web"
+    return None
+
+
+@dataclass
+class SetupResult(Result):
+    command: str = "targets --setup web"
+    folder: str = ""
+    package: str = ""
+    version: str = ""
+    steps: list[str] = field(default_factory=list)
+
+    def tables(self) -> list[Table]:
+        return [Table("web target setup", ["property", "value"],
+                      [["folder", self.folder], ["package", f"{self.package} {self.version}"]])]
+
+
+def setup() -> SetupResult:
+    """npm-install onnxruntime-web into the cache folder (exit 3 if node/npm are missing or npm fails)."""
+    npm = shutil.which("npm")
+    if shutil.which("node") is None or npm is None:
+        raise EnvironmentProblem("the web target needs Node.js and npm", hint="install them (e.g. apt install nodejs npm)")
+    dest = web_dir()
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        if not (dest / "package.json").exists():
+            (dest / "package.json").write_text('{"private": true, "description": "onnxkit web target"}\n')
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot create {dest}: {exc.strerror or exc}") from None
+    cmd = [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--save-exact",
+           f"onnxruntime-web@{ORT_WEB_VERSION}"]
+    try:
+        proc = subprocess.run(cmd, cwd=dest, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        raise EnvironmentProblem("npm install onnxruntime-web took longer than 15 minutes") from None
+    if proc.returncode != 0:
+        tail = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()][-1:] or ["no output"]
+        raise EnvironmentProblem(f"npm install onnxruntime-web failed: {tail[0][:300]}")
+    version = json.loads((package_dir() / "package.json").read_text()).get("version", "")
+    return SetupResult(folder=str(dest), package="onnxruntime-web", version=version)
+
+
+def _write_feeds(job: Path, feeds: list[dict]) -> list[dict]:
+    import numpy as np
+
+    described = []
+    for i, feed in enumerate(feeds):
+        entry = {}
+        for j, (name, arr) in enumerate(feed.items()):
+            arr = np.ascontiguousarray(arr)
+            dtype = "bool" if arr.dtype == np.bool_ else arr.dtype.name
+            file = f"in_{i}_{j}.bin"
+            (job / file).write_bytes(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+            entry[name] = {"dtype": dtype, "shape": list(arr.shape), "file": file}
+        described.append(entry)
+    return described
+
+
+def _read_outputs(job: Path, metas: list[dict]) -> list[dict]:
+    import numpy as np
+
+    outs = []
+    for meta in metas:
+        one = {}
+        for name, m in meta.items():
+            dtype = np.bool_ if m["dtype"] == "bool" else np.dtype(m["dtype"]).newbyteorder("<")
+            one[name] = np.frombuffer((job / m["file"]).read_bytes(), dtype=dtype).reshape(m["shape"]).copy()
+        outs.append(one)
+    return outs
+
+
+def run(model_path: str, feeds: list[dict], precision: str | None, options: dict) -> dict:
+    notes = [f"--precision {precision} ignored: the wasm backend runs the graph's own types"] if precision not in (None, "f32") else []
+    job = Path(tempfile.mkdtemp(prefix="onnxkit-web-"))
+    try:
+        from onnxkit.runtime.targets_common import external_files
+
+        src = Path(model_path).resolve()
+        external = [{"path": loc, "file": str(src.parent / loc)} for loc in external_files(src)]
+        spec = {"model": str(src), "external": external, "feeds": _write_feeds(job, feeds), "timed_runs": TIMED_RUNS}
+        (job / "job.json").write_text(json.dumps(spec))
+        try:
+            proc = subprocess.run(["node", str(SCRIPT), str(package_dir()), str(job)], capture_output=True, text=True,
+                                  timeout=_RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return reply(stage="run", error=f"onnxruntime-web took longer than {_RUN_TIMEOUT_S} s", notes=notes)
+        result_file = job / "result.json"
+        if not result_file.is_file():
+            tail = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or [f"exit code {proc.returncode}"]
+            return reply(stage="load", error="the onnxruntime-web script ended without a result: " + tail[0][:300], notes=notes)
+        got = json.loads(result_file.read_text())
+        extra = {"runtime": f"onnxruntime-web {got.get('version') or ''} (wasm) under node".replace("  ", " ")}
+        if got["error"]:
+            from onnxkit.runtime.targets_common import ort_unsupported
+
+            return reply(stage=got["stage"], error=got["error"], unsupported=ort_unsupported(got["error"]),
+                         notes=notes, extra=extra)
+        return reply(outputs=_read_outputs(job, got["outputs"]), precision="f32", latency_ms=got["latency_ms"],
+                     notes=notes, extra=extra)
+    finally:
+        shutil.rmtree(job, ignore_errors=True)
