@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from onnxkit._lazy import require
-from onnxkit.foundation.spec import Dim, InputSpec, merge_specs
+from onnxkit.foundation.spec import Dim, InputSpec, merge_specs, with_bounds
 from onnxkit.errors import ConversionError, InputError, OnnxkitError, UnsafeInput, UsageError
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
 from onnxkit.frameworks.tf_audit import (
@@ -270,6 +270,27 @@ def _keras_load_error(path: Path, exc: BaseException) -> InputError:
     return InputError(f"Keras could not load {path.name}: {text}")
 
 
+def _embedding_bounds(model: Any, specs: list[InputSpec]) -> dict[str, int]:
+    """Integer inputs of a model with Embedding layers get random ids below the smallest
+    table's size: ids past a table are an error in Keras (and garbage in ONNX Runtime), so
+    random validation rows must stay inside them, as real token ids do."""
+    sizes = [int(layer.input_dim) for layer in _layers(model) if hasattr(layer, "input_dim")
+             and type(layer).__name__ == "Embedding"]
+    if not sizes:
+        return {}
+    return {s.name: min(sizes) for s in specs if s.dtype.kind in "iu" and s.high is None}
+
+
+def _layers(model: Any) -> list[Any]:
+    """Every layer, nested models' included."""
+    found, todo = [], list(getattr(model, "layers", []) or [])
+    while todo:
+        layer = todo.pop()
+        found.append(layer)
+        todo.extend(getattr(layer, "layers", []) or [])
+    return found
+
+
 class KerasSource(SourceModel):
     framework = "tensorflow"
 
@@ -295,7 +316,7 @@ class KerasSource(SourceModel):
             model_specs = [
                 InputSpec(t.name, _spec_dims(t.shape), np.dtype(_np_dtype_name(t.dtype))) for t in inputs
             ]
-        self.input_specs = merge_specs(model_specs, options.inputs)
+        self.input_specs = with_bounds(merge_specs(model_specs, options.inputs), _embedding_bounds(self.model, model_specs))
         outputs = getattr(self.model, "outputs", None) or []
         names = list(getattr(self.model, "output_names", None) or [])
         if len(names) != len(outputs) or not names:
