@@ -32,3 +32,30 @@ def speedup_ci(source_ms: Sequence[float], model_ms: Sequence[float], *, level: 
     tail = (1.0 - level) / 2 * 100
     low, high = np.percentile(ratios, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def gate_bench(result, threshold: float) -> None:
+    """``bench --min-speedup``: the last ONNX model given must be ``threshold`` times as fast
+    as the source at every batch size, judged on the interval (onnxkit.core.gates). The
+    deciding batch size is recorded: the worst status, then the largest batch."""
+    from onnxkit.core.gates import FAIL, INCONCLUSIVE, PASS, speedup_status
+    from onnxkit.errors import UsageError
+
+    onnx = [e for e in result.entries if not e.is_source]
+    if not onnx or not any(e.is_source for e in result.entries):
+        raise UsageError("--min-speedup needs --vs SOURCE: a speed-up is measured against the source framework")
+    last = onnx[-1].name
+    rank = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2}
+    judged = []
+    for e in onnx:
+        if e.name == last:
+            status, reason = speedup_status(e.speedup_vs_source, e.speedup_ci95, threshold)
+            judged.append((rank[status], -e.batch_size, status, reason, e))
+    _, _, status, reason, e = min(judged, key=lambda j: (j[0], j[1]))
+    result.min_speedup = threshold
+    result.speedup_gate = {"status": status, "reason": reason, "model": last, "batch": e.batch_size,
+                           "speedup": e.speedup_vs_source, "ci95": list(e.speedup_ci95) if e.speedup_ci95 else None,
+                           "threshold": threshold}
+    if status != PASS:
+        result.passed = False
+    result.notes.append(f"speed-up gate {status}: {last} at batch {e.batch_size}, {reason}")
