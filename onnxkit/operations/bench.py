@@ -142,6 +142,8 @@ def parse_threads(text: int | str | None) -> int | str | None:
     t = str(text).strip().lower()
     if t == "auto":
         return "auto"
-    if not t.isdigit() or int(t) < 1:
+    if not t.isdigit():
         raise UsageError(f"malformed --threads {text!r}; expected a positive count or auto")
+    if int(t) < 1:
+        raise UsageError("--threads must be at least 1")
     return int(t)
