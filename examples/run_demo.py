@@ -164,6 +164,24 @@ def stage_rows(doc: dict[str, Any], built: dict[str, Any]) -> tuple[list[list[st
     return rows, batch
 
 
+def timing_line(doc: dict[str, Any]) -> str:
+    """How the bench step timed both sides: one thread count for PyTorch and ONNX Runtime alike,
+    the spin policy and the machine's load, so a reader can judge the speed-ups."""
+    bench = next((s for s in doc["steps"] if s["name"] == "bench"), {}).get("result") or {}
+    if not bench:
+        return "timing: the bench step did not run"
+    threads = bench.get("threads")
+    text = (f"timing: PyTorch and ONNX Runtime both at {threads} intra-op thread(s) ({bench.get('threads_from')})"
+            if threads else "timing: ONNX Runtime's default thread count")
+    recommended = bench.get("recommended_threads") or {}
+    if recommended:
+        text += "; fastest measured: " + ", ".join(f"{k} {v}" for k, v in recommended.items())
+    before, after = bench.get("load_before"), bench.get("load_after")
+    if before and after:
+        text += f"; load average {before[0]:g} before, {after[0]:g} after"
+    return text + f"\n        {bench.get('spin_policy', '')}"
+
+
 def print_table(rows: list[list[str]], batch: int | None) -> None:
     head = ["stage", "file", f"p50 batch {batch}", "speed-up vs source", "size", "top-1 acc.", "top-1 = source", "cosine vs source"]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
@@ -193,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = report / "pipeline.json"
         if not summary.exists():
             raise DemoError(f"the pipeline wrote no {summary} (exit {code})", code=code or 70)
-        rows, batch = stage_rows(json.loads(summary.read_text()), built)
+        doc = json.loads(summary.read_text())
+        rows, batch = stage_rows(doc, built)
     except DemoError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return exc.code
@@ -201,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"What each stage bought (top-1 on 200 held-out digits; speed-up: p50 at batch {batch}, bootstrap 95% CI over the timing rounds):")
     print_table(rows, batch)
+    print(timing_line(doc))
     print()
     print(f"verdict:     {verdict}  ({time.perf_counter() - t0:.0f} s, gates: {', '.join(GATES)})")
     print(f"config:      {config}")
