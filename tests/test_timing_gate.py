@@ -189,3 +189,27 @@ def test_a_real_short_bench_reports_intervals_load_threads_and_spin_policy(cli, 
         assert lo <= e["stats"]["p50_ms"] <= hi
     onnx = next(e for e in doc["entries"] if not e["is_source"])
     assert len(onnx["speedup_ci95"]) == 2
+    assert onnx["stats"]["cpu_p50_ms"] > 0 and onnx["speedup_cpu"] > 0 and len(onnx["speedup_cpu_ci95"]) == 2
+
+
+def test_a_wall_clock_speedup_stretched_by_load_is_said_next_to_the_cpu_time_one():
+    from onnxkit.runtime.bench import BenchEntry, BenchResult, _note_stretch
+
+    res = BenchResult(threads=1)
+    e = BenchEntry("q", "onnx", 8, LatencyStats.from_times([1.0] * 5, 8), speedup_vs_source=19.5, speedup_cpu=5.1)
+    _note_stretch(res, e)
+    assert res.notes == ["at batch 8, q is 19.50x the source in wall-clock time but 5.10x in CPU time: other load on "
+                         "this machine stretched the slower side's calls more; trust the CPU-time ratio"]
+    e.speedup_cpu = 18.0
+    res.notes.clear()
+    _note_stretch(res, e)
+    assert res.notes == []
+
+
+def test_a_wall_clock_interval_inflated_by_load_cannot_pass_when_cpu_time_says_otherwise():
+    """Measured here at 1 thread on a load-9 machine: int8 CNN 21x PyTorch wall clock, 6.6x CPU time."""
+    status, reason = speedup_status(21.3, (20.8, 26.8), 10.0, cpu_ci95=(6.0, 7.0))
+    assert status == INCONCLUSIVE and "[6.00x, 7.00x]" in reason and "other load stretched the calls" in reason
+    assert speedup_status(21.3, (20.8, 26.8), 1.5, cpu_ci95=(6.0, 7.0))[0] == PASS
+    assert speedup_status(0.5, (0.4, 0.6), 1.5, cpu_ci95=(0.5, 0.7))[0] == FAIL
+    assert "on CPU time [0.50x, 0.70x] too" in speedup_status(0.5, (0.4, 0.6), 1.5, cpu_ci95=(0.5, 0.7))[1]

@@ -417,6 +417,7 @@ def bench_rows(res: Result | None) -> list[dict[str, Any]]:
     return [
         {"variant": e.name + (f" ({e.kind})" if e.is_source else ""), "batch": e.batch_size, "p50_ms": e.stats.p50_ms,
          "p99_ms": e.stats.p99_ms, "speedup": e.speedup_vs_source, "speedup_ci95": e.speedup_ci95,
+         "speedup_cpu_ci95": e.speedup_cpu_ci95,
          "is_source": e.is_source}
         for e in entries
     ]

@@ -45,6 +45,8 @@ class BenchEntry:
     ratio_to_first: float | None = None     # this p50 / first ONNX model's p50 (lower is faster)
     speedup_vs_source: float | None = None  # source p50 / this p50 (above 1: ONNX is faster)
     speedup_ci95: tuple[float, float] | None = None  # bootstrap over the timing rounds (speedup_ci.py)
+    speedup_cpu: float | None = None  # the same ratio on median process CPU time (timing.LatencyStats)
+    speedup_cpu_ci95: tuple[float, float] | None = None  # its interval; only at 1 thread, where CPU time is the call's work
     is_source: bool = False        # the --vs framework model, not an ONNX model
 
 
@@ -345,6 +347,16 @@ def bench_models(
     return result
 
 
+def _note_stretch(result: BenchResult, e: BenchEntry) -> None:
+    """A busy machine stretches a long call (preempted many times) more than a short one (done
+    within one time slice), which inflates a wall-clock speed-up; CPU time is not stretched."""
+    wall, cpu = e.speedup_vs_source, e.speedup_cpu
+    if wall and cpu and result.threads == 1 and max(wall / cpu, cpu / wall) > 1.5:
+        result.notes.append(
+            f"at batch {e.batch_size}, {e.name} is {wall:.2f}x the source in wall-clock time but {cpu:.2f}x in CPU time: "
+            "other load on this machine stretched the slower side's calls more; trust the CPU-time ratio")
+
+
 def _note_busy(result: BenchResult) -> None:
     from onnxkit.core.hostfacts import host_facts
 
@@ -402,15 +414,17 @@ def _bench_batches(result: BenchResult, sessions: list, names: list[str], feeds_
         first = None
         src_p50 = None
         times = {}
+        cpu_times: dict[int, list[float]] = {}
         for r in runners:
-            stats = LatencyStats.from_times(r.times, batch)
+            stats = LatencyStats.from_times(r.times, batch, r.cpu_times)
             entry = BenchEntry(r.name, r.kind, batch, stats, r.providers, r.node_providers, r.io_binding, is_source=r.is_source)
             if not r.is_source:
                 first = first or stats.p50_ms
                 entry.ratio_to_first = stats.p50_ms / first if first else None
             else:
-                src_p50, src_times = stats.p50_ms, r.times
+                src_p50, src_times, src_cpu, src_cpu_times = stats.p50_ms, r.times, stats.cpu_p50_ms, r.cpu_times
             times[id(entry)] = r.times
+            cpu_times[id(entry)] = r.cpu_times
             result.entries.append(entry)
         if src_p50 is not None:
             for e in result.entries:
@@ -418,6 +432,11 @@ def _bench_batches(result: BenchResult, sessions: list, names: list[str], feeds_
                     e.speedup_vs_source = src_p50 / e.stats.p50_ms
                     if id(e) in times:
                         e.speedup_ci95 = speedup_ci(src_times, times[id(e)])
+                    if src_cpu and e.stats.cpu_p50_ms:
+                        e.speedup_cpu = src_cpu / e.stats.cpu_p50_ms
+                        if result.threads == 1 and id(e) in cpu_times:
+                            e.speedup_cpu_ci95 = speedup_ci(src_cpu_times, cpu_times[id(e)])
+                        _note_stretch(result, e)
                     if e.speedup_vs_source < 1:
                         # Say it plainly (XGBoost's own predictor beats ONNX on large batches).
                         result.notes.append(

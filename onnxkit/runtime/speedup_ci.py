@@ -49,7 +49,7 @@ def gate_bench(result, threshold: float) -> None:
     judged = []
     for e in onnx:
         if e.name == last:
-            status, reason = speedup_status(e.speedup_vs_source, e.speedup_ci95, threshold)
+            status, reason = speedup_status(e.speedup_vs_source, e.speedup_ci95, threshold, e.speedup_cpu_ci95)
             judged.append((rank[status], -e.batch_size, status, reason, e))
     _, _, status, reason, e = min(judged, key=lambda j: (j[0], j[1]))
     result.min_speedup = threshold

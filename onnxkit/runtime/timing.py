@@ -34,15 +34,19 @@ class LatencyStats:
     max_ms: float
     throughput: float  # samples per second at the median latency
     p50_ci95: tuple[float, float] | None = None  # bootstrap over the timing rounds
+    # Median CPU time of the process per call: other processes' load does not stretch it (at one
+    # thread it is the call's own work; with more, every thread's, spinning included).
+    cpu_p50_ms: float | None = None
 
     @classmethod
-    def from_times(cls, times_ms: list[float], batch_size: int) -> LatencyStats:
+    def from_times(cls, times_ms: list[float], batch_size: int, cpu_ms: list[float] | None = None) -> LatencyStats:
         a = np.asarray(times_ms, dtype=np.float64)
         p50, p90, p95, p99 = (float(x) for x in np.percentile(a, [50, 90, 95, 99]))
         return cls(
             iterations=int(a.size), mean_ms=float(a.mean()), std_ms=float(a.std(ddof=1)) if a.size > 1 else 0.0,
             min_ms=float(a.min()), p50_ms=p50, p90_ms=p90, p95_ms=p95, p99_ms=p99, max_ms=float(a.max()),
             throughput=batch_size * 1000.0 / p50 if p50 > 0 else math.inf, p50_ci95=median_ci(times_ms),
+            cpu_p50_ms=float(np.median(cpu_ms)) if cpu_ms else None,
         )
 
 
@@ -82,6 +86,7 @@ class Runner:
         self.io_binding = io_binding
         self.node_providers = node_providers
         self.times: list[float] = []
+        self.cpu_times: list[float] = []
 
 
 def time_round_robin(runners: list[Runner], *, warmup: int, iterations: int | None, duration: float | None) -> None:
@@ -103,9 +108,10 @@ def time_round_robin(runners: list[Runner], *, warmup: int, iterations: int | No
         for i in range(limit):
             for j in range(k):
                 r = runners[(i + j) % k]
-                t0 = time.perf_counter_ns()
+                c0, t0 = time.process_time_ns(), time.perf_counter_ns()
                 r.call()
                 r.times.append((time.perf_counter_ns() - t0) / 1e6)
+                r.cpu_times.append((time.process_time_ns() - c0) / 1e6)
             if budget is not None and i + 1 >= MIN_ITERATIONS and time.perf_counter() - started >= budget:
                 break
     finally:
