@@ -483,16 +483,6 @@ def evaluate_gates(run: PipelineResult, gates: dict[str, float]) -> list[GateOut
     return out
 
 
-def _threads_record(run: PipelineResult) -> dict[str, Any] | None:
-    """The bench step's thread count and how it was chosen, for provenance."""
-    bench = run.step("bench")
-    res = bench.result if bench else None
-    if res is None:
-        return None
-    return {"timed_at": res.threads, "chosen_by": res.threads_from, "recommended": dict(res.recommended_threads),
-            "spin_policy": res.spin_policy, "load_before": res.load_before, "load_after": res.load_after}
-
-
 def _bench_missing(bench: StepRecord | None) -> str:
     if bench is None:
         return "bench is disabled"
@@ -578,7 +568,8 @@ def run_pipeline(cfg: PipelineConfig, *, progress: Progress | None = None) -> Pi
         arts.append(prov.artifact("source", src_path, digest=src_digest))
     arts += prov.input_artifacts(cfg)
     arts += [prov.artifact(role, p) for role, p, _ in run.artifacts if p.exists()]
-    res.provenance = prov.collect(arts, threads=_threads_record(res))
+    bench_step = res.step("bench")
+    res.provenance = prov.collect(arts, threads=prov.bench_threads(bench_step.result if bench_step else None))
     res.passed = all(s.status in (PASSED, SKIPPED) for s in res.steps) and all(g.passed for g in res.gates)
     res.seconds = time.perf_counter() - t0
     return res

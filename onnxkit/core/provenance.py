@@ -196,3 +196,12 @@ def collect(artifacts: list[Artifact] | None = None, *, threads: dict[str, Any] 
     except Exception:
         pass
     return prov
+
+
+def bench_threads(bench: Any) -> dict[str, Any] | None:
+    """A bench result's thread count and how it was chosen, the fastest count per model, the
+    spin policy and the load around the timing; None when nothing was timed."""
+    if bench is None or not hasattr(bench, "threads_from"):
+        return None
+    return {"timed_at": bench.threads, "chosen_by": bench.threads_from, "recommended": dict(bench.recommended_threads),
+            "spin_policy": bench.spin_policy, "load_before": bench.load_before, "load_after": bench.load_after}
