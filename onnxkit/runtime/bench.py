@@ -210,6 +210,14 @@ def _limit_source_threads(source, threads: int) -> list[str]:
         source.booster.set_param({"nthread": threads})
     elif framework == "tensorflow":
         return ["TensorFlow's thread count is fixed once it starts; set TF_NUM_INTRAOP_THREADS to match --threads"]
+    elif framework in ("sklearn", "lightgbm"):
+        # Their heavy lifting runs in BLAS/OpenMP pools, which threadpoolctl (a scikit-learn
+        # dependency) can size; without it they keep their defaults, and the note says so.
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            return [f"{framework} runs at its own thread count (threadpoolctl is not installed to set it)"]
+        threadpool_limits(limits=threads)
     return []
 
 
