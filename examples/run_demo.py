@@ -142,7 +142,7 @@ def stage_rows(doc: dict[str, Any], built: dict[str, Any]) -> tuple[list[list[st
     def p50(entry: dict | None) -> str:
         return f"{entry['stats']['p50_ms']:.2f} ms" if entry else "-"
 
-    rows = [["source (PyTorch eager)", built["source"].name, p50(source_entry), "1x", fmt_bytes(built["source"].stat().st_size),
+    rows = [["source (PyTorch eager)", built["source"].name, p50(source_entry), "1x", "1x", fmt_bytes(built["source"].stat().st_size),
              f"{(source_pred == labels).mean():.1%}", "-", "-"]]
     artifacts = {a["role"]: a for a in ((doc.get("provenance") or {}).get("artifacts") or [])}
     for stage, role, check in (("export", "exported", "validate export"), ("optimize", "optimized", "validate optimized"),
@@ -150,7 +150,7 @@ def stage_rows(doc: dict[str, Any], built: dict[str, Any]) -> tuple[list[list[st
         step = steps.get(stage) or {}
         art = artifacts.get(role)
         if art is None or not Path(art["path"]).exists():
-            rows.append([stage, "-", "-", "-", "-", "-", "-", step.get("reason") or step.get("status", "not run")])
+            rows.append([stage, "-", "-", "-", "-", "-", "-", "-", step.get("reason") or step.get("status", "not run")])
             continue
         path = Path(art["path"])
         pred = top1(path, images)
@@ -159,13 +159,32 @@ def stage_rows(doc: dict[str, Any], built: dict[str, Any]) -> tuple[list[list[st
         cosines = [o["cosine"] for o in outputs if isinstance(o.get("cosine"), (int, float))]
         rows.append([stage, path.name, p50(entry),
                      fmt_speedup(entry.get("speedup_vs_source"), entry.get("speedup_ci95")) if entry else "-",
+                     fmt_speedup(entry.get("speedup_cpu"), entry.get("speedup_cpu_ci95")) if entry else "-",
                      fmt_bytes(art["size"]), f"{(pred == labels).mean():.1%}", f"{(pred == source_pred).mean():.1%}",
                      f"{min(cosines):.4f}" if cosines else "-"])
     return rows, batch
 
 
+def timing_line(doc: dict[str, Any]) -> str:
+    """How the bench step timed both sides: one thread count for PyTorch and ONNX Runtime alike,
+    the spin policy and the machine's load, so a reader can judge the speed-ups."""
+    bench = next((s for s in doc["steps"] if s["name"] == "bench"), {}).get("result") or {}
+    if not bench:
+        return "timing: the bench step did not run"
+    threads = bench.get("threads")
+    text = (f"timing: PyTorch and ONNX Runtime both at {threads} intra-op thread(s) ({bench.get('threads_from')})"
+            if threads else "timing: ONNX Runtime's default thread count")
+    recommended = bench.get("recommended_threads") or {}
+    if recommended:
+        text += "; fastest measured: " + ", ".join(f"{k} {v}" for k, v in recommended.items())
+    before, after = bench.get("load_before"), bench.get("load_after")
+    if before and after:
+        text += f"; load average {before[0]:g} before, {after[0]:g} after"
+    return text + f"\n        {bench.get('spin_policy', '')}"
+
+
 def print_table(rows: list[list[str]], batch: int | None) -> None:
-    head = ["stage", "file", f"p50 batch {batch}", "speed-up vs source", "size", "top-1 acc.", "top-1 = source", "cosine vs source"]
+    head = ["stage", "file", f"p50 batch {batch}", "speed-up vs source", "on CPU time", "size", "top-1 acc.", "top-1 = source", "cosine vs source"]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for cells in (head, ["-" * w for w in widths], *rows):
         print("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
@@ -193,14 +212,17 @@ def main(argv: list[str] | None = None) -> int:
         summary = report / "pipeline.json"
         if not summary.exists():
             raise DemoError(f"the pipeline wrote no {summary} (exit {code})", code=code or 70)
-        rows, batch = stage_rows(json.loads(summary.read_text()), built)
+        doc = json.loads(summary.read_text())
+        rows, batch = stage_rows(doc, built)
     except DemoError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return exc.code
     verdict = {0: "PASSED", 1: "FAILED (a step or gate failed)"}.get(code, f"ERROR (exit {code})")
     print()
-    print(f"What each stage bought (top-1 on 200 held-out digits; speed-up: p50 at batch {batch}, bootstrap 95% CI over the timing rounds):")
+    print(f"What each stage bought (top-1 on 200 held-out digits; speed-up: p50 at batch {batch}, bootstrap 95% CI over the timing rounds;")
+    print("on CPU time: the same ratio of the process's CPU time per call, which other processes' load does not stretch):")
     print_table(rows, batch)
+    print(timing_line(doc))
     print()
     print(f"verdict:     {verdict}  ({time.perf_counter() - t0:.0f} s, gates: {', '.join(GATES)})")
     print(f"config:      {config}")

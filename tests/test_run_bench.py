@@ -417,11 +417,11 @@ def test_interleaved_sessions_do_not_spin(monkeypatch, two_models, linear_onnx):
     monkeypatch.setattr(session_mod, "make_session", spy)
     feeds = {2: {"x": np.ones((2, 4), np.float32)}}
     single = bench_models([linear_onnx], feeds, iterations=2, warmup=0)
-    assert seen == [True] and not any("spinning" in n for n in single.notes)
+    assert seen == [True] and "do not spin" not in single.spin_policy
     seen.clear()
     both = bench_models(list(two_models), feeds, iterations=2, warmup=0)
     assert seen == [False, False]
-    assert any("spinning is off" in n for n in both.notes)
+    assert "allow_spinning=0" in both.spin_policy
 
 
 def test_untrusted_model_is_probed_in_a_child_first(cli, linear_onnx, monkeypatch):

@@ -91,7 +91,7 @@ def optimize_command(
         if clash:
             raise UsageError(f"--auto chooses the passes and level itself; drop {', '.join(clash)} or drop --auto")
         from onnxkit.operations.autotune import auto_optimize
-        from onnxkit.runtime.bench import parse_batch_sizes
+        from onnxkit.operations.bench import parse_batch_sizes
 
         source = None
         if vs is not None:

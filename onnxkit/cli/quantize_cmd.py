@@ -81,7 +81,7 @@ def quantize_command(
         if clash:
             raise UsageError(f"--mode auto chooses the variant itself; drop {', '.join(clash)} or pick a --mode")
         from onnxkit.operations.autotune import auto_quantize
-        from onnxkit.runtime.bench import parse_batch_sizes
+        from onnxkit.operations.bench import parse_batch_sizes
 
         source = None
         if vs is not None:

@@ -83,6 +83,9 @@ class AutoResult(Result):
     chosen_is_input: bool = False
     source: dict[str, Any] | None = None
     source_p50_ms: dict[int, float] = field(default_factory=dict)
+    threads: int | None = None          # intra-op threads every candidate (and the source) was timed at
+    threads_from: str = ""              # --threads, or measured
+    recommended_threads: dict[str, int] = field(default_factory=dict)  # candidate -> its fastest measured count
 
     def candidate(self, name: str) -> Candidate | None:
         return next((c for c in self.candidates if c.name == name), None)
@@ -117,7 +120,8 @@ class AutoResult(Result):
             rows.append(row)
         runoff = f"; run-off of {len(self.runoff)} near-best, {RUNOFF_ROUNDS} rounds" if self.runoff else ""
         head = (f"{self.stage} --auto {Path(self.model).name}: {len(self.candidates)} candidates, decided on p50 at batch "
-                f"{self.decide_batch} ({self.iterations} interleaved runs each{runoff}); budget: {self.budget}")
+                f"{self.decide_batch} ({self.iterations} interleaved runs each{runoff}"
+                f"{f', {self.threads} threads ({self.threads_from})' if self.threads else ''}); budget: {self.budget}")
         return [Table(head, cols, rows)]
 
 
@@ -197,8 +201,12 @@ def _time(result: AutoResult, cands: list[Candidate], specs: list, *, source: An
 
     timed = [c for c in cands if c.eligible and c.same_as is None]
     feeds = {b: random_feeds(specs, batch=b, seed=seed) for b in result.batch_sizes}
+    # Unset threads are measured (1, 2, 4, ... usable cores), not assumed from another machine.
     bench = bench_models([c.path for c in timed], feeds, warmup=result.warmup, iterations=result.iterations,
-                         threads=threads, source=source, trust=trust, names=[c.name for c in timed])
+                         threads=threads or "auto", source=source, trust=trust, names=[c.name for c in timed])
+    threads = bench.threads
+    result.threads, result.threads_from = bench.threads, bench.threads_from
+    result.recommended_threads = dict(bench.recommended_threads)
     if source is not None:
         result.source = bench.source
     for e in bench.entries:
@@ -317,6 +325,9 @@ def _finish(result: AutoResult, cands: list[Candidate], out: Path, *, allow_inpu
         s = chosen.speedup_vs_input.get(d)
         result.notes.append(f"chose {chosen.name}" + (f": {s:.2f}x the input's speed at batch {d}" if s else ""))
     _source_notes(result, chosen)
+    best = result.recommended_threads.get(chosen.name if chosen.same_as is None else chosen.same_as)
+    if best is not None:
+        result.notes.append(f"recommended intra_op_num_threads for {chosen.name}: {best} (measured on this machine)")
     return chosen
 
 

@@ -118,7 +118,7 @@ SCHEMA: dict[str, list[Key]] = {
         Key("batch_sizes", "list[int]", [1, 8], "Batch sizes to time."),
         Key("iterations", "int", 50, "Timed runs per batch size.", minimum=1),
         Key("warmup", "int", 5, "Untimed runs first.", minimum=0),
-        Key("threads", "int", None, "Intra-op threads; unset = ONNX Runtime's choice.", minimum=1, optional=True),
+        Key("threads", "int", None, "Intra-op threads of every timed side, the source too; unset = measured (1, 2, 4, ... usable cores, briefly).", minimum=1, optional=True),
         Key("vs_source", "bool", True, "Also time the source framework, side by side (needed by min_speedup)."),
     ],
     "gates": [

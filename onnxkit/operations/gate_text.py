@@ -41,6 +41,8 @@ def gate_condition(g: GateOutcome) -> str:
     if g.actual is None:
         return f"{g.name} {'>=' if minimum else '<='} {threshold}: not measured{detail}"
     label, unit = _GATE_MEASURES.get(g.name, (g.name.split(".", 1)[-1], ""))
+    if getattr(g, "status", "") == "inconclusive":
+        return f"{label} {_distinct(g.actual, g.threshold)}{unit} inconclusive against {g.name} {threshold}{detail}"
     if minimum:
         op = ">=" if g.passed else "<"
     else:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxkit.operations.config import PipelineConfig
+from onnxkit.operations.gates import speedup_gate
 from onnxkit.operations.provenance import Provenance
 from onnxkit.errors import EXIT_CHECK_FAILED, EXIT_OK, Interrupted, OnnxkitError
 
@@ -58,12 +59,18 @@ class GateOutcome:
     actual: float | None
     passed: bool
     detail: str = ""
+    status: str = ""  # pass, fail or inconclusive (a timed figure whose interval straddles the threshold)
+    ci95: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        self.status = self.status or ("pass" if self.passed else "fail")
 
     @property
     def line(self) -> str:
         op = ">=" if self.name.startswith("min_") else "<="
         got = fmt_num(self.actual) if self.actual is not None else "not measured"
-        return f"{self.name}: {got} {op} {fmt_num(self.threshold)}" + (f" ({self.detail})" if self.detail else "")
+        status = f" [{self.status}]" if self.status == "inconclusive" else ""
+        return f"{self.name}: {got} {op} {fmt_num(self.threshold)}{status}" + (f" ({self.detail})" if self.detail else "")
 
 
 @dataclass
@@ -104,7 +111,7 @@ class PipelineResult(Result):
         tables = [steps]
         if self.gates:
             tables.append(Table("Gates", ["gate", "threshold", "actual", "verdict", "detail"], [
-                [g.name, g.threshold, g.actual if g.actual is not None else "not measured", "pass" if g.passed else "FAIL", g.detail or "-"]
+                [g.name, g.threshold, g.actual if g.actual is not None else "not measured", g.status if g.passed else g.status.upper(), g.detail or "-"]
                 for g in self.gates
             ]))
         if self.provenance and self.provenance.artifacts:
@@ -378,7 +385,7 @@ class _Run:
             # Named by role so reports and gates say "quantized", not a file name.
             res = bench_models(
                 [str(p) for _, p in arts], feeds,
-                threads=b["threads"], warmup=b["warmup"], iterations=b["iterations"],
+                threads=b["threads"] or "auto", warmup=b["warmup"], iterations=b["iterations"],
                 source=self.source_model if b["vs_source"] else None,
                 trust=self.cfg["source"]["trust"],
                 names=[role for role, _ in arts],
@@ -403,7 +410,9 @@ def bench_rows(res: Result | None) -> list[dict[str, Any]]:
     entries = getattr(res, "entries", None) or []
     return [
         {"variant": e.name + (f" ({e.kind})" if e.is_source else ""), "batch": e.batch_size, "p50_ms": e.stats.p50_ms,
-         "p99_ms": e.stats.p99_ms, "speedup": e.speedup_vs_source, "is_source": e.is_source}
+         "p99_ms": e.stats.p99_ms, "speedup": e.speedup_vs_source, "speedup_ci95": e.speedup_ci95,
+         "speedup_cpu_ci95": e.speedup_cpu_ci95,
+         "is_source": e.is_source}
         for e in entries
     ]
 
@@ -461,14 +470,8 @@ def evaluate_gates(run: PipelineResult, gates: dict[str, float]) -> list[GateOut
             else:
                 detail = _bench_missing(bench)
         elif name == "min_speedup":
-            vals = [(r["speedup"], r["batch"]) for r in final_rows if isinstance(r.get("speedup"), (int, float))]
-            if vals:
-                # The largest batch is where throughput matters and timer noise matters least.
-                batch = max(b for _, b in vals)
-                actual = next(s for s, b in vals if b == batch)
-                detail = f"{final.name} vs source, p50 at batch {batch}" if final else ""
-            else:
-                detail = _bench_missing(bench) if not rows else "the source framework was not timed (bench.vs_source)"
+            out.append(speedup_gate(final_rows, threshold, final, _bench_missing(bench) if not rows else None))
+            continue
         passed = actual is not None and (actual >= threshold if name.startswith("min_") else actual <= threshold)
         out.append(GateOutcome(name=name, threshold=threshold, actual=actual, passed=passed, detail=detail))
     return out
@@ -559,7 +562,8 @@ def run_pipeline(cfg: PipelineConfig, *, progress: Progress | None = None) -> Pi
         arts.append(prov.artifact("source", src_path, digest=src_digest))
     arts += prov.input_artifacts(cfg)
     arts += [prov.artifact(role, p) for role, p, _ in run.artifacts if p.exists()]
-    res.provenance = prov.collect(arts)
+    bench_step = res.step("bench")
+    res.provenance = prov.collect(arts, threads=prov.bench_threads(bench_step.result if bench_step else None))
     res.passed = all(s.status in (PASSED, SKIPPED) for s in res.steps) and all(g.passed for g in res.gates)
     res.seconds = time.perf_counter() - t0
     return res

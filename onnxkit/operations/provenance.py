@@ -55,6 +55,9 @@ class Provenance:
     onnx_max_opset: int | None = None
     machine: dict[str, Any] = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
+    # The bench's intra-op thread count (timed_at, chosen_by), the fastest count measured per
+    # model (recommended), the spin policy and load around the timing; None when nothing was timed.
+    threads: dict[str, Any] | None = None
 
     def rows(self) -> list[list[str]]:
         """Flat (property, value) rows for tables and reports."""
@@ -63,6 +66,14 @@ class Provenance:
         rows.append(["onnx max opset", str(self.onnx_max_opset)])
         rows.append(["ORT providers", ", ".join(self.ort_providers) or "-"])
         rows += [[f"machine {k}", str(v)] for k, v in self.machine.items()]
+        if self.threads:
+            t = self.threads
+            rows.append(["timed at threads", f"{t.get('timed_at') or 'ONNX Runtime default'} ({t.get('chosen_by')})"])
+            if t.get("recommended"):
+                rows.append(["recommended intra_op_num_threads",
+                             ", ".join(f"{k} {v}" for k, v in t["recommended"].items())])
+            if t.get("load_before") and t.get("load_after"):
+                rows.append(["load average before/after bench", f"{t['load_before'][0]:g} / {t['load_after'][0]:g}"])
         return rows
 
 
@@ -160,7 +171,7 @@ def input_artifacts(cfg: Any) -> list[Artifact]:
     return arts
 
 
-def collect(artifacts: list[Artifact] | None = None) -> Provenance:
+def collect(artifacts: list[Artifact] | None = None, *, threads: dict[str, Any] | None = None) -> Provenance:
     """The provenance of this run; imports onnx and onnxruntime (both core dependencies)."""
     from onnxkit import __version__
 
@@ -170,6 +181,7 @@ def collect(artifacts: list[Artifact] | None = None) -> Provenance:
         packages=package_versions(),
         machine=machine_info(),
         artifacts=list(artifacts or []),
+        threads=threads,
     )
     try:
         import onnx.defs
@@ -184,3 +196,12 @@ def collect(artifacts: list[Artifact] | None = None) -> Provenance:
     except Exception:
         pass
     return prov
+
+
+def bench_threads(bench: Any) -> dict[str, Any] | None:
+    """A bench result's thread count and how it was chosen, the fastest count per model, the
+    spin policy and the load around the timing; None when nothing was timed."""
+    if bench is None or not hasattr(bench, "threads_from"):
+        return None
+    return {"timed_at": bench.threads, "chosen_by": bench.threads_from, "recommended": dict(bench.recommended_threads),
+            "spin_policy": bench.spin_policy, "load_before": bench.load_before, "load_after": bench.load_after}

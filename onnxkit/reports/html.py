@@ -113,7 +113,7 @@ def pipeline_html(res: PipelineResult) -> str:
         grows = "".join(
             f"<tr{'' if g.passed else ' class=bad'}><td><code>{_e(g.name)}</code></td><td class=num>{_e(g.threshold)}</td>"
             f"<td class=num>{_e(g.actual) if g.actual is not None else 'not measured'}</td>"
-            f"<td><span class='verdict {'pass' if g.passed else 'fail'}'>{'pass' if g.passed else 'FAIL'}</span></td>"
+            f"<td><span class='verdict {'pass' if g.passed else 'fail'}'>{_e(_gate_status(g))}</span></td>"
             f"<td>{_e(g.detail or '-')}</td></tr>"
             for g in res.gates
         )
@@ -149,3 +149,9 @@ def pipeline_html(res: PipelineResult) -> str:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in res.notes) + "</ul>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def _gate_status(g) -> str:
+    """pass, FAIL or INCONCLUSIVE (a timed gate whose interval straddles its threshold)."""
+    status = getattr(g, "status", "") or ("pass" if g.passed else "fail")
+    return status if g.passed else status.upper()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Callable
@@ -21,38 +22,15 @@ from onnxkit.foundation.data import Feeds, check_feeds
 from onnxkit.errors import InputError, UsageError
 from onnxkit.results import Result, Table, fmt_num
 from onnxkit.runtime.speedup_ci import speedup_ci
+from onnxkit.runtime.timing import MAX_ITERATIONS_FOR_DURATION, MIN_ITERATIONS, LatencyStats, load_average
+from onnxkit.runtime.timing import Runner as _Runner
+from onnxkit.runtime.timing import time_round_robin as _time_round_robin
 
 log = logging.getLogger(__name__)
 
 BASELINE_FORMAT = "onnxkit-bench-baseline"
 BASELINE_VERSION = 1
 METRICS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms")
-MIN_ITERATIONS = 3
-MAX_ITERATIONS_FOR_DURATION = 1_000_000
-
-
-@dataclass
-class LatencyStats:
-    iterations: int
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    p50_ms: float
-    p90_ms: float
-    p95_ms: float
-    p99_ms: float
-    max_ms: float
-    throughput: float  # samples per second at the median latency
-
-    @classmethod
-    def from_times(cls, times_ms: list[float], batch_size: int) -> LatencyStats:
-        a = np.asarray(times_ms, dtype=np.float64)
-        p50, p90, p95, p99 = (float(x) for x in np.percentile(a, [50, 90, 95, 99]))
-        return cls(
-            iterations=int(a.size), mean_ms=float(a.mean()), std_ms=float(a.std(ddof=1)) if a.size > 1 else 0.0,
-            min_ms=float(a.min()), p50_ms=p50, p90_ms=p90, p95_ms=p95, p99_ms=p99, max_ms=float(a.max()),
-            throughput=batch_size * 1000.0 / p50 if p50 > 0 else math.inf,
-        )
 
 
 @dataclass
@@ -67,6 +45,8 @@ class BenchEntry:
     ratio_to_first: float | None = None     # this p50 / first ONNX model's p50 (lower is faster)
     speedup_vs_source: float | None = None  # source p50 / this p50 (above 1: ONNX is faster)
     speedup_ci95: tuple[float, float] | None = None  # bootstrap over the timing rounds (speedup_ci.py)
+    speedup_cpu: float | None = None  # the same ratio on median process CPU time (timing.LatencyStats)
+    speedup_cpu_ci95: tuple[float, float] | None = None  # its interval; only at 1 thread, where CPU time is the call's work
     is_source: bool = False        # the --vs framework model, not an ONNX model
 
 
@@ -90,7 +70,15 @@ class BenchResult(Result):
     warmup: int = 0
     iterations: int | None = None
     duration_s: float | None = None
-    threads: int | None = None
+    threads: int | None = None     # intra-op threads of every timed side; None: ONNX Runtime's default
+    threads_from: str = "ONNX Runtime's default"  # "--threads", "measured" or ONNX Runtime's default
+    thread_probe: dict[str, dict[int, float]] | None = None  # name -> {threads: p50 ms} of the brief probe
+    recommended_threads: dict[str, int] = field(default_factory=dict)  # name -> its fastest measured count
+    spin_policy: str = ""
+    load_before: list[float] | None = None  # 1/5/15 min load averages around the timing
+    load_after: list[float] | None = None
+    min_speedup: float | None = None
+    speedup_gate: dict[str, Any] | None = None  # status, reason, model, batch, speedup, ci95
     entries: list[BenchEntry] = field(default_factory=list)
     baseline: str | None = None
     baseline_metric: str = "p50_ms"
@@ -98,6 +86,12 @@ class BenchResult(Result):
     comparisons: list[Regression] = field(default_factory=list)
     plot: str | None = None
     saved_baseline: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        if self.speedup_gate and self.speedup_gate.get("status") == "inconclusive" and self.passed is False:
+            return "INCONCLUSIVE"
+        return super().verdict
 
     def entry(self, name: str, batch_size: int) -> BenchEntry | None:
         return next((e for e in self.entries if e.name == name and e.batch_size == batch_size), None)
@@ -109,14 +103,21 @@ class BenchResult(Result):
             runs_on = ", ".join(p.replace("ExecutionProvider", "") for p in e.providers) + (" +iobinding" if e.io_binding else "")
             rows.append([
                 e.name + (f" ({e.kind})" if e.is_source else ""), e.batch_size,
-                *(f"{v:.3f}" for v in (s.p50_ms, s.p90_ms, s.p95_ms, s.p99_ms)), f"{s.mean_ms:.3f} ± {s.std_ms:.3f}",
+                f"{s.p50_ms:.3f}", "-" if not s.p50_ci95 else f"{s.p50_ci95[0]:.3f}-{s.p50_ci95[1]:.3f}",
+                *(f"{v:.3f}" for v in (s.p90_ms, s.p95_ms, s.p99_ms)),
                 f"{s.throughput:,.0f}", "-" if not e.ratio_to_first else f"{1 / e.ratio_to_first:.2f}x",
-                "-" if e.speedup_vs_source is None else f"{e.speedup_vs_source:.2f}x", runs_on or "-",
+                _speedup_text(e), runs_on or "-",
             ])
         runs = f"{self.iterations} runs" if self.iterations else f"{self.duration_s:g} s"
-        tables = [Table(f"Latency in ms ({runs} each after {self.warmup} warm-up, interleaved)",
-                        ["model", "batch", "p50", "p90", "p95", "p99", "mean ± std", "samples/s", "speed-up vs first",
-                         "speed-up vs source", "runs on"], rows)]
+        tables = [Table(f"Latency in ms ({runs} each after {self.warmup} warm-up, interleaved; {self.conditions()})",
+                        ["model", "batch", "p50", "p50 95% CI", "p90", "p95", "p99", "samples/s",
+                         "speed-up vs first", "speed-up vs source", "runs on"], rows)]
+        if self.thread_probe:
+            counts = sorted({c for by in self.thread_probe.values() for c in by})
+            tables.append(Table("p50 ms by intra-op thread count (brief probe; the fastest is recommended)",
+                                ["model", *(f"{c} thread{'s' * (c > 1)}" for c in counts), "recommended"],
+                                [[n, *(fmt_num(by.get(c)) for c in counts), self.recommended_threads.get(n, "-")]
+                                 for n, by in self.thread_probe.items()]))
         if self.comparisons:
             tables.append(Table(
                 f"Against baseline {self.baseline} ({self.baseline_metric}, max +{fmt_num(self.max_regression_pct)}%)",
@@ -124,25 +125,37 @@ class BenchResult(Result):
                 [[c.name, c.batch_size, c.baseline_ms, c.current_ms, f"{c.change_pct:+.1f}%", "REGRESSED" if c.regressed else "ok"]
                  for c in self.comparisons],
             ))
+        if self.speedup_gate:
+            g = self.speedup_gate
+            tables.append(Table("Speed-up gate", ["model", "batch", "speed-up", "95% CI", "threshold", "status", "reason"],
+                                [[g["model"], g["batch"], _speedup_text_raw(g["speedup"]),
+                                  "-" if not g["ci95"] else f"{g['ci95'][0]:.2f}-{g['ci95'][1]:.2f}x",
+                                  f"{g['threshold']:g}x", g["status"].upper() if g["status"] != "pass" else "pass",
+                                  g["reason"]]]))
         return tables
+
+    def conditions(self) -> str:
+        """Threads, spin policy and load: what a reader needs to trust or doubt the figures."""
+        threads = f"{self.threads} intra-op thread{'s' * ((self.threads or 0) > 1)} ({self.threads_from})" if self.threads \
+            else f"threads: {self.threads_from}"
+        load = ""
+        if self.load_before and self.load_after:
+            load = f"; load average {self.load_before[0]:g} before, {self.load_after[0]:g} after"
+        return threads + (f"; {self.spin_policy}" if self.spin_policy else "") + load
+
+
+def _speedup_text_raw(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _speedup_text(e: BenchEntry) -> str:
+    text = _speedup_text_raw(e.speedup_vs_source)
+    if e.speedup_vs_source is not None and e.speedup_ci95:
+        text += f" ({e.speedup_ci95[0]:.2f}-{e.speedup_ci95[1]:.2f}x)"
+    return text
 
 
 # ---------------------------------------------------------------- runners
-
-class _Runner:
-    """One thing to time at one batch size: ``call()`` runs it once."""
-
-    def __init__(self, name: str, kind: str, call: Callable[[], object], providers: list[str] | None = None,
-                 io_binding: bool = False, node_providers: dict[str, int] | None = None, is_source: bool = False) -> None:
-        self.is_source = is_source
-        self.name = name
-        self.kind = kind
-        self.call = call
-        self.providers = providers or []
-        self.io_binding = io_binding
-        self.node_providers = node_providers
-        self.times: list[float] = []
-
 
 def _adapt_feeds(feeds: Feeds, specs: list, where: str) -> Feeds:
     """Give each model the inputs in its own float type (an fp16 model next to its fp32
@@ -197,6 +210,14 @@ def _limit_source_threads(source, threads: int) -> list[str]:
         source.booster.set_param({"nthread": threads})
     elif framework == "tensorflow":
         return ["TensorFlow's thread count is fixed once it starts; set TF_NUM_INTRAOP_THREADS to match --threads"]
+    elif framework in ("sklearn", "lightgbm"):
+        # Their heavy lifting runs in BLAS/OpenMP pools, which threadpoolctl (a scikit-learn
+        # dependency) can size; without it they keep their defaults, and the note says so.
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            return [f"{framework} runs at its own thread count (threadpoolctl is not installed to set it)"]
+        threadpool_limits(limits=threads)
     return []
 
 
@@ -237,7 +258,7 @@ def bench_models(
     *,
     providers: list[str] | None = None,
     provider_options: dict[str, dict[str, str]] | None = None,
-    threads: int | None = None,
+    threads: int | str | None = None,
     warmup: int = 5,
     iterations: int | None = 50,
     duration: float | None = None,
@@ -254,7 +275,11 @@ def bench_models(
     ``provider_options``: {ORT provider name: {key: value}}, as from ``provider_options_for``.
 
     ``iterations``: timed runs per model and batch size; or ``duration``: seconds per model and
-    batch size (at least 3 runs). ``io_binding``: None = on where it pays (CUDA/TensorRT)."""
+    batch size (at least 3 runs). ``io_binding``: None = on where it pays (CUDA/TensorRT).
+
+    ``threads``: intra-op threads of every ONNX model and of the source alike; ``"auto"`` (and
+    None when a source is timed) measures 1, 2, 4, ... usable cores first and times at the count
+    that suits all of them (threads_probe.py)."""
     from onnxkit.foundation.onnx_io import load_onnx
     from onnxkit.runtime.providers import check_active, plan_providers
     from onnxkit.runtime.session import OnnxSession, make_session
@@ -271,6 +296,20 @@ def bench_models(
         raise UsageError("--warmup cannot be negative")
     chosen = plan_providers(providers, fallback=fallback)
     names = names or _unique_names(models)
+    load_before = load_average()
+    probe = None
+    threads_from = "--threads" if isinstance(threads, int) else "ONNX Runtime's default"
+    paths_only = not any(isinstance(m, OnnxSession) for m in models)
+    if (threads == "auto" or (threads is None and source is not None)) and paths_only:
+        from onnxkit.runtime.threads_probe import probe_threads
+
+        for m in models:
+            load_onnx(m, load_external=False, trust=trust)
+        probe = probe_threads(list(models), names, feeds_by_batch[max(feeds_by_batch)], source=source,
+                              source_name=_source_name(source), providers=chosen, provider_options=provider_options)
+        threads, threads_from = probe.common, "measured"
+    elif not isinstance(threads, int):
+        threads = None
     # Interleaved runs share the CPU: an idle ORT session's threads busy-wait after each run
     # and slow down whatever runs next (measured: PyTorch eager 10x slower on 2 cores).
     interleaved = len(models) > 1 or source is not None
@@ -292,20 +331,67 @@ def bench_models(
     result = BenchResult(
         models=[str(getattr(s, "path", None) or n) for s, n in zip(sessions, names)], batch_sizes=sorted(feeds_by_batch),
         warmup=warmup, iterations=None if duration is not None else iterations, duration_s=duration, threads=threads,
+        threads_from=threads_from, load_before=load_before,
     )
+    if probe is not None:
+        result.thread_probe, result.recommended_threads = probe.p50_ms, probe.best
+        result.notes.append(probe.summary())
     if source is not None:
         result.source = {k: v for k, v in source.describe().items() if k != "inputs"} if hasattr(source, "describe") else {"framework": getattr(source, "framework", "")}
 
-    if interleaved:
-        result.notes.append("ONNX Runtime thread spinning is off so interleaved runs do not steal each other's CPU")
+    result.spin_policy = _spin_policy(source, interleaved, threads)
     try:
-        if source is not None and threads:
-            result.notes.extend(_limit_source_threads(source, threads))
+        if source is not None:
+            if threads:
+                result.notes.extend(_limit_source_threads(source, threads))
+            else:
+                result.notes.append("the source framework runs at its own default thread count; give --threads to match")
         _bench_batches(result, sessions, names, feeds_by_batch, source, io_binding, provider_options, warmup, iterations, duration)
     finally:
         for s in sessions:  # ends ORT profiling (and removes its file) on every path
             s.node_providers()
+    result.load_after = load_average()
+    _note_busy(result)
     return result
+
+
+def _note_stretch(result: BenchResult, e: BenchEntry) -> None:
+    """A busy machine stretches a long call (preempted many times) more than a short one (done
+    within one time slice), which inflates a wall-clock speed-up; CPU time is not stretched."""
+    wall, cpu = e.speedup_vs_source, e.speedup_cpu
+    if wall and cpu and result.threads == 1 and max(wall / cpu, cpu / wall) > 1.5:
+        result.notes.append(
+            f"at batch {e.batch_size}, {e.name} is {wall:.2f}x the source in wall-clock time but {cpu:.2f}x in CPU time: "
+            "other load on this machine stretched the slower side's calls more; trust the CPU-time ratio")
+
+
+def _note_busy(result: BenchResult) -> None:
+    from onnxkit.foundation.hostfacts import host_facts
+
+    cores = host_facts().usable_cores
+    loads = [x[0] for x in (result.load_before, result.load_after) if x]
+    if cores and loads and max(loads) > cores:
+        result.notes.append(f"the machine was busy (load average up to {max(loads):g} on {cores} usable cores): "
+                            "timings spread, read the intervals")
+
+
+def _source_name(source: Any) -> str:
+    return Path(str(getattr(source, "path", "source"))).name if source is not None else ""
+
+
+def _spin_policy(source: Any, interleaved: bool, threads: int | None) -> str:
+    """What idle worker threads do between runs, for each side: a spinning side steals the
+    CPU from the other in interleaved timing, so both are said."""
+    ort = ("ONNX Runtime threads do not spin (session.intra_op.allow_spinning=0)" if interleaved
+           else "ONNX Runtime threads spin between runs (its default)")
+    if source is None or getattr(source, "framework", "") != "torch":
+        return ort
+    if threads == 1:
+        return ort + "; PyTorch at 1 thread has no worker threads to spin"
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    torch_side = (f"PyTorch OpenMP OMP_WAIT_POLICY={policy}" if policy
+                  else "PyTorch OpenMP threads spin briefly before sleeping (OMP_WAIT_POLICY unset)")
+    return f"{ort}; {torch_side}"
 
 
 def _bench_batches(result: BenchResult, sessions: list, names: list[str], feeds_by_batch: dict[int, Feeds], source: Any,
@@ -330,21 +416,23 @@ def _bench_batches(result: BenchResult, sessions: list, names: list[str], feeds_
                 runners.append(_Runner(name, "onnx", (lambda s=sess, f=f: s.session.run(s.output_names, f)), sess.providers, False, nodes))
         if source is not None:
             sf = _source_feeds(feeds, source)
-            runners.append(_Runner(Path(str(source.path)).name, getattr(source, "framework", "") or "source",
+            runners.append(_Runner(_source_name(source), getattr(source, "framework", "") or "source",
                                    _source_call(source, sf), is_source=True))
         _time_round_robin(runners, warmup=warmup, iterations=iterations, duration=duration)
         first = None
         src_p50 = None
         times = {}
+        cpu_times: dict[int, list[float]] = {}
         for r in runners:
-            stats = LatencyStats.from_times(r.times, batch)
+            stats = LatencyStats.from_times(r.times, batch, r.cpu_times)
             entry = BenchEntry(r.name, r.kind, batch, stats, r.providers, r.node_providers, r.io_binding, is_source=r.is_source)
             if not r.is_source:
                 first = first or stats.p50_ms
                 entry.ratio_to_first = stats.p50_ms / first if first else None
             else:
-                src_p50, src_times = stats.p50_ms, r.times
+                src_p50, src_times, src_cpu, src_cpu_times = stats.p50_ms, r.times, stats.cpu_p50_ms, r.cpu_times
             times[id(entry)] = r.times
+            cpu_times[id(entry)] = r.cpu_times
             result.entries.append(entry)
         if src_p50 is not None:
             for e in result.entries:
@@ -352,41 +440,17 @@ def _bench_batches(result: BenchResult, sessions: list, names: list[str], feeds_
                     e.speedup_vs_source = src_p50 / e.stats.p50_ms
                     if id(e) in times:
                         e.speedup_ci95 = speedup_ci(src_times, times[id(e)])
+                    if src_cpu and e.stats.cpu_p50_ms:
+                        e.speedup_cpu = src_cpu / e.stats.cpu_p50_ms
+                        if result.threads == 1 and id(e) in cpu_times:
+                            e.speedup_cpu_ci95 = speedup_ci(src_cpu_times, cpu_times[id(e)])
+                        _note_stretch(result, e)
                     if e.speedup_vs_source < 1:
                         # Say it plainly (XGBoost's own predictor beats ONNX on large batches).
                         result.notes.append(
                             f"at batch {batch}, {e.name} is slower than the source framework "
                             f"({e.stats.p50_ms:.3g} ms vs {src_p50:.3g} ms p50, {e.speedup_vs_source:.2f}x)",
                         )
-
-
-def _time_round_robin(runners: list[_Runner], *, warmup: int, iterations: int | None, duration: float | None) -> None:
-    """Warm up, then time one call of each runner per round; the starting runner rotates
-    so none is always first after, e.g., a garbage collection."""
-    import gc
-
-    for _ in range(warmup):
-        for r in runners:
-            r.call()
-    k = len(runners)
-    budget = duration * k if duration is not None else None
-    limit = iterations if duration is None else MAX_ITERATIONS_FOR_DURATION
-    # Collections during timing add noise that belongs to neither side.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        started = time.perf_counter()
-        for i in range(limit):
-            for j in range(k):
-                r = runners[(i + j) % k]
-                t0 = time.perf_counter_ns()
-                r.call()
-                r.times.append((time.perf_counter_ns() - t0) / 1e6)
-            if budget is not None and i + 1 >= MIN_ITERATIONS and time.perf_counter() - started >= budget:
-                break
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 # ---------------------------------------------------------------- baselines
@@ -490,129 +554,7 @@ def compare_baseline(result: BenchResult, baseline: str | Path, max_regression_p
     return result
 
 
-# ---------------------------------------------------------------- plot
-
-def plot_latencies(result: BenchResult, dest: str | Path) -> Path:
-    """PNG bar chart of p50 latency per batch size (whisker to p99), written atomically;
-    drawn by the shared report plotter."""
-    from onnxkit.foundation.files import write_bytes_atomic
-    from onnxkit.reports.plots import latency_plot
-
-    png = latency_plot([(e.name + (f" ({e.kind})" if e.is_source else ""), e.batch_size, e.stats.p50_ms, e.stats.p99_ms)
-                        for e in result.entries])
-    if png is None:
-        raise InputError("no latencies to plot")
-    write_bytes_atomic(dest, png)
-    result.plot = str(dest)
-    return Path(dest)
-
-
 __all__ = [
     "BenchEntry", "BenchResult", "LatencyStats", "Regression", "bench_models", "compare_baseline", "load_baseline",
-    "parse_regression", "plot_latencies", "save_baseline", "baseline_doc",
+    "parse_regression", "save_baseline", "baseline_doc", "MIN_ITERATIONS", "MAX_ITERATIONS_FOR_DURATION",
 ]
-
-
-# ---------------------------------------------------------------- `onnxkit bench`
-
-def parse_batch_sizes(text: str | list[str] | None) -> list[int]:
-    parts = [p for t in ([text] if isinstance(text, str) else (text or ["1"])) for p in str(t).split(",") if p.strip()]
-    sizes = []
-    for p in parts:
-        if not p.strip().isdigit() or int(p) < 1:
-            raise UsageError(f"malformed --batch-size {p.strip()!r}; expected positive integers such as 1,8,32")
-        sizes.append(int(p))
-    return sorted(set(sizes)) or [1]
-
-
-def run_bench(
-    models: list[str | Path],
-    *,
-    source: str | Path | None = None,
-    providers: list[str] | None = None,
-    provider_options: list[str] | None = None,
-    fallback: bool = False,
-    batch_sizes: str | list[str] | None = None,
-    inputs: list[str] | None = None,
-    seed: int = 0,
-    warmup: int = 5,
-    iterations: int | None = None,
-    duration: float | None = None,
-    threads: int | None = None,
-    io_binding: bool | None = None,
-    plot: str | Path | None = None,
-    save_baseline_to: str | Path | None = None,
-    baseline: str | Path | None = None,
-    max_regression: str | None = None,
-    metric: str = "p50",
-    trust: bool = False,
-    timeout: float | None = None,
-) -> BenchResult:
-    """Everything `onnxkit bench` does: check paths, build inputs, time, plot, gate."""
-    from onnxkit.foundation.data import random_feeds
-    from onnxkit.foundation.files import check_output_path
-    from onnxkit.foundation.onnx_io import load_onnx
-    from onnxkit.operations.quantize.target import notes_for_models
-    from onnxkit.operations.run import fallback_notes
-    from onnxkit.foundation.spec import merge_specs, parse_specs, specs_from_onnx
-    from onnxkit.runtime.providers import parse_provider_options, plan_providers, provider_options_for
-
-    if iterations is not None and duration is not None:
-        raise UsageError("give --iterations or --duration, not both")
-    if iterations is None and duration is None:
-        iterations = 50
-    metric_key = metric if metric.endswith("_ms") else f"{metric}_ms"
-    if metric_key not in METRICS:
-        raise UsageError(f"unknown --metric {metric!r}; choose from {', '.join(m.removesuffix('_ms') for m in METRICS)}")
-    limit = parse_regression(max_regression)
-    if baseline is None and limit is not None:
-        raise UsageError("--max-regression needs --baseline FILE")
-    if baseline is not None:
-        limit = 10.0 if limit is None else limit
-        load_baseline(baseline)  # a malformed baseline fails now, not after minutes of timing
-    if plot is not None:
-        if Path(plot).suffix.lower() != ".png":
-            raise UsageError(f"--plot writes a PNG; give a .png path, not {Path(plot).name}")
-        check_output_path(plot, *models)
-    if save_baseline_to is not None:
-        check_output_path(save_baseline_to, *models)
-    sizes = parse_batch_sizes(batch_sizes)
-    chosen = plan_providers(providers, fallback=fallback)
-    options = provider_options_for(chosen, parse_provider_options(provider_options, chosen))
-
-    user_specs = parse_specs(inputs)
-    first = load_onnx(models[0], load_external=False, trust=trust)
-    first_specs = specs_from_onnx(first.model)
-    specs = merge_specs(first_specs, user_specs)
-    del first
-    for m in models[1:]:  # every model is fed the first one's inputs, so they must all take them
-        why = input_mismatch(first_specs, specs_from_onnx(load_onnx(m, load_external=False, trust=trust).model))
-        if why:
-            raise UsageError(f"{Path(m).name} cannot be timed on {Path(models[0]).name}'s inputs: {why}",
-                             hint="bench compares variants of one model; time different models in separate runs")
-    src = None
-    if source is not None:
-        from onnxkit.frameworks.base import LoadOptions
-        from onnxkit.frameworks.registry import load_source
-
-        src = load_source(source, LoadOptions(trust=trust, inputs=user_specs))
-    feeds_by_batch = {b: random_feeds(specs, batch=b, seed=seed) for b in sizes}
-    if not trust:  # the exact inputs of the timing loop, contained first (see contained.rehearse)
-        from onnxkit.runtime.contained import rehearse
-
-        for m in models:
-            rehearse(m, feeds_by_batch, _adapt_feeds, providers=chosen, provider_options=options, threads=threads,
-                     timeout_s=timeout)
-    result = bench_models(
-        list(models), feeds_by_batch, providers=chosen, provider_options=options, threads=threads, warmup=warmup,
-        iterations=iterations, duration=duration, source=src, io_binding=io_binding, fallback=fallback, trust=trust,
-    )
-    result.notes.extend(fallback_notes(providers, chosen))
-    result.notes.extend(notes_for_models(list(models)))  # a model made for VNNI on a CPU without it
-    if plot is not None:
-        plot_latencies(result, plot)
-    if save_baseline_to is not None:
-        save_baseline(result, save_baseline_to)
-    if baseline is not None:
-        compare_baseline(result, baseline, limit, metric_key)
-    return result
