@@ -228,7 +228,8 @@ def test_static_quantization_without_calibration_is_a_config_error(tmp_path):
 
 
 def test_a_gate_that_was_not_measured_fails():
-    from onnxkit.operations.pipeline import SKIPPED, PipelineResult, StepRecord, evaluate_gates
+    from onnxkit.operations.gates import evaluate_gates
+    from onnxkit.operations.pipeline import SKIPPED, PipelineResult, StepRecord
     from onnxkit.reports.pipeline_md import junit_cases
 
     res = PipelineResult(command="pipeline", steps=[StepRecord("bench", SKIPPED, reason="disabled in the config")])

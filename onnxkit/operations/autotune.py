@@ -467,6 +467,43 @@ def quantize_candidates(*, calibrated: bool) -> list[Candidate]:
     return cands
 
 
+def _quantize_candidate(c: Candidate, res: AutoResult, model_path: Any, common: dict[str, Any], budget: float) -> None:
+    """One quantized variant made and measured against the budget; its status says how it went."""
+    from onnxkit.operations.quantize import quantize_model
+
+    kw = dict(common)
+    if c.settings["mode"] == "dynamic":
+        kw.update(calib_data=None, calib_random=0)
+    try:
+        r = quantize_model(model_path, c.path, **kw, **c.settings)
+    except ConversionError as exc:
+        c.status, c.reason, c.path = FAILED, exc.message, None
+        return
+    except OnnxkitError:
+        raise  # bad data or usage: the same for every candidate, and the user must hear it
+    except Exception as exc:  # a library bug on one variant must not sink the others
+        log.debug("candidate %s failed", c.name, exc_info=True)
+        c.status, c.reason, c.path = FAILED, f"{type(exc).__name__}: {str(exc)[:200]}", None
+        return
+    c.size = r.size_after
+    for n in r.notes:
+        # Per-candidate verdicts live in the table; shared facts (reduce_range, random
+        # calibration, pre-processing) are worth saying once.
+        if "written anyway" not in n and "budget missed" not in n and n not in res.notes:
+            res.notes.append(n)
+    e = r.error or {}
+    c.error, c.cosine, c.max_abs = e.get("error"), e.get("cosine"), e.get("max_abs")
+    c.excluded = len(r.excluded)
+    if c.excluded:
+        c.settings = dict(c.settings) | {"kept_float": c.excluded}
+    c.within_budget = bool(r.budget_met)
+    if r.nodes_quantized == 0:
+        c.status, c.reason = NOOP, "no node was quantized"
+    elif not c.within_budget:
+        c.status = INVALID
+        c.reason = f"error {fmt_num(c.error)} > {fmt_num(budget)}" + (f" after keeping {c.excluded} node(s) in float" if c.excluded else "")
+
+
 def auto_quantize(
     model_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -500,7 +537,7 @@ def auto_quantize(
     fails (exit 1) when no quantized variant meets the budget."""
     from onnxkit.foundation.onnx_io import load_onnx
     from onnxkit.operations.optimize import file_size
-    from onnxkit.operations.quantize import METRICS, default_budget, quantize_model, random_budget_note
+    from onnxkit.operations.quantize import METRICS, default_budget, random_budget_note
     from onnxkit.operations.quantize.target import host_note, resolve_target
     from onnxkit.foundation.spec import specs_from_onnx
 
@@ -550,37 +587,7 @@ def auto_quantize(
             if c.status == NOT_FOR_TARGET:
                 continue
             c.path = str(Path(tmp) / f"cand{i}-{c.name}.onnx")
-            kw = dict(common)
-            if c.settings["mode"] == "dynamic":
-                kw.update(calib_data=None, calib_random=0)
-            try:
-                r = quantize_model(model_path, c.path, **kw, **c.settings)
-            except ConversionError as exc:
-                c.status, c.reason, c.path = FAILED, exc.message, None
-                continue
-            except OnnxkitError:
-                raise  # bad data or usage: the same for every candidate, and the user must hear it
-            except Exception as exc:  # a library bug on one variant must not sink the others
-                log.debug("candidate %s failed", c.name, exc_info=True)
-                c.status, c.reason, c.path = FAILED, f"{type(exc).__name__}: {str(exc)[:200]}", None
-                continue
-            c.size = r.size_after
-            for n in r.notes:
-                # Per-candidate verdicts live in the table; shared facts (reduce_range, random
-                # calibration, pre-processing) are worth saying once.
-                if "written anyway" not in n and "budget missed" not in n and n not in res.notes:
-                    res.notes.append(n)
-            e = r.error or {}
-            c.error, c.cosine, c.max_abs = e.get("error"), e.get("cosine"), e.get("max_abs")
-            c.excluded = len(r.excluded)
-            if c.excluded:
-                c.settings = dict(c.settings) | {"kept_float": c.excluded}
-            c.within_budget = bool(r.budget_met)
-            if r.nodes_quantized == 0:
-                c.status, c.reason = NOOP, "no node was quantized"
-            elif not c.within_budget:
-                c.status = INVALID
-                c.reason = f"error {fmt_num(c.error)} > {fmt_num(budget)}" + (f" after keeping {c.excluded} node(s) in float" if c.excluded else "")
+            _quantize_candidate(c, res, model_path, common, budget)
         _time(res, cands, specs, source=source, seed=seed, threads=threads, trust=trust)
         chosen = _finish(res, cands, out, allow_input=not require_quantized, write_input=write_input, trust=trust,
                          what="quantized")

@@ -26,6 +26,24 @@ def parse_batch_sizes(text: str | list[str] | None) -> list[int]:
     return sorted(set(sizes)) or [1]
 
 
+def _common_specs(models: list, user_specs: list, *, trust: bool) -> list:
+    """The first model's inputs (with --input applied); every other model must take them,
+    since all are fed the same feeds."""
+    from onnxkit.foundation.onnx_io import load_onnx
+    from onnxkit.foundation.spec import merge_specs, specs_from_onnx
+
+    first = load_onnx(models[0], load_external=False, trust=trust)
+    first_specs = specs_from_onnx(first.model)
+    specs = merge_specs(first_specs, user_specs)
+    del first
+    for m in models[1:]:
+        why = input_mismatch(first_specs, specs_from_onnx(load_onnx(m, load_external=False, trust=trust).model))
+        if why:
+            raise UsageError(f"{Path(m).name} cannot be timed on {Path(models[0]).name}'s inputs: {why}",
+                             hint="bench compares variants of one model; time different models in separate runs")
+    return specs
+
+
 def run_bench(
     models: list[str | Path],
     *,
@@ -53,10 +71,9 @@ def run_bench(
     """Everything `onnxkit bench` does: check paths, build inputs, time, plot, gate."""
     from onnxkit.foundation.data import random_feeds
     from onnxkit.foundation.files import check_output_path
-    from onnxkit.foundation.onnx_io import load_onnx
     from onnxkit.operations.quantize.target import notes_for_models
     from onnxkit.operations.run import fallback_notes
-    from onnxkit.foundation.spec import merge_specs, parse_specs, specs_from_onnx
+    from onnxkit.foundation.spec import parse_specs
     from onnxkit.runtime.providers import parse_provider_options, plan_providers, provider_options_for
 
     if iterations is not None and duration is not None:
@@ -88,15 +105,7 @@ def run_bench(
     options = provider_options_for(chosen, parse_provider_options(provider_options, chosen))
 
     user_specs = parse_specs(inputs)
-    first = load_onnx(models[0], load_external=False, trust=trust)
-    first_specs = specs_from_onnx(first.model)
-    specs = merge_specs(first_specs, user_specs)
-    del first
-    for m in models[1:]:  # every model is fed the first one's inputs, so they must all take them
-        why = input_mismatch(first_specs, specs_from_onnx(load_onnx(m, load_external=False, trust=trust).model))
-        if why:
-            raise UsageError(f"{Path(m).name} cannot be timed on {Path(models[0]).name}'s inputs: {why}",
-                             hint="bench compares variants of one model; time different models in separate runs")
+    specs = _common_specs(models, user_specs, trust=trust)
     src = None
     if source is not None:
         from onnxkit.frameworks.base import LoadOptions

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from onnxkit.results import fmt_num
 
 if TYPE_CHECKING:
-    from onnxkit.operations.pipeline import GateOutcome
+    from onnxkit.operations.gates import GateOutcome
 
 # What each gate measures, and its unit, so a condition reads as a measurement.
 _GATE_MEASURES = {

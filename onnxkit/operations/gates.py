@@ -1,4 +1,6 @@
-"""Gates on timed figures: a speed-up passes only when its interval clears the threshold.
+"""The pipeline's gates: one outcome per configured threshold, judged on the final model.
+
+Timed figures need care: a speed-up passes only when its interval clears the threshold.
 
 A single ratio of medians from a loaded machine can land anywhere (the same CNN measured
 5.6x and 1546x in two runs), so a speed-up gate reads the bootstrap interval of that ratio:
@@ -8,15 +10,18 @@ that straddles it is *inconclusive*, which exits 1 like a failure but says what 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from onnxkit.results import Result, fmt_num
 from onnxkit.runtime.speedup_ci import FAIL, INCONCLUSIVE, PASS, WHAT_TO_CHANGE, speedup_status, worst_status  # noqa: F401
 
 
 def speedup_gate(final_rows: list[dict], threshold: float, final_model, missing: str | None):
     """The pipeline's ``min_speedup`` gate on the bench step's rows of the final model (see
-    pipeline.bench_rows), judged at the largest batch size, where throughput matters and
+    bench_rows), judged at the largest batch size, where throughput matters and
     timer noise matters least. ``missing``: why nothing was timed, when bench did not run."""
-    from onnxkit.operations.pipeline import GateOutcome
-
     vals = [r for r in final_rows if isinstance(r.get("speedup"), (int, float))]
     if not vals:
         detail = missing or "the source framework was not timed (bench.vs_source)"
@@ -27,3 +32,111 @@ def speedup_gate(final_rows: list[dict], threshold: float, final_model, missing:
     where = f"{final_model.name} vs source, p50 at batch {row['batch']}" if final_model is not None else f"batch {row['batch']}"
     return GateOutcome(name="min_speedup", threshold=threshold, actual=row["speedup"], passed=status == PASS,
                        detail=f"{where}; {reason}", status=status, ci95=list(ci) if ci else None)
+
+
+@dataclass
+class GateOutcome:
+    name: str
+    threshold: float
+    actual: float | None
+    passed: bool
+    detail: str = ""
+    status: str = ""  # pass, fail or inconclusive (a timed figure whose interval straddles the threshold)
+    ci95: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        self.status = self.status or ("pass" if self.passed else "fail")
+
+    @property
+    def line(self) -> str:
+        op = ">=" if self.name.startswith("min_") else "<="
+        got = fmt_num(self.actual) if self.actual is not None else "not measured"
+        status = f" [{self.status}]" if self.status == "inconclusive" else ""
+        return f"{self.name}: {got} {op} {fmt_num(self.threshold)}{status}" + (f" ({self.detail})" if self.detail else "")
+
+
+
+
+def bench_rows(res: Result | None) -> list[dict[str, Any]]:
+    """Latency rows of a bench result as plain dicts: variant, batch, p50_ms, p99_ms,
+    speedup (vs the source, where measured), is_source."""
+    entries = getattr(res, "entries", None) or []
+    return [
+        {"variant": e.name + (f" ({e.kind})" if e.is_source else ""), "batch": e.batch_size, "p50_ms": e.stats.p50_ms,
+         "p99_ms": e.stats.p99_ms, "speedup": e.speedup_vs_source, "speedup_ci95": e.speedup_ci95,
+         "speedup_cpu_ci95": e.speedup_cpu_ci95,
+         "is_source": e.is_source}
+        for e in entries
+    ]
+
+
+def _final_validation(run: Any) -> Any:
+    """The validation result of the last artifact, or None when it was not validated."""
+    from onnxkit.operations.pipeline import SKIPPED
+
+    for name in ("validate quantized", "validate optimized", "validate export"):
+        s = run.step(name)
+        if s is not None and s.result is not None:
+            return s.result
+        if s is not None and s.status != SKIPPED:
+            return None
+    return None
+
+
+def evaluate_gates(run: Any, gates: dict[str, float]) -> list[GateOutcome]:
+    """One pass/fail line per configured gate. A gate whose number was not measured
+    fails: a gate that cannot be checked must not let a build through."""
+    out: list[GateOutcome] = []
+    final = Path(run.final_model) if run.final_model else None
+    validation = _final_validation(run)
+    bench = run.step("bench")
+    rows = bench_rows(bench.result if bench else None)
+    final_rows = [r for r in rows if not r["is_source"] and r["variant"] == run.final_variant]
+    for name, threshold in gates.items():
+        actual: float | None = None
+        detail = ""
+        if name.startswith("max_error."):
+            metric = name.split(".", 1)[1]
+            vals = [(getattr(o, metric), o.name) for o in (validation.outputs if validation else [])
+                    if isinstance(getattr(o, metric, None), (int, float))]
+            if vals:
+                actual, worst = max(vals)
+                detail = f"worst output {worst}" + (f" of {final.name}" if final else "")
+            else:
+                detail = "the final model was not validated" if validation is None else f"no numeric output has {metric}"
+        elif name == "min_cosine":
+            vals = [(o.cosine, o.name) for o in (validation.outputs if validation else []) if isinstance(o.cosine, (int, float))]
+            if vals:
+                actual, worst = min(vals)
+                detail = f"worst output {worst}"
+            else:
+                detail = "the final model was not validated" if validation is None else "no output has a cosine"
+        elif name == "max_size_mb":
+            if final is not None and final.exists():
+                actual = final.stat().st_size / 1e6
+                detail = final.name
+            else:
+                detail = "no final model"
+        elif name == "max_latency_ms":
+            vals = [(r["p99_ms"], r["batch"]) for r in final_rows if isinstance(r.get("p99_ms"), (int, float))]
+            if vals:
+                actual, batch = max(vals)
+                detail = f"p99 of {final.name} at batch {batch}" if final else ""
+            else:
+                detail = _bench_missing(bench)
+        elif name == "min_speedup":
+            out.append(speedup_gate(final_rows, threshold, final, _bench_missing(bench) if not rows else None))
+            continue
+        passed = actual is not None and (actual >= threshold if name.startswith("min_") else actual <= threshold)
+        out.append(GateOutcome(name=name, threshold=threshold, actual=actual, passed=passed, detail=detail))
+    return out
+
+
+def _bench_missing(bench: Any) -> str:
+    from onnxkit.operations.pipeline import ERROR, SKIPPED
+
+    if bench is None:
+        return "bench is disabled"
+    if bench.status in (SKIPPED, ERROR):
+        return f"bench {bench.status}: {bench.reason}"
+    return "bench measured nothing for the final model"

@@ -60,7 +60,8 @@ def _img(png: bytes | None, alt: str) -> str:
 
 def _plots(res: PipelineResult) -> list[str]:
     """Every plot we can draw; a missing matplotlib costs the plots, not the report."""
-    from onnxkit.operations.pipeline import bench_rows, validation_stages
+    from onnxkit.operations.gates import bench_rows
+    from onnxkit.operations.pipeline import validation_stages
     from onnxkit.errors import MissingDependency
     from onnxkit.reports import plots
 

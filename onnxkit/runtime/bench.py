@@ -252,6 +252,20 @@ def input_mismatch(reference: list, other: list) -> str | None:
     return None
 
 
+def _check_plan(models: list, feeds_by_batch: dict, *, iterations: int | None, duration: float | None,
+                warmup: int) -> None:
+    if not models:
+        raise UsageError("give at least one ONNX model to benchmark")
+    if not feeds_by_batch:
+        raise UsageError("no batch sizes to benchmark")
+    if duration is None and (iterations is None or iterations < 1):
+        raise UsageError("--iterations must be at least 1")
+    if duration is not None and duration <= 0:
+        raise UsageError("--duration must be a positive number of seconds")
+    if warmup < 0:
+        raise UsageError("--warmup cannot be negative")
+
+
 def bench_models(
     models: list,
     feeds_by_batch: dict[int, Feeds],
@@ -284,16 +298,7 @@ def bench_models(
     from onnxkit.runtime.providers import check_active, plan_providers
     from onnxkit.runtime.session import OnnxSession, make_session
 
-    if not models:
-        raise UsageError("give at least one ONNX model to benchmark")
-    if not feeds_by_batch:
-        raise UsageError("no batch sizes to benchmark")
-    if duration is None and (iterations is None or iterations < 1):
-        raise UsageError("--iterations must be at least 1")
-    if duration is not None and duration <= 0:
-        raise UsageError("--duration must be a positive number of seconds")
-    if warmup < 0:
-        raise UsageError("--warmup cannot be negative")
+    _check_plan(models, feeds_by_batch, iterations=iterations, duration=duration, warmup=warmup)
     chosen = plan_providers(providers, fallback=fallback)
     names = names or _unique_names(models)
     load_before = load_average()
