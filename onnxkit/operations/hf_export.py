@@ -1,0 +1,185 @@
+"""``onnxkit export HF_FOLDER -o OUT/``: Optimum's folder layout (``model.onnx`` beside the
+config and tokenizer files), validated on text the folder's own tokenizer encodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from onnxkit import __version__
+from onnxkit.core.compare import Tolerance
+from onnxkit.core.files import refuse_special_output
+from onnxkit.errors import EnvironmentProblem, Interrupted, UsageError
+
+# Different lengths, so a batch of them is padded and padding is exercised.
+DEFAULT_TEXTS = (
+    "Hello world.",
+    "The quick brown fox jumps over the lazy dog.",
+    "ONNX Runtime runs the exported graph; the reference is the original PyTorch model.",
+    "A considerably longer sentence, with commas, numbers like 3.14159 and 2026, and a few rare words "
+    "such as quantization, tokenizer and embeddings, so that its token sequence is the longest of the batch.",
+    "Short.",
+)
+MODEL_FILE = "model.onnx"
+
+
+def is_hf_source(source, options) -> bool:
+    from onnxkit.frameworks.hf_scan import is_hf_folder
+
+    if options.framework is not None:
+        return options.framework == "hf"
+    return is_hf_folder(Path(str(source)))
+
+
+def check_output_folder(out: Path, root: Path) -> Path:
+    """The output is a folder (made if missing) that is not the source folder itself."""
+    if out.is_symlink():
+        raise UsageError(f"output is a symbolic link; refusing to write through it: {out}")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"a Hugging Face source exports to a folder (model.onnx, config, tokenizer); {out} is a file")
+    refuse_special_output(out)
+    if out.exists() and out.resolve() == root.resolve():
+        raise UsageError(f"output would overwrite the input folder: {out}")
+    parent = out.resolve().parent
+    if not parent.exists():
+        raise EnvironmentProblem(f"output folder's parent does not exist: {parent}")
+    if not os.access(parent if not out.exists() else out, os.W_OK | os.X_OK):
+        raise EnvironmentProblem(f"output folder is not writable: {out if out.exists() else parent}")
+    return out
+
+
+def masked(predict, token_outputs: tuple[str, ...]):
+    """Zero the token-level outputs where attention_mask is 0, on both sides alike: what a
+    model returns for padding is never read, so it must not decide the verdict."""
+    def run(feeds):
+        out = dict(predict(feeds))
+        keep = np.asarray(feeds["attention_mask"]) != 0
+        for name in token_outputs:
+            if name in out:
+                v = np.array(out[name], copy=True)
+                v[~keep] = 0
+                out[name] = v
+        return out
+    return run
+
+
+def text_batches(model_src, texts: list[str]):
+    """All texts in one padded batch, then the shortest alone (no padding at all)."""
+    yield f"{len(texts)} texts, padded", model_src.tokenize(texts), None
+    shortest = min(texts, key=len)
+    if len(texts) > 1:
+        yield "shortest text alone", model_src.tokenize([shortest]), None
+
+
+def export_hf_folder(source, output, options, *, validate: bool = True, tolerance: Tolerance | None = None,
+                     loaded=None, data=None):
+    """Export a save_pretrained folder into ``output``/ with its config and tokenizer files."""
+    from onnxkit.core.export import ExportResult, _checker_problems, _io_dicts, add_metadata, source_digest
+    from onnxkit.core.onnx_io import save_onnx
+    from onnxkit.core.spec import outputs_from_onnx, specs_from_onnx
+    from onnxkit.core.validate import validate_models
+    from onnxkit.frameworks.hf_fw import load
+    from onnxkit.frameworks.hf_scan import SIDE_FILES
+    from onnxkit.runtime.session import make_session
+
+    if options.inputs:
+        raise UsageError("--input does not apply to a Hugging Face folder: its tokenizer decides the inputs")
+    if options.output_names:
+        raise UsageError("--output-names does not apply to a Hugging Face folder: outputs follow Optimum's names")
+    if data is not None:
+        raise UsageError("--data does not apply to a Hugging Face folder yet; give sentences with --text")
+    if options.texts and not validate:
+        raise UsageError("--text gives the sentences to validate on; it has no use with --no-validate")
+    if any(not t.strip() for t in options.texts):
+        raise UsageError("--text: an empty sentence validates nothing; give real text")
+    root = Path(str(source))
+    out = check_output_folder(Path(output), root)
+    t0 = time.perf_counter()
+    model_src = loaded or load(root, options)
+    outcome = model_src.export(options)
+    model = outcome.model
+    digest = source_digest(root, options)
+    add_metadata(model, {
+        "onnxkit.version": __version__,
+        "onnxkit.source_framework": model_src.framework,
+        "onnxkit.source_framework_version": model_src.framework_version,
+        "onnxkit.source_sha256": digest,
+        "onnxkit.source_name": root.name,
+        "onnxkit.exporter": outcome.exporter,
+        "onnxkit.task": model_src.task,
+        "onnxkit.input_spec": json.dumps([s.to_dict() for s in model_src.input_specs]),
+    })
+    export_seconds = time.perf_counter() - t0
+    parent = out.resolve().parent
+    staging = Path(tempfile.mkdtemp(prefix=".onnxkit-export-", dir=parent))
+    try:
+        staged = staging / MODEL_FILE
+        save_onnx(model, staged)
+        copied = _copy_side_files(model_src.folder.model_dir, staging, SIDE_FILES)
+        problems = _checker_problems(staged)
+        result = ExportResult(
+            command="export", source=str(source), output=str(out / MODEL_FILE), framework=model_src.framework,
+            framework_version=model_src.framework_version, exporter=outcome.exporter, opset=outcome.opset,
+            inputs=_io_dicts(specs_from_onnx(model)), outputs=_io_dicts(outputs_from_onnx(model)),
+            source_sha256=digest, checker_ok=not problems, checker_problems=problems,
+            export_seconds=export_seconds, notes=list(outcome.notes),
+        )
+        result.notes.append(f"task {model_src.task}; {out}/ also holds {', '.join(copied) or 'no side files'}")
+        if problems:
+            result.passed = False
+            result.notes.append("onnx.checker rejected the exported model; it was written for inspection")
+        elif validate:
+            texts = list(options.texts) or list(DEFAULT_TEXTS)
+            session = make_session(staged)
+            result.validation = validate_models(
+                masked(model_src.predict, model_src.token_outputs), masked(session.run, model_src.token_outputs),
+                session.input_specs, tolerance=tolerance or Tolerance(),
+                reference_name=f"{model_src.framework} {root.name}", candidate_name=f"{out.name}/{MODEL_FILE}",
+                batches=text_batches(model_src, texts),
+            )
+            result.validation.command = "export"
+            if model_src.token_outputs:
+                result.validation.notes.append(
+                    f"{', '.join(model_src.token_outputs)}: compared where attention_mask is 1 (padding is never read)")
+            result.passed = result.validation.passed
+            if not result.passed:
+                result.notes.append(f"validation failed; {out}/ was written so you can inspect it")
+        else:
+            result.notes.append("validation skipped (--no-validate)")
+        _move_into(staging, out)
+        result.file_size = (out / MODEL_FILE).stat().st_size
+        return result
+    except KeyboardInterrupt:
+        raise Interrupted() from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _copy_side_files(model_dir: Path, dest: Path, names: tuple[str, ...]) -> list[str]:
+    copied = []
+    for name in names:
+        src = model_dir / name
+        # A symlink could make us copy a file from outside the folder into the output.
+        if src.is_file() and not src.is_symlink():
+            shutil.copyfile(src, dest / name)
+            copied.append(name)
+    return copied
+
+
+def _move_into(staging: Path, out: Path) -> None:
+    """Side files and external data first, model.onnx last: a reader that sees the new model
+    finds everything it needs. A missing folder is renamed into place in one step."""
+    if not out.exists():
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 is for staging, not for the user's folder
+        os.replace(staging, out)
+        return
+    for f in sorted(staging.iterdir(), key=lambda p: p.name == MODEL_FILE):
+        os.replace(f, out / f.name)
