@@ -81,6 +81,7 @@ def test_heads_inferred_from_architectures(cli, tmp_path, head, task, outputs):
     assert any("attention_mask is 1" in n for n in r.json["validation"]["notes"])
 
 
+@pytest.mark.slow
 def test_task_flag_picks_the_head(cli, classifier, tmp_path):
     out = tmp_path / "out"
     r = cli("export", classifier, "-o", out, "--task", "feature-extraction", "--json")
@@ -96,6 +97,7 @@ def test_out_of_tolerance_exits_1_and_keeps_the_folder(cli, classifier, tmp_path
     assert (out / "model.onnx").is_file()
 
 
+@pytest.mark.slow
 def test_reexport_replaces_previous_output_in_place(cli, classifier, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -23,7 +23,7 @@ def tiny_bert(dest: Path, head: str = "BertForSequenceClassification", **config)
     torch.manual_seed(0)
     cfg = transformers.BertConfig(
         vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=128, num_labels=3, **config,
+        max_position_embeddings=128, **{"num_labels": 2 if head.endswith("QuestionAnswering") else 3, **config},
     )
     model = getattr(transformers, head)(cfg).eval()
     dest.mkdir(parents=True, exist_ok=True)
