@@ -10,23 +10,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from onnxkit import __version__
 from onnxkit.core.compare import Tolerance
 from onnxkit.core.files import refuse_special_output
 from onnxkit.errors import EnvironmentProblem, Interrupted, UsageError
+from onnxkit.operations.hf_validate import MODEL_FILE, check_texts, validate_on_text
 
-# Different lengths, so a batch of them is padded and padding is exercised.
-DEFAULT_TEXTS = (
-    "Hello world.",
-    "The quick brown fox jumps over the lazy dog.",
-    "ONNX Runtime runs the exported graph; the reference is the original PyTorch model.",
-    "A considerably longer sentence, with commas, numbers like 3.14159 and 2026, and a few rare words "
-    "such as quantization, tokenizer and embeddings, so that its token sequence is the longest of the batch.",
-    "Short.",
-)
-MODEL_FILE = "model.onnx"
 
 
 def is_hf_source(source, options) -> bool:
@@ -54,36 +43,12 @@ def check_output_folder(out: Path, root: Path) -> Path:
     return out
 
 
-def masked(predict, token_outputs: tuple[str, ...]):
-    """Zero the token-level outputs where attention_mask is 0, on both sides alike: what a
-    model returns for padding is never read, so it must not decide the verdict."""
-    def run(feeds):
-        out = dict(predict(feeds))
-        keep = np.asarray(feeds["attention_mask"]) != 0
-        for name in token_outputs:
-            if name in out:
-                v = np.array(out[name], copy=True)
-                v[~keep] = 0
-                out[name] = v
-        return out
-    return run
-
-
-def text_batches(model_src, texts: list[str]):
-    """All texts in one padded batch, then the shortest alone (no padding at all)."""
-    yield f"{len(texts)} texts, padded", model_src.tokenize(texts), None
-    shortest = min(texts, key=len)
-    if len(texts) > 1:
-        yield "shortest text alone", model_src.tokenize([shortest]), None
-
-
 def export_hf_folder(source, output, options, *, validate: bool = True, tolerance: Tolerance | None = None,
                      loaded=None, data=None):
     """Export a save_pretrained folder into ``output``/ with its config and tokenizer files."""
     from onnxkit.core.export import ExportResult, _checker_problems, _io_dicts, add_metadata, source_digest
     from onnxkit.core.onnx_io import save_onnx
     from onnxkit.core.spec import outputs_from_onnx, specs_from_onnx
-    from onnxkit.core.validate import validate_models
     from onnxkit.frameworks.hf_fw import load
     from onnxkit.frameworks.hf_scan import SIDE_FILES
     from onnxkit.runtime.session import make_session
@@ -96,8 +61,7 @@ def export_hf_folder(source, output, options, *, validate: bool = True, toleranc
         raise UsageError("--data does not apply to a Hugging Face folder yet; give sentences with --text")
     if options.texts and not validate:
         raise UsageError("--text gives the sentences to validate on; it has no use with --no-validate")
-    if any(not t.strip() for t in options.texts):
-        raise UsageError("--text: an empty sentence validates nothing; give real text")
+    texts = check_texts(options.texts)
     root = Path(str(source))
     out = check_output_folder(Path(output), root)
     t0 = time.perf_counter()
@@ -135,18 +99,12 @@ def export_hf_folder(source, output, options, *, validate: bool = True, toleranc
             result.passed = False
             result.notes.append("onnx.checker rejected the exported model; it was written for inspection")
         elif validate:
-            texts = list(options.texts) or list(DEFAULT_TEXTS)
             session = make_session(staged)
-            result.validation = validate_models(
-                masked(model_src.predict, model_src.token_outputs), masked(session.run, model_src.token_outputs),
-                session.input_specs, tolerance=tolerance or Tolerance(),
+            result.validation = validate_on_text(
+                model_src, session.run, session.input_specs, texts, tolerance,
                 reference_name=f"{model_src.framework} {root.name}", candidate_name=f"{out.name}/{MODEL_FILE}",
-                batches=text_batches(model_src, texts),
             )
             result.validation.command = "export"
-            if model_src.token_outputs:
-                result.validation.notes.append(
-                    f"{', '.join(model_src.token_outputs)}: compared where attention_mask is 1 (padding is never read)")
             result.passed = result.validation.passed
             if not result.passed:
                 result.notes.append(f"validation failed; {out}/ was written so you can inspect it")
