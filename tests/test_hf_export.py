@@ -106,3 +106,17 @@ def test_reexport_replaces_previous_output_in_place(cli, classifier, tmp_path):
     assert r.code == 0, r
     assert (out / "keep.txt").read_text() == "mine"
     assert (out / "model.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_sharded_safetensors_folder(cli, tmp_path):
+    import transformers
+
+    src = tiny_bert(tmp_path / "src")
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(src))
+    (src / "model.safetensors").unlink()
+    model.save_pretrained(str(src), max_shard_size="300KB")
+    assert (src / "model.safetensors.index.json").is_file()
+    r = cli("export", src, "-o", tmp_path / "out", "--json")
+    assert r.code == 0, r
+    assert r.json["validation"]["passed"] is True

@@ -66,6 +66,13 @@ def test_no_weights_is_bad_input(cli, folder, tmp_path):
     _refused(cli, folder, tmp_path, code=2, message="no model.safetensors")
 
 
+def test_folder_without_tokenizer_is_bad_input(cli, folder, tmp_path):
+    # transformers would silently build an empty tokenizer: every word would become [UNK].
+    for name in ("tokenizer.json", "vocab.txt"):
+        (folder / name).unlink()
+    _refused(cli, folder, tmp_path, code=2, message="has no tokenizer files")
+
+
 def test_malformed_config_is_bad_input(cli, folder, tmp_path):
     (folder / "config.json").write_text("{not json")
     _refused(cli, folder, tmp_path, code=2, message="config.json of src is not valid JSON")

@@ -34,6 +34,7 @@ SIDE_FILES = (
     "preprocessor_config.json",
 )
 
+_TOKENIZER_VOCABS = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 _ST_KNOWN = {
     "sentence_transformers.models.Transformer": "transformer",
     "sentence_transformers.models.Pooling": "pooling",
@@ -113,6 +114,11 @@ def scan_folder(root: Path, trust: bool) -> HFFolder:
             "pass --trust only if you have read it",
         )
     weights = _weights_kind(model_dir, trust)
+    if not any((model_dir / n).is_file() for n in _TOKENIZER_VOCABS):
+        # transformers would build an empty tokenizer (special tokens only): every word [UNK],
+        # a validation that checks nothing and an output folder no one can tokenize for.
+        raise InputError(f"{model_dir.name} has no tokenizer files ({', '.join(_TOKENIZER_VOCABS)}); "
+                         "save the tokenizer into the folder with tokenizer.save_pretrained")
     return HFFolder(root=root, model_dir=model_dir, config=config, weights=weights, custom_code=custom, pooling=pooling)
 
 

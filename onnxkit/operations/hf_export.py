@@ -123,8 +123,8 @@ def _copy_side_files(model_dir: Path, dest: Path, names: tuple[str, ...]) -> lis
     copied = []
     for name in names:
         src = model_dir / name
-        # A symlink could make us copy a file from outside the folder into the output.
-        if src.is_file() and not src.is_symlink():
+        # Followed symlinks are fine: a hub cache snapshot is made of links to its blobs.
+        if src.is_file():
             shutil.copyfile(src, dest / name)
             copied.append(name)
     return copied
