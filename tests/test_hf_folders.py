@@ -36,3 +36,21 @@ def tiny_bert(dest: Path, head: str = "BertForSequenceClassification", **config)
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def tiny_llama(dest: Path) -> Path:
+    """A 2-layer Llama-style decoder (grouped-query attention: 4 heads, 2 KV heads), safetensors."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=30522, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, eos_token_id=102, bos_token_id=101, pad_token_id=0,
+    )
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    dest.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(dest))
+    src = minilm_folder()
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(src / name, dest / name)
+    return dest

@@ -35,6 +35,7 @@ class LoadOptions:
     output_names: list[str] | None = None
     task: str | None = None               # Hugging Face folder: the head to export (inferred from config when None)
     texts: list[str] = field(default_factory=list)  # Hugging Face folder: sentences to validate on
+    generate: int | None = None           # Hugging Face text-generation: new tokens to decode when validating
 
 
 @dataclass

@@ -33,6 +33,7 @@ _HEADS: dict[str, tuple[str, tuple[str, ...]]] = {
     "token-classification": ("AutoModelForTokenClassification", ("logits",)),
     "fill-mask": ("AutoModelForMaskedLM", ("logits",)),
     "question-answering": ("AutoModelForQuestionAnswering", ("start_logits", "end_logits")),
+    "text-generation": ("AutoModelForCausalLM", ("logits",)),
 }
 _TOKEN_LEVEL = {
     "feature-extraction": ("last_hidden_state", "token_embeddings"),
@@ -70,6 +71,10 @@ def load(source: str | Path, options: LoadOptions) -> SourceModel:
         raise UsageError(f"unknown --task {task!r}; choose from {', '.join(TASKS)}")
     if folder.pooling is not None and task != "feature-extraction":
         raise UsageError(f"{root.name} is a sentence-transformers folder: its task is feature-extraction, not {task}")
+    if task == "text-generation":
+        from onnxkit.frameworks.hf_decoder import HFDecoderSource
+
+        return HFDecoderSource(folder, task, options.trust)
     return HFSource(folder, task, options.trust)
 
 
@@ -108,7 +113,8 @@ class HFSource(SourceModel):
         else:
             self.output_names = list(_HEADS[task][1])
         self.token_outputs = tuple(n for n in self.output_names if n in _TOKEN_LEVEL.get(task, ()))
-        self.wrapper = _Wrapper(self.model, self.input_names, self.output_names, folder.pooling)
+        if task != "text-generation":  # the decoder subclass builds its own step wrapper
+            self.wrapper = _Wrapper(self.model, self.input_names, self.output_names, folder.pooling)
 
     def _input_names(self) -> list[str]:
         accepted = set(inspect.signature(self.model.forward).parameters)

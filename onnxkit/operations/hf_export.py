@@ -62,6 +62,8 @@ def export_hf_folder(source, output, options, *, validate: bool = True, toleranc
     if options.texts and not validate:
         raise UsageError("--text gives the sentences to validate on; it has no use with --no-validate")
     texts = check_texts(options.texts)
+    if options.generate is not None and options.generate <= 0:
+        raise UsageError(f"--generate {options.generate}: give a positive number of new tokens")
     root = Path(str(source))
     out = check_output_folder(Path(output), root)
     t0 = time.perf_counter()
@@ -103,6 +105,7 @@ def export_hf_folder(source, output, options, *, validate: bool = True, toleranc
             result.validation = validate_on_text(
                 model_src, session.run, session.input_specs, texts, tolerance,
                 reference_name=f"{model_src.framework} {root.name}", candidate_name=f"{out.name}/{MODEL_FILE}",
+                new_tokens=options.generate,
             )
             result.validation.command = "export"
             result.passed = result.validation.passed

@@ -52,8 +52,14 @@ def text_batches(model_src, texts: list[str]):
 
 
 def validate_on_text(model_src, run, specs, texts: list[str], tolerance: Tolerance | None, *, reference_name: str,
-                     candidate_name: str):
+                     candidate_name: str, new_tokens: int | None = None):
     from onnxkit.core.validate import validate_models
+
+    if model_src.task == "text-generation":
+        from onnxkit.operations.hf_generate import DEFAULT_NEW_TOKENS, validate_generation
+
+        return validate_generation(model_src, run, specs, texts, tolerance, new_tokens=new_tokens or DEFAULT_NEW_TOKENS,
+                                   reference_name=reference_name, candidate_name=candidate_name)
 
     result = validate_models(
         masked(model_src.predict, model_src.token_outputs), masked(run, model_src.token_outputs), specs,
@@ -103,7 +109,7 @@ def validate_hf_folder(source, model, options, *, tolerance: Tolerance | None, p
     try:
         result = validate_on_text(model_src, session.run, session.input_specs, texts, tolerance,
                                   reference_name=f"{model_src.framework} {Path(str(source)).name}",
-                                  candidate_name=str(path))
+                                  candidate_name=str(path), new_tokens=options.generate)
     finally:
         session.close()
     result.notes.append(f"task {model_src.task}")
