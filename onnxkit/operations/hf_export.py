@@ -68,6 +68,8 @@ def export_hf_folder(source, output, options, *, validate: bool = True, toleranc
     out = check_output_folder(Path(output), root)
     t0 = time.perf_counter()
     model_src = loaded or load(root, options)
+    if options.generate is not None and model_src.task != "text-generation":
+        raise UsageError(f"--generate applies to text-generation; this folder's task is {model_src.task}")
     outcome = model_src.export(options)
     model = outcome.model
     digest = source_digest(root, options)
