@@ -54,3 +54,18 @@ def tiny_llama(dest: Path) -> Path:
     for name in TOKENIZER_FILES:
         shutil.copyfile(src / name, dest / name)
     return dest
+
+
+def tiny_gpt2(dest: Path) -> Path:
+    """A 2-layer GPT-2 whose random weights make EOS ([SEP], 102) the greedy choice: decoding
+    must go on through it, as generate() is asked to."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=30522, n_embd=64, n_layer=2, n_head=4, n_positions=256,
+                                  eos_token_id=102, bos_token_id=101)
+    transformers.GPT2LMHeadModel(cfg).eval().save_pretrained(str(dest))
+    src = minilm_folder()
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(src / name, dest / name)
+    return dest

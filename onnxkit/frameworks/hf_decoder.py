@@ -77,12 +77,24 @@ class HFDecoderSource(HFSource):
         return {n: x.detach().cpu().numpy() for n, x in zip(self.output_names, out)}
 
     def generate(self, prompt_ids: np.ndarray, new_tokens: int) -> np.ndarray:
-        """transformers' own greedy decoding: the reference for the token ids."""
+        """transformers' own greedy decoding: the reference for the token ids. A bare
+        generation config: the folder's (repetition penalty, n-gram bans, a minimum length
+        that masks EOS...) would change the scores that greedy decoding picks from. No EOS
+        either: all ``new_tokens`` are decoded, EOS being one more token to agree on."""
         torch = require("torch", "torch")
+        transformers = require("transformers", "transformers")
+        pad = getattr(self.model.config, "pad_token_id", None)
+        gen = transformers.GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=new_tokens, eos_token_id=None,
+                                            pad_token_id=pad if pad is not None else 0)
         ids = torch.from_numpy(prompt_ids.astype(np.int64))
-        with torch.no_grad():
-            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens,
-                                      min_new_tokens=new_tokens, pad_token_id=self.model.config.eos_token_id or 0)
+        # generate() fills unset fields from the model's own generation config, EOS included.
+        saved_eos = self.model.generation_config.eos_token_id
+        self.model.generation_config.eos_token_id = None
+        try:
+            with torch.no_grad():
+                out = self.model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=gen)
+        finally:
+            self.model.generation_config.eos_token_id = saved_eos
         return out.numpy()
 
     def export(self, options: LoadOptions) -> ExportOutcome:
