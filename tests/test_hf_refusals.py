@@ -99,7 +99,7 @@ def test_module_path_outside_the_folder_is_refused(cli, folder, tmp_path):
 
 
 @pytest.mark.parametrize("task,message", [
-    ("text-generation", "not supported yet"),
+    ("text2text-generation", "not supported yet"),
     ("translate-everything", "unknown --task"),
 ])
 def test_unsupported_task_is_usage_error(cli, folder, tmp_path, task, message):
@@ -128,5 +128,9 @@ def test_empty_text_is_usage_error(cli, folder, tmp_path):
 def test_task_on_a_non_hf_source_is_usage_error(cli, linear_onnx, tmp_path):
     out = tmp_path / "m.onnx"
     r = cli("export", linear_onnx, "-o", out, "--task", "fill-mask")
-    assert r.code == 2 and "--task and --text apply to a Hugging Face" in r.stderr, r
+    assert r.code == 2 and "--task, --text and --generate apply to a Hugging Face" in r.stderr, r
     assert not out.exists()
+
+
+def test_generate_on_an_encoder_task_is_usage_error(cli, folder, tmp_path):
+    _refused(cli, folder, tmp_path, "--generate", "4", code=2, message="--generate applies to text-generation")

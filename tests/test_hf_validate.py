@@ -95,7 +95,7 @@ def test_model_folder_without_model_onnx(cli, exported, tmp_path):
 
 def test_text_on_a_non_hf_source_is_usage_error(cli, linear_onnx):
     r = cli("validate", linear_onnx, linear_onnx, "--text", "hello")
-    assert r.code == 2 and "--task and --text apply to a Hugging Face" in r.stderr, r
+    assert r.code == 2 and "--task, --text and --generate apply to a Hugging Face" in r.stderr, r
 
 
 def test_unsafe_source_folder_is_refused_in_validate(cli, exported, tmp_path):

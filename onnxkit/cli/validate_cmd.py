@@ -80,6 +80,7 @@ def validate_command(
     output_map: Annotated[list[str] | None, typer.Option("--output-map", help="Pair a source output with a model output whose name differs: SOURCE_NAME=MODEL_NAME (repeatable).")] = None,
     task: Annotated[str | None, typer.Option("--task", help="Hugging Face folder SOURCE: the head to compare (default: the one the model was exported with).", show_default=False)] = None,
     text: Annotated[list[str] | None, typer.Option("--text", help="Hugging Face folder SOURCE: a sentence to validate on (repeatable); default: built-in sentences of different lengths.", show_default=False)] = None,
+    generate: Annotated[int | None, typer.Option("--generate", help="Hugging Face text-generation: new tokens to decode greedily (default 8).", show_default=False)] = None,
     trust: common.Trust = False,
     timeout: Timeout = None,
     json_out: common.Json = False,
@@ -113,7 +114,7 @@ def validate_command(
     for out in (junit, report):
         if out is not None:
             check_output_path(out, model_path, src if src and Path(src).exists() else None)
-    options = LoadOptions(framework=framework, trust=trust, inputs=parse_specs(inputs), weights=weights, task=task, texts=list(text or []))
+    options = LoadOptions(framework=framework, trust=trust, inputs=parse_specs(inputs), weights=weights, task=task, texts=list(text or []), generate=generate)
     progress = _Progress() if not common.STATE.quiet and sys.stderr.isatty() else None
     from onnxkit.operations.hf_validate import validate_if_hf_folder
 

@@ -77,8 +77,8 @@ def validate_if_hf_folder(source, model, options, **kwargs):
 
     if source is not None and is_hf_source(source, options):
         return validate_hf_folder(source, model, options, **kwargs)
-    if options.task or options.texts:
-        raise UsageError("--task and --text apply to a Hugging Face model folder SOURCE (config.json + safetensors)")
+    if options.task or options.texts or options.generate is not None:
+        raise UsageError("--task, --text and --generate apply to a Hugging Face model folder SOURCE (config.json + safetensors)")
     return None
 
 
@@ -93,6 +93,8 @@ def validate_hf_folder(source, model, options, *, tolerance: Tolerance | None, p
         if value:
             raise UsageError(f"{flag} does not apply to a Hugging Face folder source; give sentences with --text")
     texts = check_texts(options.texts)
+    if options.generate is not None and options.generate <= 0:
+        raise UsageError(f"--generate {options.generate}: give a positive number of new tokens")
     path = Path(model)
     if path.is_dir():
         path = path / MODEL_FILE
