@@ -134,3 +134,11 @@ def test_task_on_a_non_hf_source_is_usage_error(cli, linear_onnx, tmp_path):
 
 def test_generate_on_an_encoder_task_is_usage_error(cli, folder, tmp_path):
     _refused(cli, folder, tmp_path, "--generate", "4", code=2, message="--generate applies to text-generation")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_safetensors_is_bad_input(cli, folder, tmp_path, damage):
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"garbage")
+    _refused(cli, folder, tmp_path, code=2, message="transformers cannot load src")

@@ -96,12 +96,13 @@ class HFSource(SourceModel):
             # Exported and compared in float32 whatever the checkpoint's dtype.
             "dtype": torch.float32,
         }
+        bad_file = _load_errors()
         with offline(), _quiet_transformers():
             try:
                 self.model = auto.from_pretrained(str(folder.model_dir), **kwargs).eval()
                 self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder.model_dir), local_files_only=True,
                                                                             trust_remote_code=kwargs["trust_remote_code"])
-            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            except bad_file as exc:
                 raise InputError(f"transformers cannot load {folder.root.name} for {task}: {_first_line(exc)}") from None
         dtype = folder.config.get("torch_dtype") or folder.config.get("dtype")
         if dtype and dtype != "float32":
@@ -227,6 +228,19 @@ def _quiet_transformers():
         yield
     if buf.getvalue().strip():
         log.debug("transformers output:\n%s", buf.getvalue())
+
+
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What transformers and safetensors raise on a file that is truncated, corrupt or not
+    what its name says: the user's input, not a bug here."""
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, RuntimeError)
+    try:
+        from safetensors import SafetensorError
+
+        errors += (SafetensorError,)
+    except ImportError:
+        pass
+    return errors
 
 
 def _first_line(exc: BaseException) -> str:
