@@ -142,3 +142,24 @@ def test_damaged_safetensors_is_bad_input(cli, folder, tmp_path, damage):
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"garbage")
     _refused(cli, folder, tmp_path, code=2, message="transformers cannot load src")
+
+
+@pytest.mark.slow
+def test_custom_code_runs_only_with_trust(cli, folder, tmp_path):
+    marker = tmp_path / "code-ran"
+    (folder / "modeling_mine.py").write_text(
+        "from pathlib import Path\n"
+        "from transformers import BertForSequenceClassification\n"
+        f"Path({str(marker)!r}).write_text('ran')\n"
+        "class MineModel(BertForSequenceClassification):\n"
+        "    pass\n",
+    )
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForSequenceClassification": "modeling_mine.MineModel"}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    r = cli("export", folder, "-o", out)
+    assert r.code == 5 and not marker.exists() and not out.exists(), r
+    r = cli("export", folder, "-o", out, "--trust", "--json")
+    assert r.code == 0, r
+    assert marker.read_text() == "ran"  # the folder's own class was used, as --trust asked
