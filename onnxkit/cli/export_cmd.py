@@ -25,6 +25,9 @@ def export_command(
     opset: Annotated[int | None, typer.Option("--opset", help="Target ONNX opset.")] = None,
     output_names: Annotated[str | None, typer.Option("--output-names", help="PyTorch: names for the model's outputs, comma-separated, in the order forward() returns them.", show_default=False)] = None,
     zipmap: Annotated[bool, typer.Option("--zipmap", help="Keep scikit-learn's ZipMap (list of dicts) probability output.")] = False,
+    task: Annotated[str | None, typer.Option("--task", help="Hugging Face folder: the head to export (feature-extraction, text-classification, token-classification, fill-mask, question-answering); inferred from config.json when omitted.", show_default=False)] = None,
+    text: Annotated[list[str] | None, typer.Option("--text", help="Hugging Face folder: a sentence to validate on (repeatable); default: built-in sentences of different lengths.", show_default=False)] = None,
+    generate: Annotated[int | None, typer.Option("--generate", help="Hugging Face text-generation: new tokens to decode greedily when validating (default 8).", show_default=False)] = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the validation against the source.")] = False,
     data: Annotated[Path | None, typer.Option("--data", help="Validate on these rows (.npz, .npy, .csv, .parquet) instead of random inputs, for models random values are invalid for.")] = None,
     tol: common.Tol = None,
@@ -55,6 +58,7 @@ def export_command(
     options = LoadOptions(
         framework=framework, trust=trust, inputs=parse_specs(inputs), weights=weights, random_weights=random_weights, signature=signature,
         sample=sample, exporter=exporter, opset=opset, zipmap=zipmap, output_names=_names(output_names),
+        task=task, texts=list(text or []), generate=generate,
     )
     tolerance = make_tolerance(tol, rtol, preset)
     common.emit(export_model(source, output, options, validate=not no_validate, tolerance=tolerance, seed=seed,

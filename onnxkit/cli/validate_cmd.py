@@ -78,6 +78,9 @@ def validate_command(
     load_outputs: Annotated[Path | None, typer.Option("--load-outputs", help="Use reference outputs saved by --save-outputs; SOURCE is then omitted.")] = None,
     input_map: Annotated[list[str] | None, typer.Option("--input-map", help="Pair a source input with a model input whose name differs: SOURCE_NAME=MODEL_NAME (repeatable).")] = None,
     output_map: Annotated[list[str] | None, typer.Option("--output-map", help="Pair a source output with a model output whose name differs: SOURCE_NAME=MODEL_NAME (repeatable).")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Hugging Face folder SOURCE: the head to compare (default: the one the model was exported with).", show_default=False)] = None,
+    text: Annotated[list[str] | None, typer.Option("--text", help="Hugging Face folder SOURCE: a sentence to validate on (repeatable); default: built-in sentences of different lengths.", show_default=False)] = None,
+    generate: Annotated[int | None, typer.Option("--generate", help="Hugging Face text-generation: new tokens to decode greedily (default 8).", show_default=False)] = None,
     trust: common.Trust = False,
     timeout: Timeout = None,
     json_out: common.Json = False,
@@ -111,9 +114,14 @@ def validate_command(
     for out in (junit, report):
         if out is not None:
             check_output_path(out, model_path, src if src and Path(src).exists() else None)
-    options = LoadOptions(framework=framework, trust=trust, inputs=parse_specs(inputs), weights=weights)
+    options = LoadOptions(framework=framework, trust=trust, inputs=parse_specs(inputs), weights=weights, task=task, texts=list(text or []), generate=generate)
     progress = _Progress() if not common.STATE.quiet and sys.stderr.isatty() else None
-    result = validate_files(
+    from onnxkit.operations.hf_validate import validate_if_hf_folder
+
+    hf_result = validate_if_hf_folder(src, model_path, options, tolerance=tolerance, providers=providers, timeout=timeout, unsupported={
+        "--data": data, "--input": inputs, "--samples": samples, "--edge-cases": edge_cases, "--localize": localize,
+        "--save-outputs": save_outputs, "--load-outputs": load_outputs, "--input-map": input_map, "--output-map": output_map})
+    result = hf_result or validate_files(
         src, model_path, tolerance=tolerance, options=options, data=data, samples=samples,
         batch_sizes=sizes, seq_lens=lens, edge_cases=edge_cases, seed=seed, localize=localize,
         providers=providers, reference_providers=reference_providers,

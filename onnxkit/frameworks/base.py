@@ -33,6 +33,9 @@ class LoadOptions:
     opset: int | None = None
     zipmap: bool = False                  # sklearn classifiers: keep ZipMap (list of dicts) output
     output_names: list[str] | None = None
+    task: str | None = None               # Hugging Face folder: the head to export (inferred from config when None)
+    texts: list[str] = field(default_factory=list)  # Hugging Face folder: sentences to validate on
+    generate: int | None = None           # Hugging Face text-generation: new tokens to decode when validating
 
 
 @dataclass

@@ -20,6 +20,7 @@ FRAMEWORKS: dict[str, str] = {
     "xgboost": "onnxkit.frameworks.xgboost_fw",
     "lightgbm": "onnxkit.frameworks.lightgbm_fw",
     "onnx": "onnxkit.frameworks.onnx_fw",
+    "hf": "onnxkit.frameworks.hf_fw",
 }
 
 # "path/to/file.py:function" or "package.module:function"
@@ -40,7 +41,12 @@ def detect_framework(source: str | Path) -> str:
         preflight(p, what="source", allow_dir=True)
         if (p / "saved_model.pb").exists() or (p / "saved_model.pbtxt").exists():
             return "tensorflow"
-        raise InputError(f"{p} is a directory but not a TensorFlow SavedModel (no saved_model.pb)")
+        from onnxkit.frameworks.hf_scan import is_hf_folder
+
+        if is_hf_folder(p):
+            return "hf"
+        raise InputError(f"{p} is a directory but neither a TensorFlow SavedModel (no saved_model.pb) "
+                         "nor a Hugging Face save_pretrained folder (no config.json)")
     p = preflight(p, what="source")
     suffix = p.suffix.lower()
     head = read_head(p, 64)

@@ -195,6 +195,12 @@ def export_model(
     from onnxkit.frameworks.registry import load_source
 
     options = options or LoadOptions()
+    from onnxkit.operations.hf_export import export_hf_folder, is_hf_source
+
+    if is_hf_source(source, options):
+        return export_hf_folder(source, output, options, validate=validate, tolerance=tolerance, loaded=loaded, data=data)
+    if options.task or options.texts or options.generate is not None:
+        raise UsageError("--task, --text and --generate apply to a Hugging Face model folder (config.json + safetensors)")
     check_weights_options(source, options)
     if data is not None and not validate:
         raise UsageError("--data gives the rows to validate on; it has no use with --no-validate")

@@ -1,0 +1,248 @@
+"""Hugging Face transformers folders (``save_pretrained``) as a source.
+
+The folder is read as data first (hf_scan); transformers then loads it offline, from
+safetensors, never with remote code unless --trust. The exported graph takes the
+tokenizer's tensors under Optimum's names and returns the task's outputs under Optimum's
+names, so tools that load Optimum folders load ours unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxkit._lazy import require
+from onnxkit.core.files import preflight
+from onnxkit.core.spec import InputSpec
+from onnxkit.errors import ConversionError, InputError, UsageError
+from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
+from onnxkit.frameworks.hf_scan import PLANNED_TASKS, TASKS, HFFolder, SentencePooling, scan_folder
+
+log = logging.getLogger(__name__)
+
+# task -> (Auto class, output names; those listed in _TOKEN_LEVEL are per token)
+_HEADS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "feature-extraction": ("AutoModel", ("last_hidden_state",)),
+    "text-classification": ("AutoModelForSequenceClassification", ("logits",)),
+    "token-classification": ("AutoModelForTokenClassification", ("logits",)),
+    "fill-mask": ("AutoModelForMaskedLM", ("logits",)),
+    "question-answering": ("AutoModelForQuestionAnswering", ("start_logits", "end_logits")),
+    "text-generation": ("AutoModelForCausalLM", ("logits",)),
+}
+_TOKEN_LEVEL = {
+    "feature-extraction": ("last_hidden_state", "token_embeddings"),
+    "token-classification": ("logits",),
+    "fill-mask": ("logits",),
+    "question-answering": ("start_logits", "end_logits"),
+}
+_TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@contextlib.contextmanager
+def offline():
+    """No network while transformers resolves files: everything comes from the folder."""
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def load(source: str | Path, options: LoadOptions) -> SourceModel:
+    root = preflight(source, what="source", allow_dir=True)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder; a Hugging Face source is a save_pretrained folder")
+    folder = scan_folder(root, options.trust)
+    task = options.task or folder.infer_task()
+    if task in PLANNED_TASKS:
+        raise UsageError(f"--task {task} is not supported yet for Hugging Face folders; supported: {', '.join(TASKS)}")
+    if task not in TASKS:
+        raise UsageError(f"unknown --task {task!r}; choose from {', '.join(TASKS)}")
+    if folder.pooling is not None and task != "feature-extraction":
+        raise UsageError(f"{root.name} is a sentence-transformers folder: its task is feature-extraction, not {task}")
+    if task == "text-generation":
+        from onnxkit.frameworks.hf_decoder import HFDecoderSource
+
+        return HFDecoderSource(folder, task, options.trust)
+    return HFSource(folder, task, options.trust)
+
+
+class HFSource(SourceModel):
+    framework = "transformers"
+
+    def __init__(self, folder: HFFolder, task: str, trust: bool) -> None:
+        torch = require("torch", "torch")
+        transformers = require("transformers", "transformers")
+        self.framework_version = transformers.__version__
+        self.folder = folder
+        self.path = folder.root
+        self.task = task
+        self.notes: list[str] = []
+        auto = getattr(transformers, _HEADS[task][0])
+        kwargs: dict[str, Any] = {
+            "local_files_only": True, "trust_remote_code": bool(trust and folder.custom_code),
+            "use_safetensors": folder.weights == "safetensors",
+            # Exported and compared in float32 whatever the checkpoint's dtype.
+            "dtype": torch.float32,
+        }
+        bad_file = _load_errors()
+        with offline(), _quiet_transformers():
+            try:
+                self.model = auto.from_pretrained(str(folder.model_dir), **kwargs).eval()
+                self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder.model_dir), local_files_only=True,
+                                                                            trust_remote_code=kwargs["trust_remote_code"])
+            except bad_file as exc:
+                raise InputError(f"transformers cannot load {folder.root.name} for {task}: {_first_line(exc)}") from None
+        dtype = folder.config.get("torch_dtype") or folder.config.get("dtype")
+        if dtype and dtype != "float32":
+            self.notes.append(f"the checkpoint is {dtype}; exported and validated in float32")
+        self.input_names = self._input_names()
+        self.input_specs = [InputSpec(n, ["batch", "sequence"], "int64") for n in self.input_names]
+        if folder.pooling is not None:
+            self.output_names = ["token_embeddings", "sentence_embedding"]
+        else:
+            self.output_names = list(_HEADS[task][1])
+        self.token_outputs = tuple(n for n in self.output_names if n in _TOKEN_LEVEL.get(task, ()))
+        if task != "text-generation":  # the decoder subclass builds its own step wrapper
+            self.wrapper = _Wrapper(self.model, self.input_names, self.output_names, folder.pooling)
+
+    def _input_names(self) -> list[str]:
+        accepted = set(inspect.signature(self.model.forward).parameters)
+        produced = set(getattr(self.tokenizer, "model_input_names", None) or _TEXT_INPUTS)
+        names = [n for n in _TEXT_INPUTS if n in accepted and n in produced]
+        if "input_ids" not in names or "attention_mask" not in names:
+            raise UsageError(f"{self.folder.root.name}: the model or tokenizer takes no input_ids/attention_mask; "
+                             "only text models are supported")
+        return names
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(task=self.task, architecture=self.folder.architecture,
+                 sentence_pooling=None if self.folder.pooling is None else vars(self.folder.pooling))
+        return d
+
+    def tokenize(self, texts: list[str]) -> Feeds:
+        """The tokenizer's tensors for ``texts``, padded to the longest: padding is exercised."""
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="np")
+        return {n: np.asarray(enc[n], dtype=np.int64) for n in self.input_names}
+
+    def predict(self, feeds: Feeds) -> Feeds:
+        torch = require("torch", "torch")
+        with torch.no_grad():
+            out = self.wrapper(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names))
+        return {n: t.detach().cpu().numpy() for n, t in zip(self.output_names, out)}
+
+    def export(self, options: LoadOptions) -> ExportOutcome:
+        torch = require("torch", "torch")
+        from onnxkit.frameworks.torch_fw import _conversion_error, _quiet
+
+        example = self.tokenize(["a short one", "a second, somewhat longer sentence to pad against"])
+        args = tuple(torch.from_numpy(example[n]) for n in self.input_names)
+        batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+        dynamic = tuple({0: batch, 1: seq} for _ in self.input_names)
+        with _quiet():
+            try:
+                program = torch.onnx.export(
+                    self.wrapper, args, input_names=self.input_names, output_names=self.output_names,
+                    opset_version=options.opset, dynamo=True, external_data=False, dynamic_shapes=dynamic,
+                )
+            except Exception as exc:  # the exporter raises many unrelated types
+                raise _conversion_error(exc, "torch.export-based (dynamo)", options.opset) from exc
+        if program is None:
+            raise ConversionError("torch.onnx.export returned no program")
+        model = program.model_proto
+        opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
+        return ExportOutcome(model=model, exporter="torch.onnx (dynamo)", opset=opset, notes=list(self.notes))
+
+
+def _wrapper_class():
+    torch = require("torch", "torch")
+
+    class Wrapper(torch.nn.Module):
+        """Positional tensors in, a tuple of the task's outputs out: what the exporter needs
+        (transformers' forward takes keywords and returns a ModelOutput)."""
+
+        def __init__(self, model, input_names: list[str], output_names: list[str], pooling: SentencePooling | None) -> None:
+            super().__init__()
+            self.model = model
+            self.input_names = list(input_names)
+            self.output_names = list(output_names)
+            self.pooling = pooling
+
+        # Named parameters, not *args: torch.export matches dynamic shapes to them by name.
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            kwargs = {n: given[n] for n in self.input_names}
+            out = self.model(**kwargs, return_dict=True)
+            if self.pooling is None:
+                return tuple(out[n] for n in self.output_names)
+            tokens = out["last_hidden_state"]
+            return tokens, _pool(torch, tokens, kwargs["attention_mask"], self.pooling)
+
+    return Wrapper
+
+
+def _Wrapper(model, input_names, output_names, pooling):
+    return _wrapper_class()(model, input_names, output_names, pooling).eval()
+
+
+def _pool(torch, tokens, attention_mask, pooling: SentencePooling):
+    """sentence-transformers' Pooling (one mode) and Normalize, on the exported graph's tensors."""
+    mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+    if pooling.mode == "cls":
+        emb = tokens[:, 0]
+    elif pooling.mode == "max":
+        emb = torch.where(mask > 0, tokens, torch.full_like(tokens, -1e9)).max(dim=1).values
+    else:
+        summed = (tokens * mask).sum(dim=1)
+        count = mask.sum(dim=1).clamp(min=1e-9)
+        emb = summed / (count if pooling.mode == "mean" else torch.sqrt(count))
+    if pooling.normalize:
+        emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+    return emb
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers' load reports and progress bars go to the debug log, not the user's terminal."""
+    import io
+    import warnings
+
+    if logging.getLogger("onnxkit").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    buf = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf):
+        warnings.simplefilter("ignore")
+        yield
+    if buf.getvalue().strip():
+        log.debug("transformers output:\n%s", buf.getvalue())
+
+
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What transformers and safetensors raise on a file that is truncated, corrupt or not
+    what its name says: the user's input, not a bug here."""
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, RuntimeError)
+    try:
+        from safetensors import SafetensorError
+
+        errors += (SafetensorError,)
+    except ImportError:
+        pass
+    return errors
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
