@@ -56,7 +56,7 @@ def test_tampered_weights_fail_validation(cli, exported, tmp_path):
 
 
 def test_padding_differences_do_not_decide_but_token_differences_do():
-    from onnxkit.core.compare import Tolerance, compare_once
+    from onnxkit.foundation.compare import Tolerance, compare_once
     from onnxkit.operations.hf_validate import masked
 
     feeds = {"attention_mask": np.array([[1, 1, 1], [1, 0, 0]], dtype=np.int64)}

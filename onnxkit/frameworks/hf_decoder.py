@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxkit._lazy import require
-from onnxkit.core.spec import InputSpec
+from onnxkit.foundation.spec import InputSpec
 from onnxkit.errors import ConversionError, UsageError
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions
 from onnxkit.frameworks.hf_fw import HFSource

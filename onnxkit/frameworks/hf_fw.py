@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from onnxkit._lazy import require
-from onnxkit.core.files import preflight
-from onnxkit.core.spec import InputSpec
+from onnxkit.foundation.files import preflight
+from onnxkit.foundation.spec import InputSpec
 from onnxkit.errors import ConversionError, InputError, UsageError
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
 from onnxkit.frameworks.hf_scan import PLANNED_TASKS, TASKS, HFFolder, SentencePooling, scan_folder

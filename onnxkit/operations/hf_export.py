@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from onnxkit import __version__
-from onnxkit.core.compare import Tolerance
-from onnxkit.core.files import refuse_special_output
+from onnxkit.foundation.compare import Tolerance
+from onnxkit.foundation.files import refuse_special_output
 from onnxkit.errors import EnvironmentProblem, Interrupted, UsageError
 from onnxkit.operations.hf_validate import MODEL_FILE, check_texts, validate_on_text
 
@@ -46,9 +46,9 @@ def check_output_folder(out: Path, root: Path) -> Path:
 def export_hf_folder(source, output, options, *, validate: bool = True, tolerance: Tolerance | None = None,
                      loaded=None, data=None):
     """Export a save_pretrained folder into ``output``/ with its config and tokenizer files."""
-    from onnxkit.core.export import ExportResult, _checker_problems, _io_dicts, add_metadata, source_digest
-    from onnxkit.core.onnx_io import save_onnx
-    from onnxkit.core.spec import outputs_from_onnx, specs_from_onnx
+    from onnxkit.operations.export import ExportResult, _checker_problems, _io_dicts, add_metadata, source_digest
+    from onnxkit.foundation.onnx_io import save_onnx
+    from onnxkit.foundation.spec import outputs_from_onnx, specs_from_onnx
     from onnxkit.frameworks.hf_fw import load
     from onnxkit.frameworks.hf_scan import SIDE_FILES
     from onnxkit.runtime.session import make_session

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxkit.core.compare import Tolerance, compare_once
+from onnxkit.foundation.compare import Tolerance, compare_once
 
 DEFAULT_NEW_TOKENS = 8
 
 
 def validate_generation(model_src, run, specs, texts: list[str], tolerance: Tolerance | None, *, new_tokens: int,
                         reference_name: str, candidate_name: str):
-    from onnxkit.core.validate import validate_models
+    from onnxkit.operations.validate import validate_models
 
     tolerance = tolerance or Tolerance()
     prompts = [np.asarray(model_src.tokenizer(t, return_tensors="np")["input_ids"], dtype=np.int64) for t in texts[:2]]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxkit.core.compare import Tolerance
+from onnxkit.foundation.compare import Tolerance
 from onnxkit.errors import InputError, UsageError
 
 # Different lengths, so a batch of them is padded and padding is exercised.
@@ -53,7 +53,7 @@ def text_batches(model_src, texts: list[str]):
 
 def validate_on_text(model_src, run, specs, texts: list[str], tolerance: Tolerance | None, *, reference_name: str,
                      candidate_name: str, new_tokens: int | None = None):
-    from onnxkit.core.validate import validate_models
+    from onnxkit.operations.validate import validate_models
 
     if model_src.task == "text-generation":
         from onnxkit.operations.hf_generate import DEFAULT_NEW_TOKENS, validate_generation
@@ -85,8 +85,8 @@ def validate_if_hf_folder(source, model, options, **kwargs):
 def validate_hf_folder(source, model, options, *, tolerance: Tolerance | None, providers=None, timeout=None,
                        unsupported: dict[str, object] | None = None):
     """``onnxkit validate HF_FOLDER OUT/`` (or OUT/model.onnx)."""
-    from onnxkit.core.onnx_io import load_onnx
-    from onnxkit.core.validate import _session
+    from onnxkit.foundation.onnx_io import load_onnx
+    from onnxkit.operations.validate import _session
     from onnxkit.frameworks.hf_fw import load
 
     for flag, value in (unsupported or {}).items():
