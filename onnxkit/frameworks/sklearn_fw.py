@@ -18,6 +18,7 @@ from onnxkit._lazy import require
 from onnxkit.core.files import preflight
 from onnxkit.core.spec import InputSpec
 from onnxkit.errors import ConversionError, InputError, UnsafeInput, UsageError, offered
+from onnxkit.frameworks import skops_trust
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
 from onnxkit.frameworks.sklearn_fixes import final_estimator as _final_estimator
 from onnxkit.frameworks.sklearn_fixes import (
@@ -139,29 +140,6 @@ def _final_step(est: Any) -> Any:
     return steps[-1][1] if steps else est
 
 
-SKLEARN_DATA_TYPES = frozenset({
-    "sklearn.tree._tree.Tree",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
-    "sklearn.neighbors._kd_tree.KDTree",
-    "sklearn.neighbors._ball_tree.BallTree",
-    "sklearn.metrics._dist_metrics.EuclideanDistance64",
-    "sklearn.metrics._dist_metrics.ManhattanDistance64",
-    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
-    "sklearn.metrics._dist_metrics.ChebyshevDistance64",
-    "sklearn._loss.link.Interval",
-    "sklearn._loss.link.IdentityLink",
-    "sklearn._loss.link.LogitLink",
-    "sklearn._loss.link.LogLink",
-    "sklearn._loss.link.MultinomialLogit",
-    "sklearn._loss.loss.HalfBinomialLoss",
-    "sklearn._loss.loss.HalfMultinomialLoss",
-    "sklearn._loss.loss.HalfSquaredError",
-    "numpy.dtype",
-    "collections.OrderedDict",
-})
-
-
 def _load_estimator(path: Path, trust: bool) -> Any:
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
@@ -182,10 +160,9 @@ def _load_estimator(path: Path, trust: bool) -> Any:
         untrusted = list(sio.get_untrusted_types(file=path))
     except Exception as exc:
         raise InputError(f"cannot read {path.name} as a skops file (corrupt or truncated?): {first_line(exc)}") from None
-    # skops lists scikit-learn's own data containers (fitted trees, KD-trees, distance
-    # metrics) as untrusted; they are rebuilt from arrays, not by running code, so the
-    # ensembles users actually ship load without --trust. Functions and foreign types do not.
-    untrusted_foreign = [t for t in untrusted if t not in SKLEARN_DATA_TYPES]
+    # skops lists scikit-learn's own fitted state (trees, optimizers, kernels, Bunch) as
+    # untrusted too; skops_trust admits those and refuses functions and foreign types.
+    untrusted_foreign = skops_trust.refused(untrusted)
     if untrusted_foreign and not trust:
         raise UnsafeInput(
             f"skops file holds types it does not trust: {', '.join(untrusted_foreign)}; pass --trust if you vouch for them",
