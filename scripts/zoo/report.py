@@ -149,7 +149,21 @@ def _row(r: dict) -> str:
         rawcol, _num(raw.get("max_abs")), _num(raw.get("seconds")), r["outcome"], diff)) + " |"
 
 
-def write_markdown(path: Path, records: list[dict], seconds: float, *, fast: bool, families: list[str]) -> None:
+def _runs(runs: list[dict] | None) -> list[str]:
+    """For a page merged from several runs: which rows each measured, on which commit, when."""
+    if not runs or len(runs) < 2:
+        return []
+    out = ["Merged from these runs (a later run's rows replace an earlier one's):", ""]
+    for run in runs:
+        rows = run.get("rows", [])
+        fams = sorted({r.split(" ", 1)[0] for r in rows})
+        shown = ", ".join(rows) if len(rows) <= 12 else f"{len(rows)} rows of {', '.join(fams)}"
+        out.append(f"- {run.get('when')}, commit `{run.get('commit')}`: {shown}")
+    return out + [""]
+
+
+def write_markdown(path: Path, records: list[dict], seconds: float, *, fast: bool, families: list[str],
+                   runs: list[dict] | None = None) -> None:
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     commit = _git("rev-parse", "--short", "HEAD")
     # The page being rewritten is not a change to the code that measured.
@@ -164,6 +178,7 @@ def write_markdown(path: Path, records: list[dict], seconds: float, *, fast: boo
         "",
         f"Versions: {_versions()}.",
         "",
+        *_runs(runs),
         "## Summary",
         "",
         "| family | models | " + " | ".join(OUTCOMES) + " |",
