@@ -120,6 +120,9 @@ WHY = {
                                                "ArrayFeatureExtractor rejects when rows have different neighbour counts: its file "
                                                "does not run in ONNX Runtime (onnxkit validates on stored training rows, so scikit-learn "
                                                "no longer refuses the inputs)"),
+    ("sklearn", "MultiOutputClassifier"): ("onnxkit better", "skl2onnx gives the probabilities as a sequence of per-target "
+                                           "tensors, which the by-hand check cannot stack into one array; onnxkit concatenates "
+                                           "them into one [N, sum of classes] tensor and validates it"),
     ("sklearn", "IsolationForest"): ("onnxkit better", "skl2onnx refuses onnx's default ai.onnx.ml opset 4; onnxkit targets 3"),
     ("sklearn", "HistGradientBoostingClassifier"): ("onnxkit better", "onnxkit's own converter (skl2onnx 1.20 fails on "
                                                     "scikit-learn 1.9 HGB models)"),
