@@ -67,6 +67,15 @@ def test_judge_a_pass_further_off_than_the_raw_file_is_a_false_pass():
     assert judge(rec)[0] == "onnxkit bug"
 
 
+@pytest.mark.parametrize(("raw_under_onnxkit", "outcome"), [(1, "both fail"), (0, "onnxkit worse")])
+def test_judge_a_failure_on_onnxkits_inputs_is_weighed_against_the_raw_file_on_them(raw_under_onnxkit, outcome):
+    # onnxkit FAILED on its random inputs; the zoo's inputs pass both files. Only when
+    # onnxkit's validation fails the raw file too is the failure the inputs', not the export's.
+    rec = _rec(1, "FAILED", hand_ok=True, max_abs=4e-3)
+    rec["raw"]["onnxkit_validate"] = {"exit_code": raw_under_onnxkit, "max_abs": 4e-3 if raw_under_onnxkit else 1e-6}
+    assert judge(rec)[0] == outcome
+
+
 def test_judge_a_code_carrying_file_refused_is_expected():
     rec = _rec(5, "UnsafeInput")
     rec["carries_code"] = True

@@ -68,7 +68,45 @@ def dense(value: Any) -> np.ndarray:
     """A NumPy array of a native result, sparse ones (KNeighborsTransformer, TfidfTransformer) made dense."""
     if hasattr(value, "toarray"):
         value = value.toarray()
+    if is_column_blocks(value):
+        # a multi-output classifier's predict_proba: one [N, k_i] array per target, side by
+        # side as the export's probabilities (see concat_probability_sequence)
+        return np.concatenate([np.asarray(v) for v in value], axis=1)
     return np.asarray(value)
+
+
+def is_column_blocks(value: Any) -> bool:
+    return (isinstance(value, list) and bool(value) and all(np.ndim(v) == 2 for v in value)
+            and len({np.shape(v)[0] for v in value}) == 1)
+
+
+def multi_output_classes(est: Any) -> list | None:
+    """The per-target class arrays of a multi-output classifier (MultiOutputClassifier,
+    ClassifierChain, a multi-output forest); None for a single-target estimator."""
+    classes = getattr(final_estimator(est), "classes_", None)
+    return classes if isinstance(classes, list) else None
+
+
+def concat_probability_sequence(model: Any, output: str, batch: str) -> list[str]:
+    """skl2onnx gives a multi-output classifier's probabilities as a sequence of [N, k_i]
+    tensors, which nothing downstream compares or serves as a tensor: append
+    ConcatFromSequence so the output is one [N, sum k_i] tensor, targets side by side."""
+    from onnx import TensorProto, helper
+
+    outs = {o.name: o for o in model.graph.output}
+    vi = outs.get(output)
+    if vi is None or not vi.type.HasField("sequence_type"):
+        return []
+    g = model.graph
+    taken = {t.name for t in g.initializer} | {n for node in g.node for n in list(node.input) + list(node.output)}
+    inner = next(f"{output}_seq{i or ''}" for i in range(len(taken) + 2) if f"{output}_seq{i or ''}" not in taken)
+    for node in g.node:
+        node.output[:] = [inner if n == output else n for n in node.output]
+        node.input[:] = [inner if n == output else n for n in node.input]
+    g.node.append(helper.make_node("ConcatFromSequence", [inner], [output], axis=1, name=f"{output}_concat"))
+    vi.CopyFrom(helper.make_tensor_value_info(output, TensorProto.FLOAT, [batch, None]))
+    return [f"output {output}: the per-target probability tensors are concatenated side by side "
+            "(one row per sample, each target's classes in turn) instead of a sequence of tensors"]
 
 
 def call_native(est: Any, method: str, X: Any, where: str) -> np.ndarray:
@@ -140,9 +178,10 @@ def shape_outputs(model: Any, est: Any, label_name: str | None, second: str | No
     QuadraticDiscriminantAnalysis, [N, 1] for GaussianMixture, [N] scores for SGDOneClassSVM)."""
     notes: list[str] = []
     final = final_estimator(est)
-    single = np.asarray(getattr(final, "classes_", np.zeros(1))).ndim == 1 and getattr(final, "n_outputs_", 1) == 1
+    single = multi_output_classes(est) is None and getattr(final, "n_outputs_", 1) == 1
     outs = {o.name: o for o in model.graph.output}
-    if label_name in outs and single and _declared_rank(outs[label_name]) != 1:
+    # OneVsOneClassifier declares its label [N] and computes [N, 1]: the run decides.
+    if label_name in outs and single and (_declared_rank(outs[label_name]) != 1 or _run_rank(model, label_name) not in (1, None)):
         _add_reshape(model, label_name, [-1])
         _set_dims(outs[label_name], [batch])
         notes.append(f"output {label_name}: reshaped to [{batch}] (skl2onnx gives this estimator's labels another shape)")
@@ -150,7 +189,7 @@ def shape_outputs(model: Any, est: Any, label_name: str | None, second: str | No
         _add_reshape(model, second, [-1, 1])
         _set_dims(outs[second], [batch, 1])
     scores = outs.get(second) if second else None
-    binary = len(getattr(final, "classes_", [])) == 2
+    binary = single and len(getattr(final, "classes_", [])) == 2
     if scores is not None and binary and (_declared_dims(scores)[1:] == [1] or _run_width(model, second) == 1):
         _two_columns(model, second)
         _set_dims(scores, [batch, 2])
@@ -167,6 +206,16 @@ def _declared_dims(vi: Any) -> list:
 def _run_width(model: Any, output: str) -> int | None:
     """The width ONNX Runtime actually gives ``output`` on one row of zeros (RidgeClassifier's
     binary export declares [N, 2] and computes [N, 1]); None where inputs are not plain floats."""
+    value = _run_zeros(model, output)
+    return int(value.shape[1]) if value is not None and np.ndim(value) == 2 else None
+
+
+def _run_rank(model: Any, output: str) -> int | None:
+    value = _run_zeros(model, output)
+    return None if value is None else int(np.ndim(value))
+
+
+def _run_zeros(model: Any, output: str) -> Any:
     import onnxruntime as ort
 
     feeds = {}
@@ -179,10 +228,9 @@ def _run_width(model: Any, output: str) -> int | None:
         so = ort.SessionOptions()
         so.log_severity_level = 4  # a model that fails on zeros is reported by the validation, once
         sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        value = sess.run([output], feeds)[0]
+        return sess.run([output], feeds)[0]
     except Exception:  # the validation that follows reports what does not run
         return None
-    return int(value.shape[1]) if np.ndim(value) == 2 else None
 
 
 # skl2onnx writes a binary decision score d as two columns; which sign comes first depends
@@ -247,6 +295,90 @@ def repair_declared_shapes(model: Any, batch: str) -> list[str]:
             _set_dims(vi, dims)
             notes.append(f"output {vi.name}: skl2onnx declared shape {old}, the graph computes {dims}; "
                          "the declaration was corrected (validation in ONNX Runtime checks the values)")
-    if notes:
-        del model.graph.value_info[:]  # stale hints would contradict the corrected outputs
+    if model.graph.value_info:
+        # Inference succeeds without them: skl2onnx's hints for inner tensors contradict
+        # the graph (OneVsOneClassifier declares ArgMax's [N, 1] result as [N]).
+        del model.graph.value_info[:]
+        if not notes:
+            notes.append("skl2onnx's shape hints for inner tensors contradict the graph and were dropped "
+                         "(validation in ONNX Runtime checks the values)")
     return notes
+
+
+# ---------------------------------------------------------------- plausible random rows
+
+
+def first_step(est: Any) -> Any:
+    while hasattr(est, "steps"):
+        est = est.steps[0][1]
+    return est
+
+
+def plausible_rows(est: Any, n_features: int, batch: int, seed: int) -> tuple[np.ndarray, str] | None:
+    """Random rows the estimator accepts, where standard-normal rows are invalid for it, with
+    a label saying how they were drawn; None where standard-normal rows are fine.
+
+    Encoders refuse values outside their fitted categories, CategoricalNB refuses
+    non-integer or negative codes, and radius neighbours find no neighbour for a point far
+    from every training row: each is given values from what the fit stored."""
+    first = first_step(est)
+    rng = np.random.default_rng(seed)
+    categories = getattr(first, "categories_", None)
+    if categories is not None and len(categories) == n_features and all(
+        np.asarray(c).dtype.kind in "fiub" for c in categories
+    ):
+        cols = [rng.choice(np.asarray(c, dtype=np.float64)[~np.isnan(np.asarray(c, dtype=np.float64))], size=batch)
+                for c in categories]
+        return np.stack(cols, axis=1).astype(np.float32), "random rows from the fitted categories"
+    counts = getattr(first, "n_categories_", None)
+    if counts is not None and len(counts) == n_features:
+        cols = [rng.integers(0, max(int(k), 1), size=batch) for k in counts]
+        return np.stack(cols, axis=1).astype(np.float32), "random category codes within the fitted counts"
+    fit_x = getattr(first, "_fit_X", None)
+    if hasattr(first, "radius") and isinstance(fit_x, np.ndarray) and fit_x.ndim == 2 and fit_x.shape[1] == n_features:
+        rows = rng.integers(0, len(fit_x), size=batch)
+        return fit_x[rows].astype(np.float32), "random training rows stored by the model (radius neighbours)"
+    return None
+
+
+def selects_columns_by_name(est: Any) -> bool:
+    """Whether a ColumnTransformer in ``est`` picks columns by name (or by a callable), so its
+    input must be a table; integer, slice and boolean selectors work on a plain matrix."""
+    from sklearn.compose import ColumnTransformer
+
+    parts = [est] + [v for v in _params(est).values() if hasattr(v, "fit")]
+    for part in parts:
+        if not isinstance(part, ColumnTransformer):
+            continue
+        for _, _, columns in getattr(part, "transformers_", part.transformers):
+            if isinstance(columns, (int, np.integer, slice)):
+                continue
+            values = np.asarray(columns)
+            if not callable(columns) and values.size == 0:
+                continue
+            if callable(columns) or values.dtype.kind not in "iub":
+                return True
+    return False
+
+
+def _params(est: Any) -> dict[str, Any]:
+    try:
+        return est.get_params(deep=True)
+    except Exception:
+        return {}
+
+
+def is_selector(est: Any) -> bool:
+    """A feature selector (RFE, SelectFromModel...) exports its transform, whatever its
+    wrapped estimator makes ``is_classifier`` and ``hasattr(predict)`` say."""
+    from sklearn.feature_selection import SelectorMixin
+
+    return isinstance(final_estimator(est), SelectorMixin)
+
+
+def fitted_float_dtype(est: Any) -> np.dtype | None:
+    """The float dtype k-means' Cython code needs the rows in: that of its centres (float64
+    when fitted on float64 data, float32 for float32 data; transformers before it keep the
+    dtype they are given). None for other estimators, which convert rows themselves."""
+    centres = getattr(final_estimator(est), "cluster_centers_", None)
+    return centres.dtype if isinstance(centres, np.ndarray) and centres.dtype.kind == "f" else None

@@ -18,15 +18,22 @@ from onnxkit._lazy import require
 from onnxkit.foundation.files import preflight
 from onnxkit.foundation.spec import InputSpec
 from onnxkit.errors import ConversionError, InputError, UnsafeInput, UsageError, offered
+from onnxkit.frameworks import skops_trust
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
 from onnxkit.frameworks.sklearn_fixes import final_estimator as _final_estimator
 from onnxkit.frameworks.sklearn_fixes import (
     binary_decision_columns,
     call_native,
+    is_selector,
+    concat_probability_sequence,
     converter_options,
+    fitted_float_dtype,
+    multi_output_classes,
     no_method_message,
+    plausible_rows,
     repair_declared_shapes,
     second_output,
+    selects_columns_by_name,
     shape_outputs,
     target_opsets,
 )
@@ -139,29 +146,6 @@ def _final_step(est: Any) -> Any:
     return steps[-1][1] if steps else est
 
 
-SKLEARN_DATA_TYPES = frozenset({
-    "sklearn.tree._tree.Tree",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
-    "sklearn.neighbors._kd_tree.KDTree",
-    "sklearn.neighbors._ball_tree.BallTree",
-    "sklearn.metrics._dist_metrics.EuclideanDistance64",
-    "sklearn.metrics._dist_metrics.ManhattanDistance64",
-    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
-    "sklearn.metrics._dist_metrics.ChebyshevDistance64",
-    "sklearn._loss.link.Interval",
-    "sklearn._loss.link.IdentityLink",
-    "sklearn._loss.link.LogitLink",
-    "sklearn._loss.link.LogLink",
-    "sklearn._loss.link.MultinomialLogit",
-    "sklearn._loss.loss.HalfBinomialLoss",
-    "sklearn._loss.loss.HalfMultinomialLoss",
-    "sklearn._loss.loss.HalfSquaredError",
-    "numpy.dtype",
-    "collections.OrderedDict",
-})
-
-
 def _load_estimator(path: Path, trust: bool) -> Any:
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
@@ -182,10 +166,9 @@ def _load_estimator(path: Path, trust: bool) -> Any:
         untrusted = list(sio.get_untrusted_types(file=path))
     except Exception as exc:
         raise InputError(f"cannot read {path.name} as a skops file (corrupt or truncated?): {first_line(exc)}") from None
-    # skops lists scikit-learn's own data containers (fitted trees, KD-trees, distance
-    # metrics) as untrusted; they are rebuilt from arrays, not by running code, so the
-    # ensembles users actually ship load without --trust. Functions and foreign types do not.
-    untrusted_foreign = [t for t in untrusted if t not in SKLEARN_DATA_TYPES]
+    # skops lists scikit-learn's own fitted state (trees, optimizers, kernels, Bunch) as
+    # untrusted too; skops_trust admits those and refuses functions and foreign types.
+    untrusted_foreign = skops_trust.refused(untrusted)
     if untrusted_foreign and not trust:
         raise UnsafeInput(
             f"skops file holds types it does not trust: {', '.join(untrusted_foreign)}; pass --trust if you vouch for them",
@@ -261,7 +244,7 @@ def _column_specs(est: Any, options: LoadOptions) -> list[InputSpec] | None:
                 f"--input specs must name the model's columns: {', '.join(names)}",
             )
         return [InputSpec(s.name, s.shape or (BATCH_DIM, 1), s.dtype) for s in options.inputs]
-    if _has_column_transformer(est):
+    if _has_column_transformer(est) and (names or selects_columns_by_name(est)):
         raise UsageError(
             "this pipeline selects table columns by name; onnxkit needs their types",
             hint=("pass --sample data.csv (a few rows with the training columns) or one" if offered("--sample") else "pass one")
@@ -445,7 +428,8 @@ class SklearnSource(SourceModel):
         self.framework_version = f"scikit-learn {sklearn.__version__}"
         if not hasattr(estimator, "predict") and not hasattr(estimator, "transform"):
             raise InputError(no_method_message(estimator, path.name))
-        self.is_classifier = bool(is_classifier(estimator))
+        self.selector = is_selector(estimator)
+        self.is_classifier = bool(is_classifier(estimator)) and not self.selector
         self.columns = _column_specs(estimator, options)
         if self.columns is not None:
             self.input_specs = self.columns
@@ -455,7 +439,8 @@ class SklearnSource(SourceModel):
                 raise InputError(f"{type(estimator).__name__} in {path.name} is not fitted (no n_features_in_)")
             self.input_specs = [matrix_spec(options, int(n))]
         self.accepts_nan = _accepts_nan(estimator)
-        self.second = None if self.is_classifier or not hasattr(estimator, "predict") else second_output(estimator)
+        self.state_dtype = fitted_float_dtype(estimator)
+        self.second = None if self.is_classifier or self.selector or not hasattr(estimator, "predict") else second_output(estimator)
         if self.is_classifier:
             self.output_names = list(CLASSIFIER_OUTPUTS)
             self.label_outputs = ("label",)
@@ -469,13 +454,27 @@ class SklearnSource(SourceModel):
     # -- predict
     def _native_input(self, feeds: Feeds) -> Any:
         if self.columns is None:
-            return np.asarray(feeds[self.input_specs[0].name])
+            X = np.asarray(feeds[self.input_specs[0].name])
+            # KMeans' Cython code refuses rows of another float dtype than its centres.
+            return X.astype(self.state_dtype) if self.state_dtype is not None and X.dtype.kind == "f" else X
         pd = require("pandas", "sklearn")
         data = {}
         for s in self.columns:
             col = np.asarray(feeds[s.name]).reshape(-1)
             data[s.name] = col.astype(object) if s.dtype.kind == "U" else col
         return pd.DataFrame(data)
+
+    def plausible_feeds(self, batch: int, seed: int) -> tuple[Feeds, str] | None:
+        """Random inputs drawn from what the fit stored, for estimators that refuse
+        standard-normal rows (see sklearn_fixes.plausible_rows); None for the others."""
+        if self.columns is not None:
+            return None
+        spec = self.input_specs[0]
+        drawn = plausible_rows(self.estimator, int(spec.shape[1]), batch, seed)
+        if drawn is None:
+            return None
+        rows, how = drawn
+        return {spec.name: rows.astype(spec.dtype)}, how
 
     def predict(self, feeds: Feeds) -> Feeds:
         X = self._native_input(feeds)
@@ -487,7 +486,7 @@ class SklearnSource(SourceModel):
             other = call_native(est, self.second[1], X, where).astype(np.float32)
             return {names[0]: label, names[1]: other.reshape(len(label), -1)}
         if not self.is_classifier:
-            y = call_native(est, "predict" if hasattr(est, "predict") else "transform", X, where)
+            y = call_native(est, "predict" if hasattr(est, "predict") and not self.selector else "transform", X, where)
             return {names[0]: (y.reshape(-1, 1) if y.ndim == 1 else y).astype(np.float32)}
         if type(_final_step(est)).__name__ in ARGMAX_OF_PROBA:
             # predict() would run the whole model a second time (halving the source's
@@ -555,6 +554,8 @@ class SklearnSource(SourceModel):
             ) from None
         batch = batch_dim_of(self.input_specs)
         name_batch_dims(model, batch)
+        if self.is_classifier and multi_output_classes(self.estimator) is not None:
+            notes.extend(concat_probability_sequence(model, "probabilities", batch))
         notes.extend(shape_outputs(model, self.estimator, "label" if self.label_outputs else None,
                                    self.second[0] if self.second else ("probabilities" if self.is_classifier else None),
                                    batch))

@@ -108,6 +108,18 @@ def weights_label(source: str | Path, options: LoadOptions) -> str:
     return "as built by the factory (--random-weights)"
 
 
+def _plausible_batches(model_src, batch_sizes, seed):
+    """Batches a source draws itself where random normal rows are invalid for it (encoders,
+    categorical naive Bayes, radius neighbours); None to use the usual random inputs."""
+    draw = getattr(model_src, "plausible_feeds", None)
+    if draw is None:
+        return None
+    drawn = [draw(b, seed + i) for i, b in enumerate(batch_sizes)]
+    if not drawn or any(d is None for d in drawn):
+        return None
+    return [(f"{how} (batch={b})", feeds, None) for b, (feeds, how) in zip(batch_sizes, drawn)]
+
+
 def add_metadata(model, entries: dict[str, str]) -> None:
     existing = {p.key: p for p in model.metadata_props}
     for key, value in entries.items():
@@ -151,6 +163,9 @@ def _validate_staged(result: ExportResult, staged: Path, model_src: SourceModel,
     from onnxkit.runtime.session import make_session
 
     session = make_session(staged)
+    drawn = _plausible_batches(model_src, batch_sizes, seed) if data is None else None
+    if drawn:
+        result.notes.append(f"validated on {drawn[0][0].split(' (')[0]}: random normal rows are invalid for this model")
     # The source may know index ranges the exported graph hides (a Keras Embedding behind
     # tf2onnx's casts): random ids must stay inside both.
     known = {s.name: s.high for s in session.input_specs if s.high is not None}
@@ -166,6 +181,7 @@ def _validate_staged(result: ExportResult, staged: Path, model_src: SourceModel,
         batch_sizes=batch_sizes,
         seed=seed,
         data=open_data(data, session.input_specs) if data is not None else None,
+        batches=drawn,
     )
     result.validation.command = "export"
     result.passed = result.validation.passed

@@ -89,6 +89,27 @@ def run_onnxkit_export(case: Case, out: Path, timeout: float) -> dict:
     return result
 
 
+def run_onnxkit_validate(case: Case, onnx_file: Path, timeout: float) -> dict:
+    """`onnxkit validate SOURCE FILE --json`: onnxkit's own verdict on another file (the raw
+    converter's), on the very inputs and tolerance its export validated with."""
+    args = [a for a in case.export_args]
+    cmd = [PYTHON, "-m", "onnxkit", "validate", args[0], str(onnx_file), *args[1:], "--json"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env_for_children())
+    except subprocess.TimeoutExpired:
+        return {"exit_code": None}
+    result: dict = {"exit_code": proc.returncode}
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        return result
+    outs = (doc.get("outputs") or (doc.get("validation") or {}).get("outputs") or []) if isinstance(doc, dict) else []
+    diffs = [o.get("max_abs") for o in outs if o.get("max_abs") is not None]
+    result["max_abs"] = max(diffs) if diffs else None
+    result["verdict"] = doc.get("verdict") if isinstance(doc, dict) else None
+    return result
+
+
 def _short(arg: str) -> str:
     return Path(arg).name if os.sep in arg and ":" not in arg else (arg if os.sep not in arg else arg.split(os.sep)[-1])
 

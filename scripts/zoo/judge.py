@@ -43,6 +43,11 @@ def judge(rec: dict) -> tuple[str, str]:
             return "same", ""
         return "onnxkit better", f"onnxkit PASSED; {raw_desc}"
     if code == 1:
+        same_way = raw.get("onnxkit_validate") or {}
+        if raw_ok and hand.get("ok") and same_way.get("exit_code") == 1:
+            return "both fail", (
+                f"on onnxkit's random inputs the raw file fails as well (max abs {same_way.get('max_abs') or 0:.3g}, "
+                f"onnxkit's {kit.get('max_abs') or 0:.3g}); on the zoo's inputs both are within tolerance")
         if raw_ok:
             if hand.get("ok"):
                 return "onnxkit worse", "onnxkit FAILED its validation, but its file matches the source by hand (false failure): " + "; ".join(kit.get("problems", []))[:160]

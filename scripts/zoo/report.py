@@ -93,6 +93,49 @@ def _versions() -> str:
             parts.append(f"{pkg} (not installed)")
     return ", ".join(parts)
 
+# Why a model that is not "same" differs, from looking at each (the judge says what differs;
+# this says why). Checked against the run before being written here: a row whose outcome
+# changes keeps its explanation only while it still applies (see _why).
+WHY = {
+    ("transformers", "t5_encoder"): ("onnxkit better", "torch.onnx's dynamo export of the raw program fails to decompose the FX graph; "
+                                     "onnxkit's route exports it"),
+    ("keras", "mobilenet_v2"): ("both fail", "float32 round-off, not the export: TF's own float32 output is 3.7e-5 from a "
+                                "float64 rebuild of the model, ONNX Runtime's 4.0e-5 (docs/validation.md); the fp32 preset is tuned "
+                                "to catch a single weight moved by 1e-2 and is kept"),
+    ("keras", "resnet50"): ("both fail", "float32 round-off, not the export: TF's own float32 output is 3.2e-4 from a float64 "
+                            "rebuild of the model, ONNX Runtime's 2.7e-4 (docs/validation.md)"),
+    ("keras", "densenet121"): ("both fail", "float32 round-off at the preset's edge, identical in both files"),
+    ("keras", "efficientnet_b0"): ("both fail", "onnxkit validates on standard-normal inputs, where the pooled features reach 100 "
+                                   "and TF's own float32 output is 2.0e-3 from a float64 rebuild (docs/validation.md); on pixel "
+                                   "inputs both files are within 3.1e-5"),
+    ("sklearn", "FunctionTransformer"): ("both fail", "skl2onnx converts only the identity FunctionTransformer; np.log1p has no converter"),
+    ("sklearn", "GaussianProcessClassifier"): ("both fail", "skl2onnx converts only binary GaussianProcessClassifier (iris has 3 classes)"),
+    ("sklearn", "NearestNeighbors"): ("both fail", "it has neither predict nor transform (kneighbors only), and skl2onnx refuses "
+                                      "radius and n_neighbors set together"),
+    ("sklearn", "OneHotEncoder"): ("both fail", "skl2onnx supports only string and int64 categories, not float ones"),
+    ("sklearn", "RandomTreesEmbedding"): ("both fail", "its output is sparse; skl2onnx cannot convert sparse outputs"),
+    ("sklearn", "TargetEncoder"): ("both fail", "skl2onnx's converter supports binary or 1-d regression targets only"),
+    ("sklearn", "VotingClassifier"): ("both fail", "skl2onnx does not implement flatten_transform=True"),
+    ("sklearn", "RadiusNeighborsClassifier"): ("both fail", "skl2onnx's graph pads each row's neighbour indices with -1, which "
+                                               "ArrayFeatureExtractor rejects when rows have different neighbour counts: its file "
+                                               "does not run in ONNX Runtime (onnxkit validates on stored training rows, so scikit-learn "
+                                               "no longer refuses the inputs)"),
+    ("sklearn", "MultiOutputClassifier"): ("onnxkit better", "skl2onnx gives the probabilities as a sequence of per-target "
+                                           "tensors, which the by-hand check cannot stack into one array; onnxkit concatenates "
+                                           "them into one [N, sum of classes] tensor and validates it"),
+    ("sklearn", "IsolationForest"): ("onnxkit better", "skl2onnx refuses onnx's default ai.onnx.ml opset 4; onnxkit targets 3"),
+    ("sklearn", "HistGradientBoostingClassifier"): ("onnxkit better", "onnxkit's own converter (skl2onnx 1.20 fails on "
+                                                    "scikit-learn 1.9 HGB models)"),
+    ("sklearn", "HistGradientBoostingRegressor"): ("onnxkit better", "onnxkit's own converter (skl2onnx 1.20 fails on "
+                                                   "scikit-learn 1.9 HGB models)"),
+    ("boosters", "xgb_rank_pairwise"): ("both fail", "onnxmltools has no converter for XGBRanker"),
+}
+
+
+def _why(r: dict) -> str:
+    known = WHY.get((r["family"], r["model"]))
+    return known[1] if known and known[0] == r["outcome"] else ""
+
 
 def _row(r: dict) -> str:
     kit, raw = r.get("onnxkit", {}), r.get("raw", {})
@@ -100,6 +143,8 @@ def _row(r: dict) -> str:
     rawcol = raw.get("outcome", "")
     diff = r.get("difference", "")
     notes = "; ".join(r.get("notes") or [])
+    if _why(r):
+        diff = f"{diff} — why: {_why(r)}" if diff else f"why: {_why(r)}"
     if notes:
         diff = f"{diff} — {notes}" if diff else notes
     return "| " + " | ".join(_cell(c) for c in (
@@ -107,7 +152,21 @@ def _row(r: dict) -> str:
         rawcol, _num(raw.get("max_abs")), _num(raw.get("seconds")), r["outcome"], diff)) + " |"
 
 
-def write_markdown(path: Path, records: list[dict], seconds: float, *, fast: bool, families: list[str]) -> None:
+def _runs(runs: list[dict] | None) -> list[str]:
+    """For a page merged from several runs: which rows each measured, on which commit, when."""
+    if not runs or len(runs) < 2:
+        return []
+    out = ["Merged from these runs (a later run's rows replace an earlier one's):", ""]
+    for run in runs:
+        rows = run.get("rows", [])
+        fams = sorted({r.split(" ", 1)[0] for r in rows})
+        shown = ", ".join(rows) if len(rows) <= 12 else f"{len(rows)} rows of {', '.join(fams)}"
+        out.append(f"- {run.get('when')}, commit `{run.get('commit')}`: {shown}")
+    return out + [""]
+
+
+def write_markdown(path: Path, records: list[dict], seconds: float, *, fast: bool, families: list[str],
+                   runs: list[dict] | None = None) -> None:
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     commit = _git("rev-parse", "--short", "HEAD")
     # The page being rewritten is not a change to the code that measured.
@@ -122,6 +181,7 @@ def write_markdown(path: Path, records: list[dict], seconds: float, *, fast: boo
         "",
         f"Versions: {_versions()}.",
         "",
+        *_runs(runs),
         "## Summary",
         "",
         "| family | models | " + " | ".join(OUTCOMES) + " |",

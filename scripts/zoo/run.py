@@ -78,6 +78,14 @@ def run_family(family: str, models: list[str], timeout: float, log) -> list[dict
     return records
 
 
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[2], timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--family", default=",".join(ORDER), help="comma-separated families")
@@ -104,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         if models:
             records += run_family(family, models, args.timeout, lambda s: print(s, flush=True))
     seconds = time.perf_counter() - t0
+    # Which rows each run measured, on which commit, when: a merged page says so.
+    runs = [{"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": _commit(),
+             "rows": sorted(f"{r['family']} {r['model']}" for r in records)}] if records else []
     if args.merge:
         earlier = json.loads(args.merge.read_text())
         fresh = {(r["family"], r["model"]): r for r in records}
@@ -111,13 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         for rec in records:  # judged again: the rules may have changed since
             rec["outcome"], rec["difference"] = judge(rec)
         seconds = earlier["seconds"] + seconds
+        runs = earlier.get("runs", []) + runs
         families = [f for f in ORDER if any(r["family"] == f for r in records)]
     if args.json:
-        args.json.write_text(json.dumps({"seconds": seconds, "fast": args.fast, "records": records}, indent=1, default=str))
+        args.json.write_text(json.dumps({"seconds": seconds, "fast": args.fast, "records": records, "runs": runs}, indent=1, default=str))
     if args.out:
         from scripts.zoo.report import write_markdown
 
-        write_markdown(args.out, records, seconds, fast=args.fast, families=families)
+        write_markdown(args.out, records, seconds, fast=args.fast, families=families, runs=runs)
     worse = [r for r in records if r["outcome"] in ("onnxkit worse", "onnxkit bug")]
     print(f"{len(records)} models in {seconds / 60:.1f} min; onnxkit worse than the raw converter or buggy on {len(worse)}")
     return 1 if worse else 0
