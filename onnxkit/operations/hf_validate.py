@@ -86,7 +86,7 @@ def validate_hf_folder(source, model, options, *, tolerance: Tolerance | None, p
                        unsupported: dict[str, object] | None = None):
     """``onnxkit validate HF_FOLDER OUT/`` (or OUT/model.onnx)."""
     from onnxkit.foundation.onnx_io import load_onnx
-    from onnxkit.operations.validate import _session
+    from onnxkit.operations.validate_files import _session
     from onnxkit.frameworks.hf_fw import load
 
     for flag, value in (unsupported or {}).items():
