@@ -405,6 +405,10 @@ class _OutputAccumulator:
         self._check_spread()
         if c.nan_mismatch:
             self._problem(f"{c.nan_mismatch} NaN/Inf value(s) on one side only")
+        elif c.kind == "numeric" and c.elements and not self.diff_count:
+            # Equal NaN/Inf pairs are accepted one by one, but when nothing else exists the
+            # comparison checked no value at all: a pass would be vacuous.
+            self._problem("no finite values to compare: both sides are NaN/Inf everywhere")
         if c.kind == "label":
             if c.label_agreement is not None and c.label_agreement < min_agreement:
                 self._problem(f"labels agree on {100 * c.label_agreement:.4g}% of elements (need {100 * min_agreement:.4g}%)")
