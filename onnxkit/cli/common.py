@@ -35,7 +35,17 @@ Inputs = Annotated[list[str] | None, typer.Option("--input", "-i", help="Input s
 Tol = Annotated[list[str] | None, typer.Option("--tol", help="Absolute tolerance, or OUTPUT=ATOL[:RTOL] for one output (glob). Repeatable.")]
 Rtol = Annotated[float | None, typer.Option("--rtol", help="Relative tolerance (allclose semantics: |a-b| <= atol + rtol*|b|).")]
 Preset = Annotated[str | None, typer.Option("--preset-tol", help="Tolerance preset: fp32, fp16, int8, int4.")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed for random inputs.")]
+def _check_seed(value: int) -> int:
+    # NumPy's generators refuse a negative seed with a ValueError deep in the run (exit 70);
+    # checked at parse time so no work starts first.
+    if value < 0:
+        from onnxkit.errors import UsageError
+
+        raise UsageError(f"--seed {value} must be a non-negative integer")
+    return value
+
+
+Seed = Annotated[int, typer.Option("--seed", callback=_check_seed, help="Seed for random inputs (a non-negative integer).")]
 CustomOps = Annotated[Path | None, typer.Option("--custom-op-library", help="Shared library implementing the model's custom-domain operators (registered with ONNX Runtime).")]
 Providers = Annotated[list[str] | None, typer.Option("--provider", "-p", help="Execution provider (cpu, cuda, tensorrt, openvino, dml, coreml, rocm); repeat for a priority order.")]
 
