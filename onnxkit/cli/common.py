@@ -85,9 +85,12 @@ def emit(result: Result) -> None:
 
 
 def _print_error(message: str, code: int, hint: str | None, kind: str) -> None:
-    line = f"Error: {message}"
+    from onnxkit.results import shown
+
+    # One line whatever the message quotes (a model's names may hold line breaks).
+    line = f"Error: {shown(message)}"
     if hint:
-        line += f" (hint: {hint})"
+        line += f" (hint: {shown(hint)})"
     sys.stderr.write(line + "\n")
     if STATE.json:
         doc: dict[str, Any] = {"error": message, "kind": kind, "exit_code": code}
