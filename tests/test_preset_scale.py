@@ -83,3 +83,16 @@ def test_fp32_and_an_explicit_tolerance_are_unchanged():
     tol = make_tolerance(preset="fp32")
     assert tol.max_rel_error is None and tol.min_cosine is None
     assert make_tolerance(preset="int8").to_dict()["max_rel_error"] == 0.2
+
+
+def test_a_relaxed_cosine_floor_relaxes_the_scale_bound_with_it():
+    # A config's quantize.min_cosine = 0.95 admits errors up to sqrt(1/0.95^2 - 1) = 0.33
+    # orthogonal to the output: the int8 bound (0.2) must not fail what that floor accepts.
+    tol = make_tolerance(preset="int8", min_cosine=0.95)
+    assert tol.max_rel_error == pytest.approx(0.3287, abs=1e-3)
+    ref = np.random.default_rng(4).standard_normal((16, 64)).astype(np.float32)
+    [res] = compare_once({"y": ref}, {"y": _noisy(ref, 0.3)}, tol)
+    assert res.passed, res.problems
+    [res] = compare_once({"y": ref}, {"y": ref * 2}, tol)
+    assert not res.passed
+    assert make_tolerance(preset="int8", min_cosine=0.999).max_rel_error == 0.2

@@ -131,8 +131,22 @@ def make_tolerance(
     return Tolerance(
         atol=atol, rtol=rt, min_cosine=cos, per_output=tuple(per), preset=name,
         min_agreement=float(base["min_agreement"]),  # type: ignore[arg-type]
-        max_rel_error=base["max_rel_error"] if cos is not None else None,
+        max_rel_error=_rel_error_bound(base["max_rel_error"], cos),
     )
+
+
+def _rel_error_bound(preset_bound: float | None, min_cosine: float | None) -> float | None:
+    """The preset's relative-error bound, loosened to what a looser cosine floor admits.
+
+    An error orthogonal to the output gives cosine 1/sqrt(1 + e^2), so a floor c lets
+    e = sqrt(1/c^2 - 1) through; a relaxed floor (a config's min_cosine = 0.95) must not be
+    overruled by a bound meant for the preset's own floor."""
+    if min_cosine is None:
+        return None
+    if min_cosine <= 0:
+        return None  # a floor at or below 0 admits any error: no bound to derive
+    admitted = math.sqrt(1.0 / min_cosine**2 - 1.0)
+    return admitted if preset_bound is None else max(float(preset_bound), admitted)
 
 
 @dataclass
