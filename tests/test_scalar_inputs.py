@@ -79,3 +79,15 @@ def test_a_0d_npy_runs_a_scalar_model_and_is_refused_for_a_batched_one(cli, tmp_
         assert r.stderr.strip() == "Error: s.npy holds a scalar; expected a batch of inputs", r
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert np.load(scalar) == np.float32(3)
+
+
+def test_a_scalar_listed_first_does_not_count_the_rows(cli, tmp_path):
+    """Inputs [s[], X[n,2]]: every operation that counted rows from the first input broke."""
+    m = _save(helper.make_graph(
+        [helper.make_node("Mul", ["s", "X"], ["y"])], "g",
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, []), helper.make_tensor_value_info("X", TensorProto.FLOAT, ["n", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])]), tmp_path / "smul.onnx")
+    assert cli("validate", m, m).code == 0
+    assert cli("optimize", m, "-o", tmp_path / "o.onnx").code == 0
+    r = cli("quantize", m, "-o", tmp_path / "h.onnx", "--mode", "fp16")
+    assert r.code == 0, r
