@@ -91,3 +91,17 @@ def test_a_scalar_listed_first_does_not_count_the_rows(cli, tmp_path):
     assert cli("optimize", m, "-o", tmp_path / "o.onnx").code == 0
     r = cli("quantize", m, "-o", tmp_path / "h.onnx", "--mode", "fp16")
     assert r.code == 0, r
+
+
+def test_a_sequence_input_is_refused_as_not_supported(cli, tmp_path):
+    seq = helper.make_tensor_sequence_value_info("xs", TensorProto.FLOAT, ["n", 2])
+    m = _save(helper.make_graph(
+        [helper.make_node("ConcatFromSequence", ["xs"], ["y"], axis=0)], "g", [seq],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", 2])]), tmp_path / "seq.onnx")
+    before = m.read_bytes()
+    for cmd in (["validate", m, m], ["run", m, "-o", tmp_path / "o.npz"], ["optimize", m, "-o", tmp_path / "o.onnx"]):
+        r = cli(*cmd)
+        assert r.code == 2, r
+        assert r.stderr.strip() == "Error: input 'xs' is of type seq(tensor(float)): not supported (onnxkit feeds tensor inputs only)", r
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seq.onnx"] and m.read_bytes() == before
+    assert cli("inspect", m).code == 0  # describing it needs no feeding
