@@ -12,12 +12,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxkit.foundation.compare import compare_once, make_tolerance
 
-RNG = np.random.default_rng(0)
-
-
 def _scaled(path: Path, width: int | None, factor: float) -> Path:
-    """x[n,8] -> y = (x @ W) * factor, y of shape [n, width] (or [n] when width is None)."""
-    w = RNG.standard_normal((8, width or 1)).astype(np.float32)
+    """x[n,8] -> y = (x @ W) * factor, y of shape [n, width] (or [n] when width is None);
+    W is the same for every call, so two models differ by ``factor`` only."""
+    w = np.random.default_rng(1).standard_normal((8, width or 1)).astype(np.float32)
     nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Mul", ["h", "f"], ["y" if width else "y2"])]
     inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(factor, np.float32), "f")]
     out_shape: list = ["n", width] if width else ["n"]
@@ -35,11 +33,7 @@ def _scaled(path: Path, width: int | None, factor: float) -> Path:
 @pytest.mark.parametrize("preset", ["fp16", "int8", "int4"])
 @pytest.mark.parametrize("width", [None, 1, 3, 16])
 def test_a_candidate_off_by_a_scale_factor_fails_every_lossy_preset(cli, tmp_path, preset, width):
-    # The same weights on both sides (same seed state is not shared: build both from one W).
-    global RNG
-    RNG = np.random.default_rng(1)
     ref = _scaled(tmp_path / "ref.onnx", width, 1.0)
-    RNG = np.random.default_rng(1)
     cand = _scaled(tmp_path / "cand.onnx", width, 7.0)
     r = cli("validate", ref, cand, "--preset-tol", preset, "--json")
     assert r.code == 1, r
@@ -48,7 +42,6 @@ def test_a_candidate_off_by_a_scale_factor_fails_every_lossy_preset(cli, tmp_pat
         assert "relative error" in problems and "scale" in problems, problems
     else:
         assert "out of tolerance" in problems, problems
-    RNG = np.random.default_rng(1)
     same = _scaled(tmp_path / "same.onnx", width, 1.0)
     assert cli("validate", ref, same, "--preset-tol", preset).code == 0
 
@@ -96,3 +89,32 @@ def test_a_relaxed_cosine_floor_relaxes_the_scale_bound_with_it():
     [res] = compare_once({"y": ref}, {"y": ref * 2}, tol)
     assert not res.passed
     assert make_tolerance(preset="int8", min_cosine=0.999).max_rel_error == 0.2
+
+
+def _mlp(path: Path) -> Path:
+    """x[n,64] -> MatMul 64x128 -> Relu -> MatMul 128x32 (wide enough for int4 blocks)."""
+    rng = np.random.default_rng(5)
+    w1 = (rng.standard_normal((64, 128)) / 8).astype(np.float32)
+    w2 = (rng.standard_normal((128, 32)) / 11).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["y"])], "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 32])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("mode", "preset"), [("dynamic", "int8"), ("int4", "int4"), ("fp16", "fp16")])
+def test_real_quantizations_still_pass_their_preset(cli, tmp_path, mode, preset):
+    m = _mlp(tmp_path / "mlp.onnx")
+    q = tmp_path / f"mlp.{mode}.onnx"
+    r = cli("quantize", m, "-o", q, "--mode", mode)
+    assert r.code == 0, r
+    v = cli("validate", m, q, "--preset-tol", preset, "--json")
+    assert v.code == 0, v
+    [out] = v.json["outputs"]
+    assert out["rel_error"] < v.json["tolerance"]["max_rel_error"] / 2, out
