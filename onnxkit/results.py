@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,26 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return to_jsonable(obj.tolist())
     return obj
+
+
+# Characters that could start a new line, move the cursor, recolour the terminal or reverse
+# the reading order: a model's names (outputs, inputs, nodes) are attacker-chosen and must
+# not forge a verdict line ("...\nPASSED validate") in text output.
+_UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(m: re.Match) -> str:
+    c = m.group()
+    if c in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[c]
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
+def shown(text: Any) -> str:
+    """``text`` safe to print on one line: control characters, line breaks and bidi
+    controls written as ``\\n``, ``\\xNN``, ``\\uNNNN``; everything else unchanged."""
+    return _UNSAFE_CHARS.sub(_escape_char, str(text))
 
 
 def fmt_num(v: Any) -> str:

@@ -35,7 +35,17 @@ Inputs = Annotated[list[str] | None, typer.Option("--input", "-i", help="Input s
 Tol = Annotated[list[str] | None, typer.Option("--tol", help="Absolute tolerance, or OUTPUT=ATOL[:RTOL] for one output (glob). Repeatable.")]
 Rtol = Annotated[float | None, typer.Option("--rtol", help="Relative tolerance (allclose semantics: |a-b| <= atol + rtol*|b|).")]
 Preset = Annotated[str | None, typer.Option("--preset-tol", help="Tolerance preset: fp32, fp16, int8, int4.")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed for random inputs.")]
+def _check_seed(value: int) -> int:
+    # NumPy's generators refuse a negative seed with a ValueError deep in the run (exit 70);
+    # checked at parse time so no work starts first.
+    if value < 0:
+        from onnxkit.errors import UsageError
+
+        raise UsageError(f"--seed {value} must be a non-negative integer")
+    return value
+
+
+Seed = Annotated[int, typer.Option("--seed", callback=_check_seed, help="Seed for random inputs (a non-negative integer).")]
 CustomOps = Annotated[Path | None, typer.Option("--custom-op-library", help="Shared library implementing the model's custom-domain operators (registered with ONNX Runtime).")]
 Providers = Annotated[list[str] | None, typer.Option("--provider", "-p", help="Execution provider (cpu, cuda, tensorrt, openvino, dml, coreml, rocm); repeat for a priority order.")]
 
@@ -75,9 +85,12 @@ def emit(result: Result) -> None:
 
 
 def _print_error(message: str, code: int, hint: str | None, kind: str) -> None:
-    line = f"Error: {message}"
+    from onnxkit.results import shown
+
+    # One line whatever the message quotes (a model's names may hold line breaks).
+    line = f"Error: {shown(message)}"
     if hint:
-        line += f" (hint: {hint})"
+        line += f" (hint: {shown(hint)})"
     sys.stderr.write(line + "\n")
     if STATE.json:
         doc: dict[str, Any] = {"error": message, "kind": kind, "exit_code": code}

@@ -22,12 +22,18 @@ from onnxkit.errors import InputError, UsageError
 # uses 10% of (atol=2e-5, rtol=1e-4); one weight element moved by 1e-2 exceeds it 5-7x, where
 # the looser (1e-4, 1e-3) would let a perturbed attention weight pass.
 # ``min_agreement`` is the share of label elements (integer/bool/string outputs) that must agree.
+# ``max_rel_error`` bounds ||cand - ref|| / ||ref|| where a cosine floor decides: cosine is blind
+# to scale (a candidate x10 has cosine 1), so the norm of the error must be bounded too.
 PRESETS: dict[str, dict[str, float | None]] = {
-    "fp32": {"atol": 2e-5, "rtol": 1e-4, "min_cosine": None, "min_agreement": 1.0},
-    "fp16": {"atol": 1e-2, "rtol": 1e-2, "min_cosine": 0.999, "min_agreement": 0.99},
-    "int8": {"atol": 0.5, "rtol": 0.5, "min_cosine": 0.99, "min_agreement": 0.95},
-    "int4": {"atol": 1.0, "rtol": 1.0, "min_cosine": 0.98, "min_agreement": 0.9},
+    "fp32": {"atol": 2e-5, "rtol": 1e-4, "min_cosine": None, "min_agreement": 1.0, "max_rel_error": None},
+    "fp16": {"atol": 1e-2, "rtol": 1e-2, "min_cosine": 0.999, "min_agreement": 0.99, "max_rel_error": 0.05},
+    "int8": {"atol": 0.5, "rtol": 0.5, "min_cosine": 0.99, "min_agreement": 0.95, "max_rel_error": 0.2},
+    "int4": {"atol": 1.0, "rtol": 1.0, "min_cosine": 0.98, "min_agreement": 0.9, "max_rel_error": 0.3},
 }
+# A row this narrow (elements per sample) has no direction worth a cosine: for one value the
+# cosine is the sign, for two or three it barely constrains. Such outputs (regressors, binary
+# probabilities, box coordinates) are judged element-wise by atol/rtol in every preset.
+NARROW_ROW = 4
 DEFAULT_PRESET = "fp32"
 # Up to this many elements per output, p99 is exact (the differences are kept as float32,
 # 16 MB at most); beyond it a log-spaced histogram estimates it in constant memory. Below
@@ -48,6 +54,7 @@ class Tolerance:
     per_output: tuple[tuple[str, float, float | None], ...] = ()  # (glob, atol, rtol or None)
     preset: str = DEFAULT_PRESET
     min_agreement: float = 1.0
+    max_rel_error: float | None = None
 
     def __post_init__(self) -> None:
         for name, v in (("atol", self.atol), ("rtol", self.rtol)):
@@ -55,6 +62,8 @@ class Tolerance:
                 raise UsageError(f"tolerance {name}={v} must be finite and non-negative")
         if self.min_cosine is not None and not (-1.0 <= self.min_cosine <= 1.0):
             raise UsageError(f"min cosine {self.min_cosine} must lie in [-1, 1]")
+        if self.max_rel_error is not None and not (math.isfinite(self.max_rel_error) and self.max_rel_error >= 0):
+            raise UsageError(f"max relative error {self.max_rel_error} must be finite and non-negative")
         if not (0.0 <= self.min_agreement <= 1.0):
             raise UsageError(f"min agreement {self.min_agreement} must lie in [0, 1]")
         for pat, a, r in self.per_output:
@@ -71,7 +80,7 @@ class Tolerance:
     def to_dict(self) -> dict:
         return {
             "preset": self.preset, "atol": self.atol, "rtol": self.rtol, "min_cosine": self.min_cosine,
-            "min_agreement": self.min_agreement,
+            "min_agreement": self.min_agreement, "max_rel_error": self.max_rel_error,
             "per_output": {p: {"atol": a, "rtol": r} for p, a, r in self.per_output},
         }
 
@@ -122,7 +131,22 @@ def make_tolerance(
     return Tolerance(
         atol=atol, rtol=rt, min_cosine=cos, per_output=tuple(per), preset=name,
         min_agreement=float(base["min_agreement"]),  # type: ignore[arg-type]
+        max_rel_error=_rel_error_bound(base["max_rel_error"], cos),
     )
+
+
+def _rel_error_bound(preset_bound: float | None, min_cosine: float | None) -> float | None:
+    """The preset's relative-error bound, loosened to what a looser cosine floor admits.
+
+    An error orthogonal to the output gives cosine 1/sqrt(1 + e^2), so a floor c lets
+    e = sqrt(1/c^2 - 1) through; a relaxed floor (a config's min_cosine = 0.95) must not be
+    overruled by a bound meant for the preset's own floor."""
+    if min_cosine is None:
+        return None
+    if min_cosine <= 0:
+        return None  # a floor at or below 0 admits any error: no bound to derive
+    admitted = math.sqrt(1.0 / min_cosine**2 - 1.0)
+    return admitted if preset_bound is None else max(float(preset_bound), admitted)
 
 
 @dataclass
@@ -194,6 +218,7 @@ class _OutputAccumulator:
         self.sq_ref = 0.0
         self.ref_min = math.inf
         self.ref_max = -math.inf
+        self.row_width: int | None = None  # elements per sample; 1 for a 1-D or scalar output
 
     def _problem(self, msg: str) -> None:
         self.c.passed = False
@@ -301,6 +326,8 @@ class _OutputAccumulator:
             self.worst_excess = float(score.flat[flat])
             c.worst_index = _index(flat, r.shape, row_offset)
             c.worst_ref, c.worst_cand = _scalar(ref.flat[flat]), _scalar(cand.flat[flat])
+        width = int(np.prod(r.shape[1:])) if r.ndim >= 2 else 1
+        self.row_width = width if self.row_width is None else min(self.row_width, width)
         if r.ndim >= 1 and r.size:
             self._add_cosine(r, k)
             if r.ndim == 2 and r.shape[1] >= 2 and self.scores is not False:
@@ -363,7 +390,7 @@ class _OutputAccumulator:
             if REFERENCE_CONSTANT not in c.warning_codes:
                 c.warning_codes.append(REFERENCE_CONSTANT)
 
-    def finish(self, min_cosine: float | None, min_agreement: float) -> OutputComparison:
+    def finish(self, min_cosine: float | None, min_agreement: float, max_rel_error: float | None = None) -> OutputComparison:
         c = self.c
         if c.elements == 0 and c.passed:
             self._problem("no elements compared")
@@ -392,14 +419,21 @@ class _OutputAccumulator:
         self._check_spread()
         if c.nan_mismatch:
             self._problem(f"{c.nan_mismatch} NaN/Inf value(s) on one side only")
+        elif c.kind == "numeric" and c.elements and not self.diff_count:
+            # Equal NaN/Inf pairs are accepted one by one, but when nothing else exists the
+            # comparison checked no value at all: a pass would be vacuous.
+            self._problem("no finite values to compare: both sides are NaN/Inf everywhere")
         if c.kind == "label":
             if c.label_agreement is not None and c.label_agreement < min_agreement:
                 self._problem(f"labels agree on {100 * c.label_agreement:.4g}% of elements (need {100 * min_agreement:.4g}%)")
-        elif min_cosine is not None and c.cosine is not None:
-            # With a cosine floor (quantized/fp16 comparisons) the cosine decides for float
-            # outputs: element-wise drift is expected there, direction is what matters.
+        elif min_cosine is not None and c.cosine is not None and (self.row_width or 0) > NARROW_ROW:
+            # With a cosine floor (quantized/fp16 comparisons) the cosine judges the direction
+            # of wide rows, where element-wise drift is expected; the relative norm of the
+            # error judges the scale, which cosine cannot see.
             if c.cosine_min is not None and c.cosine_min < min_cosine:
                 self._problem(f"cosine {c.cosine_min:.5f} (worst sample) below {min_cosine}")
+            if max_rel_error is not None and c.rel_error is not None and c.rel_error > max_rel_error:
+                self._problem(f"relative error ||cand - ref|| / ||ref|| = {c.rel_error:.4g} above {max_rel_error:g} (a scale or offset change)")
         elif c.out_of_tol > c.nan_mismatch:
             self._problem(f"{c.out_of_tol - c.nan_mismatch} element(s) out of tolerance (atol={c.atol:g}, rtol={c.rtol:g})")
         return c
@@ -518,7 +552,7 @@ class Comparator:
     def results(self) -> list[OutputComparison]:
         if not self.batches:
             raise InputError("nothing was compared: no samples; refusing a vacuous pass")
-        return [acc.finish(self.tol.min_cosine, self.tol.min_agreement) for acc in self.acc.values()]
+        return [acc.finish(self.tol.min_cosine, self.tol.min_agreement, self.tol.max_rel_error) for acc in self.acc.values()]
 
 
 def compare_once(

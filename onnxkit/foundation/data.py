@@ -84,7 +84,8 @@ class DataSource:
             pq = require("pyarrow.parquet")
             return pq.ParquetFile(self.path).metadata.num_rows
         if suffix == ".npy":
-            return int(_open_npy(self.path).shape[0])
+            arr = _open_npy(self.path)
+            return int(arr.shape[0]) if arr.ndim else 1
         return None
 
 
@@ -131,6 +132,9 @@ def _npy_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
     arr = _open_npy(path)
     name = specs[0].name if specs else "input"
     if arr.ndim == 0:
+        if specs and specs[0].shape is not None and len(specs[0].shape) == 0:
+            yield {name: np.ascontiguousarray(arr)}  # the model takes a scalar: one run
+            return
         raise InputError(f"{path.name} holds a scalar; expected a batch of inputs")
     if arr.shape[0] == 0:
         raise InputError(f"data file {path.name} holds no rows")
@@ -167,11 +171,15 @@ def _npz_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
     counts = {r for r in rows.values() if r is not None}
     if len(counts) > 1:
         raise InputError(f"arrays in {path.name} have different row counts: {rows}")
-    total = counts.pop() if counts else 0
+    if not counts:  # scalars only: one run of the model
+        yield dict(arrays)
+        return
+    total = counts.pop()
     if total == 0:
         raise InputError(f"data file {path.name} holds no rows")
+    # A scalar input (rank 0) is not batched: every batch gets it whole.
     for i in range(0, total, n):
-        yield {k: a[i : i + n] for k, a in arrays.items()}
+        yield {k: a[i : i + n] if a.ndim else a for k, a in arrays.items()}
 
 
 def _frame_to_feeds(frame, specs: list[InputSpec], path: Path) -> Feeds:
@@ -418,4 +426,9 @@ def non_finite_inputs(feeds: Feeds) -> list[str]:
 
 
 def feeds_rows(feeds: Feeds) -> int:
-    return int(next(iter(feeds.values())).shape[0]) if feeds else 0
+    """Samples in a feed: the batched (rank >= 1) inputs count them; a feed of scalars
+    alone is one sample."""
+    if not feeds:
+        return 0
+    rows = [int(np.shape(v)[0]) for v in feeds.values() if np.ndim(v)]
+    return max(rows) if rows else 1

@@ -131,6 +131,10 @@ def _external_info(tensor, where: str) -> dict[str, str]:
 
 
 def _check_location(loc: str, where: str, trust: bool) -> None:
+    if not isinstance(loc, str):
+        # protobuf hands back bytes for a string field that is not valid UTF-8: no file on
+        # any system is named by it for sure, so it cannot be checked, nor opened.
+        raise InputError(f"external data location of {where} is not valid UTF-8 ({bytes(loc)[:60]!r})")
     if not loc:
         raise InputError(f"{where} uses external data but names no file")
     if "\x00" in loc:

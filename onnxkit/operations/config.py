@@ -78,7 +78,7 @@ SCHEMA: dict[str, list[Key]] = {
         Key("rtol", "float", None, "Relative tolerance; unset = the preset's.", minimum=0, optional=True),
         Key("batch_sizes", "list[int]", [1, 8], "Batch sizes of the random inputs."),
         Key("samples", "int", None, "Stop after this many samples of the data; unset = all.", minimum=1, optional=True),
-        Key("seed", "int", 0, "Seed of the random inputs."),
+        Key("seed", "int", 0, "Seed of the random inputs.", minimum=0),
     ],
     "optimize": [
         Key("enabled", "bool", True, "Run onnxkit optimize on the exported model."),

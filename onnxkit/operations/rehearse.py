@@ -42,7 +42,7 @@ def probe_model_file(model_path: str | os.PathLike[str], model: object | None = 
     on the same model and inputs takes the same paths, so a hang or an allocation bomb on
     those inputs is caught here. ``model``: the already-parsed graph, to avoid parsing again."""
     from onnxkit.runtime.contained import ContainedSession
-    from onnxkit.foundation.data import random_feeds
+    from onnxkit.foundation.data import feeds_rows, random_feeds
     from onnxkit.foundation.spec import specs_from_onnx
     from onnxkit.operations.validate import input_sets
 
@@ -64,6 +64,6 @@ def probe_model_file(model_path: str | os.PathLike[str], model: object | None = 
                 data = open_data(data, specs)
             start = 1
             for label, feeds in input_sets(specs, data=data, batch_sizes=_MEASURE_BATCHES):
-                rows = next(iter(feeds.values())).shape[0] if feeds else 1
+                rows = feeds_rows(feeds) or 1
                 sess.run(feeds, where=f"{label} (rows {start}-{start + rows - 1})")
                 start += rows

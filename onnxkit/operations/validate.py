@@ -19,7 +19,7 @@ from onnxkit.foundation.compare import Comparator, OutputComparison, Tolerance
 from onnxkit.foundation.data import DataSource, Feeds, check_feeds, edge_case_feeds, feeds_rows, non_finite_inputs, random_feeds
 from onnxkit.foundation.spec import InputSpec
 from onnxkit.errors import InputError
-from onnxkit.results import Result, Table, fmt_num
+from onnxkit.results import Result, Table, fmt_num, shown
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,12 @@ class ValidationResult(Result):
         """One JUnit testcase per output: (name, passed, message, details)."""
         cases = []
         for o in self.outputs:
+            # Names and label values come from the model: escaped so none forges a line.
             details = (
-                f"reference output {o.reference_name}; shape {o.cand_shape}; dtype {o.ref_dtype} vs {o.cand_dtype}\n"
+                f"reference output {shown(o.reference_name)}; shape {o.cand_shape}; dtype {o.ref_dtype} vs {o.cand_dtype}\n"
                 f"max abs {o.max_abs:.6g}, max rel {o.max_rel:.6g}, mean abs {o.mean_abs:.6g}, p99 abs {o.p99_abs:.6g}\n"
                 f"out of tolerance: {o.out_of_tol} of {o.elements} (atol={o.atol:g}, rtol={o.rtol:g})\n"
-                f"worst element {o.worst_index}: reference {o.worst_ref}, candidate {o.worst_cand}"
+                f"worst element {o.worst_index}: reference {shown(o.worst_ref)}, candidate {shown(o.worst_cand)}"
             )
             if o.cosine is not None:
                 details += f"\ncosine mean {o.cosine:.8f}, min {o.cosine_min:.8f}"
@@ -88,7 +89,7 @@ class ValidationResult(Result):
             if o.top1_agreement is not None:
                 details += f"\ntop-1 agreement {o.top1_agreement:.6f}, top-{o.topk} agreement {o.topk_agreement:.6f}"
             if not o.passed and self.localization:
-                details += "\nlocalization: " + "; ".join(f"{a}: {b}" for a, b in self.localization.get("rows", []))
+                details += "\nlocalization: " + "; ".join(f"{shown(a)}: {shown(b)}" for a, b in self.localization.get("rows", []))
             cases.append((f"output {o.name}", o.passed, "; ".join(o.problems), details))
         return cases
 

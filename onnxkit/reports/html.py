@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onnxkit.results import Table, fmt_bytes, fmt_num
+from onnxkit.results import Table, fmt_bytes, fmt_num, shown
 
 if TYPE_CHECKING:
     from onnxkit.operations.pipeline import PipelineResult
@@ -35,7 +35,7 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 
 
 def _e(v: Any) -> str:
-    return html.escape(v if isinstance(v, str) else fmt_num(v))
+    return html.escape(shown(v) if isinstance(v, str) else fmt_num(v))
 
 
 def _table(t: Table, bad_col: int | None = None) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from onnxkit.foundation.files import write_text_atomic
+from onnxkit.results import shown
 
 Case = tuple[str, bool, str, str]  # (name, passed, one-line message, details)
 
@@ -20,6 +21,12 @@ _BAD_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 def _clean(text: str) -> str:
     return _BAD_XML.sub("\ufffd", str(text))
+
+
+def _line(text: str) -> str:
+    """A one-line field (names, messages): a line break in a model-chosen name must not
+    show as a second line in a CI report."""
+    return _clean(shown(text))
 
 
 def junit_xml(
@@ -33,19 +40,19 @@ def junit_xml(
     """One <testsuite> inside <testsuites>; a failing case gets a <failure> element whose
     ``message`` is the one-line reason and whose text is the details."""
     failures = sum(1 for c in cases if not c[1])
-    attrs = {"name": _clean(suite), "tests": str(len(cases)), "failures": str(failures), "errors": "0", "skipped": "0"}
+    attrs = {"name": _line(suite), "tests": str(len(cases)), "failures": str(failures), "errors": "0", "skipped": "0"}
     if time_s is not None:
         attrs["time"] = f"{time_s:.3f}"
-    root = ET.Element("testsuites", {k: v for k, v in attrs.items() if k != "name"} | {"name": _clean(suite)})
+    root = ET.Element("testsuites", {k: v for k, v in attrs.items() if k != "name"} | {"name": _line(suite)})
     ts = ET.SubElement(root, "testsuite", attrs)
     if properties:
         props = ET.SubElement(ts, "properties")
         for k, v in properties.items():
-            ET.SubElement(props, "property", {"name": _clean(k), "value": _clean(v)})
+            ET.SubElement(props, "property", {"name": _line(k), "value": _line(v)})
     for name, passed, message, details in cases:
-        tc = ET.SubElement(ts, "testcase", {"name": _clean(name), "classname": _clean(classname or suite)})
+        tc = ET.SubElement(ts, "testcase", {"name": _line(name), "classname": _line(classname or suite)})
         if not passed:
-            f = ET.SubElement(tc, "failure", {"message": _clean(message or "failed"), "type": "failure"})
+            f = ET.SubElement(tc, "failure", {"message": _line(message or "failed"), "type": "failure"})
             f.text = _clean(details)
         elif details:
             ET.SubElement(tc, "system-out").text = _clean(details)

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from onnxkit.foundation.files import write_text_atomic
-from onnxkit.results import Result, Table, fmt_num
+from onnxkit.results import Result, Table, fmt_num, shown
 
 
 def md_cell(v: Any) -> str:
-    text = v if isinstance(v, str) else fmt_num(v)
-    # A pipe would end the cell; newlines would end the row.
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>") or " "
+    text = shown(v) if isinstance(v, str) else fmt_num(v)
+    # A pipe would end the cell; line breaks (escaped by shown) would end the row.
+    return text.replace("\\", "\\\\").replace("|", "\\|") or " "
 
 
 def table_markdown(t: Table) -> str:
@@ -30,7 +30,7 @@ def table_markdown(t: Table) -> str:
 def result_markdown(result: Result, title: str | None = None) -> str:
     mark = "✅" if result.passed else "❌"
     head = title or f"onnxkit {result.command}".strip()
-    parts = [f"## {mark} {head}: {result.verdict}", ""]
+    parts = [f"## {mark} {md_cell(head)}: {result.verdict}", ""]
     for t in result.tables():
         parts += [table_markdown(t), ""]
     if result.notes:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxkit.operations.gate_text import gate_condition
-from onnxkit.results import Table, fmt_bytes, fmt_num
+from onnxkit.results import Table, fmt_bytes, fmt_num, shown
 
 if TYPE_CHECKING:
     from onnxkit.operations.pipeline import PipelineResult
@@ -63,11 +63,11 @@ def junit_cases(res: PipelineResult) -> list[tuple[str, bool, str, str]]:
         details = ""
         if s.result is not None:
             details = "\n\n".join(
-                f"{t.title}\n" + "\n".join(" | ".join(c if isinstance(c, str) else fmt_num(c) for c in row) for row in t.rows)
+                f"{shown(t.title)}\n" + "\n".join(" | ".join(shown(c) if isinstance(c, str) else fmt_num(c) for c in row) for row in t.rows)
                 for t in s.result.tables()
             )
         if s.status == SKIPPED:
-            details = f"skipped: {s.reason}"
+            details = f"skipped: {shown(s.reason)}"
         message = f"{s.status}: {s.reason}" if s.reason else s.status
         cases.append((f"step: {s.name}", s.status in (PASSED, SKIPPED), message, details))
     for g in res.gates:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from onnxkit.results import Result, Table, fmt_num
+from onnxkit.results import Result, Table, fmt_num, shown
 
 
 # CI logs are not terminals; Rich would squeeze tables into 80 columns there.
@@ -27,11 +27,11 @@ def stdout_console() -> Console:
 
 def _cell(v: Any) -> str:
     # Shapes like "[batch, 4]" would otherwise be read as Rich markup tags.
-    return escape(v if isinstance(v, str) else fmt_num(v))
+    return escape(shown(v) if isinstance(v, str) else fmt_num(v))
 
 
 def rich_table(t: Table, widths: list[int] | None = None) -> RichTable:
-    rt = RichTable(title=t.title, title_justify="left", show_lines=False)
+    rt = RichTable(title=escape(shown(t.title)), title_justify="left", show_lines=False)
     for i, c in enumerate(t.columns):
         # "fold" cuts only a word longer than its whole column; fit() sizes the columns so
         # that does not happen.
@@ -46,7 +46,7 @@ def record_tables(t: Table) -> list[RichTable]:
     terminal becomes, instead of columns so narrow that words break mid-word."""
     out = []
     for i, row in enumerate(t.rows):
-        title = t.title if i == 0 else None
+        title = escape(shown(t.title)) if i == 0 else None
         rt = RichTable(title=title, title_justify="left", show_header=False, show_lines=False)
         rt.add_column(style="bold", no_wrap=True)
         rt.add_column(overflow="fold")
@@ -63,7 +63,7 @@ def _column_extents(t: Table) -> tuple[list[int], list[int]]:
     texts = [[str(c)] for c in t.columns]
     for row in t.rows:
         for i, v in enumerate(row[:len(texts)]):
-            texts[i].append(v if isinstance(v, str) else fmt_num(v))
+            texts[i].append(shown(v) if isinstance(v, str) else fmt_num(v))
     least = [max((cell_len(w) for x in col for w in x.split()), default=1) for col in texts]
     most = [max((cell_len(line) for x in col for line in x.splitlines() or [""]), default=1) for col in texts]
     return least, most
@@ -114,7 +114,7 @@ def render(result: Result, *, json_mode: bool = False, quiet: bool = False) -> N
             for rt in fit(console, t):
                 console.print(rt)
         for note in result.notes:
-            stderr_console().print(f"[yellow]note:[/yellow] {note}")
+            stderr_console().print(f"[yellow]note:[/yellow] {escape(shown(note))}")
     if json_mode:
         sys.stdout.write(to_json(result) + "\n")
         sys.stdout.flush()
@@ -122,7 +122,7 @@ def render(result: Result, *, json_mode: bool = False, quiet: bool = False) -> N
         from onnxkit.reports.headline import headline
 
         # Plain write: Rich would wrap a long line and read paths like [x] as markup.
-        sys.stdout.write(headline(result) + "\n")
+        sys.stdout.write(shown(headline(result)) + "\n")
         sys.stdout.flush()
     else:
         style = "bold green" if result.passed else "bold red"

@@ -208,6 +208,9 @@ def make_session(
         raise _map_ort_error(exc, f"cannot load {path.name if path else 'model'}") from exc
     inputs = []
     for i in sess.get_inputs():
+        if not str(i.type).startswith("tensor("):
+            # Data files and random inputs are arrays: a sequence/map/optional cannot be fed.
+            raise InputError(f"input {i.name!r} is of type {i.type}: not supported (onnxkit feeds tensor inputs only)")
         inputs.append(InputSpec(i.name, tuple(d if isinstance(d, int) else (d or None) for d in (i.shape or [])), _ort_dtype(i.type)))
     if any(spec.dtype.kind in "iu" for spec in inputs):
         inputs = with_bounds(inputs, _index_bounds_of(model))

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from onnxkit.errors import UsageError
+from onnxkit.foundation.data import feeds_rows
 from onnxkit.foundation.files import check_output_path
 from onnxkit.foundation.onnx_io import load_onnx, save_onnx
 from onnxkit.operations.optimize import file_size, interleaved_latency, latency_feeds, op_histogram
@@ -334,7 +335,7 @@ def _data_sources(res: QuantizeResult, specs: list, *, mode: str, calib_data: st
     rows = 0
     for feeds in eval_src:  # bounded: enough rows for stable metrics, not the whole file
         eval_batches.append(feeds)
-        rows += int(next(iter(feeds.values())).shape[0])
+        rows += feeds_rows(feeds)  # a scalar input has no rows to count
         if rows >= 256:
             break
     return calib, eval_batches
