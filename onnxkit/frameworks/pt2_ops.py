@@ -90,10 +90,30 @@ def _operator_refusal(parts: list[str]) -> str | None:
         return f"is not a registered operator of aten/prims (namespace {ns_name!r} is not plain tensor compute)"
     if _DENIED_NAME.search(op_name):
         return "touches files, storage or global state"
-    op = _lookup(ns_name, op_name, parts[4] if len(parts) == 5 else "default")
-    if op is None:
+    if len(parts) == 5:
+        op = _lookup(ns_name, op_name, parts[4])
+        return "is not a registered operator" if op is None else _schema_refusal(op._schema)
+    # A bare packet picks its overload from the arguments at run time: every one must pass.
+    overloads = _overload_names(ns_name, op_name)
+    if not overloads:
         return "is not a registered operator"
-    return _schema_refusal(op._schema)
+    for overload in overloads:
+        op = _lookup(ns_name, op_name, overload)
+        why = "is not a registered operator" if op is None else _schema_refusal(op._schema)
+        if why:
+            return f"{why} (overload {overload})"
+    return None
+
+
+def _overload_names(ns_name: str, op_name: str) -> list[str]:
+    torch = require("torch")
+    try:
+        packet = getattr(getattr(torch.ops, ns_name), op_name)
+    except (AttributeError, RuntimeError):
+        return []
+    if not isinstance(packet, torch._ops.OpOverloadPacket):
+        return []
+    return list(packet.overloads())
 
 
 def _lookup(ns_name: str, op_name: str, overload: str):
@@ -138,7 +158,10 @@ def generator_arguments(target: str) -> set[str]:
     parts = target.split(".")
     if parts[:2] != ["torch", "ops"] or len(parts) not in (4, 5) or parts[2] == "higher_order":
         return set()
-    op = _lookup(parts[2], parts[3], parts[4] if len(parts) == 5 else "default")
-    if op is None:
-        return set()
-    return {a.name for a in op._schema.arguments if "Generator" in str(a.type)}
+    overloads = parts[4:5] or _overload_names(parts[2], parts[3])
+    names: set[str] = set()
+    for overload in overloads:
+        op = _lookup(parts[2], parts[3], overload)
+        if op is not None:
+            names |= {a.name for a in op._schema.arguments if "Generator" in str(a.type)}
+    return names
