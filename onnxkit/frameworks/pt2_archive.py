@@ -41,9 +41,8 @@ def layout_refusals(path: Path) -> list[str]:
         # miniz compares names ignoring ASCII case; a backslash is a separator on Windows.
         key = _ascii_lower(raw.replace("\\", "/"))
         if key in seen:
-            reasons.append(
-                f"member {raw!r} appears twice (or as {seen[key]!r}): zipfile and torch would read different copies",
-            )
+            also = "" if seen[key] == raw else f" (as {seen[key]!r}: torch's reader ignores case)"
+            reasons.append(f"member {raw!r} appears twice{also}: zipfile and torch would read different copies")
         seen.setdefault(key, raw)
         if "aotinductor" in key.split("/"):
             reasons.append(f"member {raw!r} is AOTInductor compiled code, which torch loads as a native library")
