@@ -17,7 +17,6 @@ import logging
 import pickle
 import re
 import warnings
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,8 @@ from onnxkit._lazy import require
 from onnxkit.foundation.spec import InputSpec
 from onnxkit.errors import EnvironmentProblem, InputError, UnsafeInput, UsageError
 from onnxkit.frameworks.base import LoadOptions
+from onnxkit.frameworks.pt2_archive import interpreted_members, is_program, layout_refusals
+from onnxkit.frameworks.pt2_ops import generator_arguments, target_refusal
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,6 @@ _GUARD_NODES = (
     ast.Name, ast.Attribute, ast.Call, ast.And, ast.Or, ast.Not, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt,
     ast.GtE, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.USub, ast.UAdd,
 )
-_PROGRAM_JSON = re.compile(r"(^|/)models/[^/]+\.json$")
 # Output types transformers defines and registers with pytree when their module is
 # imported: the shared outputs module, and each model's own modeling module.
 # TensorFlow and Flax modeling modules are left out: a torch program never returns their types.
@@ -89,61 +89,18 @@ def _safe_guard(code: str) -> bool:
     return True
 
 
-def _registered_operator(parts: list[str], ops_attrs: set[str]) -> bool:
-    """Whether torch.ops.<ns>.<op>[.<overload>] names an operator in the live registry.
-
-    The spelling proves nothing (aten.__and__ is a real operator; aten.__class__ is not):
-    each step is looked up by getattr, which consults the dispatcher's registry for
-    operators and returns plain attributes otherwise, and the object found must be an
-    operator. Nothing found is called."""
-    torch = _torch()
-    ops = torch._ops
-    ns_name, op_name = parts[2], parts[3]
-    if not ns_name.isidentifier() or ns_name.startswith("__") or ns_name in ops_attrs:
-        return False
-    ns_types = tuple(getattr(ops, n) for n in ("_OpNamespace", "_HigherOrderNamespace", "_PyOpNamespace") if hasattr(ops, n))
-    op_types = (ops.OpOverloadPacket, ops.HigherOrderOperator)
-    try:
-        ns = getattr(torch.ops, ns_name)
-        if not isinstance(ns, ns_types):
-            return False
-        op = getattr(ns, op_name)
-        if not isinstance(op, op_types):
-            return False
-        if len(parts) == 4:
-            return True
-        if not isinstance(op, ops.OpOverloadPacket) or parts[4].startswith("__"):
-            return False
-        return isinstance(getattr(op, parts[4]), ops.OpOverload)
-    except (AttributeError, RuntimeError):
-        return False
+def _safe_target(target: str, _ops_attrs: object = None) -> bool:
+    """Whether the node target may be resolved and run (the rule is in pt2_ops)."""
+    return target_refusal(target) is None
 
 
-def _safe_target(target: str, ops_attrs: set[str]) -> bool:
-    """Node targets are resolved by getattr from ``torch``, ``operator`` or ``math``:
-    allow registered operators (torch.ops.<namespace>.<op>[.<overload>]), the
-    symbolic-size helpers and plain operator/math functions; any other name could reach
-    os, builtins or pickle."""
-    parts = target.split(".")
-    if target.startswith("#") or not all(p.isidentifier() for p in parts):
-        return False
-    if parts[0] == "torch" and parts[1:2] == ["ops"]:
-        return len(parts) in (4, 5) and _registered_operator(parts, ops_attrs)
-    if any(p.startswith("__") for p in parts):
-        return False
-    if parts[0] in ("_operator", "math"):
-        return len(parts) == 2
-    if parts[0] == "torch":
-        return len(parts) == 2 and (parts[1].startswith("sym_") or parts[1].startswith(("_check", "_assert")))
-    return False
-
-
-def _program_documents(zf: zipfile.ZipFile) -> Iterator[tuple[str, Any]]:
-    """(member name, parsed JSON or None when invalid) for each serialized program."""
-    for name in zf.namelist():
-        if _PROGRAM_JSON.search(name) or name.endswith("serialized_exported_program.json"):
+def _program_documents(path: Path) -> Iterator[tuple[str, Any]]:
+    """(member name, parsed JSON or None when invalid) for each serialized program, every
+    copy torch could read."""
+    for name, data in interpreted_members(path):
+        if is_program(name):
             try:
-                yield name, json.loads(zf.read(name))
+                yield name, json.loads(data)
             except ValueError:
                 yield name, None
 
@@ -154,49 +111,79 @@ def audit_pt2(path: Path) -> list[str]:
     torch.export.load unpickles tensor subclasses and opaque constants, sympify()s size
     expressions and exec()s guard code, all read from the file.
     """
-    torch = _torch()
-    ops_attrs = {a for a in dir(type(torch.ops)) if not a.startswith("_")} | {"load_library"}
-    reasons: list[str] = []
-    with zipfile.ZipFile(path) as zf:
-        for name in zf.namelist():
-            if name.endswith("_weights_config.json") or name.endswith("_constants_config.json"):
-                try:
-                    config = json.loads(zf.read(name)).get("config", {})
-                except (ValueError, AttributeError):
-                    reasons.append(f"{name} is not valid JSON")
-                    continue
-                for fqn, meta in config.items():
-                    if not isinstance(meta, dict):
-                        reasons.append(f"{name}: malformed entry for {fqn}")
-                    elif meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(("weight_", "tensor_")):
-                        reasons.append(f"{fqn} is stored as a pickled object")
-        for name, program in _program_documents(zf):
-            if not isinstance(program, dict):
-                reasons.append(f"{name} is not valid JSON")
-                continue
-            for code in program.get("guards_code") or []:
-                if not isinstance(code, str) or not _safe_guard(code):
-                    reasons.append(f"guard code {str(code)[:80]!r} is not a plain size check")
-            for kind, value in _walk_strings(program):
-                if kind == "expr" and not _safe_sym_expr(value):
-                    reasons.append(f"size expression {value[:80]!r} is not a plain sympy expression")
-                elif kind == "target" and not _safe_target(value, ops_attrs):
-                    reasons.append(f"node target {value[:80]!r} is not a registered operator")
-    return reasons[:5]
+    reasons = layout_refusals(path)
+    if reasons:
+        return reasons[:5]
+    for name, data in interpreted_members(path):
+        if name.endswith(("_weights_config.json", "_constants_config.json")):
+            reasons += _config_refusals(name, data)
+    for name, program in _program_documents(path):
+        if not isinstance(program, dict):
+            reasons.append(f"{name} is not valid JSON")
+            continue
+        for code in program.get("guards_code") or []:
+            if not isinstance(code, str) or not _safe_guard(code):
+                reasons.append(f"guard code {str(code)[:80]!r} is not a plain size check")
+        for kind, value in _walk_strings(program):
+            if kind == "expr" and not _safe_sym_expr(value):
+                reasons.append(f"size expression {value[:80]!r} is not a plain sympy expression")
+            elif kind in ("target", "operator") and (why := target_refusal(value)):
+                reasons.append(f"{'node target' if kind == 'target' else 'operator argument'} {value[:80]!r} {why}")
+            elif kind == "generator":
+                reasons.append(f"node {value[:80]!r} passes a random generator object")
+    return list(dict.fromkeys(reasons))[:5]
+
+
+def _config_refusals(name: str, data: bytes) -> list[str]:
+    try:
+        config = json.loads(data).get("config", {})
+    except (ValueError, AttributeError):
+        return [f"{name} is not valid JSON"]
+    if not isinstance(config, dict):
+        return [f"{name} is malformed"]
+    reasons = []
+    for fqn, meta in config.items():
+        if not isinstance(meta, dict):
+            reasons.append(f"{name}: malformed entry for {fqn}")
+        elif meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(("weight_", "tensor_")):
+            reasons.append(f"{fqn} is stored as a pickled object")
+    return reasons
 
 
 def _walk_strings(obj: Any) -> Iterator[tuple[str, str]]:
+    """("expr" | "target" | "operator" | "generator", text) for each string torch would
+    evaluate or resolve: size expressions, node targets, operators passed as arguments,
+    and nodes that pass a value for a Generator argument."""
     stack = [obj]
     while stack:
         o = stack.pop()
         if isinstance(o, dict):
             if isinstance(o.get("expr_str"), str):
                 yield "expr", o["expr_str"]
-            if isinstance(o.get("target"), str) and "inputs" in o:
-                yield "target", o["target"]
+            if "as_operator" in o:
+                yield "operator", o["as_operator"] if isinstance(o["as_operator"], str) else repr(o["as_operator"])
+            if "inputs" in o and "target" in o:
+                target = o["target"] if isinstance(o["target"], str) else repr(o["target"])
+                yield "target", target
+                if _passes_generator(target, o["inputs"]):
+                    yield "generator", target
             stack.extend(o.values())
         elif isinstance(o, list):
             stack.extend(o)
+
+
+def _passes_generator(target: str, inputs: Any) -> bool:
+    """Whether a node gives one of its operator's Generator arguments something other
+    than None (a generator object is state shared outside the program)."""
+    names = generator_arguments(target) if target.startswith("torch.ops.") else set()
+    if not names or not isinstance(inputs, list):
+        return False
+    for item in inputs:
+        if isinstance(item, dict) and item.get("name") in names:
+            arg = item.get("arg")
+            if not (isinstance(arg, dict) and set(arg) == {"as_none"}):
+                return True
+    return False
 
 
 # ---------------------------------------------------------------- pytree output types
@@ -204,21 +191,20 @@ def _walk_strings(obj: Any) -> Iterator[tuple[str, str]]:
 def pytree_type_names(path: Path) -> set[str]:
     """Every Python type the program's input/output tree specs name (as "module.Class")."""
     names: set[str] = set()
-    with zipfile.ZipFile(path) as zf:
-        for _, program in _program_documents(zf):
-            stack: list[Any] = [program]
-            while stack:
-                o = stack.pop()
-                if isinstance(o, dict):
-                    for key in ("in_spec", "out_spec"):
-                        if isinstance(o.get(key), str):
-                            with contextlib.suppress(ValueError):
-                                stack.append(json.loads(o[key]))
-                    if "children_spec" in o and isinstance(o.get("type"), str):
-                        names.add(o["type"])
-                    stack.extend(v for k, v in o.items() if k not in ("in_spec", "out_spec"))
-                elif isinstance(o, list):
-                    stack.extend(o)
+    for _, program in _program_documents(path):
+        stack: list[Any] = [program]
+        while stack:
+            o = stack.pop()
+            if isinstance(o, dict):
+                for key in ("in_spec", "out_spec"):
+                    if isinstance(o.get(key), str):
+                        with contextlib.suppress(ValueError):
+                            stack.append(json.loads(o[key]))
+                if "children_spec" in o and isinstance(o.get("type"), str):
+                    names.add(o["type"])
+                stack.extend(v for k, v in o.items() if k not in ("in_spec", "out_spec"))
+            elif isinstance(o, list):
+                stack.extend(o)
     return names
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from onnxkit._lazy import require
 from onnxkit.foundation.files import preflight
 from onnxkit.errors import ConversionError, InputError
+from onnxkit.frameworks.booster_scan import check_depth
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
 from onnxkit.frameworks.sklearn_fw import (
     CLASSIFIER_OUTPUTS,
@@ -134,6 +135,7 @@ def finish_tree_export(model: Any, src: SourceModel, options: LoadOptions, opset
 
 def load(source: str | Path, options: LoadOptions) -> XGBoostSource:
     path = preflight(source, what="XGBoost model")
+    check_depth(path, "XGBoost model")  # XGBoost's recursive parser would overflow the C stack
     xgb = require("xgboost", "sklearn")
     booster = xgb.Booster()
     try:
