@@ -1,0 +1,140 @@
+"""No output may land on a file the command reads: a model's external data, --data,
+--calib-data, --sample, a factory's .py, --weights, or another output. Each refusal is exit 2
+before any work, and every file in the folder is left byte for byte as it was."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.robustness.conftest import assert_one_line_error, make_linear_onnx, run_cli, snapshot
+
+
+def _ext_model(folder: Path, name: str = "ext.onnx", location: str = "ext.onnx.data") -> Path:
+    import onnx
+
+    src = make_linear_onnx(folder / "plain_src.onnx")
+    model = onnx.load(str(src))
+    src.unlink()
+    onnx.save_model(model, str(folder / name), save_as_external_data=True, location=location, size_threshold=0)
+    return folder / name
+
+
+FACTORY = textwrap.dedent(
+    """\
+    import torch
+
+
+    def build():
+        return torch.nn.Linear(4, 3)
+    """,
+)
+
+
+@pytest.fixture
+def proj(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    make_linear_onnx(tmp_path / "m.onnx")
+    _ext_model(tmp_path)
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32))
+    (tmp_path / "f.py").write_text(FACTORY)
+    (tmp_path / "w.pt").write_bytes(b"not really weights; refused before they are read")
+    (tmp_path / "s.csv").write_text("a,b,c,d\n1,2,3,4\n")
+    return tmp_path
+
+
+def _refused(folder: Path, args: list[str], *needles: str) -> None:
+    before = snapshot(folder)
+    r = run_cli(*args)
+    assert_one_line_error(r, 2, *needles)
+    assert snapshot(folder) == before  # inputs unchanged by hash, no output, no temporary file
+
+
+@pytest.mark.parametrize("args", [
+    ["optimize", "ext.onnx", "-o", "ext.onnx.data"],
+    ["quantize", "ext.onnx", "-o", "ext.onnx.data", "--mode", "dynamic"],
+])
+def test_model_external_data_is_an_input(proj, args):
+    _refused(proj, args, "ext.onnx.data")
+
+
+@pytest.mark.parametrize("args", [
+    ["optimize", "m.onnx", "-o", "x.npy"],
+    ["quantize", "m.onnx", "-o", "x.npy", "--mode", "dynamic"],
+    ["export", "f.py:build", "--random-weights", "--trust", "--input", "x:[1,4]:float32", "-o", "x.npy"],
+])
+def test_onnx_output_must_end_in_onnx(proj, args):
+    _refused(proj, args, "x.npy", "ending in .onnx")
+
+
+def test_sidecar_of_the_output_is_a_write(proj):
+    # save_onnx writes <out>.data for a large model: it must not be an input either.
+    (proj / "o.onnx.data").write_bytes((proj / "m.onnx").read_bytes())
+    _refused(proj, ["optimize", "o.onnx.data", "-o", "o.onnx"], "would overwrite the input")
+
+
+@pytest.mark.parametrize("flag", ["--junit", "--report", "--save-outputs"])
+def test_validate_report_on_data(proj, flag):
+    _refused(proj, ["validate", "m.onnx", "m.onnx", "--data", "x.npy", flag, "x.npy"], "x.npy", "would overwrite the input")
+
+
+def test_validate_two_outputs_on_one_path(proj):
+    _refused(proj, ["validate", "m.onnx", "m.onnx", "--junit", "j.xml", "--report", "j.xml"], "two outputs on one path")
+
+
+def test_validate_report_on_external_data(proj):
+    _refused(proj, ["validate", "ext.onnx", "ext.onnx", "--junit", "ext.onnx.data"], "ext.onnx.data")
+
+
+@pytest.mark.parametrize("args", [
+    ["quantize", "m.onnx", "-o", "c.onnx", "--mode", "static", "--calib-data", "c.onnx"],
+    ["optimize", "m.onnx", "-o", "c.onnx", "--auto", "--data", "c.onnx"],
+    ["export", "f.py:build", "--random-weights", "--trust", "--input", "x:[1,4]:float32", "-o", "c.onnx", "--data", "c.onnx"],
+    ["export", "m.onnx", "-o", "c.onnx", "--sample", "c.onnx"],
+])
+def test_data_files_are_inputs(proj, args):
+    # The data file is named like a model so that only the input rule, not the suffix rule, can refuse.
+    np.save(proj / "c.npy", np.zeros((4, 4), np.float32))
+    (proj / "c.npy").rename(proj / "c.onnx")
+    _refused(proj, args, "c.onnx", "would overwrite the input")
+
+
+def test_export_onto_factory_source(proj):
+    (proj / "f2.onnx").write_text(FACTORY)
+    _refused(proj, ["export", "f2.onnx:build", "--random-weights", "--trust", "--input", "x:[1,4]:float32", "-o", "f2.onnx"],
+             "would overwrite the input")
+
+
+def test_export_onto_weights(proj):
+    (proj / "w.onnx").write_bytes(b"weights")
+    _refused(proj, ["export", "f.py:build", "--weights", "w.onnx", "--trust", "--input", "x:[1,4]:float32", "-o", "w.onnx"],
+             "w.onnx", "would overwrite the input")
+
+
+@pytest.mark.parametrize("out", ["w.pt", "f.py"])
+def test_init_onto_factory_or_weights(proj, out):
+    _refused(proj, ["init", "f.py:build", "--weights", "w.pt", "--trust", "--input", "x:[1,4]:float32", "-o", out, "--force"],
+             out, "would overwrite the input")
+
+
+def test_pipeline_artifact_on_source_external_data(proj):
+    _ext_model(proj, "src.onnx", "out.onnx")
+    (proj / "p.toml").write_text(textwrap.dedent("""\
+        [source]
+        path = "src.onnx"
+
+        [output]
+        dir = "."
+        name = "out"
+        """))
+    _refused(proj, ["pipeline", "p.toml", "--report-dir", "rep"], "out.onnx", "external data")
+
+
+def test_distinct_paths_still_work(proj):
+    r = run_cli("optimize", "ext.onnx", "-o", "ext_opt.onnx")
+    assert r.code == 0, r
+    r = run_cli("validate", "m.onnx", "m.onnx", "--data", "x.npy", "--junit", "j.xml", "--report", "r.md")
+    assert r.code == 0, r
