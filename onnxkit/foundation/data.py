@@ -139,39 +139,30 @@ def _npy_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
 
 
 def _npz_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
+    import zipfile
+
+    from onnxkit.foundation.mapping import check_data_keys
+    from onnxkit.foundation.npz_stream import member_batches, read_members
+
     try:
-        z = np.load(path, allow_pickle=False)
-    except Exception as exc:  # zipfile and numpy raise many types on corrupt files
+        zf = zipfile.ZipFile(path)
+    except Exception as exc:  # zipfile raises many types on corrupt files
         raise InputError(f"cannot read {path.name} as .npz (truncated or not NumPy): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    with z:
-        keys = list(z.files)
+    with zf:
+        members = read_members(zf, path)  # headers only: sizes are checked before anything is inflated
+        keys = list(members)
         if not keys:
             raise InputError(f"data file {path.name} holds no arrays")
-        arrays: dict[str, np.ndarray] = {}
-        for k in keys:
-            try:
-                arrays[k] = z[k]
-            except ValueError as exc:
-                if "pickle" in str(exc).lower() or "object" in str(exc).lower():
-                    raise UnsafeInput(
-                        f"array {k!r} in {path.name} is a Python object array; loading it would unpickle "
-                        "(run code). Save numeric arrays instead",
-                    ) from None
-                raise InputError(f"cannot read array {k!r} of {path.name}: {exc}") from None
-            except Exception as exc:  # corrupt members: zlib, zipfile, numpy header errors
-                raise InputError(f"cannot read array {k!r} of {path.name} (truncated?): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    from onnxkit.foundation.mapping import check_data_keys
-
-    arrays = {name: arrays[k] for k, name in check_data_keys(keys, specs, path.name).items()}
-    rows = {k: (a.shape[0] if a.ndim else None) for k, a in arrays.items()}
-    counts = {r for r in rows.values() if r is not None}
-    if len(counts) > 1:
-        raise InputError(f"arrays in {path.name} have different row counts: {rows}")
-    total = counts.pop() if counts else 0
-    if total == 0:
-        raise InputError(f"data file {path.name} holds no rows")
-    for i in range(0, total, n):
-        yield {k: a[i : i + n] for k, a in arrays.items()}
+        names = check_data_keys(keys, specs, path.name)
+        rows = {names[k]: m.rows for k, m in members.items()}
+        counts = {r for r in rows.values() if r is not None}
+        if len(counts) > 1:
+            raise InputError(f"arrays in {path.name} have different row counts: {rows}")
+        total = counts.pop() if counts else 0
+        if total == 0:
+            raise InputError(f"data file {path.name} holds no rows")
+        for feeds in member_batches(zf, list(members.values()), total, n, path.name):
+            yield {names[k]: a for k, a in feeds.items()}
 
 
 def _frame_to_feeds(frame, specs: list[InputSpec], path: Path) -> Feeds:
