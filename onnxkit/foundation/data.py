@@ -57,7 +57,7 @@ class DataSource:
         elif suffix == ".npy":
             yield from self._fitted(_npy_batches(self.path, self.specs, batch_size))
         elif suffix == ".csv":
-            yield from _table_batches(self.path, self.specs, batch_size, "csv")
+            yield from _table_batches(self.path, self.specs, batch_size, "csv", self.notes)
         else:
             yield from _table_batches(self.path, self.specs, batch_size, "parquet")
 
@@ -134,8 +134,22 @@ def _npy_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
         raise InputError(f"{path.name} holds a scalar; expected a batch of inputs")
     if arr.shape[0] == 0:
         raise InputError(f"data file {path.name} holds no rows")
+    if specs:
+        _refuse_rows_for_unbatched(path, arr.shape, arr.dtype, specs[0])
     for i in range(0, arr.shape[0], n):
         yield {name: np.ascontiguousarray(arr[i : i + n])}
+
+
+def _refuse_rows_for_unbatched(path: Path, shape: tuple[int, ...], dtype: np.dtype, spec: InputSpec) -> None:
+    """Rows of samples for a model that takes one sample with no batch dimension: cutting them
+    into batches would make shapes the user never gave, so say what was given and what is taken."""
+    fixed = bool(spec.shape) and all(isinstance(d, int) for d in spec.shape)
+    if fixed and len(shape) == len(spec.shape) + 1 and tuple(shape[1:]) == tuple(spec.shape):
+        raise InputError(
+            f"{path.name} gives {spec.name} as {np.dtype(dtype).name}{list(shape)} ({shape[0]} rows of {list(shape[1:])}), "
+            f"but the model takes {spec.name}: {describe_spec(spec)}, a single sample with no batch dimension",
+            hint="give one sample per file, or export the model with a batch dimension",
+        )
 
 
 def _npz_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
@@ -154,6 +168,10 @@ def _npz_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
         if not keys:
             raise InputError(f"data file {path.name} holds no arrays")
         names = check_data_keys(keys, specs, path.name)
+        by_name = {sp.name: sp for sp in specs}
+        for k, m in members.items():
+            if names[k] in by_name:
+                _refuse_rows_for_unbatched(path, m.shape, m.dtype, by_name[names[k]])
         rows = {names[k]: m.rows for k, m in members.items()}
         counts = {r for r in rows.values() if r is not None}
         if len(counts) > 1:
@@ -205,17 +223,19 @@ def _cast_column(col: np.ndarray, spec: InputSpec, path: Path) -> np.ndarray:
     return cast
 
 
-def _table_batches(path: Path, specs: list[InputSpec], n: int, kind: str) -> Iterator[Feeds]:
+def _table_batches(path: Path, specs: list[InputSpec], n: int, kind: str, notes: list[str] | None = None) -> Iterator[Feeds]:
     any_rows = False
     if kind == "csv":
         pd = require("pandas", "sklearn")
         check_csv(path)
+        missing = [0, 0]  # empty or NaN fields, values past the float range
         try:
             # Never an index column: check_csv has made sure no row is wider than the header.
             reader = pd.read_csv(path, chunksize=n, index_col=False)
             for frame in reader:
                 if len(frame):
                     any_rows = True
+                    _count_missing(frame, missing)
                     yield _frame_to_feeds(frame, specs, path)
         except pd.errors.EmptyDataError:
             raise InputError(f"data file {path.name} holds no rows") from None
@@ -234,6 +254,18 @@ def _table_batches(path: Path, specs: list[InputSpec], n: int, kind: str) -> Ite
             raise InputError(f"cannot read {path.name} as Parquet: {exc}") from None
     if not any_rows:
         raise InputError(f"data file {path.name} holds no rows")
+    if kind == "csv" and notes is not None and any(missing):
+        note = (f"{path.name}: {missing[0]} empty or NaN field(s) read as NaN, {missing[1]} value(s) beyond the "
+                "float range read as infinity")
+        notes.append(note)
+        log.warning("%s", note)
+
+
+def _count_missing(frame, counts: list[int]) -> None:
+    # An empty CSV field becomes NaN and 1e999 becomes inf without a word from pandas.
+    numeric = frame.select_dtypes(include="number").to_numpy(dtype=np.float64, na_value=np.nan)
+    counts[0] += int(np.isnan(numeric).sum())
+    counts[1] += int(np.isinf(numeric).sum())
 
 
 # ---------------------------------------------------------------- random inputs

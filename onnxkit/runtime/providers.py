@@ -113,7 +113,7 @@ def _check_option_key(prov: str, key: str, raw: str) -> None:
     misspelt option would look applied and change nothing."""
     if prov == CPU:
         raise UsageError(f"--provider-option {raw!r}: {CPU} takes no provider options (ONNX Runtime would ignore "
-                         f"{key!r}); CPU threads are set with --threads")
+                         f"{key!r}); CPU thread counts are session settings, not provider options")
     if prov == CUDA and key not in _CUDA_KEYS:
         log.warning("--provider-option %s: %r is not a %s option onnxkit knows (ONNX Runtime may ignore it); known: %s",
                     raw, key, CUDA, ", ".join(sorted(_CUDA_KEYS)))
