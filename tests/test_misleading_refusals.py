@@ -119,3 +119,11 @@ def test_output_name_that_is_an_input_name(tmp_path):
                 "--output-names", "x,b", "-o", tmp_path / "o.onnx")
     assert_one_line_error(r, 2, "--output-names x", "not an input's")
     assert snapshot(tmp_path) == before
+
+
+def test_one_sample_counts_as_one_row(tmp_path):
+    model = _unbatched(tmp_path / "nb.onnx")
+    np.save(tmp_path / "x6.npy", np.zeros(6, np.float32))
+    r = run_cli("run", model, "--data", tmp_path / "x6.npy", "--json")
+    assert r.code == 0, r
+    assert (r.json["rows"], r.json["batches"], r.json["batch_size"]) == (1, 1, 1)

@@ -140,6 +140,12 @@ def _npy_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
         yield {name: np.ascontiguousarray(arr[i : i + n])}
 
 
+def one_sample_per_batch(specs: list[InputSpec]) -> bool:
+    """Every input a fixed 1-D vector (x:[6]): the model takes one sample, not rows of scalars,
+    so a batch counts as one row."""
+    return bool(specs) and all(len(s.shape) == 1 and isinstance(s.shape[0], int) for s in specs)
+
+
 def _refuse_rows_for_unbatched(path: Path, shape: tuple[int, ...], dtype: np.dtype, spec: InputSpec) -> None:
     """Rows of samples for a model that takes one sample with no batch dimension: cutting them
     into batches would make shapes the user never gave, so say what was given and what is taken."""
