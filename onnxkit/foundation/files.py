@@ -204,15 +204,12 @@ def check_io(
     outs = [Path(w) for w in writes if w is not None]
     for o in outs + models:
         _check_one_output(o)
-    for m in models:
-        check_onnx_suffix(m)
     all_writes = outs + [x for m in models for x in (m, onnx_sidecar(m))]
     sources = expand_reads(*reads)
     for w in all_writes:
         for s in sources:
             if _same_file(w, s):
-                named = "" if str(w) == str(s) else f" {s}"
-                raise UsageError(f"output {w} would overwrite the input{named}", hint="write the output elsewhere")
+                raise UsageError(f"output {w} would overwrite the input {s}", hint="write the output elsewhere")
             # An output inside a SavedModel directory given as input would modify the source.
             with contextlib.suppress(OSError):
                 if s.is_dir() and w.resolve().is_relative_to(s.resolve()):
@@ -221,6 +218,8 @@ def check_io(
         for b in all_writes[i + 1:]:
             if _same_file(a, b):
                 raise UsageError(f"two outputs on one path: {a} and {b}; one would overwrite the other")
+    for m in models:  # after the clashes: "would overwrite the input" says more than a wrong suffix
+        check_onnx_suffix(m)
     for o in outs + models:
         parent = o.parent if str(o.parent) else Path(".")
         if not parent.exists():

@@ -58,7 +58,7 @@ def _refused(folder: Path, args: list[str], *needles: str) -> None:
     ["quantize", "ext.onnx", "-o", "ext.onnx.data", "--mode", "dynamic"],
 ])
 def test_model_external_data_is_an_input(proj, args):
-    _refused(proj, args, "ext.onnx.data")
+    _refused(proj, args, "output ext.onnx.data would overwrite the input ext.onnx.data")
 
 
 @pytest.mark.parametrize("args", [
@@ -103,15 +103,18 @@ def test_data_files_are_inputs(proj, args):
 
 
 def test_export_onto_factory_source(proj):
-    (proj / "f2.onnx").write_text(FACTORY)
-    _refused(proj, ["export", "f2.onnx:build", "--random-weights", "--trust", "--input", "x:[1,4]:float32", "-o", "f2.onnx"],
-             "would overwrite the input")
+    _refused(proj, ["export", "f.py:build", "--random-weights", "--trust", "--input", "x:[1,4]:float32", "-o", "f.py"],
+             "output f.py would overwrite the input f.py")
 
 
 def test_export_onto_weights(proj):
-    (proj / "w.onnx").write_bytes(b"weights")
-    _refused(proj, ["export", "f.py:build", "--weights", "w.onnx", "--trust", "--input", "x:[1,4]:float32", "-o", "w.onnx"],
-             "w.onnx", "would overwrite the input")
+    _refused(proj, ["export", "f.py:build", "--weights", "w.pt", "--trust", "--input", "x:[1,4]:float32", "-o", "w.pt"],
+             "output w.pt would overwrite the input w.pt")
+
+
+def test_export_onto_sample_and_data(proj):
+    _refused(proj, ["export", "m.onnx", "-o", "s.csv", "--sample", "s.csv"], "output s.csv would overwrite the input s.csv")
+    _refused(proj, ["export", "m.onnx", "-o", "x.npy", "--data", "x.npy"], "output x.npy would overwrite the input x.npy")
 
 
 @pytest.mark.parametrize("out", ["w.pt", "f.py"])
