@@ -141,3 +141,9 @@ def test_distinct_paths_still_work(proj):
     assert r.code == 0, r
     r = run_cli("validate", "m.onnx", "m.onnx", "--data", "x.npy", "--junit", "j.xml", "--report", "r.md")
     assert r.code == 0, r
+
+
+def test_bench_outputs(proj):
+    assert run_cli("bench", "m.onnx", "--iterations", "2", "--warmup", "0", "--save-baseline", "b.json").code == 0
+    _refused(proj, ["bench", "m.onnx", "--baseline", "b.json", "--save-baseline", "b.json"], "output b.json would overwrite the input b.json")
+    _refused(proj, ["bench", "m.onnx", "--save-baseline", "ext.onnx.data"], "would overwrite the input ext.onnx.data")
