@@ -146,4 +146,4 @@ def test_distinct_paths_still_work(proj):
 def test_bench_outputs(proj):
     assert run_cli("bench", "m.onnx", "--iterations", "2", "--warmup", "0", "--save-baseline", "b.json").code == 0
     _refused(proj, ["bench", "m.onnx", "--baseline", "b.json", "--save-baseline", "b.json"], "output b.json would overwrite the input b.json")
-    _refused(proj, ["bench", "m.onnx", "--save-baseline", "ext.onnx.data"], "would overwrite the input ext.onnx.data")
+    _refused(proj, ["bench", "ext.onnx", "--save-baseline", "ext.onnx.data"], "would overwrite the input ext.onnx.data")
