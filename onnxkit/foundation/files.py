@@ -133,13 +133,40 @@ def check_onnx_suffix(out: str | os.PathLike[str], suffixes: tuple[str, ...] = O
         raise UsageError(f"output {out} is an ONNX model; give a file name ending in {' or '.join(suffixes)}")
 
 
-def _external_data_files(model: Path) -> list[Path]:
+# Past this size the graph is not parsed only to list its external data (that would hold a
+# second copy of embedded weights in memory); the file is scanned for the names instead.
+PARSE_FOR_LOCATIONS_MAX = 256 << 20
+
+
+def _mentions(model: Path, names: list[bytes]) -> bool:
+    """Whether any of ``names`` occurs in the file, read in blocks with some overlap."""
+    keep = max(len(n) for n in names) - 1
+    tail = b""
+    with open(model, "rb") as fh:
+        while block := fh.read(8 << 20):
+            window = tail + block
+            if any(n in window for n in names):
+                return True
+            tail = window[-keep:] if keep else b""
+    return False
+
+
+def _external_data_files(model: Path, candidates: list[Path] = ()) -> list[Path]:  # type: ignore[assignment]
     """The files an ONNX model's tensors point to (graph read only, weights not loaded).
 
-    A file that does not parse contributes nothing here: loading it later says what is wrong."""
+    A file that does not parse contributes nothing here: loading it later says what is wrong.
+    A model too large to parse twice is scanned for the names of ``candidates`` (the files
+    about to be written): one it names counts as its external data."""
     try:
-        if model.stat().st_size > (2 << 30):
-            return []  # past protobuf's limit: never a loadable graph
+        if model.stat().st_size > PARSE_FOR_LOCATIONS_MAX:
+            found = []
+            for c in candidates:
+                if c.exists():
+                    with contextlib.suppress(ValueError):
+                        rel = os.path.relpath(c, model.parent)
+                        if _mentions(model, [rel.encode(), c.name.encode()]):
+                            found.append(c)
+            return found
         import onnx
 
         proto = onnx.load_model(str(model), load_external_data=False)
@@ -147,17 +174,18 @@ def _external_data_files(model: Path) -> list[Path]:
         return []
     from onnxkit.foundation.onnx_walk import iter_tensors
 
-    found: dict[str, Path] = {}
+    locations: dict[str, Path] = {}
     for _, tensor in iter_tensors(proto):
         for entry in tensor.external_data:
             if entry.key == "location" and entry.value and "\0" not in entry.value:
-                found.setdefault(entry.value, model.parent / entry.value)
-    return [p for p in found.values() if p.exists()]
+                locations.setdefault(entry.value, model.parent / entry.value)
+    return [p for p in locations.values() if p.exists()]
 
 
-def expand_reads(*paths: str | os.PathLike[str] | None) -> list[Path]:
+def expand_reads(*paths: str | os.PathLike[str] | None, writes: list[Path] = ()) -> list[Path]:  # type: ignore[assignment]
     """Every file behind the paths a command reads: an ONNX model brings the external-data files
-    it names, a factory reference ``file.py:function`` its ``file.py``."""
+    it names, a factory reference ``file.py:function`` its ``file.py``. ``writes``: the files
+    about to be written, looked for by name in a model too large to parse."""
     out: list[Path] = []
     for raw in paths:
         if raw is None:
@@ -169,7 +197,7 @@ def expand_reads(*paths: str | os.PathLike[str] | None) -> list[Path]:
             continue
         out.append(p)
         if p.is_file() and p.suffix.lower() == ".onnx":
-            out.extend(_external_data_files(p))
+            out.extend(_external_data_files(p, list(writes)))
     return out
 
 
@@ -205,7 +233,7 @@ def check_io(
     for o in outs + models:
         _check_one_output(o)
     all_writes = outs + [x for m in models for x in (m, onnx_sidecar(m))]
-    sources = expand_reads(*reads)
+    sources = expand_reads(*reads, writes=all_writes)
     for w in all_writes:
         for s in sources:
             if _same_file(w, s):

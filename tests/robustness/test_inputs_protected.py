@@ -147,3 +147,10 @@ def test_bench_outputs(proj):
     assert run_cli("bench", "m.onnx", "--iterations", "2", "--warmup", "0", "--save-baseline", "b.json").code == 0
     _refused(proj, ["bench", "m.onnx", "--baseline", "b.json", "--save-baseline", "b.json"], "output b.json would overwrite the input b.json")
     _refused(proj, ["bench", "ext.onnx", "--save-baseline", "ext.onnx.data"], "would overwrite the input ext.onnx.data")
+
+
+def test_large_model_is_scanned_not_parsed(proj, monkeypatch):
+    # Past the parse limit the model file is searched for the output's name instead.
+    monkeypatch.setattr("onnxkit.foundation.files.PARSE_FOR_LOCATIONS_MAX", 0)
+    monkeypatch.setattr("onnx.load_model", lambda *a, **k: pytest.fail("parsed a model over the limit"))
+    _refused(proj, ["optimize", "ext.onnx", "-o", "ext.onnx.data"], "would overwrite the input ext.onnx.data")
