@@ -161,7 +161,7 @@ def _external_data_files(model: Path, candidates: list[Path] = ()) -> list[Path]
         if model.stat().st_size > PARSE_FOR_LOCATIONS_MAX:
             found = []
             for c in candidates:
-                if c.exists():
+                if _exists(c):
                     with contextlib.suppress(ValueError):
                         rel = os.path.relpath(c, model.parent)
                         if _mentions(model, [rel.encode(), c.name.encode()]):
@@ -179,7 +179,15 @@ def _external_data_files(model: Path, candidates: list[Path] = ()) -> list[Path]
         for entry in tensor.external_data:
             if entry.key == "location" and entry.value and "\0" not in entry.value:
                 locations.setdefault(entry.value, model.parent / entry.value)
-    return [p for p in locations.values() if p.exists()]
+    return [p for p in locations.values() if _exists(p)]
+
+
+def _exists(p: Path) -> bool:
+    # A hostile location (thousands of characters, a loop of symlinks) must not raise here.
+    try:
+        return p.exists()
+    except OSError:
+        return False
 
 
 def expand_reads(*paths: str | os.PathLike[str] | None, writes: list[Path] = ()) -> list[Path]:  # type: ignore[assignment]
