@@ -95,7 +95,10 @@ def optimize_command(
 
         source = None
         if vs is not None:
+            from onnxkit.foundation.files import check_output_path
             from onnxkit.frameworks.base import LoadOptions
+
+            check_output_path(output, model, data, vs, onnx=True)  # before --vs is loaded
             from onnxkit.frameworks.registry import load_source
 
             source = load_source(str(vs), LoadOptions(trust=trust))

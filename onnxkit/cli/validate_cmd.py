@@ -94,7 +94,7 @@ def validate_command(
     """
     common.setup(json_out, verbose, quiet)
     from onnxkit.foundation.compare import make_tolerance
-    from onnxkit.foundation.files import check_output_path
+    from onnxkit.foundation.files import check_io
     from onnxkit.foundation.mapping import parse_map
     from onnxkit.foundation.spec import parse_specs
     from onnxkit.operations.validate_files import validate_files
@@ -111,9 +111,8 @@ def validate_command(
     tolerance = make_tolerance(tol, rtol, preset)
     sizes = _int_list(batch_sizes, "--batch-sizes")
     lens = _int_list(seq_lens, "--seq-lens")
-    for out in (junit, report):
-        if out is not None:
-            check_output_path(out, model_path, src if src and Path(src).exists() else None)
+    # Every file validate writes against every file it reads, and against each other.
+    check_io([junit, report, save_outputs], [model_path, src, data, weights, load_outputs])
     options = LoadOptions(framework=framework, trust=trust, inputs=parse_specs(inputs), weights=weights, task=task, texts=list(text or []), generate=generate)
     progress = _Progress() if not common.STATE.quiet and sys.stderr.isatty() else None
     from onnxkit.operations.hf_validate import validate_if_hf_folder

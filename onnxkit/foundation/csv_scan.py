@@ -32,6 +32,25 @@ def _blank(row: list[str]) -> bool:
     return not row or (len(row) == 1 and not row[0].strip())
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_header(path: Path, record: list[str], line: int) -> None:
+    """A first line of numbers is a data row, not column names: read as a header it would be
+    dropped without a word. pandas' default names (0, 1, 2, ...) are a header all the same."""
+    fields = [f.strip() for f in record]
+    if fields != [str(i) for i in range(len(fields))] and all(f and _is_number(f) for f in fields):
+        shown = ", ".join(fields[:4]) + (", ..." if len(fields) > 4 else "")
+        raise InputError(f"{path.name}: line {line} ({shown}) is all numbers, but the first line of a CSV file is "
+                         "its header (column names); as it is, that row would be dropped",
+                         hint="add a header line such as f0,f1,... (or save the data as .npy)")
+
+
 def check_csv(path: Path, *, max_rows: int | None = None) -> int:
     """Check that every record of ``path`` has as many fields as its header.
 
@@ -56,6 +75,7 @@ def check_csv(path: Path, *, max_rows: int | None = None) -> int:
                     if width > MAX_COLUMNS:
                         raise InputError(f"{path.name}: the header (line {start}) has {width} columns; "
                                          f"onnxkit reads at most {MAX_COLUMNS}")
+                    _check_header(path, record, start)
                     continue
                 if len(record) != width:
                     more = "more" if len(record) > width else "fewer"

@@ -57,7 +57,7 @@ class DataSource:
         elif suffix == ".npy":
             yield from self._fitted(_npy_batches(self.path, self.specs, batch_size))
         elif suffix == ".csv":
-            yield from _table_batches(self.path, self.specs, batch_size, "csv")
+            yield from _table_batches(self.path, self.specs, batch_size, "csv", self.notes)
         else:
             yield from _table_batches(self.path, self.specs, batch_size, "parquet")
 
@@ -138,48 +138,62 @@ def _npy_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
         raise InputError(f"{path.name} holds a scalar; expected a batch of inputs")
     if arr.shape[0] == 0:
         raise InputError(f"data file {path.name} holds no rows")
+    if specs:
+        _refuse_rows_for_unbatched(path, arr.shape, arr.dtype, specs[0])
     for i in range(0, arr.shape[0], n):
         yield {name: np.ascontiguousarray(arr[i : i + n])}
 
 
+def one_sample_per_batch(specs: list[InputSpec]) -> bool:
+    """Every input a fixed 1-D vector (x:[6]): the model takes one sample, not rows of scalars,
+    so a batch counts as one row."""
+    return bool(specs) and all(len(s.shape) == 1 and isinstance(s.shape[0], int) for s in specs)
+
+
+def _refuse_rows_for_unbatched(path: Path, shape: tuple[int, ...], dtype: np.dtype, spec: InputSpec) -> None:
+    """Rows of samples for a model that takes one sample with no batch dimension: cutting them
+    into batches would make shapes the user never gave, so say what was given and what is taken."""
+    fixed = bool(spec.shape) and all(isinstance(d, int) for d in spec.shape)
+    if fixed and len(shape) == len(spec.shape) + 1 and tuple(shape[1:]) == tuple(spec.shape):
+        raise InputError(
+            f"{path.name} gives {spec.name} as {np.dtype(dtype).name}{list(shape)} ({shape[0]} rows of {list(shape[1:])}), "
+            f"but the model takes {spec.name}: {describe_spec(spec)}, a single sample with no batch dimension",
+            hint="give one sample per file, or export the model with a batch dimension",
+        )
+
+
 def _npz_batches(path: Path, specs: list[InputSpec], n: int) -> Iterator[Feeds]:
+    import zipfile
+
+    from onnxkit.foundation.mapping import check_data_keys
+    from onnxkit.foundation.npz_stream import member_batches, read_members
+
     try:
-        z = np.load(path, allow_pickle=False)
-    except Exception as exc:  # zipfile and numpy raise many types on corrupt files
+        zf = zipfile.ZipFile(path)
+    except Exception as exc:  # zipfile raises many types on corrupt files
         raise InputError(f"cannot read {path.name} as .npz (truncated or not NumPy): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    with z:
-        keys = list(z.files)
+    with zf:
+        members = read_members(zf, path)  # headers only: sizes are checked before anything is inflated
+        keys = list(members)
         if not keys:
             raise InputError(f"data file {path.name} holds no arrays")
-        arrays: dict[str, np.ndarray] = {}
-        for k in keys:
-            try:
-                arrays[k] = z[k]
-            except ValueError as exc:
-                if "pickle" in str(exc).lower() or "object" in str(exc).lower():
-                    raise UnsafeInput(
-                        f"array {k!r} in {path.name} is a Python object array; loading it would unpickle "
-                        "(run code). Save numeric arrays instead",
-                    ) from None
-                raise InputError(f"cannot read array {k!r} of {path.name}: {exc}") from None
-            except Exception as exc:  # corrupt members: zlib, zipfile, numpy header errors
-                raise InputError(f"cannot read array {k!r} of {path.name} (truncated?): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    from onnxkit.foundation.mapping import check_data_keys
-
-    arrays = {name: arrays[k] for k, name in check_data_keys(keys, specs, path.name).items()}
-    rows = {k: (a.shape[0] if a.ndim else None) for k, a in arrays.items()}
-    counts = {r for r in rows.values() if r is not None}
-    if len(counts) > 1:
-        raise InputError(f"arrays in {path.name} have different row counts: {rows}")
-    if not counts:  # scalars only: one run of the model
-        yield dict(arrays)
-        return
-    total = counts.pop()
-    if total == 0:
-        raise InputError(f"data file {path.name} holds no rows")
-    # A scalar input (rank 0) is not batched: every batch gets it whole.
-    for i in range(0, total, n):
-        yield {k: a[i : i + n] if a.ndim else a for k, a in arrays.items()}
+        names = check_data_keys(keys, specs, path.name)
+        by_name = {sp.name: sp for sp in specs}
+        for k, m in members.items():
+            if names[k] in by_name:
+                _refuse_rows_for_unbatched(path, m.shape, m.dtype, by_name[names[k]])
+        rows = {names[k]: m.rows for k, m in members.items()}
+        counts = {r for r in rows.values() if r is not None}
+        if len(counts) > 1:
+            raise InputError(f"arrays in {path.name} have different row counts: {rows}")
+        if not counts:  # scalars only: one run of the model, each scalar fed whole
+            total, n = 1, 1
+        else:
+            total = counts.pop()
+        if total == 0:
+            raise InputError(f"data file {path.name} holds no rows")
+        for feeds in member_batches(zf, list(members.values()), total, n, path.name):
+            yield {names[k]: a for k, a in feeds.items()}
 
 
 def _frame_to_feeds(frame, specs: list[InputSpec], path: Path) -> Feeds:
@@ -222,17 +236,19 @@ def _cast_column(col: np.ndarray, spec: InputSpec, path: Path) -> np.ndarray:
     return cast
 
 
-def _table_batches(path: Path, specs: list[InputSpec], n: int, kind: str) -> Iterator[Feeds]:
+def _table_batches(path: Path, specs: list[InputSpec], n: int, kind: str, notes: list[str] | None = None) -> Iterator[Feeds]:
     any_rows = False
     if kind == "csv":
         pd = require("pandas", "sklearn")
         check_csv(path)
+        missing = [0, 0]  # empty or NaN fields, values past the float range
         try:
             # Never an index column: check_csv has made sure no row is wider than the header.
             reader = pd.read_csv(path, chunksize=n, index_col=False)
             for frame in reader:
                 if len(frame):
                     any_rows = True
+                    _count_missing(frame, missing)
                     yield _frame_to_feeds(frame, specs, path)
         except pd.errors.EmptyDataError:
             raise InputError(f"data file {path.name} holds no rows") from None
@@ -251,6 +267,18 @@ def _table_batches(path: Path, specs: list[InputSpec], n: int, kind: str) -> Ite
             raise InputError(f"cannot read {path.name} as Parquet: {exc}") from None
     if not any_rows:
         raise InputError(f"data file {path.name} holds no rows")
+    if kind == "csv" and notes is not None and any(missing):
+        note = (f"{path.name}: {missing[0]} empty or NaN field(s) read as NaN, {missing[1]} value(s) beyond the "
+                "float range read as infinity")
+        notes.append(note)
+        log.warning("%s", note)
+
+
+def _count_missing(frame, counts: list[int]) -> None:
+    # An empty CSV field becomes NaN and 1e999 becomes inf without a word from pandas.
+    numeric = frame.select_dtypes(include="number").to_numpy(dtype=np.float64, na_value=np.nan)
+    counts[0] += int(np.isnan(numeric).sum())
+    counts[1] += int(np.isinf(numeric).sum())
 
 
 # ---------------------------------------------------------------- random inputs

@@ -117,32 +117,162 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def check_output_path(out: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None) -> Path:
-    """Refuse an output that is a directory, a symlink, or the same file as an input;
-    check that its folder exists and is writable, before any expensive work."""
+ONNX_SUFFIXES = (".onnx",)
+
+
+def onnx_sidecar(out: str | os.PathLike[str]) -> Path:
+    """Where :func:`onnx_io.save_onnx` puts the weights of a model too large for one protobuf."""
     o = Path(out)
-    if str(out).endswith(os.sep) or o.is_dir():
+    return o.parent / (o.name + ".data")
+
+
+def check_onnx_suffix(out: str | os.PathLike[str], suffixes: tuple[str, ...] = ONNX_SUFFIXES) -> None:
+    # "-o x.npy" is almost always a slip of the argument order, and the file it replaces is
+    # usually one the user meant to read.
+    if not str(out).lower().endswith(suffixes):
+        raise UsageError(f"output {out} is an ONNX model; give a file name ending in {' or '.join(suffixes)}")
+
+
+# Past this size the graph is not parsed only to list its external data (that would hold a
+# second copy of embedded weights in memory); the file is scanned for the names instead.
+PARSE_FOR_LOCATIONS_MAX = 256 << 20
+
+
+def _mentions(model: Path, names: list[bytes]) -> bool:
+    """Whether any of ``names`` occurs in the file, read in blocks with some overlap."""
+    keep = max(len(n) for n in names) - 1
+    tail = b""
+    with open(model, "rb") as fh:
+        while block := fh.read(8 << 20):
+            window = tail + block
+            if any(n in window for n in names):
+                return True
+            tail = window[-keep:] if keep else b""
+    return False
+
+
+def _external_data_files(model: Path, candidates: list[Path] = ()) -> list[Path]:  # type: ignore[assignment]
+    """The files an ONNX model's tensors point to (graph read only, weights not loaded).
+
+    A file that does not parse contributes nothing here: loading it later says what is wrong.
+    A model too large to parse twice is scanned for the names of ``candidates`` (the files
+    about to be written): one it names counts as its external data."""
+    try:
+        if model.stat().st_size > PARSE_FOR_LOCATIONS_MAX:
+            found = []
+            for c in candidates:
+                if _exists(c):
+                    with contextlib.suppress(ValueError):
+                        rel = os.path.relpath(c, model.parent)
+                        if _mentions(model, [rel.encode(), c.name.encode()]):
+                            found.append(c)
+            return found
+        import onnx
+
+        proto = onnx.load_model(str(model), load_external_data=False)
+    except Exception:  # noqa: BLE001 - any parse failure is reported by the real load
+        return []
+    from onnxkit.foundation.onnx_walk import iter_tensors
+
+    locations: dict[str, Path] = {}
+    for _, tensor in iter_tensors(proto):
+        for entry in tensor.external_data:
+            if entry.key == "location" and entry.value and "\0" not in entry.value:
+                locations.setdefault(entry.value, model.parent / entry.value)
+    return [p for p in locations.values() if _exists(p)]
+
+
+def _exists(p: Path) -> bool:
+    # A hostile location (thousands of characters, a loop of symlinks) must not raise here.
+    try:
+        return p.exists()
+    except OSError:
+        return False
+
+
+def expand_reads(*paths: str | os.PathLike[str] | None, writes: list[Path] = ()) -> list[Path]:  # type: ignore[assignment]
+    """Every file behind the paths a command reads: an ONNX model brings the external-data files
+    it names, a factory reference ``file.py:function`` its ``file.py``. ``writes``: the files
+    about to be written, looked for by name in a model too large to parse."""
+    out: list[Path] = []
+    for raw in paths:
+        if raw is None:
+            continue
+        p = Path(raw)
+        if not p.exists() and ":" in str(raw):
+            p = Path(str(raw).rsplit(":", 1)[0])
+        if not p.exists():
+            continue
+        out.append(p)
+        if p.is_file() and p.suffix.lower() == ".onnx":
+            out.extend(_external_data_files(p, list(writes)))
+    return out
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    with contextlib.suppress(OSError):
+        if a.resolve() == b.resolve():
+            return True
+    with contextlib.suppress(OSError):
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    return False
+
+
+def _check_one_output(o: Path) -> None:
+    if str(o).endswith(os.sep) or o.is_dir():
         raise UsageError(f"output is a directory, expected a file path: {o}")
     if o.is_symlink():
         raise UsageError(f"output is a symbolic link; refusing to write through it: {o}")
     refuse_special_output(o)
-    for src in inputs:
-        if src is None:
-            continue
-        s = Path(src)
-        with contextlib.suppress(OSError):
-            if o.exists() and s.exists() and os.path.samefile(o, s):
-                raise UsageError(f"output would overwrite the input: {o}")
-        # An output inside a SavedModel directory given as input would modify the source.
-        with contextlib.suppress(OSError):
-            if s.is_dir() and o.resolve().is_relative_to(s.resolve()):
-                raise UsageError(f"output lies inside the input directory {s}: {o}")
-    parent = o.parent if str(o.parent) else Path(".")
-    if not parent.exists():
-        raise EnvironmentProblem(f"output folder does not exist: {parent}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise EnvironmentProblem(f"output folder is not writable: {parent}")
-    return o
+
+
+def check_io(
+    writes: list[str | os.PathLike[str] | None],
+    reads: list[str | os.PathLike[str] | None],
+    *,
+    onnx_outputs: list[str | os.PathLike[str] | None] = (),  # type: ignore[assignment]
+) -> None:
+    """The one rule for what a command writes: no write is the same file as anything it reads
+    (a model's external data, data files, factory sources and weights included) or as another
+    write, and none lies inside an input folder. ``onnx_outputs`` are ONNX models: they must end
+    in ``.onnx`` and their ``.data`` sidecar counts as a write. Checked before any work."""
+    models = [Path(m) for m in onnx_outputs if m is not None]
+    outs = [Path(w) for w in writes if w is not None]
+    for o in outs + models:
+        _check_one_output(o)
+    all_writes = outs + [x for m in models for x in (m, onnx_sidecar(m))]
+    sources = expand_reads(*reads, writes=all_writes)
+    for w in all_writes:
+        for s in sources:
+            if _same_file(w, s):
+                raise UsageError(f"output {w} would overwrite the input {s}", hint="write the output elsewhere")
+            # An output inside a SavedModel directory given as input would modify the source.
+            with contextlib.suppress(OSError):
+                if s.is_dir() and w.resolve().is_relative_to(s.resolve()):
+                    raise UsageError(f"output lies inside the input directory {s}: {w}")
+    for i, a in enumerate(all_writes):
+        for b in all_writes[i + 1:]:
+            if _same_file(a, b):
+                raise UsageError(f"two outputs on one path: {a} and {b}; one would overwrite the other")
+    for m in models:  # after the clashes: "would overwrite the input" says more than a wrong suffix
+        check_onnx_suffix(m)
+    for o in outs + models:
+        parent = o.parent if str(o.parent) else Path(".")
+        if not parent.exists():
+            raise EnvironmentProblem(f"output folder does not exist: {parent}")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise EnvironmentProblem(f"output folder is not writable: {parent}")
+
+
+def check_output_path(out: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None, onnx: bool = False) -> Path:
+    """Refuse an output that is a directory, a symlink, or the same file as an input (or any
+    file behind one, see :func:`expand_reads`); check that its folder exists and is writable,
+    before any expensive work. ``onnx``: the output is an ONNX model (see :func:`check_io`)."""
+    if onnx:
+        check_io([], list(inputs), onnx_outputs=[out])
+    else:
+        check_io([out], list(inputs))
+    return Path(out)
 
 
 def _raise_os_error(exc: OSError, dest: Path) -> None:

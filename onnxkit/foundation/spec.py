@@ -71,8 +71,12 @@ def parse_spec(text: str) -> InputSpec:
     for part in [x.strip() for x in raw.split(",")] if raw else []:
         if re.fullmatch(r"\d+", part):
             dims.append(int(part))
-        elif part in ("?", "-1"):
+        elif part == "?":
             dims.append(None)
+        elif re.fullmatch(r"-\d+", part):
+            # -1 means "dynamic" to some tools and "infer" to reshape; a spec says which it is.
+            raise UsageError(f"negative dimension {part} in input spec {text!r}; write a dynamic dimension as ? "
+                             f"or a name (e.g. batch), a fixed one as a positive number")
         elif _DIM_RE.match(part):
             dims.append(part)
         else:

@@ -346,6 +346,12 @@ class TorchSource(SourceModel):
                 raise UsageError(
                     f"{len(options.output_names)} output names given but the model returns {len(flat)} tensors",
                 )
+            # ONNX names each value once: an output named like an input, or twice, is an invalid graph.
+            inputs = {sp.name for sp in self.input_specs}
+            clash = sorted({n for n in options.output_names if n in inputs or options.output_names.count(n) > 1})
+            if clash:
+                raise UsageError(f"--output-names {', '.join(clash)}: each output needs a name of its own, not an input's "
+                                 f"({', '.join(sorted(inputs))}) or another output's")
             return list(options.output_names)
         # A dict output keeps its keys; positions get output_0..N.
         if all(k and not k.isdigit() for k, _ in flat):

@@ -387,7 +387,7 @@ def auto_optimize(
         raise UsageError("--iterations must be at least 1")
     out = Path(out)
     tolerance = make_tolerance(tol, rtol, preset="fp32")
-    check_output_path(out, model_path)
+    check_output_path(out, model_path, data, onnx=True)
     loaded = load_onnx(model_path, trust=trust)
     specs = specs_from_onnx(loaded.model)
     ds = None
@@ -551,7 +551,7 @@ def auto_quantize(
         raise UsageError("give either --calib-data or --calib-random, not both")
     target = resolve_target(target_cpu)
     out = Path(out)
-    check_output_path(out, model_path)
+    check_output_path(out, model_path, data, calib_data, onnx=True)
     random_data = not (data or calib_data)
     budget = default_budget("dynamic", random_data=random_data) if max_error is None else max_error
     loaded = load_onnx(model_path, trust=trust)

@@ -70,7 +70,7 @@ def run_bench(
 ) -> BenchResult:
     """Everything `onnxkit bench` does: check paths, build inputs, time, plot, gate."""
     from onnxkit.foundation.data import random_feeds
-    from onnxkit.foundation.files import check_output_path
+    from onnxkit.foundation.files import check_io
     from onnxkit.operations.quantize.target import notes_for_models
     from onnxkit.operations.run import fallback_notes
     from onnxkit.foundation.spec import parse_specs
@@ -94,12 +94,9 @@ def run_bench(
     if baseline is not None:
         limit = 10.0 if limit is None else limit
         load_baseline(baseline)  # a malformed baseline fails now, not after minutes of timing
-    if plot is not None:
-        if Path(plot).suffix.lower() != ".png":
-            raise UsageError(f"--plot writes a PNG; give a .png path, not {Path(plot).name}")
-        check_output_path(plot, *models)
-    if save_baseline_to is not None:
-        check_output_path(save_baseline_to, *models)
+    if plot is not None and Path(plot).suffix.lower() != ".png":
+        raise UsageError(f"--plot writes a PNG; give a .png path, not {Path(plot).name}")
+    check_io([plot, save_baseline_to], [*models, baseline, source])
     sizes = parse_batch_sizes(batch_sizes)
     chosen = plan_providers(providers, fallback=fallback)
     options = provider_options_for(chosen, parse_provider_options(provider_options, chosen))

@@ -558,6 +558,7 @@ def init_config(
     options = LoadOptions(framework=fw, trust=trust, inputs=user_specs,
                           weights=Path(weights) if weights is not None else None, random_weights=random_weights)
     check_weights_options(s, options)
+    check_output_path(out, s, weights)  # before the source is loaded; a factory's .py counts
     model = load_source(s, options)
     specs = user_specs or list(model.input_specs)
     base = out.parent if str(out.parent) else Path(".")
@@ -566,7 +567,6 @@ def init_config(
         src_value = f"{_rel(Path(target), base)}:{func}"
     else:
         src_value = _rel(Path(s), base)
-        check_output_path(out, s)
     tree_model = fw in ("sklearn", "xgboost", "lightgbm")
     values: dict[str, dict[str, Any]] = {
         "source": {"path": src_value, "framework": fw, "inputs": [spec_text(sp) for sp in specs], "trust": trust,

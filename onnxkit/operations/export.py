@@ -220,8 +220,7 @@ def export_model(
     check_weights_options(source, options)
     if data is not None and not validate:
         raise UsageError("--data gives the rows to validate on; it has no use with --no-validate")
-    src_path = Path(str(source))
-    out = check_output_path(output, src_path if src_path.exists() else None)
+    out = check_output_path(output, source, options.weights, options.sample, data, onnx=True)
     t0 = time.perf_counter()
     model_src = loaded or load_source(source, options)
     if options.output_names and model_src.framework != "torch":

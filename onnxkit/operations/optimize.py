@@ -226,7 +226,7 @@ def optimize_model(
     chosen = P.resolve(preset, passes)  # unknown names fail here, before any work
     post = P.resolve(None, after_fusion) if after_fusion else []
     tolerance = make_tolerance(tol, rtol, preset="fp16" if fp16 else "fp32")
-    check_output_path(output, model_path)
+    check_output_path(output, model_path, onnx=True)
     from onnxkit.passes.large import is_large
 
     # Graph first: whether the weights may be loaded at all depends on their size.

@@ -6,7 +6,8 @@ names the source model destroys it. So, before anything runs:
 
 * every path the run will write (artifacts and their ``.data`` files, every report, the
   ``--junit`` copy, ``$GITHUB_STEP_SUMMARY``) is compared with every path it reads (the
-  config, the source model or its folder, weights, sample, data, calibration data) and with
+  config, the source model or its folder and its external-data files, weights, sample, data,
+  calibration data) and with
   the other writes; an existing one must be a regular file (not a symlink, device, FIFO or
   socket);
 * the folders it will create can be created;
@@ -80,6 +81,10 @@ def planned_reads(cfg: PipelineConfig) -> list[Planned]:
     if not source.exists() and ":" in raw:  # a factory "file.py:function"
         source = Path(raw.rsplit(":", 1)[0])
     reads.append(Planned(source, "the source model"))
+    from onnxkit.foundation.files import expand_reads
+
+    # An ONNX source's weights may live in files beside it, under any name (even "out.onnx").
+    reads.extend(Planned(p, "the source model's external data") for p in expand_reads(source)[1:])
     for section, key in (("source", "weights"), ("source", "sample"), ("validate", "data"), ("quantize", "calib_data")):
         value = cfg[section][key]
         if value is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxkit.foundation.data import Feeds, check_feeds, open_data, random_feeds
+from onnxkit.foundation.data import Feeds, check_feeds, one_sample_per_batch, open_data, random_feeds
 from onnxkit.foundation.files import atomic_output, check_output_path
 from onnxkit.foundation.npz_names import renaming_notes, safe_member_names
 from onnxkit.errors import InputError, UsageError
@@ -311,6 +311,8 @@ def fallback_notes(requested: list[str] | None, chosen: list[str]) -> list[str]:
 
 def _run_batches(session, batches: Iterator[Feeds], result: RunResult, stats: _Stats, specs, *, data, out_path: Path | None,
                  progress: Progress | None, total: int | None) -> None:
+    unbatched = one_sample_per_batch(specs)
+
     def loop(sink: _Sink | None) -> None:
         for i, feeds in enumerate(batches):
             where = f"{Path(data).name} (batch {i + 1})" if data is not None else "random inputs"
@@ -322,7 +324,7 @@ def _run_batches(session, batches: Iterator[Feeds], result: RunResult, stats: _S
                 result.node_providers = session.node_providers()
             result.batches += 1
             first_input = next(iter(feeds.values()), None)  # None: a model without inputs runs once
-            result.rows += int(first_input.shape[0]) if first_input is not None and first_input.ndim else 1
+            result.rows += int(first_input.shape[0]) if first_input is not None and first_input.ndim and not unbatched else 1
             stats.add(outs)
             if sink is not None:
                 sink.add(outs)
@@ -430,7 +432,7 @@ def run_model(
         result.notes.extend(notes_for_model(model))  # a model made for VNNI on a CPU without it
         result.inputs_from = (str(data) if data is not None else f"random (seed {seed})" if specs
                               else "none (the model takes no inputs)")
-        result.batch_size = size
+        result.batch_size = 1 if one_sample_per_batch(specs) else size
         result.contained = not trust and not use_openvino
         result.rehearsed = use_openvino and not trust
         result.timeout_s = None if trust or use_openvino else session.timeout_s

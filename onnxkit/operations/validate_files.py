@@ -101,7 +101,7 @@ def validate_files(
     if not seq_lens or any(q <= 0 for q in seq_lens):
         raise UsageError("--seq-lens must be positive integers")
     if save_outputs is not None:
-        check_output_path(save_outputs, model, source if source and Path(source).exists() else None)
+        check_output_path(save_outputs, model, source, data, options.weights)
 
     cand_graph = load_onnx(model, trust=options.trust, load_external=False).model  # safety checks before ORT sees it
     cand_session = _session(model, options, providers, timeout)

@@ -92,8 +92,34 @@ def parse_provider_options(values: list[str] | None, providers: list[str]) -> di
             raise UsageError(f"malformed --provider-option {raw!r}; expected KEY=VALUE or PROVIDER:KEY=VALUE (e.g. cuda:device_id=1)")
         if prov not in providers:
             raise UsageError(f"--provider-option {raw!r} is for {prov}, which is not among the providers used: {', '.join(providers)}")
+        _check_option_key(prov, key.strip(), raw)
         out.setdefault(prov, {})[key.strip()] = value.strip()
     return out
+
+
+# Keys ONNX Runtime's CUDA provider reads (1.17-1.22); TensorRT reads trt_* and a few shared ones.
+_CUDA_KEYS = frozenset({
+    "device_id", "gpu_mem_limit", "arena_extend_strategy", "cudnn_conv_algo_search", "do_copy_in_default_stream",
+    "cudnn_conv_use_max_workspace", "cudnn_conv1d_pad_to_nc1d", "enable_cuda_graph", "enable_skip_layer_norm_strict_mode",
+    "gpu_external_alloc", "gpu_external_free", "gpu_external_empty_cache", "has_user_compute_stream", "user_compute_stream",
+    "tunable_op_enable", "tunable_op_tuning_enable", "tunable_op_max_tuning_duration_ms", "prefer_nhwc",
+    "use_ep_level_unified_stream", "use_tf32", "sdpa_kernel", "fuse_conv_bias", "default_memory_arena_cfg",
+})
+_TRT_SHARED_KEYS = frozenset({"device_id", "has_user_compute_stream", "user_compute_stream"})
+
+
+def _check_option_key(prov: str, key: str, raw: str) -> None:
+    """ONNX Runtime ignores keys it does not know (the CPU provider ignores every key): a
+    misspelt option would look applied and change nothing."""
+    if prov == CPU:
+        raise UsageError(f"--provider-option {raw!r}: {CPU} takes no provider options (ONNX Runtime would ignore "
+                         f"{key!r}); CPU thread counts are session settings, not provider options")
+    if prov == CUDA and key not in _CUDA_KEYS:
+        log.warning("--provider-option %s: %r is not a %s option onnxkit knows (ONNX Runtime may ignore it); known: %s",
+                    raw, key, CUDA, ", ".join(sorted(_CUDA_KEYS)))
+    if prov == TENSORRT and not key.startswith("trt_") and key not in _TRT_SHARED_KEYS:
+        log.warning("--provider-option %s: %r is not a %s option (they start with trt_); ONNX Runtime may ignore it",
+                    raw, key, TENSORRT)
 
 
 def provider_options_for(providers: list[str], user: dict[str, dict[str, str]] | None = None) -> dict[str, dict[str, str]]:

@@ -108,7 +108,7 @@ def quantize_model(
                      activation_type=activation_type, block_size=block_size, calib_random=calib_random,
                      calib_data=calib_data, max_error=max_error)
     target = quantize_target.resolve_target(target_cpu)
-    check_output_path(output, model_path)
+    check_output_path(output, model_path, calib_data, data, onnx=True)
     loaded, large = _load_input(model_path, trust=trust, mode=mode)
     original = loaded.model
     _name_nodes(original)
