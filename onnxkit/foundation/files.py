@@ -209,7 +209,8 @@ def expand_reads(*paths: str | os.PathLike[str] | None, writes: list[Path] = ())
     return out
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
+    """One file under two names: the same resolved path, or the same inode (hard links)."""
     with contextlib.suppress(OSError):
         if a.resolve() == b.resolve():
             return True
@@ -244,7 +245,7 @@ def check_io(
     sources = expand_reads(*reads, writes=all_writes)
     for w in all_writes:
         for s in sources:
-            if _same_file(w, s):
+            if same_file(w, s):
                 raise UsageError(f"output {w} would overwrite the input {s}", hint="write the output elsewhere")
             # An output inside a SavedModel directory given as input would modify the source.
             with contextlib.suppress(OSError):
@@ -252,7 +253,7 @@ def check_io(
                     raise UsageError(f"output lies inside the input directory {s}: {w}")
     for i, a in enumerate(all_writes):
         for b in all_writes[i + 1:]:
-            if _same_file(a, b):
+            if same_file(a, b):
                 raise UsageError(f"two outputs on one path: {a} and {b}; one would overwrite the other")
     for m in models:  # after the clashes: "would overwrite the input" says more than a wrong suffix
         check_onnx_suffix(m)

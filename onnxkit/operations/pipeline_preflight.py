@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxkit.operations.config import ConfigError, PipelineConfig
 from onnxkit.errors import EnvironmentProblem, InputError, UnsafeInput, UsageError
+from onnxkit.foundation.files import same_file
+from onnxkit.operations.config import ConfigError, PipelineConfig
 
 # A CSV up to this size is checked whole (csv runs at ~100 MB/s); a larger one is checked on
 # its first rows here and whole when it is read.
@@ -92,15 +93,6 @@ def planned_reads(cfg: PipelineConfig) -> list[Planned]:
     return reads
 
 
-def _same(a: Path, b: Path) -> bool:
-    with contextlib.suppress(OSError):
-        if a.resolve() == b.resolve():
-            return True
-    with contextlib.suppress(OSError):
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    return False
-
-
 def _inside(path: Path, folder: Path) -> bool:
     with contextlib.suppress(OSError):
         return folder.is_dir() and path.resolve().is_relative_to(folder.resolve())
@@ -110,7 +102,7 @@ def _inside(path: Path, folder: Path) -> bool:
 def _check_collisions(writes: list[Planned], reads: list[Planned]) -> None:
     for w in writes:
         for r in reads:
-            if _same(w.path, r.path):
+            if same_file(w.path, r.path):
                 other = "" if str(w.path) == str(r.path) else f" {r.path}"
                 raise UsageError(f"{w.role} {w.path} would overwrite {r.role}{other}",
                                  hint="choose another output.name, output.dir or report path")
@@ -121,7 +113,7 @@ def _check_collisions(writes: list[Planned], reads: list[Planned]) -> None:
         for b in writes[i + 1:]:
             # The --junit copy may be the report's own junit.xml: the same bytes twice.
             same_junit = {a.role, b.role} == {"the --junit file", "the report"} and a.path.name == b.path.name == "junit.xml"
-            if not same_junit and _same(a.path, b.path):
+            if not same_junit and same_file(a.path, b.path):
                 raise UsageError(f"{a.role} {a.path} and {b.role} {b.path} are the same file; one would overwrite the other")
 
 
