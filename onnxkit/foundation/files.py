@@ -177,7 +177,9 @@ def _external_data_files(model: Path, candidates: list[Path] = ()) -> list[Path]
     locations: dict[str, Path] = {}
     for _, tensor in iter_tensors(proto):
         for entry in tensor.external_data:
-            if entry.key == "location" and entry.value and "\0" not in entry.value:
+            # Not valid UTF-8 (protobuf hands over bytes) or with a NUL: no file can have that
+            # name; the real load refuses the model with its own message.
+            if entry.key == "location" and isinstance(entry.value, str) and entry.value and "\0" not in entry.value:
                 locations.setdefault(entry.value, model.parent / entry.value)
     return [p for p in locations.values() if _exists(p)]
 
