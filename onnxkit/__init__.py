@@ -23,7 +23,7 @@ _API = {
     "Comparator": "onnxkit.foundation.compare:Comparator",
     "load_source": "onnxkit.frameworks.registry:load_source",
     "export_model": "onnxkit.operations.export:export_model",
-    "validate": "onnxkit.operations.validate:validate",
+    "validate": "onnxkit.operations.validate_files:validate_files",
     "make_session": "onnxkit.runtime.session:make_session",
 }
 
