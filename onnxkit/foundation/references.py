@@ -3,9 +3,12 @@ the source framework) can validate an ONNX file against them.
 
 The file is a plain .npz (no pickle, loaded with ``allow_pickle=False``):
 
-- ``input/NAME`` and ``output/NAME`` for the first batch, ``input/NAME@K`` and
-  ``output/NAME@K`` for batch K >= 1 (batches may differ in shape: batch sizes and
-  sequence lengths vary, so they are not concatenated);
+- ``input/I`` and ``output/I`` for the first batch, ``input/I@K`` and ``output/I@K`` for
+  batch K >= 1, where I is the tensor's position in the names listed in ``meta`` (batches may
+  differ in shape: batch sizes and sequence lengths vary, so they are not concatenated).
+  Members are named by position, not by the model's tensor names: a name such as
+  ``../../x`` would otherwise become a path for whoever unpacks the file. Version 1 files
+  (named members) are still read;
 - ``meta``: a 0-d string array holding JSON: format, version, the batches (label, rows),
   input and output names in order, the source it came from, the tolerance used.
 
@@ -29,7 +32,7 @@ from onnxkit.foundation.files import atomic_output, preflight
 from onnxkit.errors import InputError, UnsafeInput
 
 FORMAT = "onnxkit-references"
-VERSION = 1
+VERSION = 2
 Feeds = dict[str, np.ndarray]
 
 
@@ -77,10 +80,10 @@ class ReferenceWriter:
         i = len(self.batches)
         if self.input_names is None:
             self.input_names, self.output_names = list(inputs), list(outputs)
-        for name, arr in inputs.items():
-            self._write(_key("input", name, i), arr)
-        for name, arr in outputs.items():
-            self._write(_key("output", name, i), arr)
+        for pos, arr in enumerate(inputs.values()):
+            self._write(_key("input", str(pos), i), arr)
+        for pos, arr in enumerate(outputs.values()):
+            self._write(_key("output", str(pos), i), arr)
         first = next(iter(inputs.values()), None)
         rows = int(first.shape[0]) if first is not None and np.ndim(first) else 1
         self.batches.append({"label": label, "rows": rows})
@@ -134,10 +137,15 @@ class References:
         except (OSError, zipfile.BadZipFile, EOFError) as exc:
             raise InputError(f"cannot read entry {key!r} of {self.path.name} (truncated?): {exc}") from None
 
+    def _member(self, kind: str, names: list[str], pos: int, batch: int) -> np.ndarray:
+        by_position = int(self.meta.get("version", 1)) >= 2
+        return self._get(_key(kind, str(pos) if by_position else names[pos], batch))
+
     def batches(self) -> Iterator[tuple[str, Feeds, Feeds]]:
+        ins, outs = self.input_names, self.output_names
         for i, b in enumerate(self.meta["batches"]):
-            inputs = {n: self._get(_key("input", n, i)) for n in self.input_names}
-            outputs = {n: self._get(_key("output", n, i)) for n in self.output_names}
+            inputs = {n: self._member("input", ins, k, i) for k, n in enumerate(ins)}
+            outputs = {n: self._member("output", outs, k, i) for k, n in enumerate(outs)}
             yield str(b.get("label", f"batch {i}")), inputs, outputs
 
     def close(self) -> None:

@@ -62,3 +62,28 @@ def test_run_writes_safe_members_and_says_so(tmp_path):
     assert x.shape == (3, 2)
     for stem in safe_member_names(HOSTILE).values():
         np.testing.assert_array_equal(loaded[stem], x)  # every output is Identity(x)
+
+
+def test_saved_reference_members_are_positions_not_model_names(tmp_path):
+    """validate --save-outputs names .npz members by position: an output named ../../x would
+    otherwise become a path for whoever unpacks the file; --load-outputs reads it back."""
+    import zipfile
+
+    import numpy as np
+
+    from onnxkit.foundation.references import ReferenceWriter, load_references
+
+    dest = tmp_path / "refs.npz"
+    x = np.ones((2, 3), np.float32)
+    with ReferenceWriter(dest, {"source": "s"}) as w:
+        w.add("batch 1", {"../../in": x}, {"../../../etc/evil": x * 2, "ok": x * 3})
+    members = zipfile.ZipFile(dest).namelist()
+    assert not any(".." in m for m in members), members
+    refs = load_references(dest)
+    try:
+        [(label, inputs, outputs)] = list(refs.batches())
+        assert list(outputs) == ["../../../etc/evil", "ok"]
+        np.testing.assert_array_equal(outputs["ok"], x * 3)
+        np.testing.assert_array_equal(inputs["../../in"], x)
+    finally:
+        refs.close()
