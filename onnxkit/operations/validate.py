@@ -27,6 +27,7 @@ Predict = Callable[[Feeds], Feeds]
 DEFAULT_BATCH_SIZES = (1, 8)
 DEFAULT_SEQ_LENS = (16, 48)
 
+
 @dataclass
 class ValidationResult(Result):
     reference: str = ""
@@ -93,11 +94,13 @@ class ValidationResult(Result):
             cases.append((f"output {o.name}", o.passed, "; ".join(o.problems), details))
         return cases
 
+
 def fixed_batch(specs: list[InputSpec]) -> int | None:
     """The rows per batch a model without a batch dimension takes (every input's first
     dimension fixed, and the same): data is cut into batches of exactly that size."""
     firsts = {s.shape[0] if s.shape and isinstance(s.shape[0], int) else None for s in specs}
     return firsts.pop() if len(firsts) == 1 and None not in firsts else None
+
 
 def input_sets(
     specs: list[InputSpec],
@@ -146,6 +149,7 @@ def input_sets(
             yield f"edge case: {name}", feeds
 
 Batch = tuple[str, Feeds, "Feeds | None"]  # (label, inputs, stored reference outputs or None)
+
 
 def validate_models(
     reference: Predict | None,
@@ -240,6 +244,7 @@ def validate_models(
             result.notes.append(f"--tol {pat}=...: no output matches {pat!r} (outputs: {', '.join(o.name for o in outputs)})")
     return result
 
+
 def _summarize(labels: list[str]) -> list[str]:
     out: list[str] = []
     for lab in labels:
@@ -247,8 +252,10 @@ def _summarize(labels: list[str]) -> list[str]:
             out.append(lab)
     return out if len(out) <= 12 else out[:11] + [f"... {len(out) - 11} more"]
 
+
 def onnx_predict(session) -> Predict:
     return lambda feeds: session.run(feeds)
+
 
 def as_float_feeds(feeds: Feeds) -> Feeds:
     return {k: np.asarray(v) for k, v in feeds.items()}
