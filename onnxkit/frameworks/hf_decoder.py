@@ -12,7 +12,7 @@ import numpy as np
 
 from onnxkit._lazy import require
 from onnxkit.foundation.spec import InputSpec
-from onnxkit.errors import ConversionError, UsageError
+from onnxkit.errors import UsageError
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions
 from onnxkit.frameworks.hf_fw import HFSource
 
@@ -99,8 +99,6 @@ class HFDecoderSource(HFSource):
 
     def export(self, options: LoadOptions) -> ExportOutcome:
         torch = require("torch", "torch")
-        from onnxkit.frameworks.torch_fw import _conversion_error, _quiet
-
         # A non-empty past in the example so the exporter sees the cache path; the graph stays
         # generic in every length, so past length 0 runs through it too.
         gen = torch.Generator().manual_seed(0)
@@ -111,19 +109,8 @@ class HFDecoderSource(HFSource):
         past = [torch.randn(b, self.kv_heads, p, self.head_dim, generator=gen) for _ in self.past_names]
         dyn = torch.export.Dim.DYNAMIC
         shapes = ({0: dyn, 1: dyn}, {0: dyn, 1: dyn}, {0: dyn, 1: dyn}, [{0: dyn, 2: dyn} for _ in self.past_names])
-        with _quiet():
-            try:
-                program = torch.onnx.export(
-                    self.wrapper, (ids, mask, pos, past), input_names=self.input_names, output_names=self.output_names,
-                    opset_version=options.opset, dynamo=True, external_data=False, dynamic_shapes=shapes,
-                )
-            except Exception as exc:  # the exporter raises many unrelated types
-                raise _conversion_error(exc, "torch.export-based (dynamo)", options.opset) from exc
-        if program is None:
-            raise ConversionError("torch.onnx.export returned no program")
-        model = program.model_proto
+        model, opset = self._dynamo_export((ids, mask, pos, past), shapes, options)
         self._name_dims(model)
-        opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
         return ExportOutcome(model=model, exporter="torch.onnx (dynamo)", opset=opset, notes=list(self.notes))
 
 

@@ -145,25 +145,31 @@ class HFSource(SourceModel):
 
     def export(self, options: LoadOptions) -> ExportOutcome:
         torch = require("torch", "torch")
-        from onnxkit.frameworks.torch_fw import _conversion_error, _quiet
-
         example = self.tokenize(["a short one", "a second, somewhat longer sentence to pad against"])
         args = tuple(torch.from_numpy(example[n]) for n in self.input_names)
         batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
         dynamic = tuple({0: batch, 1: seq} for _ in self.input_names)
+        model, opset = self._dynamo_export(args, dynamic, options)
+        return ExportOutcome(model=model, exporter="torch.onnx (dynamo)", opset=opset, notes=list(self.notes))
+
+    def _dynamo_export(self, args: tuple, dynamic_shapes: object, options: LoadOptions) -> tuple[object, int | None]:
+        """The wrapper through torch.onnx's torch.export-based exporter, quietly; one line on
+        failure. Returns the model and its ai.onnx opset."""
+        torch = require("torch", "torch")
+        from onnxkit.frameworks.torch_fw import _conversion_error, _quiet
+
         with _quiet():
             try:
                 program = torch.onnx.export(
                     self.wrapper, args, input_names=self.input_names, output_names=self.output_names,
-                    opset_version=options.opset, dynamo=True, external_data=False, dynamic_shapes=dynamic,
+                    opset_version=options.opset, dynamo=True, external_data=False, dynamic_shapes=dynamic_shapes,
                 )
             except Exception as exc:  # the exporter raises many unrelated types
                 raise _conversion_error(exc, "torch.export-based (dynamo)", options.opset) from exc
         if program is None:
             raise ConversionError("torch.onnx.export returned no program")
         model = program.model_proto
-        opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
-        return ExportOutcome(model=model, exporter="torch.onnx (dynamo)", opset=opset, notes=list(self.notes))
+        return model, next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
 
 
 def _wrapper_class():
