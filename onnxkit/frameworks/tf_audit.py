@@ -9,9 +9,12 @@ are read as data, and refused without ``--trust``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import sys
+import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -35,9 +38,45 @@ def _quiet_tensorflow() -> None:
         logging.getLogger(name).setLevel(level)
 
 
+# What TensorFlow's C++ side writes straight to fd 2 at import, before absl's logging is set
+# up, so TF_CPP_MIN_LOG_LEVEL cannot silence it (oneDNN's "custom operations are on" notice).
+_IMPORT_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} [\d:.]+ +\d+ \S+\.cc:\d+\])")
+
+
+@contextlib.contextmanager
+def _filtered_fd2() -> Iterator[None]:
+    """Hold fd 2 in a temporary file while TF imports; give back every line that is not
+    import-time info noise (all of it if the import fails)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): nothing to filter
+        yield
+        return
+    failed = True
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+            failed = False
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode("utf-8", "replace").splitlines(keepends=True)
+            kept = [ln for ln in lines if failed or not _IMPORT_NOISE.match(ln)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
 def _tf():
     _quiet_tensorflow()
-    tf = require("tensorflow")
+    if _debug() or "tensorflow" in sys.modules:
+        tf = require("tensorflow")
+    else:
+        with _filtered_fd2():
+            tf = require("tensorflow")
     if not _debug():
         try:
             tf.get_logger().setLevel(logging.ERROR)
