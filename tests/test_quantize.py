@@ -360,7 +360,7 @@ def test_dynamic_quantization_fuses_a_transformer_and_quantizes_its_attention_pr
     r = cli("quantize", src, "-o", out, "--json")
     assert r.code == 0, r
     notes = " ".join(r.json["notes"])
-    assert "transformer fusion before quantizing" in notes and "unpacked to MatMul + MultiHeadAttention" in notes
+    assert "transformer fusion before quantizing" in notes and "unpacked to Q, K, V MatMuls + MultiHeadAttention" in notes
     model = onnx.load(str(out))
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("MultiHeadAttention") == 2
