@@ -57,7 +57,11 @@ def test_quantize_auto_writes_the_fastest_candidate_within_budget(cnn_onnx, tmp_
     assert r.code == 0, r
     doc = r.json
     names = [c["name"] for c in doc["candidates"]]
-    assert names == ["input", "dynamic-pc", "dynamic-pt", "static-qdq-pc", "static-qdq-pt", "static-qdq-s8", "static-qop-pc"]
+    # the fixture's first Conv reads the image (3 channels, 3x3): it is also tried in float
+    assert names == ["input", "dynamic-pc", "dynamic-pt", "static-qdq-pc", "static-qdq-pt", "static-qdq-s8", "static-qop-pc",
+                     "static-qdq-pc-stem-float"]
+    stem = next(c for c in doc["candidates"] if c["name"] == "static-qdq-pc-stem-float")
+    assert stem["status"] in ("ok", "out of budget") and stem["excluded"] >= 1
     assert doc["decide_batch"] == 8 and doc["batch_sizes"] == [1, 8]
     for c in doc["candidates"]:
         if c["status"] == "ok":
@@ -264,3 +268,25 @@ def test_a_candidate_whose_quantizer_fails_is_listed_not_fatal(cnn_onnx, tmp_pat
     assert broken.p50_ms == {} and res.passed and res.chosen != "static-qop-pc"
     row = next(r for r in res.tables()[0].rows if r[0] == "static-qop-pc")
     assert "failed: quantize_static failed" in " ".join(map(str, row))
+
+
+def test_stem_conv_is_the_one_shallow_conv_on_a_graph_input():
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxkit.operations.quantize.selection import stem_conv
+
+    def model(cin: int, k: int, second_on_input: bool = False):
+        rng = np.random.default_rng(0)
+        inits = [numpy_helper.from_array(rng.standard_normal((4, cin, k, k)).astype(np.float32), "w1"),
+                 numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "w2")]
+        nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[k // 2] * 4),
+                 helper.make_node("Conv", ["x" if second_on_input and cin == 4 else "a", "w2"], ["b"], pads=[1] * 4)]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", cin, 8, 8])],
+                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)], inits)
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    assert stem_conv(model(3, 3)) == "Conv_0"           # unnamed: named as quantize names it
+    assert stem_conv(model(16, 3)) is None              # 144 multiplies per output: not shallow
+    assert stem_conv(model(4, 1, second_on_input=True)) == "Conv_0"  # two on the input (4 and 36): the shallow one
+

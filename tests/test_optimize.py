@@ -271,7 +271,7 @@ def test_unpack_attention_computes_the_same(sized, with_bias_input):
     unpacked, record = apply_pass("unpack_attention", onnx.load_from_string(fused.SerializeToString()))
     assert record.changed
     ops = [n.op_type for n in unpacked.graph.node]
-    assert ops == ["MatMul", "Split", "MultiHeadAttention", "MatMul"]  # the packing Concat is gone
+    assert ops == ["MatMul", "MatMul", "MatMul", "MultiHeadAttention", "MatMul"]  # the packing Concat is gone, and no Split
     assert {t.name for t in unpacked.graph.initializer}.isdisjoint({"wq", "wk", "wv"})
     onnx.checker.check_model(unpacked)
     a = make_session(fused).run(feeds)["y"]
@@ -374,16 +374,19 @@ def _unpack_and_compare(fused, feeds, **kw):
 
 
 def test_unpack_attention_reads_an_existing_packed_weight_and_shares_one_copy():
-    # onnxruntime.transformers names its packed weight <node>_qkv_weight: no second one may appear
+    # onnxruntime.transformers names its packed weight <node>_qkv_weight: it is sliced into
+    # Q, K and V, and the packed copy goes (no weight is held twice)
     fused, feeds = _attention_model(sized=True, with_bias_input=True, packed_name="attn_qkv_weight")
     unpacked, count = _unpack_and_compare(fused, feeds)
     assert count == 1
-    assert [t.name for t in unpacked.graph.initializer].count("attn_qkv_weight") == 1
-    # three layers reading one Concat-packed weight: one float copy, not three
+    names = [t.name for t in unpacked.graph.initializer]
+    assert "attn_qkv_weight" not in names and len(names) == len(set(names))
+    assert sorted(tuple(t.dims) for t in unpacked.graph.initializer if len(t.dims) == 2) == [(8, 4), (8, 8), (8, 8), (8, 8)]
+    # three layers reading one Concat-packed weight: one set of slices, not three
     fused, feeds = _attention_model(sized=True, with_bias_input=False, layers=3)
     unpacked, count = _unpack_and_compare(fused, feeds)
     assert count == 3
-    assert sum(1 for t in unpacked.graph.initializer if len(t.dims) == 2 and t.dims[1] == 24) == 1
+    assert sum(1 for t in unpacked.graph.initializer if tuple(t.dims) == (8, 8)) == 3
 
 
 def test_unpack_attention_every_form_for_int4_and_nothing_below_opset_13():

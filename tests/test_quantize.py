@@ -360,14 +360,18 @@ def test_dynamic_quantization_fuses_a_transformer_and_quantizes_its_attention_pr
     r = cli("quantize", src, "-o", out, "--json")
     assert r.code == 0, r
     notes = " ".join(r.json["notes"])
-    assert "transformer fusion before quantizing" in notes and "unpacked to MatMul + MultiHeadAttention" in notes
+    assert "transformer fusion before quantizing" in notes and "unpacked to Q, K, V MatMuls + MultiHeadAttention" in notes
     model = onnx.load(str(out))
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("MultiHeadAttention") == 2
     weights = {t.name for t in model.graph.initializer if len(t.dims) == 2}
     # every projection (Q/K/V, output, both FFN) is int8: no float MatMul with a constant weight is left
     assert not [n.name for n in model.graph.node if n.op_type == "MatMul" and set(n.input) & weights]
-    assert ops.count("MatMulInteger") == 2 * 4
+    assert ops.count("MatMulInteger") == 2 * 6  # Q, K, V, output and the two FFN MatMuls per layer
+    assert "Split" not in ops
+    # the padding mask reaches the attention as a key padding mask, not a float bias
+    assert "key padding mask" in notes
+    assert all(n.input[4] for n in model.graph.node if n.op_type == "MultiHeadAttention")
     feeds = _bert_feeds()
     with torch.no_grad():
         ref = enc(*(torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask"))).numpy().astype(np.float64)

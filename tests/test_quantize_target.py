@@ -119,11 +119,15 @@ def test_no_flags_on_a_vnni_host_writes_portable_7bit_weights(cli, cnn, tmp_path
     assert doc["target_cpu"]["given"] == "portable" and doc["target_cpu"]["int8_weights"] == "reduced"
     assert any("7-bit weights (reduce_range) for portable: safe on AVX2 without VNNI" in n for n in doc["notes"])
     weights = _int8_weights(out)
-    assert len(weights) == 2, weights.keys()  # the Conv's and the MatMul's
-    for name, q in weights.items():
-        # Symmetric per-channel with reduce_range: the largest weight of a channel maps to 64,
-        # so that two u8 x s8 products fit a 16-bit lane (2 x 255 x 64 < 32768).
-        assert np.abs(q.astype(np.int32)).max() == 64, name
+    assert set(weights) == {"w_quantized", "fc_quantized"}, weights.keys()  # the Conv's and the MatMul's
+    # The Conv: symmetric per-channel with reduce_range, the largest weight of a channel maps
+    # to 64, so that two u8 x s8 products fit a 16-bit lane (2 x 255 x 64 < 32768).
+    assert np.abs(weights["w_quantized"].astype(np.int32)).max() == 64
+    # The MatMul: wider than 7 bits, with each two neighbours along K within the same lane.
+    fc = weights["fc_quantized"].astype(np.int32)
+    assert np.abs(fc).max() > 64
+    assert (255 * (np.abs(fc[0::2]) + np.abs(fc[1::2]))).max() <= 32767
+    assert any("MatMul weight(s) use up to 8 bits" in n for n in doc["notes"])
     assert _metadata(out)[META_TARGET] == "portable"
     assert _metadata(out)[META_WEIGHTS] == "reduced"
 

@@ -449,10 +449,11 @@ def auto_optimize(
 # ---------------------------------------------------------------- quantize
 
 
-def quantize_candidates(*, calibrated: bool) -> list[Candidate]:
+def quantize_candidates(*, calibrated: bool, stem: str | None = None) -> list[Candidate]:
     """The int8 variants worth timing. fp16 is left out: on CPU it is slower than fp32.
     Static activations are tried unsigned (fast with VNNI-less int8 GEMMs, measured 5.1x vs
-    1.4x on a CNN) and signed (what some accelerators need)."""
+    1.4x on a CNN) and signed (what some accelerators need). ``stem``: the model's first
+    convolution (quantize.selection.stem_conv), also tried in float."""
     cands = [
         Candidate("dynamic-pc", {"mode": "dynamic", "per_channel": True}),
         Candidate("dynamic-pt", {"mode": "dynamic", "per_channel": False}),
@@ -464,6 +465,9 @@ def quantize_candidates(*, calibrated: bool) -> list[Candidate]:
             Candidate("static-qdq-s8", {"mode": "static", "fmt": "qdq", "per_channel": True, "activation_type": "int8"}),
             Candidate("static-qop-pc", {"mode": "static", "fmt": "qoperator", "per_channel": True}),
         ]
+        if stem is not None:
+            cands.append(Candidate("static-qdq-pc-stem-float", {"mode": "static", "fmt": "qdq", "per_channel": True,
+                                                                "exclude_nodes": [stem]}))
     return cands
 
 
@@ -567,9 +571,12 @@ def auto_quantize(
         _rehearse_input(model_path, loaded.model, specs, res.batch_sizes, seed, data=data or calib_data)
     base = Candidate(INPUT, {"mode": "float"}, path=str(model_path), size=file_size(model_path, loaded.external_files),
                      is_input=True, error=0.0, within_budget=True)
+    from onnxkit.operations.quantize.selection import stem_conv
+
+    stem = stem_conv(loaded.model)
     del loaded
     calibrated = bool(calib_data or calib_random)
-    cands = [base] + quantize_candidates(calibrated=calibrated)
+    cands = [base] + quantize_candidates(calibrated=calibrated, stem=stem)
     # Timing happens here, the model runs on the target: a variant that is only fast where
     # this machine differs from the target must not win.
     for c in cands[1:]:

@@ -127,13 +127,15 @@ def quantize_model(
         probe_model_file(model_path, original, extra=eval_batches + random_calib, data=calib_data)
 
     # The CPU the model is made for decides the weight range, not the one quantizing it.
+    requested_range = reduce_range
     reduce_range, int8_weights, range_notes = quantize_target.choose_reduce_range(target, reduce_range, mode=mode,
                                                                                   weight_type=weight_type)
     res.notes.extend(range_notes)
     res.reduce_range = reduce_range
     res.target_cpu = target.to_dict(reduce_range=reduce_range, weights=int8_weights)
     cfg = QuantConfig(mode=mode, fmt=fmt, per_channel=per_channel, weight_type=weight_type, activation_type=activation_type,
-                      calib_method=calib_method, block_size=block_size, calib=calib, reduce_range=bool(reduce_range))
+                      calib_method=calib_method, block_size=block_size, calib=calib, reduce_range=bool(reduce_range),
+                      pair_safe=bool(reduce_range) and requested_range is None)
     # A large model's scratch copies go beside the output: /tmp may not hold them.
     with tempfile.TemporaryDirectory(prefix=".onnxkit-quant-" if large else "onnxkit-quant-",
                                      dir=Path(output).parent if large else None) as tmp:
@@ -225,6 +227,12 @@ def _budget_and_save(qmodel: Any, err: ErrorMeasure, res: QuantizeResult, *, ori
         res.nodes_quantized, res.quantized_ops = _quantized_count(qmodel)
     check_something_quantized(res.nodes_quantized, cfg.mode, base, excluded)
     res.ops_after = op_histogram(qmodel)
+    if cfg.pair_safe and cfg.mode == "dynamic" and not large:
+        from onnxkit.operations.quantize.pairsafe import widened_weights
+
+        if widened := widened_weights(qmodel):
+            res.notes.append(f"{widened} MatMul weight(s) use up to 8 bits with each two neighbours along K summing to "
+                             "at most 128, instead of 7 bits: as safe on AVX2 without VNNI, and more precise")
     prune_unused_opsets(qmodel)
     stamp(qmodel)
     if large:

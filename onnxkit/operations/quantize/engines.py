@@ -16,6 +16,7 @@ from onnxkit.errors import ConversionError, OnnxkitError
 from onnxkit.operations.quantize.calibration import _calibration_reader
 from onnxkit.operations.quantize.checks import gemm_to_matmul
 from onnxkit.operations.quantize.options import QuantConfig
+from onnxkit.operations.quantize.pairsafe import widen_matmul_weights
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,12 @@ def run_quantizer(model: Any, cfg: QuantConfig, exclude: list[str], workdir: Pat
                 if large:
                     keep_out = True
                     return out
-                return onnx.load(str(out))
+                qmodel = onnx.load(str(out))
+                if cfg.reduce_range and cfg.pair_safe and cfg.weight_type == "int8":
+                    # 7 bits are what the saturating pair lanes need only in the worst case;
+                    # MatMul weights get the widest range that still fits them.
+                    widen_matmul_weights(model, qmodel)
+                return qmodel
             if cfg.mode == "static":
                 assert cfg.calib is not None
                 method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,

@@ -68,3 +68,6 @@ class QuantConfig:
     block_size: int = 128
     calib: _Batches | None = None
     reduce_range: bool = False
+    # reduce_range chosen for the target (not asked for by flag): MatMul weights may then use
+    # the wider pair-safe range (pairsafe.py), which is as safe where reduce_range is needed.
+    pair_safe: bool = False
