@@ -50,6 +50,7 @@ class TargetsResult(Result):
     inputs: str = ""
     tolerance: dict[str, Any] = field(default_factory=dict)
     targets: list[TargetOutcome] = field(default_factory=list)
+    fused_ops: dict[str, Any] | None = None  # com.microsoft ops in the model and which each target cannot run
 
     @property
     def exit_code(self) -> int:
@@ -94,6 +95,10 @@ class TargetsResult(Result):
                                  ", ".join(info["unsupported_ops"]) or "-"])
             out.append(Table("Mobile accelerators (nodes outside run on the phone's CPU)",
                              ["provider", "nodes taken", "partitions", "ops it does not take"], prow))
+        if self.fused_ops:
+            from onnxkit.operations.targets_fused import table
+
+            out.append(table(self.fused_ops, self.targets))
         return out
 
 
@@ -248,6 +253,9 @@ def run_targets(
         if why_tol:
             outcome.notes.append(why_tol)
         _compare(outcome, reference, reply["outputs"], tol)
+    from onnxkit.operations.targets_fused import summarize
+
+    result.fused_ops = summarize(result.targets, loaded.model)
     for t in result.targets:
         result.notes.extend(f"{t.target}: {n}" for n in t.notes)
     result.passed = result.exit_code == EXIT_OK
