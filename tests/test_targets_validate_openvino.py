@@ -111,3 +111,26 @@ def test_a_model_openvino_cannot_read_is_exit_4(cli, tmp_path):
     assert r.code == 4, r.stderr
     assert r.stderr.startswith("Error: ") and "Binarizer" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin.onnx"]
+
+
+def test_a_hugging_face_folder_against_its_export_on_openvino(cli, tmp_path):
+    """The folder's PyTorch model is the reference; OpenVINO runs the export, at f32 and at its default."""
+    pytest.importorskip("transformers")
+    from tests.test_hf_folders import tiny_bert
+    from onnxkit.runtime.targets_openvino import default_precision
+
+    src = tiny_bert(tmp_path / "src", head="BertForTokenClassification")
+    out = tmp_path / "out"
+    assert cli("export", src, "-o", out, "--no-validate").code == 0
+    r = cli("validate", src, out, "--provider", "openvino", "--precision", "f32", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json["precision"] == "f32" and r.json["tolerance"]["preset"] == "fp32"
+    assert "OpenVINO inference precision: f32" in r.json["notes"]
+    picked = default_precision()
+    r = cli("validate", src, out, "--provider", "openvino", "--json")
+    assert r.json["precision"] == picked
+    if picked != "f32":
+        assert r.json["tolerance"]["preset"] == "fp16"
+        assert any(n.startswith(f"OpenVINO ran in {picked}: ") for n in r.json["notes"])
+    r = cli("validate", src, out, "--provider", "openvino", "--precision", "f4")
+    assert r.code == 2 and "unknown --precision 'f4'" in r.stderr

@@ -120,8 +120,8 @@ def validate_command(
 
     hf_result = validate_if_hf_folder(src, model_path, options, tolerance=tolerance, providers=providers, timeout=timeout, unsupported={
         "--data": data, "--input": inputs, "--samples": samples, "--edge-cases": edge_cases, "--localize": localize,
-        "--save-outputs": save_outputs, "--load-outputs": load_outputs, "--input-map": input_map, "--output-map": output_map,
-        "--precision": precision})
+        "--save-outputs": save_outputs, "--load-outputs": load_outputs, "--input-map": input_map, "--output-map": output_map},
+        precision=precision, tolerance_given=bool(tol or rtol is not None or preset))
     result = hf_result or validate_files(
         src, model_path, tolerance=tolerance, options=options, data=data, samples=samples,
         batch_sizes=sizes, seq_lens=lens, edge_cases=edge_cases, seed=seed, localize=localize,
