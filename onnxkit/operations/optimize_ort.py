@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,14 @@ def wants_ort(output: str | os.PathLike[str] | None) -> bool:
     return output is not None and str(output).lower().endswith(ORT_SUFFIX)
 
 
-@dataclass
-class OrtFormatResult(OptimizeResult):
-    ort: dict[str, Any] = field(default_factory=dict)  # level, bytes, config, required_operators, written
-
-    def tables(self) -> list[Table]:
-        o = self.ort
-        rows = [["file", f"{self.output} ({fmt_bytes(o.get('bytes'))})" if o.get("written") else "not written"],
-                ["ONNX Runtime level", o.get("level")],
-                ["reduced-operator config", o.get("config") if o.get("written") else "not written"],
-                ["operators (domain;opset;ops)", "  ".join(o.get("required_operators") or []) or "-"]]
-        return [*super().tables(), Table("ORT format", ["", ""], rows)]
+def ort_table(res: OptimizeResult) -> Table:
+    """The ORT-format file, its ONNX Runtime level and the operators its config lists."""
+    o = res.ort or {}
+    rows = [["file", f"{res.output} ({fmt_bytes(o.get('bytes'))})" if o.get("written") else "not written"],
+            ["ONNX Runtime level", o.get("level")],
+            ["reduced-operator config", o.get("config") if o.get("written") else "not written"],
+            ["operators (domain;opset;ops)", "  ".join(o.get("required_operators") or []) or "-"]]
+    return Table("ORT format", ["", ""], rows)
 
 
 def _check_inputs(model: Path, out: Path, level: str | None) -> tuple[Path, str]:
@@ -56,7 +52,7 @@ def _check_inputs(model: Path, out: Path, level: str | None) -> tuple[Path, str]
 
 def optimize_to_ort(model_path: str | os.PathLike[str], output: str | os.PathLike[str], *, level: str | None = None,
                     tol: list[str] | None = None, rtol: float | None = None, validate: bool = True,
-                    trust: bool = False, probe: bool = False, fp16: bool = False, **passes: Any) -> OrtFormatResult:
+                    trust: bool = False, probe: bool = False, fp16: bool = False, **passes: Any) -> OptimizeResult:
     """``passes``: optimize_model's graph options (preset, passes, transformer, num_heads,
     hidden_size, opset)."""
     from onnxkit.foundation.onnx_io import load_onnx
@@ -74,7 +70,7 @@ def optimize_to_ort(model_path: str | os.PathLike[str], output: str | os.PathLik
         graph_out = Path(tmp) / "model.onnx"
         base = optimize_model(model, graph_out, fp16=fp16, tol=tol, rtol=rtol, validate=False, latency=False,
                               trust=trust, probe=probe, **passes)
-        res = OrtFormatResult(**{k: getattr(base, k) for k in base.__dataclass_fields__})
+        res = base
         res.output = str(out)
         res.notes = [n for n in res.notes if not n.startswith("validation skipped")]
         ort_file = Path(tmp) / "model.ort"
@@ -111,7 +107,7 @@ def _convert(graph: Path, ort_file: Path, level: str) -> Path:
         raise ConversionError(f"conversion to the ORT format failed: {what or first_line(exc)}") from None
 
 
-def _check_and_time(res: OrtFormatResult, model: Path, ort_file: Path, graph: Any, tol, rtol, fp16: bool,
+def _check_and_time(res: OptimizeResult, model: Path, ort_file: Path, graph: Any, tol, rtol, fp16: bool,
                     validate: bool) -> None:
     """The .ort loaded and run by ONNX Runtime next to the input (latency), and compared with it."""
     import warnings
