@@ -134,3 +134,15 @@ def test_a_hugging_face_folder_against_its_export_on_openvino(cli, tmp_path):
         assert any(n.startswith(f"OpenVINO ran in {picked}: ") for n in r.json["notes"])
     r = cli("validate", src, out, "--provider", "openvino", "--precision", "f4")
     assert r.code == 2 and "unknown --precision 'f4'" in r.stderr
+
+
+def test_a_reference_on_openvino_runs_in_f32_unless_told(cli, cnn):  # noqa: F811
+    r = cli("validate", cnn, cnn, "--reference-provider", "openvino", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json["reference"] == "cnn.onnx on OpenVINO (openvino package, CPU)"
+    assert r.json["precision"] is None  # the candidate ran on ONNX Runtime
+    assert "the reference ran on OpenVINO in f32" in r.json["notes"]
+    assert r.json["outputs"][0]["max_abs"] <= 1e-4
+    r = cli("validate", cnn, cnn, "--provider", "openvino", "--reference-provider", "openvino", "--json")
+    assert r.code == 0, r.stderr
+    assert [n for n in r.json["notes"] if n.startswith("the reference ran")] == ["the reference ran on OpenVINO in f32"]

@@ -112,7 +112,7 @@ def validate_files(
         raise UsageError("--seq-lens must be positive integers")
     if save_outputs is not None:
         check_output_path(save_outputs, model, source, data, options.weights)
-    from onnxkit.operations.validate_precision import check_openvino_use, deployed
+    from onnxkit.operations.validate_precision import check_openvino_use, deployed, same_path
 
     precision = check_openvino_use(precision, providers, reference_providers, localize)
 
@@ -131,6 +131,9 @@ def validate_files(
         if result.precision:
             result.candidate += f" in {result.precision}"
         result.notes.extend(precision_notes)
+        result.notes.extend(f"the reference ran on OpenVINO in {s.precision}" for s in sessions
+                            if s is not cand_session and getattr(s, "precision", None) and source is not None
+                            and same_path(s.path, source))
         return result
     finally:
         for s in sessions:
@@ -250,7 +253,8 @@ def _onnx_reference(holder: list, sessions: list, cand_graph, source, model: Pat
         sessions.remove(cand_session)
         del cand_session
         gc.collect()
-    ref_session = _session(source, options, reference_providers, timeout, precision)
+    # a reference on OpenVINO runs in float32: it is the yardstick (--precision is the candidate's)
+    ref_session = _session(source, options, reference_providers, timeout, "f32")
     sessions.append(ref_session)
     mapping.check_user_spec_names(options.inputs, ref_session.input_specs, specs)
     reference, pairing_note = _paired(ref_session.run, ref_session.input_specs, specs, input_map, False)

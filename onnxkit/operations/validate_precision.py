@@ -22,6 +22,15 @@ def check_openvino_use(precision: str | None, providers: list[str] | None, refer
     return precision
 
 
+def same_path(a: Any, b: Any) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, TypeError):
+        return False
+
+
 def deployed(session: Any, precision: str | None, tolerance: Any, given: bool) -> tuple[Any, list[str]]:
     """The tolerance the candidate session is held to, and the notes saying at which precision it ran and why."""
     used = getattr(session, "precision", None)
