@@ -113,6 +113,7 @@ def test_a_model_openvino_cannot_read_is_exit_4(cli, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin.onnx"]
 
 
+@pytest.mark.slow
 def test_a_hugging_face_folder_against_its_export_on_openvino(cli, tmp_path):
     """The folder's PyTorch model is the reference; OpenVINO runs the export, at f32 and at its default."""
     pytest.importorskip("transformers")
