@@ -46,7 +46,21 @@ def test_openvino_default_precision_is_reported(cli, cnn):  # noqa: F811
     if picked == "f32":
         assert "OpenVINO inference precision: f32" in r.json["notes"]
     else:
-        assert any(n.startswith(f"OpenVINO ran in {picked}") for n in r.json["notes"])
+        note = next(n for n in r.json["notes"] if n.startswith(f"OpenVINO ran in {picked}: "))
+        assert "OpenVINO's default precision, picked because" in note and "--precision f32" in note
+
+
+def test_bf16_is_the_default_where_the_cpu_computes_bf16(cli, cnn):  # noqa: F811
+    """This project's machine (AVX512-BF16): OpenVINO runs a float32 model in bf16 unless told,
+    and run says so, naming the CPU feature."""
+    from onnxkit.foundation.hostfacts import host_facts
+
+    have = [f for f in ("AVX512-BF16", "AMX-BF16") if host_facts().has(f)]
+    if not have:
+        pytest.skip("this CPU does not compute bf16 natively")
+    r = cli("run", cnn, "--provider", "openvino", "--json")
+    assert r.code == 0, r.stderr
+    assert any(n.startswith("OpenVINO ran in bf16: ") and have[0] in n for n in r.json["notes"])
 
 
 def test_openvino_refuses_other_providers_and_provider_options(cli, cnn, tmp_path):  # noqa: F811

@@ -19,6 +19,7 @@ def bench_command(
     providers: common.Providers = None,
     provider_option: ProviderOptions = None,
     fallback: Fallback = False,
+    precision: Annotated[str | None, typer.Option("--precision", help="Inference precision for --provider openvino: f32, bf16, f16 (default: OpenVINO's own pick, named in the result).", show_default=False)] = None,
     batch_size: Annotated[str, typer.Option("--batch-size", help="Batch sizes, comma separated, e.g. 1,8,32.")] = "1",
     inputs: common.Inputs = None,
     seed: common.Seed = 0,
@@ -53,6 +54,7 @@ def bench_command(
         batch_sizes=batch_size, inputs=inputs, seed=seed, warmup=warmup, iterations=iterations, duration=duration,
         threads=threads, io_binding=io_binding, plot=plot, save_baseline_to=save_baseline, baseline=baseline,
         max_regression=max_regression, metric=metric, trust=trust, timeout=timeout, min_speedup=min_speedup,
+        precision=precision,
     )
     if plot is not None:
         plot_latencies(result, plot)

@@ -81,6 +81,10 @@ def optimize_command(
     names = [p.strip() for p in passes.split(",") if p.strip()] if passes is not None else None
     if passes is not None and not names:
         raise UsageError("--passes is empty; name at least one pass (see --list-passes)")
+    from onnxkit.operations.optimize_ort import wants_ort
+
+    if auto and wants_ort(output):
+        raise UsageError("--auto writes an ONNX model; for the ORT format, optimize without --auto to -o model.ort")
     auto_only = {"--batch-size": batch_size is not None, "--data": data is not None, "--vs": vs is not None,
                  "--allow-hardware-specific": hardware_specific, "--threads": threads is not None}
     if auto:
@@ -110,6 +114,15 @@ def optimize_command(
     used = [k for k, v in auto_only.items() if v]
     if used:
         raise UsageError(f"{', '.join(used)} only applies with --auto")
+    if wants_ort(output):
+        from onnxkit.operations.optimize_ort import optimize_to_ort
+
+        common.emit(optimize_to_ort(
+            model, output, preset=preset, passes=names, level=level, transformer=transformer, num_heads=num_heads,
+            hidden_size=hidden_size, fp16=fp16, opset=opset, tol=tol, rtol=rtol, validate=not no_validate, trust=trust,
+            probe=not trust,
+        ))
+        return
     from onnxkit.operations.optimize import optimize_model
 
     common.emit(optimize_model(

@@ -69,6 +69,7 @@ def validate_command(
     seed: common.Seed = 0,
     localize: Annotated[bool, typer.Option("--localize", help="On failure, find the first node whose output departs from the reference.")] = False,
     providers: common.Providers = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="Inference precision for --provider openvino: f32, bf16, f16 (default: OpenVINO's own pick, reported; a bf16/f16 run is then held to the fp16 tolerance preset unless a tolerance is given).", show_default=False)] = None,
     reference_providers: Annotated[list[str] | None, typer.Option("--reference-provider", help="Execution provider for an ONNX reference (default cpu).")] = None,
     framework: Annotated[str | None, typer.Option("--framework", help="Override detection of SOURCE: torch, tensorflow, sklearn, xgboost, lightgbm, onnx.")] = None,
     weights: Annotated[Path | None, typer.Option("--weights", help="PyTorch state_dict for a factory source (loaded with weights_only=True).")] = None,
@@ -119,13 +120,15 @@ def validate_command(
 
     hf_result = validate_if_hf_folder(src, model_path, options, tolerance=tolerance, providers=providers, timeout=timeout, unsupported={
         "--data": data, "--input": inputs, "--samples": samples, "--edge-cases": edge_cases, "--localize": localize,
-        "--save-outputs": save_outputs, "--load-outputs": load_outputs, "--input-map": input_map, "--output-map": output_map})
+        "--save-outputs": save_outputs, "--load-outputs": load_outputs, "--input-map": input_map, "--output-map": output_map},
+        precision=precision, tolerance_given=bool(tol or rtol is not None or preset))
     result = hf_result or validate_files(
         src, model_path, tolerance=tolerance, options=options, data=data, samples=samples,
         batch_sizes=sizes, seq_lens=lens, edge_cases=edge_cases, seed=seed, localize=localize,
         providers=providers, reference_providers=reference_providers,
         save_outputs=save_outputs, load_outputs=load_outputs, progress=progress, timeout=timeout,
         input_map=parse_map(input_map, "--input-map"), output_map=parse_map(output_map, "--output-map"),
+        precision=precision, tolerance_given=bool(tol or rtol is not None or preset),
     )
     if junit is not None:
         from onnxkit.reports.junit import write_junit

@@ -67,6 +67,7 @@ def run_bench(
     trust: bool = False,
     timeout: float | None = None,
     min_speedup: float | None = None,
+    precision: str | None = None,
 ) -> BenchResult:
     """Everything `onnxkit bench` does: check paths, build inputs, time, plot, gate."""
     from onnxkit.foundation.data import random_feeds
@@ -98,7 +99,16 @@ def run_bench(
         raise UsageError(f"--plot writes a PNG; give a .png path, not {Path(plot).name}")
     check_io([plot, save_baseline_to], [*models, baseline, source])
     sizes = parse_batch_sizes(batch_sizes)
-    chosen = plan_providers(providers, fallback=fallback)
+    from onnxkit.operations.precision import check_precision, ignored_note
+    from onnxkit.runtime import openvino_session
+
+    precision = check_precision(precision)
+    use_openvino = openvino_session.wanted(providers)  # the openvino package, timed beside ORT CPU
+    if use_openvino:
+        from onnxkit.operations.bench_openvino import check_use
+
+        check_use(provider_options, io_binding)
+    chosen = ["CPUExecutionProvider"] if use_openvino else plan_providers(providers, fallback=fallback)
     options = provider_options_for(chosen, parse_provider_options(provider_options, chosen))
 
     user_specs = parse_specs(inputs)
@@ -121,11 +131,18 @@ def run_bench(
             rehearse(m, feeds_by_batch, _adapt_feeds, providers=chosen, provider_options=options,
                      threads=threads if isinstance(threads, int) else None,
                      timeout_s=timeout)
-    result = bench_models(
-        list(models), feeds_by_batch, providers=chosen, provider_options=options, threads=threads, warmup=warmup,
-        iterations=iterations, duration=duration, source=src, io_binding=io_binding, fallback=fallback, trust=trust,
-    )
-    result.notes.extend(fallback_notes(providers, chosen))
+    if use_openvino:
+        from onnxkit.operations.bench_openvino import bench_with_openvino
+
+        result = bench_with_openvino(list(models), feeds_by_batch, precision=precision, threads=threads, trust=trust,
+                                     source=src, warmup=warmup, iterations=iterations, duration=duration)
+    else:
+        result = bench_models(
+            list(models), feeds_by_batch, providers=chosen, provider_options=options, threads=threads, warmup=warmup,
+            iterations=iterations, duration=duration, source=src, io_binding=io_binding, fallback=fallback, trust=trust,
+        )
+        result.notes.extend(fallback_notes(providers, chosen))
+        result.notes.extend(ignored_note(precision))
     result.notes.extend(notes_for_models(list(models)))  # a model made for VNNI on a CPU without it
     if save_baseline_to is not None:
         save_baseline(result, save_baseline_to)

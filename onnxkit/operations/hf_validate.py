@@ -83,7 +83,7 @@ def validate_if_hf_folder(source, model, options, **kwargs):
 
 
 def validate_hf_folder(source, model, options, *, tolerance: Tolerance | None, providers=None, timeout=None,
-                       unsupported: dict[str, object] | None = None):
+                       unsupported: dict[str, object] | None = None, precision=None, tolerance_given=True):
     """``onnxkit validate HF_FOLDER OUT/`` (or OUT/model.onnx)."""
     from onnxkit.foundation.onnx_io import load_onnx
     from onnxkit.operations.validate_files import _session
@@ -107,7 +107,11 @@ def validate_hf_folder(source, model, options, *, tolerance: Tolerance | None, p
         if task:
             options.task = task
     model_src = load(source, options)
-    session = _session(path, options, providers, timeout)
+    from onnxkit.operations.validate_precision import check_openvino_use, deployed
+
+    precision = check_openvino_use(precision, providers, None, False)
+    session = _session(path, options, providers, timeout, precision)
+    tolerance, precision_notes = deployed(session, precision, tolerance, tolerance_given)
     try:
         result = validate_on_text(model_src, session.run, session.input_specs, texts, tolerance,
                                   reference_name=f"{model_src.framework} {Path(str(source)).name}",
@@ -115,4 +119,6 @@ def validate_hf_folder(source, model, options, *, tolerance: Tolerance | None, p
     finally:
         session.close()
     result.notes.append(f"task {model_src.task}")
+    result.notes.extend(precision_notes)
+    result.precision = getattr(session, "precision", None)
     return result

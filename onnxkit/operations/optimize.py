@@ -117,6 +117,7 @@ class OptimizeResult(Result):
     ort_level: str | None = None
     validated: bool = False
     validation: dict[str, Any] | None = None
+    ort: dict[str, Any] | None = None  # -o model.ort: the ORT-format file and its config (optimize_ort.py)
 
     def tables(self) -> list[Table]:
         speed = (self.latency_ms_before / self.latency_ms_after) if self.latency_ms_before and self.latency_ms_after else None
@@ -142,6 +143,10 @@ class OptimizeResult(Result):
             v = self.validation
             tables.append(Table(f"Validation against the input ({v.get('samples')} samples, {v.get('tolerance', {}).get('preset')} tolerance)",
                                 ["output", "max abs", "mean abs", "cosine", "verdict", "why"], v.get("rows", [])))
+        if self.ort:
+            from onnxkit.operations.optimize_ort import ort_table
+
+            tables.append(ort_table(self))
         return tables
 
 

@@ -22,7 +22,6 @@ from onnxkit.results import Result, Table, fmt_num
 log = logging.getLogger(__name__)
 
 TARGETS = ("cpu", "openvino", "mobile", "web", "cuda", "tensorrt")
-PRECISIONS = ("f32", "bf16", "f16")
 # A target's run (conversion included) in a contained child: OpenVINO compiles and the ORT
 # format conversion optimizes the whole graph first, both far slower than one inference.
 TARGET_TIMEOUT_S = 600.0
@@ -51,6 +50,7 @@ class TargetsResult(Result):
     inputs: str = ""
     tolerance: dict[str, Any] = field(default_factory=dict)
     targets: list[TargetOutcome] = field(default_factory=list)
+    fused_ops: dict[str, Any] | None = None  # com.microsoft ops in the model and which each target cannot run
 
     @property
     def exit_code(self) -> int:
@@ -95,6 +95,10 @@ class TargetsResult(Result):
                                  ", ".join(info["unsupported_ops"]) or "-"])
             out.append(Table("Mobile accelerators (nodes outside run on the phone's CPU)",
                              ["provider", "nodes taken", "partitions", "ops it does not take"], prow))
+        if self.fused_ops:
+            from onnxkit.operations.targets_fused import table
+
+            out.append(table(self.fused_ops, self.targets))
         return out
 
 
@@ -169,21 +173,6 @@ def is_quantized(model) -> bool:
     return any(n.op_type in _QUANTIZED_OPS for n in model.graph.node)
 
 
-def _tolerance_for(precision: str | None, base, user_set: bool, quantized: bool):
-    """The user's tolerance when given. Otherwise a quantized model is held to the int8
-    preset, and a target that computed in bf16/f16 to the fp16 preset: fp32 limits would
-    fail every correct run of those."""
-    if user_set:
-        return base, None
-    from onnxkit.foundation.compare import make_tolerance
-
-    if quantized:
-        return make_tolerance(preset="int8"), "compared with the int8 tolerance preset: the model is quantized"
-    if precision in (None, "f32"):
-        return base, None
-    return make_tolerance(preset="fp16"), f"compared with the fp16 tolerance preset because it ran in {precision}"
-
-
 def _feeds(loaded, data: str | None, seed: int) -> tuple[list[dict], str]:
     from onnxkit.foundation.data import check_feeds, load_all, random_feeds
     from onnxkit.foundation.spec import specs_from_onnx
@@ -212,8 +201,9 @@ def run_targets(
     from onnxkit.foundation.onnx_io import load_onnx
     from onnxkit.operations.quantize.target import notes_for_model
 
-    if precision is not None and precision not in PRECISIONS:
-        raise UsageError(f"unknown --precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    from onnxkit.operations.precision import check_precision, tolerance_for
+
+    precision = check_precision(precision)
     names, explicit = parse_targets(targets)
     tolerance = tolerance or make_tolerance()
     loaded = load_onnx(model, trust=trust, load_external=False)
@@ -259,10 +249,13 @@ def run_targets(
             reference = reply["outputs"]
             outcome.status, outcome.max_abs_diff = "passed", 0.0
             continue
-        tol, why_tol = _tolerance_for(outcome.precision, tolerance, tolerance_given, quantized)
+        tol, why_tol = tolerance_for(outcome.precision, tolerance, tolerance_given, quantized)
         if why_tol:
             outcome.notes.append(why_tol)
         _compare(outcome, reference, reply["outputs"], tol)
+    from onnxkit.operations.targets_fused import summarize
+
+    result.fused_ops = summarize(result.targets, loaded.model)
     for t in result.targets:
         result.notes.extend(f"{t.target}: {n}" for n in t.notes)
     result.passed = result.exit_code == EXIT_OK

@@ -41,6 +41,7 @@ class ValidationResult(Result):
     localization: dict[str, Any] | None = None
     saved_outputs: str | None = None
     warnings: list[dict[str, str]] = field(default_factory=list)  # {"code": ..., "output": ...}
+    precision: str | None = None  # the inference precision OpenVINO used (None: ONNX Runtime, the graph's types)
 
     def tables(self) -> list[Table]:
         rows = []

@@ -38,10 +38,16 @@ def _random_rows(specs: list[InputSpec], batch_sizes, seq_lens, samples, edge_ca
     return per_round * rounds + edge
 
 
-def _session(path, options, providers: list[str] | None, timeout: float | None):
+def _session(path, options, providers: list[str] | None, timeout: float | None, precision: str | None = None):
     """A session for an ONNX model the user gave: contained in a worker process (every batch
-    under ``timeout`` and a memory limit) unless ``--trust``."""
+    under ``timeout`` and a memory limit) unless ``--trust``; ``--provider openvino``: the
+    OpenVINO runtime, after a contained rehearsal."""
+    from onnxkit.runtime import openvino_session
     from onnxkit.runtime.contained import open_session
+
+    if openvino_session.wanted(providers):
+        return openvino_session.open_openvino(path, trust=options.trust, first_feeds=openvino_session.sample_feeds(path),
+                                              precision=precision)
     from onnxkit.runtime.providers import provider_options_for
     from onnxkit.runtime.session import select_providers
 
@@ -71,11 +77,15 @@ def validate_files(
     timeout: float | None = None,
     input_map: dict[str, str] | None = None,
     output_map: dict[str, str] | None = None,
+    precision: str | None = None,
+    tolerance_given: bool = True,
 ) -> ValidationResult:
     """``onnxkit validate``: SOURCE (any model export loads, or another ONNX file) or saved
     reference outputs, against MODEL.onnx.
 
     ``progress``, when given, has ``start(total_rows_or_None)``, ``advance(rows)`` and ``stop()``.
+    ``precision``: OpenVINO's inference precision (default: its own pick, reported);
+    ``tolerance_given=False`` lets a bf16/f16 run be held to the fp16 preset.
     """
     from onnxkit.foundation.files import check_output_path
     from onnxkit.foundation.onnx_io import load_onnx
@@ -102,17 +112,29 @@ def validate_files(
         raise UsageError("--seq-lens must be positive integers")
     if save_outputs is not None:
         check_output_path(save_outputs, model, source, data, options.weights)
+    from onnxkit.operations.validate_precision import check_openvino_use, deployed, same_path
+
+    precision = check_openvino_use(precision, providers, reference_providers, localize)
 
     cand_graph = load_onnx(model, trust=options.trust, load_external=False).model  # safety checks before ORT sees it
-    cand_session = _session(model, options, providers, timeout)
+    cand_session = _session(model, options, providers, timeout, precision)
     sessions = [cand_session]  # closed (their workers stopped) however this ends
+    tolerance, precision_notes = deployed(cand_session, precision, tolerance, tolerance_given)
     try:
-        return _validate_with(cand_session, sessions, cand_graph, source, model, options=options, tolerance=tolerance,
-                              data=data, samples=samples, batch_sizes=batch_sizes, seq_lens=seq_lens,
-                              edge_cases=edge_cases, seed=seed, localize=localize, providers=providers,
-                              reference_providers=reference_providers, save_outputs=save_outputs,
-                              load_outputs=load_outputs, progress=progress, timeout=timeout,
-                              input_map=input_map, output_map=output_map)
+        result = _validate_with(cand_session, sessions, cand_graph, source, model, options=options, tolerance=tolerance,
+                                data=data, samples=samples, batch_sizes=batch_sizes, seq_lens=seq_lens,
+                                edge_cases=edge_cases, seed=seed, localize=localize, providers=providers,
+                                reference_providers=reference_providers, save_outputs=save_outputs,
+                                load_outputs=load_outputs, progress=progress, timeout=timeout,
+                                input_map=input_map, output_map=output_map, precision=precision)
+        result.precision = getattr(cand_session, "precision", None)
+        if result.precision:
+            result.candidate += f" in {result.precision}"
+        result.notes.extend(precision_notes)
+        result.notes.extend(f"the reference ran on OpenVINO in {s.precision}" for s in sessions
+                            if s is not cand_session and getattr(s, "precision", None) and source is not None
+                            and same_path(s.path, source))
+        return result
     finally:
         for s in sessions:
             s.close()
@@ -121,7 +143,7 @@ def validate_files(
 def _validate_with(cand_session, sessions: list, cand_graph, source, model: Path, *, options, tolerance: Tolerance, data,
                    samples, batch_sizes, seq_lens, edge_cases: bool, seed: int, localize: bool, providers,
                    reference_providers, save_outputs, load_outputs, progress, timeout, input_map,
-                   output_map) -> ValidationResult:
+                   output_map, precision=None) -> ValidationResult:
     from onnxkit.foundation import mapping
     from onnxkit.foundation.data import open_data
     from onnxkit.foundation.spec import merge_specs
@@ -148,7 +170,8 @@ def _validate_with(cand_session, sessions: list, cand_graph, source, model: Path
         (cand_session, reference, pairing_note, reference_name, recorded) = _onnx_reference(
             holder, sessions, cand_graph, source, model, specs, options=options, localize=localize, data=data,
             batch_sizes=batch_sizes, seq_lens=seq_lens, samples=samples, seed=seed, edge_cases=edge_cases,
-            providers=providers, reference_providers=reference_providers, timeout=timeout, input_map=input_map)
+            providers=providers, reference_providers=reference_providers, timeout=timeout, input_map=input_map,
+            precision=precision)
         reference_model = Path(source)
         ordered_outputs = False  # two ONNX files: only names, or types, say which output is which
     else:
@@ -206,7 +229,7 @@ def _validate_with(cand_session, sessions: list, cand_graph, source, model: Path
 
 def _onnx_reference(holder: list, sessions: list, cand_graph, source, model: Path, specs, *, options, localize: bool,
                     data, batch_sizes, seq_lens, samples, seed: int, edge_cases: bool, providers, reference_providers,
-                    timeout, input_map):
+                    timeout, input_map, precision=None):
     """Another ONNX file as the reference, contained like the candidate. Returns the candidate
     session (reopened when the two models are run one after the other), the reference, the
     pairing note, the reference's name and the reference outputs recorded up front (or None)."""
@@ -230,7 +253,8 @@ def _onnx_reference(holder: list, sessions: list, cand_graph, source, model: Pat
         sessions.remove(cand_session)
         del cand_session
         gc.collect()
-    ref_session = _session(source, options, reference_providers, timeout)
+    # a reference on OpenVINO runs in float32: it is the yardstick (--precision is the candidate's)
+    ref_session = _session(source, options, reference_providers, timeout, "f32")
     sessions.append(ref_session)
     mapping.check_user_spec_names(options.inputs, ref_session.input_specs, specs)
     reference, pairing_note = _paired(ref_session.run, ref_session.input_specs, specs, input_map, False)
@@ -244,7 +268,7 @@ def _onnx_reference(holder: list, sessions: list, cand_graph, source, model: Pat
         del ref_session, reference
         gc.collect()
         reference = None
-        cand_session = _session(model, options, providers, timeout)
+        cand_session = _session(model, options, providers, timeout, precision)
         sessions.append(cand_session)
     return cand_session, reference, pairing_note, reference_name, recorded
 

@@ -48,6 +48,7 @@ class BenchEntry:
     speedup_cpu: float | None = None  # the same ratio on median process CPU time (timing.LatencyStats)
     speedup_cpu_ci95: tuple[float, float] | None = None  # its interval; only at 1 thread, where CPU time is the call's work
     is_source: bool = False        # the --vs framework model, not an ONNX model
+    precision: str | None = None   # OpenVINO's inference precision (bench --provider openvino); None: ONNX Runtime
 
 
 @dataclass

@@ -70,6 +70,8 @@ class OpenVinoSession:
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
         self.providers = [PROVIDER_NAME]
         self.timeout_s = None
+        self.path = Path(model)
+        self.input_specs = _input_specs(model)
         self._request = self.compiled.create_infer_request()
 
     def run(self, feeds: dict) -> dict:
@@ -91,6 +93,22 @@ class OpenVinoSession:
         self._request = None
 
 
+def _input_specs(model: str | os.PathLike[str]) -> list:
+    """The model's inputs as ONNX declares them (what validate builds its inputs from)."""
+    import onnx
+
+    from onnxkit.foundation.spec import specs_from_onnx
+
+    return specs_from_onnx(onnx.load(os.fspath(model), load_external_data=False))
+
+
+def sample_feeds(model: str | os.PathLike[str], seed: int = 0) -> dict:
+    """One seeded random batch for the contained rehearsal of a model validate or bench will run."""
+    from onnxkit.foundation.data import random_feeds
+
+    return random_feeds(_input_specs(model), batch=1, seed=seed)
+
+
 def open_openvino(model: str | os.PathLike[str], *, trust: bool, first_feeds: dict | None,
                   precision: str | None = None, threads: int | None = None) -> OpenVinoSession:
     """An in-process OpenVINO session; for an untrusted model, after a contained rehearsal."""
@@ -104,5 +122,8 @@ def open_openvino(model: str | os.PathLike[str], *, trust: bool, first_feeds: di
 
 def precision_notes(session: OpenVinoSession, asked: str | None) -> list[str]:
     if asked is None and session.precision != "f32":
-        return [f"OpenVINO ran in {session.precision}, its default on this CPU; --precision f32 forces float32"]
+        from onnxkit.runtime.targets_openvino import default_reason
+
+        return [f"OpenVINO ran in {session.precision}: {default_reason(session.precision)}; "
+                "--precision f32 forces float32"]
     return [f"OpenVINO inference precision: {session.precision}"]

@@ -41,6 +41,22 @@ def default_precision() -> str | None:
         return None
 
 
+# The CPU features that make OpenVINO's CPU plugin compute in a narrower type by default.
+_NATIVE = {"bf16": ("AVX512-BF16", "AMX-BF16"), "f16": ("AVX512-FP16", "AMX-FP16", "FP16")}
+
+
+def default_reason(used: str) -> str:
+    """Why OpenVINO picked ``used`` when nobody asked for a precision (one clause)."""
+    try:
+        from onnxkit.foundation.hostfacts import host_facts
+
+        have = [name for name in _NATIVE.get(used, ()) if host_facts().has(name)]
+    except Exception:
+        have = []
+    why = f"this CPU computes {used} natively ({', '.join(have)})" if have else f"it computes {used} natively on this CPU"
+    return f"OpenVINO's default precision, picked because {why}"
+
+
 _NO_RULE = re.compile(r"No conversion rule found for operations?: (?P<ops>[^\n]+)")
 
 
@@ -91,8 +107,7 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
                      unsupported=unsupported)
     used = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
     if precision is None and used != "f32":
-        notes.append(f"OpenVINO chose {used} on this CPU (its default when the CPU computes {used} natively); "
-                     "--precision f32 forces float32")
+        notes.append(f"OpenVINO chose {used}: {default_reason(used)}; --precision f32 forces float32")
     names = [o.get_any_name() for o in compiled.outputs]
     request = compiled.create_infer_request()
     outs = []
