@@ -446,6 +446,9 @@ def run_pipeline(cfg: PipelineConfig, *, progress: Progress | None = None) -> Pi
             run.bench()
         else:
             run._skip("bench", "disabled in the config")
+    from onnxkit.operations.pipeline_targets import run_step as targets_step
+
+    targets_step(run, Path(res.final_model) if res.final_model else None)
 
     res.gates = evaluate_gates(res, cfg.gates)
     # Digests: the source as export records it (a factory's file plus weights), then each artifact.
