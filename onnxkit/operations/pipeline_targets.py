@@ -37,6 +37,8 @@ KEYS: list[Key] = [
     Key("rtol", "float", None, "Relative tolerance; unset = the preset's.", minimum=0, optional=True),
     Key("precision", "str", None, "Inference precision for targets that choose one (openvino: f32, bf16, f16); "
         "unset = the target's own choice.", choices=("f32", "bf16", "f16"), optional=True),
+    Key("browser", "str", None, "The web target's browser (a path or a name on PATH; \"none\" = Node.js); unset = "
+        "$ONNXKIT_BROWSER, else chromium on PATH, else Node.js.", optional=True),
 ]
 
 
@@ -75,6 +77,12 @@ def parse_section(cfg_path: Path, text: str, data: dict[str, Any]) -> dict[str, 
             problem = next((p for p in (tol_problem(f"{SECTION}.tol", t) for t in value) if p), None)
             if problem:
                 raise ConfigError(f"{where}: {problem}")
+        elif key.name == "browser" and value is not None:
+            from onnxkit.runtime.targets_browser import find_browser
+
+            found, why_not = find_browser(value)
+            if found is None and value.lower() != "none":
+                raise ConfigError(f"{where}: targets.browser: {why_not}")
         elif key.kind == "path" and value is not None:
             p = Path(value).expanduser()
             value = p if p.is_absolute() else cfg_path.parent / p
@@ -128,6 +136,8 @@ TEMPLATE = """
 # tol = ["1e-4"]
 # Inference precision for targets that choose one (openvino): f32, bf16 or f16; unset = its own choice.
 # precision = "f32"
+# The web target's browser (a path or a name on PATH; "none" = Node.js); unset = chromium on PATH, else Node.js.
+# browser = "chromium"
 """
 
 
@@ -179,7 +189,7 @@ def check_final_model(cfg: PipelineConfig, final: Path):
     res = run_targets(
         final, targets=",".join(t["require"]), data=str(t["data"]) if t["data"] else None,
         precision=t["precision"], tolerance=make_tolerance(t["tol"] or None, t["rtol"], t["preset"]),
-        tolerance_given=given, seed=cfg["validate"]["seed"], trust=cfg["source"]["trust"],
+        tolerance_given=given, seed=cfg["validate"]["seed"], trust=cfg["source"]["trust"], browser=t["browser"],
     )
     if t["allow_unavailable"]:
         for o in res.targets:
