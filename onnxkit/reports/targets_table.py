@@ -52,8 +52,11 @@ def targets_table(result: Any, title: str = "Targets (reference: ONNX Runtime CP
 
 
 def reasons(result: Any) -> list[str]:
-    """One line per target that did not pass: why (the table has no room for it)."""
-    return [f"{o.target}: {o.reason}" for o in getattr(result, "targets", None) or [] if o.status != "passed" and o.reason]
+    """Why each target that did not pass, then each target's notes (the precision it chose,
+    the tolerance it was held to): the table has no room for them."""
+    outcomes = list(getattr(result, "targets", None) or [])
+    lines = [f"{o.target}: {o.reason}" for o in outcomes if o.status != "passed" and o.reason]
+    return lines + [f"{o.target}: {n}" for o in outcomes for n in o.notes]
 
 
 def junit_cases(result: Any) -> list[tuple[str, bool, str, str, bool]]:
