@@ -35,7 +35,10 @@ def _no_run_happened(tmp_path: Path) -> None:
 
 
 def test_cpu_target_passes_and_every_report_has_the_targets_table(tmp_path):
-    r = run_cli("pipeline", _config(tmp_path, 'require = ["cpu"]'), "--json")
+    cfg = _config(tmp_path, 'require = ["cpu"]')
+    text = run_cli("pipeline", cfg)
+    assert text.code == 0 and "Targets (reference: ONNX Runtime CPU)" in text.stdout, text
+    r = run_cli("pipeline", cfg, "--json")
     assert r.code == 0, r
     steps = {s["name"]: s for s in r.json["steps"]}
     assert steps["targets"]["status"] == "passed"

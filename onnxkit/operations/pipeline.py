@@ -93,6 +93,9 @@ class PipelineResult(Result):
                 [g.name, g.threshold, g.actual if g.actual is not None else "not measured", g.status if g.passed else g.status.upper(), g.detail or "-"]
                 for g in self.gates
             ]))
+        targets = self.step("targets")
+        if targets is not None and targets.result is not None:
+            tables += targets.result.tables()
         if self.provenance and self.provenance.artifacts:
             tables.append(Table("Artifacts", ["role", "file", "size", "sha256", "opsets"], [
                 [a.role, a.path, fmt_bytes(a.size), a.sha256[:16] + "...", ", ".join(f"{d} {v}" for d, v in a.opsets.items()) or "-"]
