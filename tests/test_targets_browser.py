@@ -140,6 +140,24 @@ def test_a_browser_that_exits_at_once_fails_the_target_with_its_message(cnn, tmp
     assert web["reason"] == "fake-browser exited with code 7 before the page answered: cannot open display"
 
 
+@needs_cache
+@needs_node
+def test_a_chromium_on_path_that_cannot_start_falls_back_to_node_and_says_why(cnn, tmp_path, monkeypatch):
+    """Not named by the user, and it never asked for the page: the model played no part."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    fake = _fake_browser(folder, 'echo "Missing X server or $DISPLAY" >&2; exit 1')
+    fake.rename(folder / "chromium")
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("ONNXKIT_BROWSER", raising=False)
+    r = run_cli("targets", cnn, "--target", "web", "--json")
+    assert r.code == 0, r
+    web = next(t for t in r.json["targets"] if t["target"] == "web")
+    assert web["status"] == "passed" and web["details"]["runtime_kind"] == "node"
+    assert any(n.startswith("ran under Node.js, not in a browser: chromium exited with code 1 before the page answered: "
+                            "Missing X server") for n in web["notes"]), web["notes"]
+
+
 def test_a_hung_browser_is_killed_with_its_children_at_the_timeout(tmp_path):
     """The page never answers: the run stops at its timeout and kills the whole process group."""
     from onnxkit.runtime.targets_browser import run_in_browser

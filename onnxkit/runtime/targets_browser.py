@@ -85,6 +85,7 @@ class _Server(ThreadingHTTPServer):
         self.files, self.job, self.prefix = files, job, prefix
         self.result: dict | None = None
         self.answered = threading.Event()
+        self.requested = False  # the browser asked for anything at all
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
@@ -111,6 +112,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.server.requested = True
         name = self._name()
         item = self.server.files.get(name) if name is not None else None
         if item is None:
@@ -187,8 +189,8 @@ def run_in_browser(browser: str, package: Path, model: Path, external: list[dict
                    *, timeout_s: float = PAGE_TIMEOUT_S) -> dict:
     """Serve the page, run ``browser`` headless on it, and return the page's result
     (``{"stage", "error", "outputs", "latency_ms", "version", "user_agent"}``); the outputs'
-    bytes are in ``job``. A browser that exits, or a page that does not answer in
-    ``timeout_s``, is a result with an ``error``."""
+    bytes are in ``job``. A browser that exits (stage ``start`` when it never asked for the
+    page), or a page that does not answer in ``timeout_s``, is a result with an ``error``."""
     prefix = f"/{secrets.token_urlsafe(18)}/"
     files: dict[str, Path | bytes] = {"index.html": PAGE_DIR / "page.html", "page.mjs": PAGE_DIR / "page.mjs",
                                       "model.onnx": model, **_ort_files(package / "dist")}
@@ -217,12 +219,13 @@ def run_in_browser(browser: str, package: Path, model: Path, external: list[dict
                                         stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
                                         preexec_fn=_die_with_parent)
         except OSError as exc:
-            return {"stage": "load", "error": f"cannot start {browser}: {exc.strerror or exc}", "outputs": []}
+            return {"stage": "start", "error": f"cannot start {browser}: {exc.strerror or exc}", "outputs": []}
         deadline = time.monotonic() + timeout_s
         while not server.answered.wait(0.2):
             if proc.poll() is not None:
                 tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-1:]
-                return {"stage": "load", "error": f"{Path(browser).name} exited with code {proc.returncode} before the "
+                # "start": it never asked for the page, so the model played no part in its exit
+                return {"stage": "load" if server.requested else "start", "error": f"{Path(browser).name} exited with code {proc.returncode} before the "
                         "page answered" + (f": {tail[0][:300]}" if tail else ""), "outputs": []}
             if time.monotonic() > deadline:
                 return {"stage": "run", "error": f"the page did not answer in {timeout_s:g} s", "outputs": []}

@@ -125,10 +125,18 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
         src = Path(model_path).resolve()
         external = [{"path": loc, "file": str(src.parent / loc)} for loc in external_files(src)]
         spec = {"model": str(src), "external": external, "feeds": _write_feeds(job, feeds), "timed_runs": TIMED_RUNS}
+        named = bool(options.get("browser") or os.environ.get(ENV_BROWSER))
         browser, why_not = find_browser(options.get("browser"))
         if browser is not None:
-            return _run_browser(browser, src, external, job, spec, notes)
-        if why_not != NODE_ASKED and (os.environ.get(ENV_BROWSER) or options.get("browser")):
+            got = _run_browser(browser, src, external, job, spec, notes)
+            if got["stage"] != "start":
+                return got
+            if named or shutil.which("node") is None:
+                return got | {"stage": "load"}
+            # A Chromium found on PATH that cannot start here (no page was ever requested) says
+            # nothing about the model: run the same kernels under Node.js, and say why.
+            why_not = got["error"]
+        if why_not != NODE_ASKED and named:
             # The user named a browser: running under Node.js instead would answer another question.
             return reply(stage="load", error=why_not, notes=notes, extra={"runtime_kind": "chromium"})
         if shutil.which("node") is None:
