@@ -22,6 +22,7 @@ def targets_command(
     preset: common.Preset = None,
     seed: common.Seed = 0,
     provider_option: Annotated[list[str] | None, typer.Option("--provider-option", help="PROVIDER:KEY=VALUE for the cuda/tensorrt targets (e.g. tensorrt:device_id=1). Repeatable.")] = None,
+    browser: Annotated[str | None, typer.Option("--browser", help="The browser of the web target (path or name; default: $ONNXKIT_BROWSER, else chromium on PATH, else Node.js; none = Node.js).")] = None,
     setup_web: Annotated[str | None, typer.Option("--setup", help="Install what a target needs into onnxkit's cache (only: web), then exit.")] = None,
     trust: common.Trust = False,
     json_out: common.Json = False,
@@ -47,6 +48,7 @@ def targets_command(
         raise UsageError("missing MODEL: usage is onnxkit targets MODEL [--target ...], or onnxkit targets --setup web")
     from onnxkit.foundation.compare import make_tolerance
     from onnxkit.operations.targets import run_targets
+    from onnxkit.runtime.targets_browser import browser_option
 
     options = None
     if provider_option:
@@ -57,6 +59,6 @@ def targets_command(
     result = run_targets(
         model, targets=target, data=str(data) if data else None, precision=precision,
         tolerance=make_tolerance(tol, rtol, preset), tolerance_given=bool(tol or rtol is not None or preset),
-        seed=seed, trust=trust, provider_options=options,
+        seed=seed, trust=trust, provider_options=options, browser=browser_option(browser),
     )
     common.emit(result)

@@ -284,6 +284,9 @@ def load_config(path: str | Path, gate_overrides: list[str] | None = None) -> Pi
     cfg_path = preflight(path, what="config")
     text, data = _read_toml(cfg_path)
     sections = _resolve_sections(cfg_path, text, data)
+    from onnxkit.operations import pipeline_targets
+
+    sections["targets"] = pipeline_targets.parse_section(cfg_path, text, data)
     _check_inputs_exist(cfg_path, text, sections)
     gates = _gates(sections, overrides)
     _check_combinations(cfg_path, text, sections, gates)
@@ -325,7 +328,7 @@ def _read_toml(cfg_path: Path) -> tuple[str, dict[str, Any]]:
 def _resolve_sections(cfg_path: Path, text: str, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every section of the schema with its keys checked, coerced and paths resolved beside the config."""
     sections: dict[str, dict[str, Any]] = {}
-    top_sections = sorted({s.split(".")[0] for s in SCHEMA})
+    top_sections = sorted({s.split(".")[0] for s in SCHEMA} | {"targets"})  # [targets]: pipeline_targets.py
     for name in data:
         if name not in top_sections:
             raise ConfigError(
@@ -588,7 +591,9 @@ def init_config(
         "max_latency_ms, min_cosine, max_error.METRIC (METRIC: " + ", ".join(ERROR_METRICS) + "), e.g. --gate max_error.max_abs=1e-3.",
         "Error gates apply to the final model (the last artifact) against the source model.",
     ]
-    text = render_template(values, header)
+    from onnxkit.operations.pipeline_targets import TEMPLATE
+
+    text = render_template(values, header) + TEMPLATE
     write_text_atomic(out, text)
 
     return InitResult(command="init", config=str(out), source=s, framework=fw, inputs=values["source"]["inputs"])

@@ -93,6 +93,9 @@ class PipelineResult(Result):
                 [g.name, g.threshold, g.actual if g.actual is not None else "not measured", g.status if g.passed else g.status.upper(), g.detail or "-"]
                 for g in self.gates
             ]))
+        targets = self.step("targets")
+        if targets is not None and targets.result is not None:
+            tables += targets.result.tables()
         if self.provenance and self.provenance.artifacts:
             tables.append(Table("Artifacts", ["role", "file", "size", "sha256", "opsets"], [
                 [a.role, a.path, fmt_bytes(a.size), a.sha256[:16] + "...", ", ".join(f"{d} {v}" for d, v in a.opsets.items()) or "-"]
@@ -446,6 +449,9 @@ def run_pipeline(cfg: PipelineConfig, *, progress: Progress | None = None) -> Pi
             run.bench()
         else:
             run._skip("bench", "disabled in the config")
+    from onnxkit.operations.pipeline_targets import run_step as targets_step
+
+    targets_step(run, Path(res.final_model) if res.final_model else None)
 
     res.gates = evaluate_gates(res, cfg.gates)
     # Digests: the source as export records it (a factory's file plus weights), then each artifact.

@@ -86,7 +86,8 @@ def planned_reads(cfg: PipelineConfig) -> list[Planned]:
 
     # An ONNX source's weights may live in files beside it, under any name (even "out.onnx").
     reads.extend(Planned(p, "the source model's external data") for p in expand_reads(source)[1:])
-    for section, key in (("source", "weights"), ("source", "sample"), ("validate", "data"), ("quantize", "calib_data")):
+    for section, key in (("source", "weights"), ("source", "sample"), ("validate", "data"), ("quantize", "calib_data"),
+                         ("targets", "data")):
         value = cfg[section][key]
         if value is not None:
             reads.append(Planned(Path(value), f"{section}.{key}"))
@@ -263,7 +264,7 @@ def preflight_pipeline(cfg: PipelineConfig, report_dir: Path, *, junit: Path | N
         _check_folder(junit.parent if str(junit.parent) else Path("."), "--junit folder")
     for w in writes:
         _check_existing_target(w)
-    for section, key in (("validate", "data"), ("quantize", "calib_data"), ("source", "sample")):
+    for section, key in (("validate", "data"), ("quantize", "calib_data"), ("source", "sample"), ("targets", "data")):
         value = cfg[section][key]
         if value is None or (section == "quantize" and not cfg["quantize"]["enabled"]):
             continue
@@ -278,3 +279,6 @@ def preflight_pipeline(cfg: PipelineConfig, report_dir: Path, *, junit: Path | N
         except (InputError, UsageError, UnsafeInput) as exc:
             raise type(exc)(f"{section}.{key}: {exc.message}", hint=exc.hint) from None
     _check_random_inputs(cfg)
+    from onnxkit.operations.pipeline_targets import preflight as targets_preflight
+
+    targets_preflight(cfg)

@@ -196,6 +196,7 @@ def run_targets(
     seed: int = 0,
     trust: bool = False,
     provider_options: dict[str, dict[str, str]] | None = None,
+    browser: str | None = None,  # the web target's browser (targets_browser.find_browser)
 ) -> TargetsResult:
     from onnxkit.foundation.compare import make_tolerance
     from onnxkit.foundation.onnx_io import load_onnx
@@ -211,7 +212,7 @@ def run_targets(
     quantized = is_quantized(loaded.model)
     result = TargetsResult(model=str(model), inputs=described, tolerance=tolerance.to_dict())
     result.notes.extend(notes_for_model(model))
-    options = {"provider_options": provider_options or {}}
+    options = {"provider_options": provider_options or {}, "browser": browser}
     reference: list[dict] | None = None
     for name in names:
         outcome = TargetOutcome(name, requested=explicit or name == "cpu")

@@ -42,7 +42,7 @@ def _table(t: Table, bad_col: int | None = None) -> str:
     head = "".join(f"<th>{_e(c)}</th>" for c in t.columns)
     body = []
     for row in t.rows:
-        bad = bad_col is not None and bad_col < len(row) and str(row[bad_col]).upper() in ("FAIL", "FAILED", "ERROR")
+        bad = bad_col is not None and bad_col < len(row) and str(row[bad_col]).upper() in ("FAIL", "FAILED", "ERROR", "DISAGREES")
         cells = "".join(
             f"<td class=num>{_e(c)}</td>" if isinstance(c, (int, float)) and not isinstance(c, bool) else f"<td>{_e(c)}</td>"
             for c in row
@@ -124,6 +124,7 @@ def pipeline_html(res: PipelineResult) -> str:
     latency = latency_table(res)
     if latency is not None:
         parts.append("<h2>Latency</h2>" + _table(Table("", latency.columns, latency.rows)))
+    parts += _targets_html(res)
     plots = _plots(res)
     if plots:
         parts.append("<h2>Plots</h2>" + "".join(plots))
@@ -156,3 +157,17 @@ def _gate_status(g) -> str:
     """pass, FAIL or INCONCLUSIVE (a timed gate whose interval straddles its threshold)."""
     status = getattr(g, "status", "") or ("pass" if g.passed else "fail")
     return status if g.passed else status.upper()
+
+
+def _targets_html(res: PipelineResult) -> list[str]:
+    """The final model on each deployment target, with the reason of each that did not pass."""
+    from onnxkit.reports.targets_table import reasons, targets_table
+
+    step = res.step("targets")
+    table = targets_table(step.result, title="") if step is not None and step.result is not None else None
+    if table is None:
+        return []
+    why = reasons(step.result)
+    return ["<h2>Targets</h2>", f"<p class=muted>{_e(Path(step.artifact or '').name)} against ONNX Runtime CPU</p>",
+            _table(table, bad_col=len(table.columns) - 1)
+            + ("<ul>" + "".join(f"<li>{_e(r)}</li>" for r in why) + "</ul>" if why else "")]

@@ -14,6 +14,8 @@ from onnxkit.foundation.files import write_text_atomic
 from onnxkit.results import shown
 
 Case = tuple[str, bool, str, str]  # (name, passed, one-line message, details)
+# A case may carry a fifth item, True for a check that did not run (JUnit's <skipped>): a
+# target absent from the machine must not read as a passed test.
 
 # XML 1.0 cannot carry most control characters; a model's output name could hold them.
 _BAD_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -40,7 +42,9 @@ def junit_xml(
     """One <testsuite> inside <testsuites>; a failing case gets a <failure> element whose
     ``message`` is the one-line reason and whose text is the details."""
     failures = sum(1 for c in cases if not c[1])
-    attrs = {"name": _line(suite), "tests": str(len(cases)), "failures": str(failures), "errors": "0", "skipped": "0"}
+    skipped = sum(1 for c in cases if c[1] and len(c) > 4 and c[4])
+    attrs = {"name": _line(suite), "tests": str(len(cases)), "failures": str(failures), "errors": "0",
+             "skipped": str(skipped)}
     if time_s is not None:
         attrs["time"] = f"{time_s:.3f}"
     root = ET.Element("testsuites", {k: v for k, v in attrs.items() if k != "name"} | {"name": _line(suite)})
@@ -49,9 +53,13 @@ def junit_xml(
         props = ET.SubElement(ts, "properties")
         for k, v in properties.items():
             ET.SubElement(props, "property", {"name": _line(k), "value": _line(v)})
-    for name, passed, message, details in cases:
+    for name, passed, message, details, *rest in cases:
         tc = ET.SubElement(ts, "testcase", {"name": _line(name), "classname": _line(classname or suite)})
-        if not passed:
+        if passed and rest and rest[0]:
+            ET.SubElement(tc, "skipped", {"message": _line(message or "skipped")})
+            if details:
+                ET.SubElement(tc, "system-out").text = _clean(details)
+        elif not passed:
             f = ET.SubElement(tc, "failure", {"message": _line(message or "failed"), "type": "failure"})
             f.text = _clean(details)
         elif details:

@@ -73,6 +73,11 @@ def junit_cases(res: PipelineResult) -> list[tuple[str, bool, str, str]]:
     for g in res.gates:
         line = gate_condition(g)
         cases.append((f"gate: {g.name}", g.passed, line, line))
+    step = res.step("targets")
+    if step is not None and step.result is not None:
+        from onnxkit.reports.targets_table import junit_cases as target_cases
+
+        cases += target_cases(step.result)
     return cases
 
 
@@ -101,6 +106,7 @@ def pipeline_markdown(res: PipelineResult) -> str:
     latency = latency_table(res)
     if latency is not None:
         parts += ["", table_markdown(latency)]
+    parts += _targets_markdown(res)
     for s in res.steps:
         if s.name.startswith("validate ") and s.result is not None:
             first = s.result.tables()[0]
@@ -114,3 +120,16 @@ def pipeline_markdown(res: PipelineResult) -> str:
     if "html" in res.reports:
         parts += ["", f"HTML report: `{res.reports['html']}`"]
     return "\n".join(parts) + "\n"
+
+
+def _targets_markdown(res: PipelineResult) -> list[str]:
+    """The targets table of the final model, and why each target that did not pass."""
+    from onnxkit.reports.markdown import md_cell, table_markdown
+    from onnxkit.reports.targets_table import reasons, targets_table
+
+    step = res.step("targets")
+    table = targets_table(step.result if step else None, title=f"Targets: {Path(step.artifact or '').name} "
+                          "against ONNX Runtime CPU") if step else None
+    if table is None:
+        return []
+    return ["", table_markdown(table)] + [f"- {md_cell(r)}" for r in reasons(step.result)]

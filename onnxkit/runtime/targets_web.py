@@ -9,6 +9,8 @@ to the script as raw files next to a JSON description; outputs come back the sam
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from onnxkit.errors import EnvironmentProblem
 from onnxkit.results import Result, Table
+from onnxkit.runtime.targets_browser import ENV_BROWSER, NODE_ASKED, find_browser
 from onnxkit.runtime.targets_common import TIMED_RUNS, reply
 
 ORT_WEB_VERSION = "1.30.0"  # the newest onnxruntime-web on npm when this target was written
@@ -35,8 +38,12 @@ def package_dir() -> Path:
 
 
 def availability() -> str | None:
-    if shutil.which("node") is None:
-        return "Node.js is not installed (the web target runs onnxruntime-web under node; e.g. apt install nodejs npm)"
+    browser, why_not = find_browser()
+    if browser is None and os.environ.get(ENV_BROWSER) and why_not != NODE_ASKED:
+        return f"${ENV_BROWSER}: {why_not}"
+    if browser is None and shutil.which("node") is None:
+        return ("neither Chromium nor Node.js is installed (the web target runs onnxruntime-web in headless Chromium, "
+                "or under node; e.g. apt install chromium, or nodejs npm)")
     if not (package_dir() / "package.json").is_file():
         return f"onnxruntime-web is not set up in {web_dir()}: run onnxkit targets --setup web"
     return None
@@ -118,6 +125,23 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
         src = Path(model_path).resolve()
         external = [{"path": loc, "file": str(src.parent / loc)} for loc in external_files(src)]
         spec = {"model": str(src), "external": external, "feeds": _write_feeds(job, feeds), "timed_runs": TIMED_RUNS}
+        named = bool(options.get("browser") or os.environ.get(ENV_BROWSER))
+        browser, why_not = find_browser(options.get("browser"))
+        if browser is not None:
+            got = _run_browser(browser, src, external, job, spec, notes)
+            if got["stage"] != "start":
+                return got
+            if named or shutil.which("node") is None:
+                return got | {"stage": "load"}
+            # A Chromium found on PATH that cannot start here (no page was ever requested) says
+            # nothing about the model: run the same kernels under Node.js, and say why.
+            why_not = got["error"]
+        if why_not != NODE_ASKED and named:
+            # The user named a browser: running under Node.js instead would answer another question.
+            return reply(stage="load", error=why_not, notes=notes, extra={"runtime_kind": "chromium"})
+        if shutil.which("node") is None:
+            return reply(stage="load", error=f"{why_not}, and Node.js is not installed", notes=notes)
+        notes.append(f"ran under Node.js, not in a browser: {why_not}")
         (job / "job.json").write_text(json.dumps(spec))
         try:
             proc = subprocess.run(["node", str(SCRIPT), str(package_dir()), str(job)], capture_output=True, text=True,
@@ -129,7 +153,8 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
             tail = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or [f"exit code {proc.returncode}"]
             return reply(stage="load", error="the onnxruntime-web script ended without a result: " + tail[0][:300], notes=notes)
         got = json.loads(result_file.read_text())
-        extra = {"runtime": f"onnxruntime-web {got.get('version') or ''} (wasm) under node".replace("  ", " ")}
+        extra = {"runtime": f"onnxruntime-web {got.get('version') or ''} (wasm) under node".replace("  ", " "),
+                 "runtime_kind": "node"}
         if got["error"]:
             from onnxkit.runtime.targets_common import ort_unsupported
 
@@ -139,3 +164,23 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
                      notes=notes, extra=extra)
     finally:
         shutil.rmtree(job, ignore_errors=True)
+
+
+def _run_browser(browser: str, src: Path, external: list[dict], job: Path, spec: dict, notes: list[str]) -> dict:
+    from onnxkit.runtime.targets_browser import run_in_browser
+    from onnxkit.runtime.targets_common import ort_unsupported
+
+    got = run_in_browser(browser, package_dir(), src, external, job, spec)
+    agent = got.get("user_agent") or ""
+    version = re.search(r"(?:HeadlessChrome|Chrome|Chromium)/([\d.]+)", agent)
+    extra = {"runtime": f"onnxruntime-web {got.get('version') or ''} (wasm) in headless Chromium"
+             f" {version.group(1) if version else ''}".replace("  ", " ").strip(),
+             "runtime_kind": "chromium", "browser": browser}
+    if got.get("error"):
+        return reply(stage=got.get("stage") or "run", error=got["error"], unsupported=ort_unsupported(got["error"]),
+                     notes=notes, extra=extra)
+    try:
+        outputs = _read_outputs(job, got["outputs"])
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        return reply(stage="run", error=f"the page's outputs could not be read back: {exc}", notes=notes, extra=extra)
+    return reply(outputs=outputs, precision="f32", latency_ms=got.get("latency_ms"), notes=notes, extra=extra)
