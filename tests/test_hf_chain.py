@@ -199,16 +199,16 @@ def test_bench_encoder_folder_on_tokenized_text(cli, bert):
 
 def test_bench_decoder_folder_through_the_cache(cli, llama):
     src, out = llama
-    r = cli("bench", out, "--vs", src, "--context", "8,64", "--new-tokens", "4", "-n", "3", "--threads", "1", "--json")
+    r = cli("bench", out, "--vs", src, "--context", "8,128", "--new-tokens", "4", "-n", "5", "--threads", "1", "--json")
     assert r.code == 0, r
     entries = r.json["entries"]
-    phases = {(e["model"], e["phase"], e["context"]) for e in entries}
+    phases = {(e["name"], e["phase"], e["context"]) for e in entries}
     for name in ("out/model.onnx", "src (transformers)"):
-        for ctx in (8, 64):
+        for ctx in (8, 128):
             assert {(name, "prompt", ctx), (name, "per-token decode", ctx)} <= phases, phases
-    by = {(e["model"], e["phase"], e["context"]): e["p50_ms"] for e in entries}
+    by = {(e["name"], e["phase"], e["context"]): e["stats"]["p50_ms"] for e in entries}
     # Through the cache a step reads the context; it does not recompute it.
-    assert by[("out/model.onnx", "per-token decode", 64)] < by[("out/model.onnx", "prompt", 64)]
+    assert by[("out/model.onnx", "per-token decode", 128)] < by[("out/model.onnx", "prompt", 128)]
     assert "out/model.onnx" in r.json["cache_scaling"]
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from onnxkit.errors import UsageError
 from onnxkit.operations.hf_folder_ref import MODEL_FILE, OnnxTextModel, load_tokenizer, read_exported_folder
 from onnxkit.results import Result, Table, fmt_num
+from onnxkit.runtime.bench import BenchEntry
 
 DEFAULT_CONTEXTS = (16, 256)
 DEFAULT_NEW_TOKENS = 16
@@ -41,6 +42,15 @@ def parse_contexts(text: str | None) -> tuple[tuple[int, ...], bool]:
 
 
 @dataclass
+class DecodeEntry(BenchEntry):
+    """One timed phase of a decoder: the prompt, or one greedy step, at one context length.
+    A BenchEntry, so the pipeline's gates and reports read it as any other timing row."""
+    phase: str = "prompt"
+    context: int = 0
+    tokens_per_s: float = 0.0
+
+
+@dataclass
 class DecodeBenchResult(Result):
     command: str = "bench"
     models: list[str] = field(default_factory=list)
@@ -50,13 +60,13 @@ class DecodeBenchResult(Result):
     new_tokens: int = DEFAULT_NEW_TOKENS
     rounds: int = DEFAULT_DECODE_ROUNDS
     threads: int | None = None
-    entries: list[dict[str, Any]] = field(default_factory=list)   # model, kind, phase, context, p50_ms, ...
+    entries: list[DecodeEntry] = field(default_factory=list)
     cache_scaling: dict[str, float] = field(default_factory=dict)  # model -> per-token p50 at max / min context
 
     def tables(self) -> list[Table]:
-        rows = [[e["model"], e["phase"], e["context"], e["batch"], fmt_num(e["p50_ms"]),
-                 "-" if not e.get("p50_ci95") else f"{e['p50_ci95'][0]:.3f}-{e['p50_ci95'][1]:.3f}",
-                 fmt_num(e["p90_ms"]), f"{e['tokens_per_s']:,.0f}"] for e in self.entries]
+        rows = [[e.name, e.phase, e.context, e.batch_size, fmt_num(e.stats.p50_ms),
+                 "-" if not e.stats.p50_ci95 else f"{e.stats.p50_ci95[0]:.3f}-{e.stats.p50_ci95[1]:.3f}",
+                 fmt_num(e.stats.p90_ms), f"{e.tokens_per_s:,.0f}"] for e in self.entries]
         title = (f"Latency in ms through the KV cache ({self.rounds} rounds after 1 warm-up, interleaved; "
                  f"per-token = one greedy step, mean of {self.new_tokens} steps per round)")
         tables = [Table(title, ["model", "phase", "context", "batch", "p50", "p50 95% CI", "p90", "tokens/s"], rows)]
@@ -85,7 +95,10 @@ def bench_if_folders(models: list, *, texts: list[str] | None, seq: int | None, 
 def bench_folders(models: list, *, source: Any = None, texts: list[str] | None = None, batch_sizes: Any = None,
                   seq: int | None = None, context: str | None = None, new_tokens: int | None = None,
                   iterations: int | None = None, warmup: int = 5, threads: Any = None, trust: bool = False,
-                  timeout: float | None = None, unsupported: dict[str, object] | None = None, **_ignored: Any) -> Result:
+                  timeout: float | None = None, unsupported: dict[str, object] | None = None, names: list[str] | None = None,
+                  **_ignored: Any) -> Result:
+    """``source``: the Hugging Face folder (a path, or already loaded); ``names``: one per
+    folder, for the rows (default FOLDER/model.onnx)."""
     from onnxkit.operations.bench import parse_batch_sizes, parse_threads
 
     for flag, value in (unsupported or {}).items():
@@ -110,6 +123,7 @@ def bench_folders(models: list, *, source: Any = None, texts: list[str] | None =
         raise UsageError(f"--seq {seq}: give at least 2 tokens")
     task = tasks.pop()
     src = _load_source(source, task, trust) if source is not None else None
+    names = list(names or [f"{f.root.name}/{MODEL_FILE}" for f in folders])
     if task == "text-generation":
         if texts or seq is not None:
             raise UsageError("a text-generation folder is timed at --context tokens; --text and --seq apply to encoders")
@@ -117,11 +131,11 @@ def bench_folders(models: list, *, source: Any = None, texts: list[str] | None =
             raise UsageError("give one --batch-size for a text-generation folder")
         return _bench_decoder(folders, src, contexts=parse_contexts(context), new_tokens=new_tokens or DEFAULT_NEW_TOKENS,
                               batch=sizes[0], rounds=iterations or DEFAULT_DECODE_ROUNDS, threads=threads, trust=trust,
-                              timeout=timeout)
+                              timeout=timeout, names=names)
     if context is not None or new_tokens is not None:
         raise UsageError(f"--context and --new-tokens apply to text-generation; these folders' task is {task}")
     return _bench_encoder(folders, src, texts=texts, sizes=sizes, seq=seq, iterations=iterations, warmup=warmup,
-                          threads=threads, trust=trust, timeout=timeout)
+                          threads=threads, trust=trust, timeout=timeout, names=names)
 
 
 def _load_source(source: Any, task: str, trust: bool):
@@ -132,7 +146,7 @@ def _load_source(source: Any, task: str, trust: bool):
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as run_bench: PyTorch threads sleep between calls
     import dataclasses
 
-    src = load(source, LoadOptions(trust=trust, task=task))
+    src = load(source, LoadOptions(trust=trust, task=task)) if isinstance(source, (str, os.PathLike)) else source
     # The adapters spell dtypes as strings; the timing core reads numpy dtypes.
     src.input_specs = [dataclasses.replace(s, dtype=np.dtype(s.dtype)) for s in src.input_specs]
     return src
@@ -155,7 +169,7 @@ def _encoder_feeds(ref: OnnxTextModel, texts: list[str] | None, sizes: list[int]
     return out
 
 
-def _bench_encoder(folders, src, *, texts, sizes, seq, iterations, warmup, threads, trust, timeout) -> Result:
+def _bench_encoder(folders, src, *, texts, sizes, seq, iterations, warmup, threads, trust, timeout, names) -> Result:
     from onnxkit.runtime.bench import _adapt_feeds, bench_models
 
     paths = [f.root / MODEL_FILE for f in folders]
@@ -168,7 +182,7 @@ def _bench_encoder(folders, src, *, texts, sizes, seq, iterations, warmup, threa
             rehearse(p, feeds_by_batch, _adapt_feeds, threads=threads if isinstance(threads, int) else None, timeout_s=timeout)
     result = bench_models([str(p) for p in paths], feeds_by_batch, threads=threads, warmup=warmup,
                           iterations=iterations or 50, source=src, trust=trust,
-                          names=[f"{f.root.name}/{MODEL_FILE}" for f in folders])
+                          names=names)
     shapes = ", ".join(f"batch {b}: {next(iter(f.values())).shape[1]} tokens" for b, f in sorted(feeds_by_batch.items()))
     what = f"{len(texts)} --text sentence(s)" if texts else "built-in sentences of different lengths"
     result.notes.append(f"inputs: {what} tokenized by {folders[0].root.name}'s tokenizer"
@@ -205,7 +219,7 @@ def _max_positions(config: dict) -> int | None:
 
 
 def _bench_decoder(folders, src, *, contexts: tuple[tuple[int, ...], bool], new_tokens: int, batch: int, rounds: int,
-                   threads: int | None, trust: bool, timeout: float | None) -> DecodeBenchResult:
+                   threads: int | None, trust: bool, timeout: float | None, names: list[str]) -> DecodeBenchResult:
     from onnxkit.runtime.session import make_session
 
     if new_tokens < 1:
@@ -228,11 +242,11 @@ def _bench_decoder(folders, src, *, contexts: tuple[tuple[int, ...], bool], new_
         raise UsageError(f"no context fits the model's {limit} positions with {new_tokens} new tokens; give --context")
     tokenizer = load_tokenizer(folders[0].root)
     refs = []
-    for f in folders:
+    for f, name in zip(folders, names):
         path = f.root / MODEL_FILE
         if not trust:
             _rehearse_decoder(f, path, tokenizer, fits, new_tokens, batch, timeout)
-        refs.append((f"{f.root.name}/{MODEL_FILE}", "onnx", OnnxTextModel(f, make_session(path, threads=threads,
+        refs.append((name, "onnx", OnnxTextModel(f, make_session(path, threads=threads,
                                                                                            spinning=False), tokenizer)))
     if src is not None:
         res.source = f"transformers {src.folder.root.name}"
@@ -244,7 +258,7 @@ def _bench_decoder(folders, src, *, contexts: tuple[tuple[int, ...], bool], new_
     for c in fits:
         _time_context(res, refs, _prompt(refs[0][2], c, batch), new_tokens, rounds)
     for name, _, _ in refs:
-        per = {e["context"]: e["p50_ms"] for e in res.entries if e["model"] == name and e["phase"] == "per-token decode"}
+        per = {e.context: e.stats.p50_ms for e in res.entries if e.name == name and e.phase == "per-token decode"}
         if len(per) > 1 and per[min(per)] > 0:
             res.cache_scaling[name] = per[max(per)] / per[min(per)]
     for name, ratio in res.cache_scaling.items():
@@ -289,9 +303,8 @@ def _time_context(res: DecodeBenchResult, refs: list, prompt: np.ndarray, new_to
         for r in runners:
             stats = LatencyStats.from_times([t / per_call for t in r.times], batch)
             tokens = batch * (ctx if phase == "prompt" else 1)
-            res.entries.append({"model": r.name, "kind": r.kind, "phase": phase, "context": ctx, "batch": batch,
-                                "p50_ms": stats.p50_ms, "p90_ms": stats.p90_ms, "p50_ci95": stats.p50_ci95,
-                                "tokens_per_s": tokens * 1000.0 / stats.p50_ms if stats.p50_ms > 0 else float("inf")})
+            res.entries.append(DecodeEntry(r.name, r.kind, batch, stats, is_source=r.is_source, phase=phase, context=ctx,
+                                           tokens_per_s=tokens * 1000.0 / stats.p50_ms if stats.p50_ms > 0 else float("inf")))
 
 
 def _rehearse_decoder(folder, path: Path, tokenizer, contexts: list[int], new_tokens: int, batch: int,
