@@ -286,7 +286,9 @@ def quantize_folder(model_path: Any, output: Any, *, trust: bool = False, data: 
                     if name == MODEL_FILE or _text_inputs_only(session.input_specs):
                         ref = OnnxTextModel(folder, session, tokenizer=tokenizer)
                         eval_data = str(staging.scratch / f"{Path(name).stem}-text.npz")
-                        np.savez(eval_data, **measure_feeds(ref, list(MEASURE_TEXTS)))
+                        feeds = measure_feeds(ref, list(MEASURE_TEXTS))
+                        session.run(feeds)  # the exact rows quantize measures on, contained first
+                        np.savez(eval_data, **feeds)
                 finally:
                     session.close()
             r = quantize_model(src, staging.dir / name, trust=trust, data=eval_data, calib_data=calib_data,
