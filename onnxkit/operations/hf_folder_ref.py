@@ -46,13 +46,6 @@ def _first_int(cfg: dict, *keys: str) -> int:
     return 0
 
 
-def is_exported_folder(path: Any) -> bool:
-    """A folder with an ONNX file at its top: what optimize, quantize and bench treat as a
-    Hugging Face export rather than as a model file."""
-    p = Path(str(path))
-    return p.is_dir()
-
-
 def read_exported_folder(path: Any, *, trust: bool, task: str | None = None) -> ExportedFolder:
     """The folder as data; nothing here runs its code. Exit 2 for what is not such a folder,
     5 for a folder that asks to run its own code (auto_map, .py files) without --trust."""
