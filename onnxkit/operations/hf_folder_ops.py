@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxkit.errors import EnvironmentProblem, Interrupted, UsageError
+from onnxkit.errors import ConversionError, EnvironmentProblem, Interrupted, UsageError
 from onnxkit.operations.hf_folder_ref import MODEL_FILE, TEXT_INPUTS, ExportedFolder, OnnxTextModel, load_tokenizer, \
     read_exported_folder
 from onnxkit.results import Result, Table, fmt_bytes, fmt_num
@@ -206,7 +206,10 @@ def optimize_folder(model_path: Any, output: Any, *, transformer: str | None = N
     shape = folder.shape_from_config()
     res = FolderResult(command="optimize", model=str(folder.root), output=str(out), task=folder.task, config_shape=shape)
     res.notes.extend(_folder_shape_notes(folder, shape))
-    if transformer is None:
+    chosen = transformer is None and folder.task != "text-generation"
+    if chosen:
+        # Not for a decoder: the fusers check their graph on random inputs, which a graph with
+        # a cache cannot run (the mask must span past + new tokens); --transformer still asks.
         transformer = FUSION_TYPES.get(str(folder.config.get("model_type", "")))
         if transformer:
             res.notes.append(f"transformer fusion ({transformer}) chosen from config.json's model_type "
@@ -215,9 +218,19 @@ def optimize_folder(model_path: Any, output: Any, *, transformer: str | None = N
     try:
         tokenizer = load_tokenizer(folder.root) if validate else None
         for name in folder.onnx_files:
-            r = optimize_model(folder.root / name, staging.dir / name, transformer=transformer,
-                               num_heads=num_heads or shape["num_heads"], hidden_size=hidden_size or shape["hidden_size"],
-                               tol=tol, rtol=rtol, fp16=fp16, validate=False, trust=trust, **_per_file(options, folder, name))
+            def run(fusion: str | None):
+                return optimize_model(folder.root / name, staging.dir / name, transformer=fusion,
+                                      num_heads=num_heads or shape["num_heads"], hidden_size=hidden_size or shape["hidden_size"],
+                                      tol=tol, rtol=rtol, fp16=fp16, validate=False, trust=trust,
+                                      **_per_file(options, folder, name))
+            try:
+                r = run(transformer)
+            except ConversionError as exc:
+                if not (chosen and transformer):
+                    raise
+                # Fusion was this command's choice, not the user's: the other passes still apply.
+                res.notes.append(f"{name}: transformer fusion failed ({exc.message[:160]}); optimized without it")
+                r = run(None)
             res.files.append({"file": name, "passed": True} | {k: v for k, v in r.to_dict().items() if k not in ("command",)})
             res._file_tables.extend(r.tables()[1:])
             res.notes.extend(f"{name}: {n}" for n in r.notes if "validation skipped" not in n)

@@ -32,7 +32,7 @@ class ExportedFolder:
         """Heads, KV heads and hidden size as config.json states them (0 where it does not):
         fusion needs them, and a guess from the graph can be wrong."""
         cfg = self.config
-        heads = _first_int(cfg, "num_attention_heads", "n_head", "num_heads", "encoder_attention_heads")
+        heads = _first_int(cfg, "num_attention_heads", "n_head", "n_heads", "num_heads", "encoder_attention_heads")
         hidden = _first_int(cfg, "hidden_size", "n_embd", "d_model", "dim")
         kv = _first_int(cfg, "num_key_value_heads") or heads
         return {"num_heads": heads, "hidden_size": hidden, "num_key_value_heads": kv}
