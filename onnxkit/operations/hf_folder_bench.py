@@ -207,7 +207,8 @@ class _Specs:
 
 
 def _prompt(ref: OnnxTextModel, tokens: int, batch: int) -> np.ndarray:
-    ids = ref.tokenizer(_FILLER * (tokens // 8 + 1), return_tensors="np")["input_ids"][0][:tokens]
+    # The filler is about 40 tokens: enough repeats, not so many that the tokenizer warns of length.
+    ids = ref.tokenizer(_FILLER * (tokens // 30 + 1), return_tensors="np")["input_ids"][0][:tokens]
     return np.broadcast_to(np.asarray(ids, np.int64), (batch, tokens)).copy()
 
 
