@@ -358,3 +358,10 @@ def test_pipeline_on_a_folder(cli, bert, tmp_path):
     for name in ("src", "src.opt", "src.int8"):
         assert SIDE | {"model.onnx"} <= {p.name for p in (out / name).iterdir()}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_folder_into_an_onnx_file_name_is_refused(cli, bert, tmp_path):
+    _, out = bert
+    r = cli("quantize", out, "-o", tmp_path / "model.int8.onnx")
+    assert r.code == 2 and "names an ONNX file" in r.stderr, r
+    assert not (tmp_path / "model.int8.onnx").exists() and _leftovers(tmp_path) == []

@@ -74,6 +74,9 @@ def check_new_folder(out: Path, inputs: list[Path]) -> Path:
     its parent must be writable."""
     from onnxkit.foundation.files import refuse_special_output
 
+    if out.suffix.lower() == ".onnx":
+        raise UsageError(f"a folder is written into a folder; -o {out} names an ONNX file",
+                         hint="give -o a new folder, e.g. out-int8/")
     if out.is_symlink() or out.exists():
         raise UsageError(f"output folder already exists: {out}; onnxkit writes a new folder and never overwrites one",
                          hint="remove it or choose another -o")

@@ -57,8 +57,9 @@ def read_exported_folder(path: Any, *, trust: bool, task: str | None = None) -> 
         raise InputError(f"{root} is not a folder")
     onnx_files = sorted(p.name for p in root.iterdir() if p.suffix == ".onnx" and p.is_file())
     if not onnx_files:
-        raise InputError(f"{root} holds no .onnx file; export the Hugging Face folder first: "
-                         f"onnxkit export HF_FOLDER -o {root}")
+        hint = (f"onnxkit export {root} -o OUT/ first" if (root / "config.json").is_file()
+                else "give a folder written by onnxkit export (or optimum-cli), or an ONNX file")
+        raise InputError(f"{root} holds no .onnx file", hint=hint)
     cfg_path = root / "config.json"
     if not cfg_path.is_file():
         raise InputError(f"{root} has no config.json beside its ONNX files; a folder written by onnxkit export "
