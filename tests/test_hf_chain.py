@@ -365,3 +365,16 @@ def test_folder_into_an_onnx_file_name_is_refused(cli, bert, tmp_path):
     r = cli("quantize", out, "-o", tmp_path / "model.int8.onnx")
     assert r.code == 2 and "names an ONNX file" in r.stderr, r
     assert not (tmp_path / "model.int8.onnx").exists() and _leftovers(tmp_path) == []
+
+
+def test_folder_with_a_broken_tokenizer(cli, bert, tmp_path):
+    _, out = bert
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "tokenizer.json").unlink()
+    (broken / "vocab.txt").write_bytes(b"garbage\x00\x01")  # no [UNK]: loads, then fails on text
+    before = snapshot(broken)
+    for command in (["quantize", broken, "-o", tmp_path / "q"], ["bench", broken, "-n", "3"]):
+        r = cli(*command)
+        assert r.code == 2 and "the tokenizer of broken cannot be loaded" in r.stderr, r
+    assert snapshot(broken) == before and not (tmp_path / "q").exists() and _leftovers(tmp_path) == []

@@ -107,7 +107,10 @@ def load_tokenizer(root: Path):
     with offline(), _quiet_transformers():
         try:
             tok = transformers.AutoTokenizer.from_pretrained(str(root), local_files_only=True, trust_remote_code=False)
-        except (OSError, ValueError, KeyError) as exc:
+            # A vocabulary that loads may still fail on the first text (tokenizers raises a
+            # bare Exception): try it now, as the user's file, not later as a crash.
+            tok("A first check, with punctuation.")
+        except Exception as exc:  # tokenizers and transformers raise many unrelated types on a bad file
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise InputError(f"the tokenizer of {root.name} cannot be loaded: {first}") from None
     if tok.pad_token is None:
