@@ -34,6 +34,10 @@ def bench_command(
     max_regression: Annotated[str | None, typer.Option("--max-regression", help="Allowed slow-down against --baseline, e.g. 10% (default 10%).", show_default=False)] = None,
     metric: Annotated[str, typer.Option("--metric", help="Latency figure compared with --baseline: p50, p90, p95, p99, mean.")] = "p50",
     min_speedup: Annotated[float | None, typer.Option("--min-speedup", help="Gate: the last model must be this many times as fast as --vs at every batch size, judged on the 95% interval; exit 1 when it is not, or when the interval straddles it (inconclusive).", show_default=False)] = None,
+    text: Annotated[list[str] | None, typer.Option("--text", help="Exported Hugging Face folders: a sentence to time on (repeatable); default: built-in sentences.", show_default=False)] = None,
+    seq: Annotated[int | None, typer.Option("--seq", help="Exported Hugging Face encoder folders: time on exactly this many tokens per row.", show_default=False)] = None,
+    context: Annotated[str | None, typer.Option("--context", help="Exported text-generation folders: prompt lengths to time at, e.g. 16,256 (default 16,256).", show_default=False)] = None,
+    new_tokens: Annotated[int | None, typer.Option("--new-tokens", help="Exported text-generation folders: greedy steps per round through the KV cache (default 16).", show_default=False)] = None,
     trust: common.Trust = False,
     timeout: Timeout = None,
     json_out: common.Json = False,
@@ -55,6 +59,7 @@ def bench_command(
         threads=threads, io_binding=io_binding, plot=plot, save_baseline_to=save_baseline, baseline=baseline,
         max_regression=max_regression, metric=metric, trust=trust, timeout=timeout, min_speedup=min_speedup,
         precision=precision,
+        texts=text, seq=seq, context=context, new_tokens=new_tokens,
     )
     if plot is not None:
         plot_latencies(result, plot)

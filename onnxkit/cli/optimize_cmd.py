@@ -31,7 +31,7 @@ def _list_passes() -> None:
 
 @app.command("optimize")
 def optimize_command(
-    model: Annotated[Path | None, typer.Argument(help="The ONNX model to optimize.", show_default=False)] = None,
+    model: Annotated[Path | None, typer.Argument(help="The ONNX model to optimize, or a folder exported from Hugging Face (every ONNX file in it).", show_default=False)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the optimized model.")] = None,
     preset: Annotated[str | None, typer.Option("--preset", help="Pass preset: default (portable) or aggressive (adds ORT extended fusions). [default: default]", show_default=False)] = None,
     passes: Annotated[str | None, typer.Option("--passes", help="Comma-separated passes to run instead of the preset (see --list-passes).")] = None,
@@ -94,6 +94,8 @@ def optimize_command(
         clash = [k for k, v in pinned.items() if v]
         if clash:
             raise UsageError(f"--auto chooses the passes and level itself; drop {', '.join(clash)} or drop --auto")
+        if model.is_dir():
+            raise UsageError("--auto takes one ONNX file; optimize an exported folder without --auto")
         from onnxkit.operations.autotune import auto_optimize
         from onnxkit.operations.bench import parse_batch_sizes
 

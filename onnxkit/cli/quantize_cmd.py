@@ -17,7 +17,7 @@ def _split(values: list[str] | None) -> list[str]:
 
 @app.command("quantize")
 def quantize_command(
-    model: Annotated[Path, typer.Argument(help="The float ONNX model.", show_default=False)],
+    model: Annotated[Path, typer.Argument(help="The float ONNX model, or a folder exported from Hugging Face (every ONNX file in it).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the quantized model.", show_default=False)],
     mode: Annotated[str, typer.Option("--mode", help="dynamic (int8 weights, no data), static (int8, needs calibration), int4 (weight-only MatMul), fp16, or auto (try the int8 variants, keep the fastest within budget).")] = "dynamic",
     calib_data: Annotated[Path | None, typer.Option("--calib-data", help="Calibration samples (.npz, .npy, .csv, .parquet), streamed.")] = None,
@@ -80,6 +80,8 @@ def quantize_command(
         clash = [k for k, v in pinned.items() if v]
         if clash:
             raise UsageError(f"--mode auto chooses the variant itself; drop {', '.join(clash)} or pick a --mode")
+        if model.is_dir():
+            raise UsageError("--mode auto takes one ONNX file; quantize an exported folder with a --mode")
         from onnxkit.operations.autotune import auto_quantize
         from onnxkit.operations.bench import parse_batch_sizes
 

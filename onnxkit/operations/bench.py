@@ -68,8 +68,23 @@ def run_bench(
     timeout: float | None = None,
     min_speedup: float | None = None,
     precision: str | None = None,
+    texts: list[str] | None = None,
+    seq: int | None = None,
+    context: str | None = None,
+    new_tokens: int | None = None,
 ) -> BenchResult:
     """Everything `onnxkit bench` does: check paths, build inputs, time, plot, gate."""
+    from onnxkit.operations.hf_folder_bench import bench_if_folders
+
+    folders = bench_if_folders(models, texts=texts, seq=seq, context=context, new_tokens=new_tokens, source=source,
+                               batch_sizes=batch_sizes, iterations=iterations, warmup=warmup, threads=threads, trust=trust,
+                               timeout=timeout, unsupported={
+        "--provider": providers, "--provider-option": provider_options, "--fallback": fallback, "--input": inputs,
+        "--duration": duration, "--io-binding": io_binding, "--plot": plot, "--save-baseline": save_baseline_to,
+        "--baseline": baseline, "--max-regression": max_regression, "--min-speedup": min_speedup,
+        "--precision": precision})
+    if folders is not None:
+        return folders
     from onnxkit.foundation.data import random_feeds
     from onnxkit.foundation.files import check_io
     from onnxkit.operations.quantize.target import notes_for_models

@@ -51,8 +51,10 @@ ERROR_METRICS = ("max_abs", "max_rel", "mean_abs", "p99_abs")
 SCHEMA: dict[str, list[Key]] = {
     "source": [
         Key("path", "path", None, "The trained model (relative to this file's folder)."),
-        Key("framework", "str", None, "torch, tensorflow, sklearn, xgboost, lightgbm or onnx; unset = detect from the file.",
-            choices=("torch", "tensorflow", "sklearn", "xgboost", "lightgbm", "onnx"), optional=True),
+        Key("framework", "str", None, "torch, tensorflow, sklearn, xgboost, lightgbm, onnx or hf; unset = detect from the file.",
+            choices=("torch", "tensorflow", "sklearn", "xgboost", "lightgbm", "onnx", "hf"), optional=True),
+        Key("task", "str", None, "Hugging Face folder source: the head to export (feature-extraction, text-classification, "
+            "text-generation, ...); unset = from its config.json.", optional=True),
         Key("inputs", "list[str]", [], "Input specs NAME:[d0,d1,...]:DTYPE; a named dim is dynamic. Empty = from the model."),
         Key("trust", "bool", False, "Allow formats that run code on load (pickle, joblib, Keras Lambda)."),
         Key("weights", "path", None, "PyTorch state_dict for a factory source (file.py:function).", optional=True),
@@ -583,6 +585,10 @@ def init_config(
         "quantize": {"enabled": not tree_model, "min_cosine": 0.95},
         "gates": {"min_cosine": 0.99},
     }
+    if fw == "hf":
+        from onnxkit.operations.hf_config import init_values
+
+        init_values(values, model)
     header = [
         f"onnxkit pipeline config, written by onnxkit {__version__} `onnxkit init` for {Path(s).name} ({fw}).",
         "Run: onnxkit pipeline " + out.name + " [--report-dir DIR] [--junit FILE] [--gate NAME=VALUE]... [--json]",

@@ -217,6 +217,10 @@ def optimize_model(
     after_fusion: list[str] | None = None,
     probe: bool = False,
 ) -> OptimizeResult:
+    if Path(model_path).is_dir():  # an exported Hugging Face folder: every ONNX file in it, side files copied
+        arguments = dict(locals())
+        from onnxkit.operations.hf_folder_ops import optimize_folder
+        return optimize_folder(**arguments)
     from onnxkit import passes as P
     from onnxkit.foundation.compare import make_tolerance
     from onnxkit.foundation.spec import specs_from_onnx

@@ -392,7 +392,9 @@ def run_pipeline(cfg: PipelineConfig, *, progress: Progress | None = None) -> Pi
     from onnxkit.operations import provenance as prov
 
     t0 = time.perf_counter()
-    run = _Run(cfg, progress)
+    from onnxkit.operations.hf_pipeline import run_class
+
+    run = run_class(cfg)(cfg, progress)  # a Hugging Face folder source has steps of its own
     res = run.result
     res.source = str(cfg["source"]["path"])
     res.output_dir = str(cfg.output_dir)

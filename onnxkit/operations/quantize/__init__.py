@@ -101,6 +101,10 @@ def quantize_model(
     fuse: bool = True,
     target_cpu: str = "portable",
 ) -> QuantizeResult:
+    if Path(model_path).is_dir():  # an exported Hugging Face folder: every ONNX file in it, side files copied
+        arguments = dict(locals())
+        from onnxkit.operations.hf_folder_ops import quantize_folder
+        return quantize_folder(**arguments)
     from onnxkit.operations.quantize import target as quantize_target
     from onnxkit.foundation.spec import specs_from_onnx
 
