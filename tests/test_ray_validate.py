@@ -131,3 +131,165 @@ def test_p99_past_the_exact_limit_comes_from_the_sketch(monkeypatch):
     merged = merge_all(states).results()[0]
     exact = float(np.percentile(diffs, 99))
     assert merged.p99_abs != exact and abs(merged.p99_abs - exact) <= SKETCH_ALPHA * exact
+
+
+# ---------------------------------------------------------------- validate --engine ray
+
+ROWS = 3000
+SHARD_ROWS = 750  # local --data runs use the same cuts (--batch-sizes 750) so the batches agree
+
+
+@pytest.fixture(scope="module")
+def tabular(tmp_path_factory):
+    """An xgboost classifier exported by onnxkit, its perturbed twin, one parquet of ROWS rows
+    and the same rows in four shards."""
+    xgb = pytest.importorskip("xgboost")
+    pd = pytest.importorskip("pandas")
+    from tests.conftest import run_cli
+
+    d = tmp_path_factory.mktemp("rayval")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1500, 5)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] * x[:, 2] > 0).astype(int)
+    xgb.XGBClassifier(n_estimators=12, max_depth=3).fit(x, y).save_model(d / "xgb.json")
+    r = run_cli("export", d / "xgb.json", "-o", d / "xgb.onnx", "-q")
+    assert r.code == 0, r
+    _perturb(d / "xgb.onnx", d / "bad.onnx")
+    rows = rng.standard_normal((ROWS, 5)).astype(np.float32)
+    cols = [f"f{i}" for i in range(5)]
+    pd.DataFrame(rows, columns=cols).to_parquet(d / "all.parquet")
+    (d / "shards").mkdir()
+    for k in range(ROWS // SHARD_ROWS):
+        pd.DataFrame(rows[k * SHARD_ROWS:(k + 1) * SHARD_ROWS], columns=cols).to_parquet(d / "shards" / f"part-{k}.parquet")
+    return d
+
+
+def _perturb(src, dst) -> None:
+    """Every leaf weight of the tree ensemble moved by 0.05: probabilities shift, verdict FAILED."""
+    import onnx
+
+    m = onnx.load(src)
+    for node in m.graph.node:
+        for att in node.attribute:
+            if att.name in ("class_weights", "target_weights"):
+                att.floats[:] = [w + 0.05 for w in att.floats]
+    onnx.save(m, dst)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, object_store_memory=300 << 20, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def _numbers(doc):
+    return {o["name"]: o for o in doc["outputs"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["xgb.onnx", "bad.onnx"])
+def test_ray_and_local_agree_on_verdict_and_numbers(cli, tabular, local_ray, model):
+    d = tabular
+    local = cli("validate", d / "xgb.json", d / model, "--data", d / "all.parquet", "--batch-sizes", str(SHARD_ROWS), "--json")
+    # One actor pair with both CPUs: ONNX Runtime gets 2 threads, as locally (a tree ensemble's
+    # sums depend on ONNX Runtime's thread count).
+    ray_run = cli("validate", d / "xgb.json", d / model, "--data", d / "shards", "--engine", "ray", "--workers", "1",
+                  "--json")
+    expected_code = 0 if model == "xgb.onnx" else 1
+    assert local.code == expected_code, local
+    assert ray_run.code == expected_code, ray_run
+    a, b = local.json, ray_run.json
+    assert a["passed"] is b["passed"] is (expected_code == 0)
+    assert a["samples"] == b["samples"] == ROWS
+    assert sorted(a) == sorted(b)  # the same document schema, key for key
+    for name, o in _numbers(a).items():
+        p = _numbers(b)[name]
+        assert sorted(o) == sorted(p)
+        for key in o:
+            assert o[key] == p[key], (name, key, o[key], p[key])
+    assert any("engine ray" in n for n in b["notes"])
+
+
+@pytest.mark.slow
+def test_ray_reports_have_the_local_schema(cli, tabular, local_ray, tmp_path):
+    d = tabular
+    files = {}
+    for engine in ("local", "ray"):
+        extra = ["--data", d / "all.parquet"] if engine == "local" else ["--data", d / "shards", "--engine", "ray"]
+        r = cli("validate", d / "xgb.json", d / "bad.onnx", *extra, "--junit", tmp_path / f"{engine}.xml",
+                "--report", tmp_path / f"{engine}.md", "-q")
+        assert r.code == 1, r
+        files[engine] = (tmp_path / f"{engine}.xml").read_text(), (tmp_path / f"{engine}.md").read_text()
+    import re
+
+    def testcases(xml):
+        return re.findall(r'<testcase [^>]*\bname="([^"]+)"', xml)
+
+    assert testcases(files["local"][0]) == testcases(files["ray"][0]) == ["output label", "output probabilities"]
+    headings = [[ln for ln in md.splitlines() if ln.startswith(("#", "|"))][:3] for _, md in files.values()]
+    assert headings[0][0] == headings[1][0]
+
+
+def test_ray_needs_shards_and_refuses_what_it_cannot_do(cli, tabular, tmp_path):
+    d = tabular
+    r = cli("validate", d / "xgb.json", d / "xgb.onnx", "--engine", "ray", "--junit", tmp_path / "r.xml")
+    assert r.code == 2 and "--engine ray validates a data set" in r.stderr, r
+    r = cli("validate", d / "xgb.json", d / "xgb.onnx", "--data", d / "shards", "--engine", "ray", "--localize")
+    assert r.code == 2 and "--localize cannot be combined with --engine ray" in r.stderr, r
+    r = cli("validate", d / "xgb.json", d / "xgb.onnx", "--data", d / "all.parquet", "--workers", "2")
+    assert r.code == 2 and "--workers only apply with --engine ray" in r.stderr, r
+    r = cli("validate", d / "xgb.json", d / "xgb.onnx", "--data", d / "shards", "--engine", "spark")
+    assert r.code == 2 and "unknown --engine 'spark'" in r.stderr, r
+    r = cli("validate", d / "xgb.json", d / "xgb.onnx", "--data", d / "shards", "--engine", "ray", "--batch-size", "0")
+    assert r.code == 2 and "--batch-size must be a positive integer" in r.stderr, r
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreadable_shard_exits_2_naming_it_before_ray_starts(cli, tabular, tmp_path, monkeypatch):
+    import shutil
+
+    d = tabular
+    shards = tmp_path / "shards"
+    shutil.copytree(d / "shards", shards)
+    (shards / "part-9.parquet").write_bytes(b"PAR1 this is not parquet")
+    before = {p.name: p.read_bytes() for p in shards.iterdir()}
+    started = []
+    import onnxkit.runtime.ray_cluster as rc
+
+    monkeypatch.setattr(rc.RayCluster, "__enter__", lambda self: started.append(1) or self)
+    r = cli("validate", d / "xgb.json", d / "xgb.onnx", "--data", shards, "--engine", "ray",
+            "--junit", tmp_path / "out.xml")
+    assert r.code == 2, r
+    assert "part-9.parquet" in r.stderr and r.stderr.startswith("Error:") and "Traceback" not in r.stderr
+    assert started == []
+    assert not (tmp_path / "out.xml").exists()
+    assert {p.name: p.read_bytes() for p in shards.iterdir()} == before
+
+
+def test_without_ray_installed_exit_3_names_the_extra(cli, tabular, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    d = tabular
+    r = cli("validate", d / "xgb.json", d / "xgb.onnx", "--data", d / "shards", "--engine", "ray",
+            "--report", tmp_path / "r.md")
+    assert r.code == 3, r
+    assert "ray" in r.stderr and "onnxkit[ray]" in r.stderr, r
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_untrusted_pickle_source_is_refused_on_ray_as_locally(cli, tabular, tmp_path):
+    import pickle
+
+    d = tabular
+    bad = tmp_path / "model.pkl"
+    bad.write_bytes(pickle.dumps({"not": "a model"}))
+    r = cli("validate", bad, d / "xgb.onnx", "--data", d / "shards", "--engine", "ray", "--framework", "sklearn")
+    assert r.code == 5, r
+    assert "--trust" in r.stderr

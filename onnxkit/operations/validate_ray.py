@@ -69,14 +69,15 @@ def validate_on_ray(
 ) -> ValidationResult:
     """SOURCE against MODEL.onnx on every row of the shards in ``data``, on Ray."""
     from onnxkit.foundation.shards import list_shards
+    from onnxkit.runtime.ray_cluster import RayCluster, import_ray
 
     model = Path(model)
     if ray_options.batch_size <= 0:
         raise UsageError("--batch-size must be a positive integer")
+    import_ray()  # a missing extra is exit 3 before any model is loaded
     side = _prepare(source, model, options, providers, timeout, input_map)
     shards = list_shards(data)  # an unreadable or empty shard: exit 2 naming it, before Ray starts
     ranges = shards.ranges(ray_options.batch_size)
-    from onnxkit.runtime.ray_cluster import RayCluster
 
     t0 = time.perf_counter()
     with RayCluster(ray_options.address, workers=ray_options.workers) as cluster:
