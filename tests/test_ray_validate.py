@@ -293,3 +293,67 @@ def test_an_untrusted_pickle_source_is_refused_on_ray_as_locally(cli, tabular, t
     r = cli("validate", bad, d / "xgb.onnx", "--data", d / "shards", "--engine", "ray", "--framework", "sklearn")
     assert r.code == 5, r
     assert "--trust" in r.stderr
+
+
+# ---------------------------------------------------------------- the pipeline's validation stages
+
+def _pipeline_config(tmp_path, tabular, validate_lines: list[str]):
+    cfg = tmp_path / "onnxkit.toml"
+    cfg.write_text("\n".join([
+        "[source]", f'path = "{(tabular / "xgb.json").as_posix()}"',
+        "[output]", f'dir = "{(tmp_path / "out").as_posix()}"',
+        "[validate]", *validate_lines,
+        "[optimize]", "enabled = false",
+        "[quantize]", "enabled = false",
+        "[bench]", "enabled = false",
+    ]) + "\n")
+    return cfg
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['engine = "ray"'], 'validate.engine = "ray" needs validate.data'),
+    (["workers = 2"], 'validate.workers only applies with validate.engine = "ray"'),
+    (['engine = "spark"'], "is not one of local, ray"),
+    (['engine = "ray"', 'data = "DATA"', "samples = 10"], "validate.samples cannot be combined"),
+    (['engine = "ray"', 'data = "DATA"', "workers = 0"], "validate.workers = 0 must be at least 1"),
+])
+def test_pipeline_refuses_engine_settings_that_cannot_be_meant(cli, tabular, tmp_path, lines, message):
+    lines = [ln.replace("DATA", (tabular / "shards").as_posix()) for ln in lines]
+    r = cli("pipeline", _pipeline_config(tmp_path, tabular, lines))
+    assert r.code == 2, r
+    assert message in r.stderr, r
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_pipeline_validates_on_ray_with_the_local_numbers(cli, tabular, local_ray, tmp_path):
+    shards = (tabular / "shards").as_posix()
+    r = cli("pipeline", _pipeline_config(tmp_path, tabular, ['engine = "ray"', f'data = "{shards}"', "workers = 1",
+                                                              f"batch_size = {SHARD_ROWS}"]), "--json")
+    assert r.code == 0, r
+    step = {s["name"]: s for s in r.json["steps"]}["validate export"]
+    assert step["status"] == "passed", step
+    local = cli("validate", tabular / "xgb.json", tmp_path / "out" / "model.onnx", "--data", tabular / "all.parquet",
+                "--batch-sizes", str(SHARD_ROWS), "--json")
+    assert local.code == 0, local
+    ray_result = step["result"]
+    assert ray_result["samples"] == ROWS and any("engine ray" in n for n in ray_result["notes"])
+    ray_outputs = {o["name"]: o for o in ray_result["outputs"]}
+    for o in local.json["outputs"]:
+        assert ray_outputs[o["name"]]["max_abs"] == o["max_abs"]
+        assert ray_outputs[o["name"]]["mean_abs"] == o["mean_abs"]
+
+
+def test_pipeline_refuses_a_folder_of_shards_that_quantize_would_read_as_one_file(cli, tabular, tmp_path):
+    cfg = tmp_path / "onnxkit.toml"
+    cfg.write_text("\n".join([
+        "[source]", f'path = "{(tabular / "xgb.json").as_posix()}"',
+        "[output]", f'dir = "{(tmp_path / "out").as_posix()}"',
+        "[validate]", 'engine = "ray"', f'data = "{(tabular / "shards").as_posix()}"',
+        "[optimize]", "enabled = false",
+        "[bench]", "enabled = false",
+    ]) + "\n")
+    r = cli("pipeline", cfg)
+    assert r.code == 2, r
+    assert "validate.data is a folder of shards, but quantize read(s) it as one data file" in r.stderr, r
+    assert not (tmp_path / "out").exists()

@@ -92,6 +92,24 @@ def validate_on_ray(
     return _result(states, shards, ranges, side, run, tolerance, model, plan, per_worker, seconds, ray_options)
 
 
+def validate_stage_on_ray(cfg: Any, artifact: Path, tolerance: Tolerance) -> ValidationResult:
+    """A pipeline validation stage with ``[validate] engine = "ray"``: the configured source
+    against ``artifact`` on every row of ``validate.data``."""
+    from onnxkit.foundation.spec import parse_specs
+    from onnxkit.frameworks.base import LoadOptions
+
+    src, exp, v = cfg["source"], cfg["export"], cfg["validate"]
+    options = LoadOptions(
+        framework=src["framework"], trust=src["trust"], inputs=parse_specs(src["inputs"]), weights=src["weights"],
+        signature=src["signature"], sample=src["sample"], exporter=exp["exporter"], opset=exp["opset"],
+        zipmap=exp["zipmap"], random_weights=exp["random_weights"],
+    )
+    ray_options = RayValidateOptions(address=v["address"], workers=v["workers"],
+                                     batch_size=v["batch_size"] or DEFAULT_RAY_BATCH)
+    return validate_on_ray(str(src["path"]), artifact, tolerance=tolerance, options=options, data=v["data"],
+                           ray_options=ray_options)
+
+
 @dataclass
 class _Sides:
     specs: list
@@ -303,4 +321,4 @@ def _reason(exc: BaseException) -> str:
     return lines[0][:300] if lines else type(exc).__name__
 
 
-__all__ = ["DEFAULT_RAY_BATCH", "RayValidateOptions", "check_ray_usage", "validate_on_ray"]
+__all__ = ["DEFAULT_RAY_BATCH", "RayValidateOptions", "check_ray_usage", "validate_on_ray", "validate_stage_on_ray"]
