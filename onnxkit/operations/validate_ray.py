@@ -11,7 +11,9 @@ run's (``validate.build_result``): same schema, same figures.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,7 +82,9 @@ def validate_on_ray(
     ranges = shards.ranges(ray_options.batch_size)
 
     t0 = time.perf_counter()
-    with RayCluster(ray_options.address, workers=ray_options.workers) as cluster:
+    # Ray prints its own notices (a worker died, and so on) on stdout, where --json promises
+    # one document: they go to stderr while Ray runs.
+    with contextlib.redirect_stdout(sys.stderr), RayCluster(ray_options.address, workers=ray_options.workers) as cluster:
         plan = cluster.plan
         run = _Run(cluster.ray, plan.workers, plan.threads, source, model, options, side, tolerance, providers,
                    reference_providers, timeout, input_map, output_map)

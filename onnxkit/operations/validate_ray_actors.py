@@ -28,6 +28,18 @@ def reply_of(exc: BaseException) -> tuple:
     return ("error", (type(exc).__name__, text, traceback.format_exc()))
 
 
+def _where_reply(exc: BaseException, shard: Any, start: int, stop: int) -> tuple:
+    """An error reply that names the shard and rows it happened on (a batch over the time or
+    memory limit, data that does not fit the model)."""
+    reply = reply_of(exc)
+    if reply[0] == "onnxkit":
+        module, qualname, message, hint = reply[1]
+        if shard.path.name not in message:
+            message = f"data shard {shard.path}, rows {start}-{stop - 1}: {message}"
+        reply = ("onnxkit", (module, qualname, message, hint))
+    return reply
+
+
 def _threads_env(threads: int) -> None:
     # The source frameworks (torch, numpy's BLAS, xgboost) would each take every core of the
     # node; an actor gets its share only.
@@ -89,7 +101,7 @@ class SourceActor(_Actor):
             check_feeds(feeds, self.specs, where=f"{shard.path.name} rows {start}-{stop - 1}")
             return ("ok", (self.predict(feeds), non_finite_inputs(feeds)))
         except BaseException as exc:  # noqa: BLE001 - a reply, see the module docstring
-            return reply_of(exc)
+            return _where_reply(exc, shard, start, stop)
 
 
 class OnnxCompareActor(_Actor):
@@ -136,4 +148,4 @@ class OnnxCompareActor(_Actor):
             state.add(ref, cand)
             return ("ok", (state, nonfinite, os.getpid()))
         except BaseException as exc:  # noqa: BLE001 - a reply, see the module docstring
-            return reply_of(exc)
+            return _where_reply(exc, shard, start, stop)
