@@ -45,6 +45,10 @@ class OnnxScorer:
         self.session: Any = None
         self._ready: tuple = ("ok", None)
         try:
+            # The shard readers' imports belong to start-up, not to the first task's reading time.
+            import pandas  # noqa: F401
+            import pyarrow.parquet  # noqa: F401
+
             from onnxkit.runtime.contained import open_session
 
             # Spinning threads would burn the cores the other actors were given.
