@@ -10,6 +10,8 @@ hint))`` for a user-facing error, ``("error", (type, text, traceback))`` for a b
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import socket
 import time
@@ -45,9 +47,11 @@ class OnnxScorer:
         self.session: Any = None
         self._ready: tuple = ("ok", None)
         try:
-            # The shard readers' imports belong to start-up, not to the first task's reading time.
-            import pandas  # noqa: F401
-            import pyarrow.parquet  # noqa: F401
+            # The shard readers' imports belong to start-up, not to the first task's reading time
+            # (absent, they are reported by the first read that needs them).
+            for reader in ("pandas", "pyarrow.parquet"):
+                with contextlib.suppress(ImportError):
+                    importlib.import_module(reader)
 
             from onnxkit.runtime.contained import open_session
 
