@@ -181,7 +181,7 @@ def _frame_rows(shard: Shard, start: int, stop: int):
         for g in range(pf.metadata.num_row_groups):
             n = pf.metadata.row_group(g).num_rows
             if at + n > start and at < stop:
-                t = pf.read_row_group(g)
+                t = _row_group(pf, shard.path, g)
                 parts.append(t.slice(max(start - at, 0), min(stop, at + n) - max(start, at)))
             at += n
         return require("pyarrow").concat_tables(parts).to_pandas() if parts else pd.DataFrame()
@@ -192,6 +192,20 @@ def _frame_rows(shard: Shard, start: int, stop: int):
     with open(shard.path, encoding="utf-8") as fh:
         lines = list(itertools.islice((line for line in fh if line.strip()), start, stop))
     return pd.read_json(io.StringIO("".join(lines)), lines=True, orient="records", dtype=False)
+
+
+# The last row group decoded: a row group is the smallest unit Parquet decodes, and the row
+# ranges of a run are usually smaller, so consecutive ranges of one group decode it once.
+_LAST_GROUP: list = [None, None]
+
+
+def _row_group(pf, path: Path, g: int):
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns, g)
+    if _LAST_GROUP[0] != key:
+        _LAST_GROUP[:] = [None, None]  # free the previous group before decoding the next
+        _LAST_GROUP[:] = [key, pf.read_row_group(g)]
+    return _LAST_GROUP[1]
 
 
 def _frame_feeds(frame, specs: list[InputSpec], path: Path) -> Feeds:
