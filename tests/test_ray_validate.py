@@ -176,25 +176,13 @@ def _perturb(src, dst) -> None:
     onnx.save(m, dst)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, object_store_memory=300 << 20, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 def _numbers(doc):
     return {o["name"]: o for o in doc["outputs"]}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["xgb.onnx", "bad.onnx"])
-def test_ray_and_local_agree_on_verdict_and_numbers(cli, tabular, local_ray, model):
+def test_ray_and_local_agree_on_verdict_and_numbers(cli, tabular, ray_local, model):
     d = tabular
     local = cli("validate", d / "xgb.json", d / model, "--data", d / "all.parquet", "--batch-sizes", str(SHARD_ROWS), "--json")
     # One actor pair with both CPUs: ONNX Runtime gets 2 threads, as locally (a tree ensemble's
@@ -217,7 +205,7 @@ def test_ray_and_local_agree_on_verdict_and_numbers(cli, tabular, local_ray, mod
 
 
 @pytest.mark.slow
-def test_ray_reports_have_the_local_schema(cli, tabular, local_ray, tmp_path):
+def test_ray_reports_have_the_local_schema(cli, tabular, ray_local, tmp_path):
     d = tabular
     files = {}
     for engine in ("local", "ray"):
@@ -326,7 +314,7 @@ def test_pipeline_refuses_engine_settings_that_cannot_be_meant(cli, tabular, tmp
 
 
 @pytest.mark.slow
-def test_pipeline_validates_on_ray_with_the_local_numbers(cli, tabular, local_ray, tmp_path):
+def test_pipeline_validates_on_ray_with_the_local_numbers(cli, tabular, ray_local, tmp_path):
     shards = (tabular / "shards").as_posix()
     r = cli("pipeline", _pipeline_config(tmp_path, tabular, ['engine = "ray"', f'data = "{shards}"', "workers = 1",
                                                               f"batch_size = {SHARD_ROWS}"]), "--json")
@@ -357,3 +345,50 @@ def test_pipeline_refuses_a_folder_of_shards_that_quantize_would_read_as_one_fil
     assert r.code == 2, r
     assert "validate.data is a folder of shards, but quantize read(s) it as one data file" in r.stderr, r
     assert not (tmp_path / "out").exists()
+
+
+def _kill_first(title: str, killed: list, stop) -> None:
+    """Kill the first process whose title shows it running ``title`` (Ray names its workers
+    after the task they run)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    while not stop.is_set() and not killed:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if title in cmd:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+                return
+        stop.wait(0.2)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_loses_and_doubles_no_row(cli, tabular, ray_local):
+    import threading
+
+    d = tabular
+    base = ["validate", d / "xgb.json", d / "xgb.onnx", "--data", d / "shards", "--engine", "ray", "--workers", "2",
+            "--batch-size", "20", "--json"]
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_first, args=("OnnxCompareActor.compare", killed, stop), daemon=True)
+    killer.start()
+    r = cli(*base)
+    stop.set()
+    killer.join()
+    assert killed, "no compare task was seen running: nothing was killed"
+    assert r.code == 0, r
+    doc = r.json
+    assert doc["samples"] == ROWS
+    assert any("retried after 1 actor(s) died" in n for n in doc["notes"]), doc["notes"]
+    calm = cli(*base[:-3], "--batch-size", "750", "--json")  # undisturbed, other cuts: the same figures
+    assert calm.code == 0, calm
+    for a, b in zip(doc["outputs"], calm.json["outputs"]):
+        assert (a["elements"], a["max_abs"], a["mean_abs"], a["out_of_tol"]) == (b["elements"], b["max_abs"], b["mean_abs"], b["out_of_tol"])
