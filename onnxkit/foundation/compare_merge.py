@@ -106,6 +106,8 @@ class ExactSum:
     any split of the values and any merge order."""
 
     _CHUNK = 1 << 24  # float64 bincounts of 27-bit integers stay exact up to 2^26 of them
+    _EXP_SHIFT = 1100
+    _EXP_SLOTS = 2200
 
     def __init__(self) -> None:
         self.by_exp: dict[int, int] = {}
@@ -124,11 +126,13 @@ class ExactSum:
         frac, exp = np.frexp(v)
         m = (frac * float(1 << 53)).astype(np.int64)  # exact: a float64 has 53 significant bits
         hi, lo = m >> 27, m & ((1 << 27) - 1)
-        keys, inv = np.unique(exp, return_inverse=True)
-        hs = np.bincount(inv, weights=hi, minlength=keys.size)
-        ls = np.bincount(inv, weights=lo, minlength=keys.size)
-        for e, h, lw in zip(keys.tolist(), hs.tolist(), ls.tolist()):
-            self.by_exp[e] = self.by_exp.get(e, 0) + (int(h) << 27) + int(lw)
+        # float64 exponents from frexp lie in [-1073, 1024]: shifted, they index a bincount.
+        slot = exp.astype(np.int64) + self._EXP_SHIFT
+        hs = np.bincount(slot, weights=hi, minlength=self._EXP_SLOTS)
+        ls = np.bincount(slot, weights=lo, minlength=self._EXP_SLOTS)
+        for i in np.flatnonzero((hs != 0) | (ls != 0)).tolist():
+            e = i - self._EXP_SHIFT
+            self.by_exp[e] = self.by_exp.get(e, 0) + (int(hs[i]) << 27) + int(ls[i])
 
     def merge(self, other: ExactSum) -> None:
         for e, n in other.by_exp.items():

@@ -77,9 +77,9 @@ def validate_on_ray(
     if ray_options.batch_size <= 0:
         raise UsageError("--batch-size must be a positive integer")
     import_ray()  # a missing extra is exit 3 before any model is loaded
-    side = _prepare(source, model, options, providers, timeout, input_map)
     shards = list_shards(data)  # an unreadable or empty shard: exit 2 naming it, before Ray starts
     ranges = shards.ranges(ray_options.batch_size)
+    side = _prepare(source, model, options, providers, timeout, input_map)
 
     t0 = time.perf_counter()
     # Ray prints its own notices (a worker died, and so on) on stdout, where --json promises
@@ -88,12 +88,13 @@ def validate_on_ray(
         plan = cluster.plan
         run = _Run(cluster.ray, plan.workers, plan.threads, source, model, options, side, tolerance, providers,
                    reference_providers, timeout, input_map, output_map)
+        started = time.perf_counter() - t0
         try:
             states, per_worker = run.compare(shards, ranges, progress)
         finally:
             run.close()
-    seconds = time.perf_counter() - t0
-    return _result(states, shards, ranges, side, run, tolerance, model, plan, per_worker, seconds, ray_options)
+    seconds = time.perf_counter() - t0 - started
+    return _result(states, shards, ranges, side, run, tolerance, model, plan, per_worker, (started, seconds), ray_options)
 
 
 def validate_stage_on_ray(cfg: Any, artifact: Path, tolerance: Tolerance) -> ValidationResult:
@@ -296,7 +297,7 @@ class _Run:
 
 
 def _result(states, shards, ranges, side: _Sides, run: _Run, tolerance: Tolerance, model: Path, plan,
-            per_worker: dict[int, int], seconds: float, ray_options: RayValidateOptions) -> ValidationResult:
+            per_worker: dict[int, int], timing: tuple[float, float], ray_options: RayValidateOptions) -> ValidationResult:
     from onnxkit.foundation.compare_merge import merge_all
     from onnxkit.operations.validate import build_result
 
@@ -311,12 +312,13 @@ def _result(states, shards, ranges, side: _Sides, run: _Run, tolerance: Toleranc
                           nonfinite, [])
     if side.pairing_note:
         result.notes.insert(0, side.pairing_note)
+    started, seconds = timing
     rate = shards.rows / seconds if seconds > 0 else 0.0
     counts = ", ".join(f"{n}" for _, n in sorted(per_worker.items()))
     result.notes.append(
         f"engine ray: {plan.describe()}; {plan.chosen}; {len(shards.shards)} shard(s), {len(ranges)} range(s) of at most "
-        f"{ray_options.batch_size} rows; {shards.rows} rows in {seconds:.1f} s ({rate:,.0f} rows/s); rows per worker "
-        f"process: {counts}" + (f"; {run.retried} range(s) retried after {run.replaced} actor(s) died" if run.retried else ""))
+        f"{ray_options.batch_size} rows; Ray and the actors ready in {started:.1f} s, then {shards.rows} rows compared in "
+        f"{seconds:.1f} s ({rate:,.0f} rows/s); rows per worker process: {counts}" + (f"; {run.retried} range(s) retried after {run.replaced} actor(s) died" if run.retried else ""))
     return result
 
 

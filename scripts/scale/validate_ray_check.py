@@ -6,12 +6,14 @@ Built here, nothing downloaded: an XGBoost classifier (8 features, 50 trees) exp
 parquet shards (the Ray runs' --data). Each model is validated locally and on Ray with 1 and
 2 workers, all with the same row cuts (--batch-sizes / --batch-size = the shard size); every
 Ray run starts its own local Ray on this machine. The check passes when every Ray run has the
-local verdict, exit code, sample count and, per output, max abs diff.
+local verdict, exit code and sample count, and per output the local max abs diff: exactly with
+1 worker, within 4 float32 steps with 2 (see below).
 
 A tree ensemble's sums in ONNX Runtime depend on its thread count, and Ray gives each actor
 cores / workers threads: the local run and the 1-worker run both use 2 threads here, the
-2-worker run 1 thread each, so the latter may differ from local in the last bits of mean/p99
-(not of the verdict); the table shows it.
+2-worker run 1 thread each, so the latter may differ from local in the last bits of its
+figures (not of the verdict); the table shows it. The merge of the per-range comparisons itself
+is exact (tests/test_ray_validate.py).
 
 Usage: python scripts/scale/validate_ray_check.py [--rows N] [--workdir DIR] [--json OUT]
 """
@@ -100,31 +102,49 @@ def check(rows: int = 100_000, workdir: Path | None = None) -> dict:
                 if local is None:
                     local = run
                 else:
-                    run["same_verdict_and_max_abs"] = (
-                        code == local["exit"] and run["passed"] == local["passed"] and run["samples"] == local["samples"]
-                        and all(outs[k]["max_abs"] == v["max_abs"] for k, v in local["outputs"].items()))
+                    run["same_verdict"] = (code == local["exit"] and run["passed"] == local["passed"]
+                                           and run["samples"] == local["samples"])
+                    run["max_abs_vs_local"] = _max_abs_agreement(outs, local["outputs"])
                 runs.append(run)
-        ok = all(r.get("same_verdict_and_max_abs", True) for r in runs) and all(r["samples"] == rows for r in runs)
+        # Exact where ONNX Runtime runs with the local thread count (1 worker: 2 threads);
+        # within float32 rounding where it does not (2 workers: 1 thread each).
+        ok = all(r["samples"] == rows for r in runs) and all(
+            r["same_verdict"] and (r["max_abs_vs_local"] == "exact" if r["engine"] == "ray, 1 worker" else r["max_abs_vs_local"] != "NO")
+            for r in runs if "same_verdict" in r)
         return {"rows": rows, "shards": SHARDS, "ok": ok, "runs": runs}
     finally:
         if tmp is not None:
             tmp.cleanup()
 
 
+def _max_abs_agreement(outs: dict, local: dict) -> str:
+    """exact, or how many float32 steps apart the max abs diffs are (at most 4: rounding), or NO."""
+    import numpy as np
+
+    worst = 0
+    for name, v in local.items():
+        a, b = np.float32(outs[name]["max_abs"]), np.float32(v["max_abs"])
+        if outs[name]["max_abs"] != v["max_abs"]:
+            steps = abs(int(a.view(np.int32)) - int(b.view(np.int32))) if a >= 0 and b >= 0 else 1 << 30
+            worst = max(worst, max(steps, 1))
+    return "exact" if worst == 0 else (f"{worst} ulp" if worst <= 4 else "NO")
+
+
 def _print(result: dict) -> None:
     print(f"validate, {result['rows']:,} rows ({result['shards']} parquet shards for Ray), XGBoost 50 trees")
     print(f"{'model':<15} {'engine':<15} {'exit':>4} {'verdict':<7} {'output':<14} {'max abs':>12} {'mean abs':>12} "
-          f"{'p99 abs':>12} {'out of tol':>10} {'wall s':>7} {'= local':>7}")
+          f"{'p99 abs':>12} {'out of tol':>10} {'wall s':>7} {'max abs vs local':>7}")
     for r in result["runs"]:
         for name, o in r["outputs"].items():
-            same = r.get("same_verdict_and_max_abs")
+            same = "-" if "same_verdict" not in r else (r["max_abs_vs_local"] if r["same_verdict"] else "NO")
             print(f"{r['model']:<15} {r['engine']:<15} {r['exit']:>4} {'PASSED' if r['passed'] else 'FAILED':<7} {name:<14} "
                   f"{o['max_abs']:>12.5g} {o['mean_abs']:>12.5g} {o['p99_abs']:>12.5g} {o['out_of_tol']:>10} "
-                  f"{r['seconds']:>7} {'-' if same is None else ('yes' if same else 'NO'):>7}")
+                  f"{r['seconds']:>7} {same:>7}")
     for r in result["runs"]:
         if r["engine_note"]:
             print(f"  {r['model']}, {r['engine']}: {r['engine_note']}")
-    print("OK: every Ray run has the local verdict and max abs diff" if result["ok"] else "MISMATCH: see the table")
+    print("OK: every Ray run has the local verdict; the max abs diff is the local one exactly with 1 worker (ONNX "
+          "Runtime's thread count as locally) and within float32 rounding with 2" if result["ok"] else "MISMATCH: see the table")
 
 
 def main() -> int:
