@@ -53,6 +53,13 @@ class _Progress:
             self.bar = None
 
 
+def _validate_on_ray(src, model_path, *, address, workers, batch_size, **kwargs):
+    from onnxkit.operations.validate_ray import DEFAULT_RAY_BATCH, RayValidateOptions, validate_on_ray
+
+    opts = RayValidateOptions(address=address, workers=workers, batch_size=batch_size or DEFAULT_RAY_BATCH)
+    return validate_on_ray(src, model_path, ray_options=opts, **kwargs)
+
+
 @app.command("validate")
 def validate_command(
     source: Annotated[str, typer.Argument(help="The reference: a model file export can load, or another ONNX file. Omit it with --load-outputs.", show_default=False)],
@@ -87,6 +94,10 @@ def validate_command(
     json_out: common.Json = False,
     verbose: common.Verbose = False,
     quiet: common.Quiet = False,
+    engine: Annotated[str, typer.Option("--engine", help="local (this process) or ray (spread --data shards over Ray actors).")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="--engine ray: auto or ray://host:port joins a cluster (default: start a local Ray).", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="--engine ray: source + ONNX actor pairs (default: one per CPU).", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="--engine ray: rows per task (default 4096).", show_default=False)] = None,
 ) -> None:
     """Check that an ONNX model computes what its source (or another ONNX model) computes.
 
@@ -118,10 +129,28 @@ def validate_command(
     progress = _Progress() if not common.STATE.quiet and sys.stderr.isatty() else None
     from onnxkit.operations.hf_validate import validate_if_hf_folder
 
+    if engine not in ("local", "ray"):
+        raise UsageError(f"unknown --engine {engine!r}; choose local or ray")
+    if engine == "ray":
+        from onnxkit.operations.validate_ray import check_ray_usage
+
+        check_ray_usage(data=data, samples=samples, edge_cases=edge_cases, localize=localize, save_outputs=save_outputs,
+                        load_outputs=load_outputs, batch_size=batch_size, providers=providers,
+                        reference_providers=reference_providers, precision=precision)
+    else:
+        given = [f for f, v in (("--address", address), ("--workers", workers), ("--batch-size", batch_size)) if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply with --engine ray")
     hf_result = validate_if_hf_folder(src, model_path, options, tolerance=tolerance, providers=providers, timeout=timeout, unsupported={
         "--data": data, "--input": inputs, "--samples": samples, "--edge-cases": edge_cases, "--localize": localize,
         "--save-outputs": save_outputs, "--load-outputs": load_outputs, "--input-map": input_map, "--output-map": output_map},
         precision=precision, tolerance_given=bool(tol or rtol is not None or preset))
+    if hf_result is None and engine == "ray":
+        hf_result = _validate_on_ray(src, model_path, tolerance=tolerance, options=options, data=data, address=address,
+                                     workers=workers, batch_size=batch_size, providers=providers,
+                                     reference_providers=reference_providers, progress=progress, timeout=timeout,
+                                     input_map=parse_map(input_map, "--input-map"),
+                                     output_map=parse_map(output_map, "--output-map"))
     result = hf_result or validate_files(
         src, model_path, tolerance=tolerance, options=options, data=data, samples=samples,
         batch_sizes=sizes, seq_lens=lens, edge_cases=edge_cases, seed=seed, localize=localize,

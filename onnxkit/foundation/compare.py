@@ -478,6 +478,8 @@ class Comparator:
     ``notes`` then names the pairs.
     """
 
+    accumulator: type[_OutputAccumulator] = _OutputAccumulator  # compare_merge swaps in a mergeable one
+
     def __init__(
         self,
         tolerance: Tolerance,
@@ -530,7 +532,7 @@ class Comparator:
             for rname, cname in self.pairs:
                 a, r = self.tol.for_output(cname, rname)
                 label = bool({rname, cname} & self.label_outputs)
-                self.acc[cname] = _OutputAccumulator(cname, rname, a, r, label=label, scores=self._is_scores(rname, cname))
+                self.acc[cname] = self.accumulator(cname, rname, a, r, label=label, scores=self._is_scores(rname, cname))
         else:
             if set(cand) != {c for _, c in self.pairs} or set(ref) != {r for r, _ in self.pairs}:
                 raise InputError(

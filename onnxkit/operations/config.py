@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onnxkit.operations.config_engine import check_engine, engine_keys
 from onnxkit.operations.config_checks import (
     MAX_CONFIG_BYTES,
     batch_problem,
@@ -137,6 +138,8 @@ SCHEMA: dict[str, list[Key]] = {
         for m in ERROR_METRICS
     ],
 }
+
+SCHEMA["validate"].extend(engine_keys(Key))
 
 # Every gate name accepted by --gate (and shown in reports).
 GATE_NAMES: tuple[str, ...] = tuple(
@@ -438,6 +441,7 @@ def _check_combinations(cfg_path: Path, text: str, sections: dict[str, dict[str,
         )
     if "max_latency_ms" in gates and not sections["bench"]["enabled"]:
         raise ConfigError(f"{cfg_path.name}: gate max_latency_ms needs [bench] enabled = true")
+    check_engine(cfg_path.name, sections)
     if any(g.startswith("max_error.") or g == "min_cosine" for g in gates) and not sections["validate"]["enabled"]:
         raise ConfigError(f"{cfg_path.name}: error gates need [validate] enabled = true")
 

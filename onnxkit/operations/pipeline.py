@@ -200,23 +200,29 @@ class _Run:
         v = self.cfg["validate"]
 
         def run(rec: StepRecord) -> None:
-            session = make_session(path)
-            specs = session.input_specs
-            data = open_data(v["data"], specs) if v["data"] is not None else None
+            on_ray = v["engine"] == "ray"  # Ray actors open their own sessions, on the shards of data
+            session = None if on_ray else make_session(path)
+            specs = session.input_specs if session is not None else []
+            data = open_data(v["data"], specs) if v["data"] is not None and not on_ray else None
             # Per-output --tol entries are for fp32 artifacts; a lossy stage is held to its preset.
             same = preset == v["preset"]
             tolerance = make_tolerance(v["tol"] if same else None, v["rtol"] if same else None, preset=preset, min_cosine=min_cosine)
-            res = validate_models(
-                self.source_model.predict, session.run, specs,
-                tolerance=tolerance,
-                reference_name=f"{self.source_model.framework} {Path(str(self.cfg['source']['path'])).name}",
-                candidate_name=path.name,
-                data=data,
-                batch_sizes=tuple(v["batch_sizes"]),
-                samples=v["samples"],
-                seed=v["seed"],
-                accepts_nan=bool(getattr(self.source_model, "accepts_nan", False)),
-            )
+            if on_ray:
+                from onnxkit.operations.validate_ray import validate_stage_on_ray
+
+                res = validate_stage_on_ray(self.cfg, path, tolerance)
+            else:
+                res = validate_models(
+                    self.source_model.predict, session.run, specs,
+                    tolerance=tolerance,
+                    reference_name=f"{self.source_model.framework} {Path(str(self.cfg['source']['path'])).name}",
+                    candidate_name=path.name,
+                    data=data,
+                    batch_sizes=tuple(v["batch_sizes"]),
+                    samples=v["samples"],
+                    seed=v["seed"],
+                    accepts_nan=bool(getattr(self.source_model, "accepts_nan", False)),
+                )
             res.command = step
             rec.result, rec.artifact = res, str(path)
             rec.status = PASSED if res.passed else FAILED

@@ -274,6 +274,10 @@ def preflight_pipeline(cfg: PipelineConfig, report_dir: Path, *, junit: Path | N
                 from onnxkit.foundation.files import preflight
 
                 check_csv(preflight(value, what="sample CSV"), max_rows=1000)
+            elif section == "validate" and cfg["validate"]["engine"] == "ray":
+                from onnxkit.foundation.shards import list_shards
+
+                list_shards(value)  # a file, or a folder of shards
             else:
                 check_data_file(Path(value))
         except (InputError, UsageError, UnsafeInput) as exc:

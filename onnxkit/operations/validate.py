@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from onnxkit.foundation.compare import Comparator, OutputComparison, Tolerance
+from onnxkit.foundation.compare import OutputComparison, Tolerance
+from onnxkit.foundation.compare_merge import MergeableComparator
 from onnxkit.foundation.data import DataSource, Feeds, check_feeds, edge_case_feeds, feeds_rows, non_finite_inputs, random_feeds
 from onnxkit.foundation.spec import InputSpec
 from onnxkit.errors import InputError
@@ -182,7 +183,7 @@ def validate_models(
     every batch, for saving references. ``on_first_failure`` receives the first batch on
     which an output goes out of tolerance (for localization).
     """
-    comp = Comparator(tolerance, label_outputs=label_outputs, output_map=output_map, ordered_outputs=ordered_outputs)
+    comp = MergeableComparator(tolerance, label_outputs=label_outputs, output_map=output_map, ordered_outputs=ordered_outputs)
     labels: list[str] = []
     nonfinite: set[str] = set()
     if batches is None:
@@ -215,6 +216,13 @@ def validate_models(
             progress(feeds_rows(feeds))
     if not comp.batches:
         raise InputError("no inputs to validate on; refusing a vacuous pass")
+    return build_result(comp, tolerance, reference_name, candidate_name, labels, nonfinite,
+                        data.notes if data is not None else [])
+
+
+def build_result(comp: MergeableComparator, tolerance: Tolerance, reference_name: str, candidate_name: str,
+                 labels: list[str], nonfinite: set[str], data_notes: list[str]) -> ValidationResult:
+    """The verdict and report of a finished comparison (local or merged from Ray workers)."""
     outputs = comp.results()
     result = ValidationResult(
         command="validate",
@@ -222,7 +230,7 @@ def validate_models(
         reference=reference_name,
         candidate=candidate_name,
         tolerance=tolerance.to_dict(),
-        samples=comp.rows,
+        samples=comp.row_count,
         batches=comp.batches,
         input_sets=_summarize(labels),
         outputs=outputs,
@@ -232,8 +240,7 @@ def validate_models(
     result.warnings = comp.warning_records()
     if nonfinite:
         result.notes.append(f"inputs hold NaN/Inf values: {', '.join(sorted(nonfinite))}")
-    if data is not None:
-        result.notes.extend(data.notes)  # dtype casts done to fit the model's inputs
+    result.notes.extend(data_notes)  # dtype casts done to fit the model's inputs
     for o in outputs:
         for w in o.warnings:
             result.notes.append(f"{o.name}: {w}")

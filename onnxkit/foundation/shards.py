@@ -1,0 +1,254 @@
+"""Sharded data sets: a file, a folder or a glob of parquet / csv / jsonl / npy shards.
+
+Shards are taken in sorted path order and every row gets a global ``row_id``: its 0-based
+position across the shards in that order. That id is what makes a distributed run checkable
+(each row must come back exactly once) and its output comparable with a local run.
+
+A shard (or a row range of it) is read into the same ``{input: array}`` feeds that
+``run --data`` builds from one file: the column-to-input rules are those of
+:mod:`onnxkit.foundation.data`, not a second copy. One addition: a parquet or jsonl column
+whose cells are lists (token ids of one sentence per row) feeds an input of rank 2 or more,
+one row per cell, which a table of scalars cannot express.
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import io
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from onnxkit._lazy import require
+from onnxkit.errors import InputError, UsageError
+from onnxkit.foundation.files import preflight
+from onnxkit.foundation.spec import InputSpec
+
+Feeds = dict[str, np.ndarray]
+
+# suffix -> format; a data set mixes no formats (their column rules differ).
+SHARD_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+                 ".npy": "npy"}
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class Shard:
+    path: Path
+    kind: str
+    rows: int
+    offset: int  # row_id of its first row
+
+    @property
+    def stop(self) -> int:
+        return self.offset + self.rows
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    source: str
+    kind: str
+    shards: tuple[Shard, ...]
+
+    @property
+    def rows(self) -> int:
+        return self.shards[-1].stop if self.shards else 0
+
+    def ranges(self, rows_per_range: int) -> list[tuple[int, int, int]]:
+        """``(shard index, start, stop)`` pieces of at most ``rows_per_range`` rows, never
+        crossing a shard, in row_id order: the units of work of a distributed run."""
+        if rows_per_range < 1:
+            raise UsageError("rows per range must be a positive integer")
+        out = []
+        for i, s in enumerate(self.shards):
+            out.extend((i, a, min(a + rows_per_range, s.rows)) for a in range(0, s.rows, rows_per_range))
+        return out
+
+
+def _candidates(source: str) -> list[Path]:
+    p = Path(source)
+    if any(c in source for c in _GLOB_CHARS) and not p.exists():
+        found = [Path(f) for f in globmod.glob(source, recursive=True)]
+        files = [f for f in found if f.is_file() or not f.exists()]
+        if not files:
+            raise InputError(f"no data shards match {source}")
+        return files
+    preflight(p, what="data", allow_dir=True)
+    if p.is_dir():
+        files = [c for c in p.iterdir() if c.suffix.lower() in SHARD_FORMATS and not c.name.startswith(".")]
+        if not files:
+            raise InputError(f"data folder {p} holds no shards ({', '.join(sorted(set(SHARD_FORMATS)))})")
+        return files
+    return [p]
+
+
+def list_shards(source: str | os.PathLike[str]) -> ShardSet:
+    """The shards of ``source`` in sorted path order, each with its row count and offset.
+
+    Row counts come from the files' metadata where they have one (parquet, npy) and from one
+    pass over the text otherwise (csv, jsonl), so the offsets are known before any row is
+    scored. A missing, unreadable or empty shard is an InputError naming it."""
+    files = sorted(_candidates(os.fspath(source)), key=lambda f: str(f))
+    kinds: dict[str, list[str]] = {}
+    for f in files:
+        kind = SHARD_FORMATS.get(f.suffix.lower())
+        if kind is None:
+            raise UsageError(f"unsupported data shard {f.name}; use {', '.join(sorted(SHARD_FORMATS))}")
+        kinds.setdefault(kind, []).append(f.name)
+    if len(kinds) > 1:
+        listed = "; ".join(f"{k}: {', '.join(v[:2])}{'...' if len(v) > 2 else ''}" for k, v in sorted(kinds.items()))
+        raise InputError(f"{source} mixes shard formats ({listed}); give one format per data set")
+    kind = next(iter(kinds))
+    shards, offset = [], 0
+    for f in files:
+        preflight(f, what="data shard")
+        rows = count_rows(f, kind)
+        if rows == 0:
+            raise InputError(f"data shard {f} holds no rows")
+        shards.append(Shard(f, kind, rows, offset))
+        offset += rows
+    return ShardSet(os.fspath(source), kind, tuple(shards))
+
+
+def count_rows(path: Path, kind: str) -> int:
+    try:
+        if kind == "parquet":
+            return int(require("pyarrow.parquet").ParquetFile(path).metadata.num_rows)
+        if kind == "npy":
+            from onnxkit.foundation.data import _open_npy
+
+            arr = _open_npy(path)
+            if arr.ndim == 0:
+                raise InputError(f"data shard {path} holds a scalar; expected rows")
+            return int(arr.shape[0])
+        if kind == "csv":
+            from onnxkit.foundation.csv_scan import check_csv
+
+            return int(check_csv(path))
+        with open(path, "rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    except InputError as exc:
+        raise InputError(_naming(exc.message, path), hint=exc.hint) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read data shard {path} as {kind}: {_first_line(exc)}") from None
+
+
+def read_shard(shard: Shard, specs: list[InputSpec], start: int = 0, stop: int | None = None) -> Feeds:
+    """Rows ``[start, stop)`` of ``shard`` (positions inside the shard) as model feeds."""
+    stop = shard.rows if stop is None else min(stop, shard.rows)
+    if not 0 <= start < stop:
+        raise UsageError(f"empty row range {start}:{stop} of data shard {shard.path}")
+    try:
+        if shard.kind == "npy":
+            feeds = _npy_rows(shard.path, specs, start, stop)
+        else:
+            frame = _frame_rows(shard, start, stop)
+            if len(frame) != stop - start:
+                raise InputError(f"data shard {shard.path} holds {len(frame)} rows where {stop - start} were expected "
+                                 f"at rows {start}-{stop - 1}; it changed while being read")
+            feeds = _frame_feeds(frame, specs, shard.path)
+    except InputError as exc:
+        raise InputError(_naming(exc.message, shard.path), hint=exc.hint) from None
+    except (OSError, ValueError, TypeError) as exc:  # the readers' own errors on a corrupt file
+        raise InputError(f"cannot read data shard {shard.path} as {shard.kind}: {_first_line(exc)}") from None
+    return feeds
+
+
+def _npy_rows(path: Path, specs: list[InputSpec], start: int, stop: int) -> Feeds:
+    from onnxkit.foundation.casts import fit_dtype
+    from onnxkit.foundation.data import _npy_batches
+
+    # _npy_batches applies the local rules (one input, rows of samples refused for a model
+    # without a batch dimension) and yields views of the memory map.
+    first = next(_npy_batches(path, specs, 1))
+    name = next(iter(first))
+    arr = np.ascontiguousarray(np.load(path, mmap_mode="r", allow_pickle=False)[start:stop])
+    spec = next((s for s in specs if s.name == name), None)
+    if spec is not None:
+        arr, _ = fit_dtype(arr, spec.dtype, name=name, where=path.name)
+    return {name: arr}
+
+
+def _frame_rows(shard: Shard, start: int, stop: int):
+    pd = require("pandas", "sklearn")
+    if shard.kind == "parquet":
+        pq = require("pyarrow.parquet")
+        pf = pq.ParquetFile(shard.path)
+        parts, at = [], 0
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if at + n > start and at < stop:
+                t = _row_group(pf, shard.path, g)
+                parts.append(t.slice(max(start - at, 0), min(stop, at + n) - max(start, at)))
+            at += n
+        return require("pyarrow").concat_tables(parts).to_pandas() if parts else pd.DataFrame()
+    if shard.kind == "csv":
+        # Row 0 of the file is the header; index_col=False as locally (check_csv has refused
+        # rows wider than the header).
+        return pd.read_csv(shard.path, skiprows=range(1, start + 1), nrows=stop - start, index_col=False)
+    with open(shard.path, encoding="utf-8") as fh:
+        lines = list(itertools.islice((line for line in fh if line.strip()), start, stop))
+    return pd.read_json(io.StringIO("".join(lines)), lines=True, orient="records", dtype=False)
+
+
+# The last row group decoded: a row group is the smallest unit Parquet decodes, and the row
+# ranges of a run are usually smaller, so consecutive ranges of one group decode it once.
+_LAST_GROUP: list = [None, None]
+
+
+def _row_group(pf, path: Path, g: int):
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns, g)
+    if _LAST_GROUP[0] != key:
+        _LAST_GROUP[:] = [None, None]  # free the previous group before decoding the next
+        _LAST_GROUP[:] = [key, pf.read_row_group(g)]
+    return _LAST_GROUP[1]
+
+
+def _frame_feeds(frame, specs: list[InputSpec], path: Path) -> Feeds:
+    from onnxkit.foundation.data import _frame_to_feeds
+
+    listed = [s for s in specs if s.name in frame.columns and len(s.shape or ()) >= 2 and _holds_lists(frame[s.name])]
+    if not listed:
+        return _frame_to_feeds(frame, specs, path)
+    feeds = {s.name: _stack_lists(frame[s.name], s, path) for s in listed}
+    rest = [s for s in specs if s not in listed]
+    if rest:
+        feeds.update(_frame_to_feeds(frame[[s.name for s in rest]], rest, path) if len(rest) > 1
+                     else _frame_to_feeds(frame[[rest[0].name]] if rest[0].name in frame.columns else frame, rest, path))
+    return feeds
+
+
+def _holds_lists(col) -> bool:
+    first = col.iloc[0] if len(col) else None
+    return isinstance(first, (list, tuple, np.ndarray))
+
+
+def _stack_lists(col, spec: InputSpec, path: Path) -> np.ndarray:
+    from onnxkit.foundation.casts import fit_dtype
+
+    cells = [np.asarray(c) for c in col]
+    shapes = {c.shape for c in cells}
+    if len(shapes) > 1:
+        raise InputError(f"column {spec.name!r} of {path.name} holds lists of different lengths "
+                         f"({', '.join(str(s[0]) if s else '?' for s in sorted(shapes)[:3])}...); pad them to one length")
+    arr = np.stack(cells)
+    if arr.dtype == object:
+        raise InputError(f"column {spec.name!r} of {path.name} holds nested lists that are not numbers")
+    arr, _ = fit_dtype(arr, spec.dtype, name=spec.name, where=path.name)
+    return arr
+
+
+def _naming(message: str, path: Path) -> str:
+    return message if str(path) in message else f"data shard {path}: {message}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+__all__ = ["Shard", "ShardSet", "SHARD_FORMATS", "list_shards", "read_shard", "count_rows"]

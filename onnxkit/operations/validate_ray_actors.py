@@ -1,0 +1,151 @@
+"""The two actors of ``validate --engine ray``: one runs the source model, the other the ONNX
+model, on the same row ranges of the same shards; the ONNX one compares and hands back a
+mergeable comparison state (never the outputs themselves).
+
+Both are plain classes (``ray.remote`` wraps them in :mod:`onnxkit.operations.validate_ray`),
+so they load the source exactly as local validate does: through the frameworks adapters,
+with the same trust rules, and the ONNX model in a contained worker unless ``--trust``.
+Errors travel as replies (``("ok", payload)``, ``("onnxkit", ...)``, ``("error", ...)``) the
+way ``ray_cluster.raise_reply`` reads them: an exception reaching the driver is always Ray's
+own (an actor died).
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from typing import Any
+
+from onnxkit.errors import OnnxkitError
+
+
+def reply_of(exc: BaseException) -> tuple:
+    if isinstance(exc, OnnxkitError):
+        return ("onnxkit", (type(exc).__module__, type(exc).__qualname__, exc.message, exc.hint))
+    if isinstance(exc, KeyboardInterrupt):
+        return ("interrupted", None)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return ("error", (type(exc).__name__, text, traceback.format_exc()))
+
+
+def _where_reply(exc: BaseException, shard: Any, start: int, stop: int) -> tuple:
+    """An error reply that names the shard and rows it happened on (a batch over the time or
+    memory limit, data that does not fit the model)."""
+    reply = reply_of(exc)
+    if reply[0] == "onnxkit":
+        module, qualname, message, hint = reply[1]
+        if shard.path.name not in message:
+            message = f"data shard {shard.path}, rows {start}-{stop - 1}: {message}"
+        reply = ("onnxkit", (module, qualname, message, hint))
+    return reply
+
+
+def _threads_env(threads: int) -> None:
+    # The source frameworks (torch, numpy's BLAS, xgboost) would each take every core of the
+    # node; an actor gets its share only.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+class _Actor:
+    def __init__(self) -> None:
+        self.error: tuple | None = None
+
+    def ready(self) -> tuple:
+        return self.error or ("ok", None)
+
+    def where(self) -> tuple[int, str]:
+        import socket
+
+        return os.getpid(), socket.gethostname()
+
+    def close(self) -> None:
+        session = getattr(self, "session", None)
+        if session is not None:
+            session.close()  # a contained worker process stops with its actor
+            self.session = None
+
+
+class SourceActor(_Actor):
+    """The reference side: a framework model (or an ONNX SOURCE) fed under the ONNX model's
+    input names, as local validate pairs them."""
+
+    def __init__(self, source: str, options: Any, specs: list, input_map: dict | None, onnx_source: bool,
+                 reference_providers: list[str] | None, threads: int, timeout: float | None) -> None:
+        super().__init__()
+        self.specs = specs
+        self.session = None
+        try:
+            _threads_env(threads)
+            from onnxkit.operations.validate_files import _load_reference_source, _paired, _session
+
+            if onnx_source:
+                from onnxkit.foundation.onnx_io import load_onnx
+
+                load_onnx(source, trust=options.trust, load_external=False)  # the safety checks first
+                self.session = _session(source, options, reference_providers, timeout)
+                self.predict, _ = _paired(self.session.run, self.session.input_specs, specs, input_map, False)
+            else:
+                src = _load_reference_source(source, options, specs)
+                self.predict, _ = _paired(src.predict, src.input_specs, specs, input_map, src.framework == "torch")
+        except BaseException as exc:  # noqa: BLE001 - reported by ready()
+            self.error = reply_of(exc)
+
+    def reference(self, shard: Any, start: int, stop: int) -> tuple:
+        """(reference outputs, names of inputs holding NaN/Inf) of rows [start, stop) of ``shard``."""
+        try:
+            from onnxkit.foundation.data import check_feeds, non_finite_inputs
+            from onnxkit.foundation.shards import read_shard
+
+            feeds = read_shard(shard, self.specs, start, stop)
+            check_feeds(feeds, self.specs, where=f"{shard.path.name} rows {start}-{stop - 1}")
+            return ("ok", (self.predict(feeds), non_finite_inputs(feeds)))
+        except BaseException as exc:  # noqa: BLE001 - a reply, see the module docstring
+            return _where_reply(exc, shard, start, stop)
+
+
+class OnnxCompareActor(_Actor):
+    """The candidate side: one ONNX Runtime session, created once, and the comparison of its
+    outputs with the reference outputs of the same rows."""
+
+    def __init__(self, model: str, options: Any, specs: list, providers: list[str] | None, threads: int,
+                 timeout: float | None, tolerance: Any, comparator_kwargs: dict) -> None:
+        super().__init__()
+        self.specs = specs
+        self.tolerance = tolerance
+        self.comparator_kwargs = comparator_kwargs
+        self.session = None
+        self.provider = ""
+        try:
+            from onnxkit.runtime.contained import open_session
+            from onnxkit.runtime.providers import provider_options_for
+            from onnxkit.runtime.session import select_providers
+
+            chosen = select_providers(providers)
+            self.session = open_session(model, trust=options.trust, providers=chosen,
+                                        provider_options=provider_options_for(chosen), threads=threads, timeout_s=timeout)
+            self.provider = self.session.providers[0]
+        except BaseException as exc:  # noqa: BLE001 - reported by ready()
+            self.error = reply_of(exc)
+
+    def ready(self) -> tuple:
+        return self.error or ("ok", self.provider)
+
+    def compare(self, shard: Any, start: int, stop: int, reference: tuple) -> tuple:
+        """A comparison state for rows [start, stop) of ``shard``, first row at its global row id."""
+        if reference[0] != "ok":
+            return reference  # the source side failed on these rows: pass its error on
+        try:
+            from onnxkit.foundation.compare_merge import MergeableComparator
+            from onnxkit.foundation.data import check_feeds
+            from onnxkit.foundation.shards import read_shard
+
+            feeds = read_shard(shard, self.specs, start, stop)
+            check_feeds(feeds, self.specs, where=f"{shard.path.name} rows {start}-{stop - 1}")
+            cand = self.session.run(feeds)
+            ref, nonfinite = reference[1]
+            state = MergeableComparator(self.tolerance, first_row=shard.offset + start, **self.comparator_kwargs)
+            state.add(ref, cand)
+            return ("ok", (state, nonfinite, os.getpid()))
+        except BaseException as exc:  # noqa: BLE001 - a reply, see the module docstring
+            return _where_reply(exc, shard, start, stop)
