@@ -318,7 +318,7 @@ def test_init_on_a_folder_writes_its_task(cli, bert, llama, tmp_path):
 
 
 def _config(tmp_path, model, **extra):
-    from onnxkit.operations.config import render_template
+    from onnxkit.operations.config_init import render_template
 
     values = {"source": {"path": str(model)}, "output": {"dir": str(tmp_path / "out")}}
     for section, kv in extra.items():

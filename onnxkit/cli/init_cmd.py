@@ -31,7 +31,7 @@ def init_command(
     exists (use --force) or the source cannot be read.
     """
     common.setup(json_out, verbose, quiet)
-    from onnxkit.operations.config import init_config
+    from onnxkit.operations.config_init import init_config
 
     common.emit(init_config(source, output, framework=framework, inputs=inputs, trust=trust, force=force,
                             weights=weights, random_weights=random_weights))

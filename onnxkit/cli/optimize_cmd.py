@@ -29,6 +29,18 @@ def _list_passes() -> None:
     common.emit(_Listing(command="optimize --list-passes"))
 
 
+def _load_vs(vs: Path | None, output: Path, model: Path, data: Path | None, trust: bool):
+    """--vs for --auto, loaded once the output path is known not to clash with what it reads."""
+    if vs is None:
+        return None
+    from onnxkit.foundation.files import check_output_path
+    from onnxkit.frameworks.base import LoadOptions
+    from onnxkit.frameworks.registry import load_source
+
+    check_output_path(output, model, data, vs, onnx=True)
+    return load_source(str(vs), LoadOptions(trust=trust))
+
+
 @app.command("optimize")
 def optimize_command(
     model: Annotated[Path | None, typer.Argument(help="The ONNX model to optimize, or a folder exported from Hugging Face (every ONNX file in it).", show_default=False)] = None,
@@ -99,17 +111,8 @@ def optimize_command(
         from onnxkit.operations.autotune import auto_optimize
         from onnxkit.operations.bench import parse_batch_sizes
 
-        source = None
-        if vs is not None:
-            from onnxkit.foundation.files import check_output_path
-            from onnxkit.frameworks.base import LoadOptions
-
-            check_output_path(output, model, data, vs, onnx=True)  # before --vs is loaded
-            from onnxkit.frameworks.registry import load_source
-
-            source = load_source(str(vs), LoadOptions(trust=trust))
         common.emit(auto_optimize(
-            model, output, source=source, data=data, batch_sizes=parse_batch_sizes(batch_size or "1,8"), tol=tol, rtol=rtol,
+            model, output, source=_load_vs(vs, output, model, data, trust), data=data, batch_sizes=parse_batch_sizes(batch_size or "1,8"), tol=tol, rtol=rtol,
             iterations=iterations, threads=threads, hardware_specific=hardware_specific, trust=trust, probe=not trust,
         ))
         return

@@ -60,6 +60,24 @@ def _validate_on_ray(src, model_path, *, address, workers, batch_size, **kwargs)
     return validate_on_ray(src, model_path, ray_options=opts, **kwargs)
 
 
+def _check_engine(engine: str, *, data, samples, edge_cases, localize, save_outputs, load_outputs, address, workers,
+                  batch_size, providers, reference_providers, precision) -> None:
+    from onnxkit.errors import UsageError
+
+    if engine not in ("local", "ray"):
+        raise UsageError(f"unknown --engine {engine!r}; choose local or ray")
+    if engine == "ray":
+        from onnxkit.operations.validate_ray import check_ray_usage
+
+        check_ray_usage(data=data, samples=samples, edge_cases=edge_cases, localize=localize, save_outputs=save_outputs,
+                        load_outputs=load_outputs, batch_size=batch_size, providers=providers,
+                        reference_providers=reference_providers, precision=precision)
+    else:
+        given = [f for f, v in (("--address", address), ("--workers", workers), ("--batch-size", batch_size)) if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply with --engine ray")
+
+
 @app.command("validate")
 def validate_command(
     source: Annotated[str, typer.Argument(help="The reference: a model file export can load, or another ONNX file. Omit it with --load-outputs.", show_default=False)],
@@ -127,20 +145,13 @@ def validate_command(
     check_io([junit, report, save_outputs], [model_path, src, data, weights, load_outputs])
     options = LoadOptions(framework=framework, trust=trust, inputs=parse_specs(inputs), weights=weights, task=task, texts=list(text or []), generate=generate)
     progress = _Progress() if not common.STATE.quiet and sys.stderr.isatty() else None
+    in_map, out_map = parse_map(input_map, "--input-map"), parse_map(output_map, "--output-map")
     from onnxkit.operations.hf_validate import validate_if_hf_folder
 
-    if engine not in ("local", "ray"):
-        raise UsageError(f"unknown --engine {engine!r}; choose local or ray")
-    if engine == "ray":
-        from onnxkit.operations.validate_ray import check_ray_usage
-
-        check_ray_usage(data=data, samples=samples, edge_cases=edge_cases, localize=localize, save_outputs=save_outputs,
-                        load_outputs=load_outputs, batch_size=batch_size, providers=providers,
-                        reference_providers=reference_providers, precision=precision)
-    else:
-        given = [f for f, v in (("--address", address), ("--workers", workers), ("--batch-size", batch_size)) if v is not None]
-        if given:
-            raise UsageError(f"{', '.join(given)} only apply with --engine ray")
+    _check_engine(engine, data=data, samples=samples, edge_cases=edge_cases, localize=localize,
+                  save_outputs=save_outputs, load_outputs=load_outputs, address=address, workers=workers,
+                  batch_size=batch_size, providers=providers, reference_providers=reference_providers,
+                  precision=precision)
     hf_result = validate_if_hf_folder(src, model_path, options, tolerance=tolerance, providers=providers, timeout=timeout, unsupported={
         "--data": data, "--input": inputs, "--samples": samples, "--edge-cases": edge_cases, "--localize": localize,
         "--save-outputs": save_outputs, "--load-outputs": load_outputs, "--input-map": input_map, "--output-map": output_map},
@@ -149,14 +160,13 @@ def validate_command(
         hf_result = _validate_on_ray(src, model_path, tolerance=tolerance, options=options, data=data, address=address,
                                      workers=workers, batch_size=batch_size, providers=providers,
                                      reference_providers=reference_providers, progress=progress, timeout=timeout,
-                                     input_map=parse_map(input_map, "--input-map"),
-                                     output_map=parse_map(output_map, "--output-map"))
+                                     input_map=in_map, output_map=out_map)
     result = hf_result or validate_files(
         src, model_path, tolerance=tolerance, options=options, data=data, samples=samples,
         batch_sizes=sizes, seq_lens=lens, edge_cases=edge_cases, seed=seed, localize=localize,
         providers=providers, reference_providers=reference_providers,
         save_outputs=save_outputs, load_outputs=load_outputs, progress=progress, timeout=timeout,
-        input_map=parse_map(input_map, "--input-map"), output_map=parse_map(output_map, "--output-map"),
+        input_map=in_map, output_map=out_map,
         precision=precision, tolerance_given=bool(tol or rtol is not None or preset),
     )
     if junit is not None:

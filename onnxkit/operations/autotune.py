@@ -24,6 +24,7 @@ from typing import Any
 from onnxkit.foundation.files import check_output_path
 from onnxkit.errors import ConversionError, OnnxkitError, UsageError
 from onnxkit.results import Result, Table, fmt_bytes, fmt_num
+from onnxkit.operations.autotune_text import runoff_text, settings_text
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class AutoResult(Result):
         cols = [c for c in cols if c is not None]
         rows = []
         for c in self.candidates:
-            settings = _settings_text(c.settings)
+            settings = settings_text(c.settings)
             row = [c.name, settings, fmt_bytes(c.size)]
             row += [fmt_num(c.p50_ms.get(b)) for b in self.batch_sizes]
             s = c.speedup_vs_input.get(self.decide_batch)
@@ -109,7 +110,7 @@ class AutoResult(Result):
                 s = c.speedup_vs_source.get(self.decide_batch)
                 row.append(f"{s:.2f}x" if s else "-")
             if self.runoff:
-                row.append(_runoff_text(c.runoff_ms, c.runoff_ratio))
+                row.append(runoff_text(c.runoff_ms, c.runoff_ratio))
             row += [fmt_num(c.error), fmt_num(c.within_budget),
                     c.status + (f": {c.reason}" if c.reason else ""), "<- chosen" if c.chosen else ""]
             rows.append(row)
@@ -126,29 +127,6 @@ class AutoResult(Result):
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _runoff_text(ms: float | None, ratio: float | None) -> str:
-    # The ratio is a latency ratio (p50 / the round's best); said as "% slower" so no
-    # "x" in this table reads the opposite way of the speed-up columns.
-    if ratio is None:
-        return "-"
-    behind = (ratio - 1) * 100
-    return f"{fmt_num(ms)} (best)" if behind < 0.05 else f"{fmt_num(ms)} ({behind:.1f}% slower than best)"
-
-
-def _settings_text(settings: dict[str, Any]) -> str:
-    parts = []
-    for k, v in settings.items():
-        if k == "per_channel":
-            parts.append("per-channel" if v else "per-tensor")
-        elif k == "kept_float":
-            parts.append(f"{v} node(s) kept float")
-        elif k in ("mode", "fmt", "preset"):
-            parts.append(str(v))
-        else:
-            parts.append(f"{k} {v}")
-    return ", ".join(parts) or "-"
 
 
 def _digest(path: str | Path) -> str:

@@ -92,26 +92,9 @@ def run_bench(
     from onnxkit.foundation.spec import parse_specs
     from onnxkit.runtime.providers import parse_provider_options, plan_providers, provider_options_for
 
-    if iterations is not None and duration is not None:
-        raise UsageError("give --iterations or --duration, not both")
-    if iterations is None and duration is None:
-        iterations = 50
+    iterations, metric_key, limit = _check_options(iterations, duration, source, min_speedup, metric, max_regression,
+                                                   baseline, plot)
     threads = parse_threads(threads)
-    if min_speedup is not None and source is None:
-        raise UsageError("--min-speedup needs --vs SOURCE: a speed-up is measured against the source framework")
-    if min_speedup is not None and not (math.isfinite(min_speedup) and min_speedup > 0):
-        raise UsageError(f"--min-speedup must be a positive number, not {min_speedup:g}")
-    metric_key = metric if metric.endswith("_ms") else f"{metric}_ms"
-    if metric_key not in METRICS:
-        raise UsageError(f"unknown --metric {metric!r}; choose from {', '.join(m.removesuffix('_ms') for m in METRICS)}")
-    limit = parse_regression(max_regression)
-    if baseline is None and limit is not None:
-        raise UsageError("--max-regression needs --baseline FILE")
-    if baseline is not None:
-        limit = 10.0 if limit is None else limit
-        load_baseline(baseline)  # a malformed baseline fails now, not after minutes of timing
-    if plot is not None and Path(plot).suffix.lower() != ".png":
-        raise UsageError(f"--plot writes a PNG; give a .png path, not {Path(plot).name}")
     check_io([plot, save_baseline_to], [*models, baseline, source])
     sizes = parse_batch_sizes(batch_sizes)
     from onnxkit.operations.precision import check_precision, ignored_note
@@ -128,16 +111,7 @@ def run_bench(
 
     user_specs = parse_specs(inputs)
     specs = _common_specs(models, user_specs, trust=trust)
-    src = None
-    if source is not None:
-        from onnxkit.frameworks.base import LoadOptions
-        from onnxkit.frameworks.registry import load_source
-
-        if "torch" not in sys.modules:
-            # ONNX Runtime's threads do not spin in interleaved timing; PyTorch's OpenMP threads
-            # sleep alike only if told before it loads.
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        src = load_source(source, LoadOptions(trust=trust, inputs=user_specs))
+    src = _load_source(source, trust, user_specs) if source is not None else None
     feeds_by_batch = {b: random_feeds(specs, batch=b, seed=seed) for b in sizes}
     if not trust:  # the exact inputs of the timing loop, contained first (see contained.rehearse)
         from onnxkit.runtime.contained import rehearse
@@ -168,6 +142,41 @@ def run_bench(
 
         gate_bench(result, min_speedup)
     return result
+
+
+def _load_source(source, trust: bool, user_specs):
+    from onnxkit.frameworks.base import LoadOptions
+    from onnxkit.frameworks.registry import load_source
+
+    if "torch" not in sys.modules:
+        # ONNX Runtime's threads do not spin in interleaved timing; PyTorch's OpenMP threads
+        # sleep alike only if told before it loads.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return load_source(source, LoadOptions(trust=trust, inputs=user_specs))
+
+
+def _check_options(iterations, duration, source, min_speedup, metric: str, max_regression, baseline, plot):
+    """The option combinations bench refuses, before anything loads; (iterations, metric key, regression limit)."""
+    if iterations is not None and duration is not None:
+        raise UsageError("give --iterations or --duration, not both")
+    if iterations is None and duration is None:
+        iterations = 50
+    if min_speedup is not None and source is None:
+        raise UsageError("--min-speedup needs --vs SOURCE: a speed-up is measured against the source framework")
+    if min_speedup is not None and not (math.isfinite(min_speedup) and min_speedup > 0):
+        raise UsageError(f"--min-speedup must be a positive number, not {min_speedup:g}")
+    metric_key = metric if metric.endswith("_ms") else f"{metric}_ms"
+    if metric_key not in METRICS:
+        raise UsageError(f"unknown --metric {metric!r}; choose from {', '.join(m.removesuffix('_ms') for m in METRICS)}")
+    limit = parse_regression(max_regression)
+    if baseline is None and limit is not None:
+        raise UsageError("--max-regression needs --baseline FILE")
+    if baseline is not None:
+        limit = 10.0 if limit is None else limit
+        load_baseline(baseline)  # a malformed baseline fails now, not after minutes of timing
+    if plot is not None and Path(plot).suffix.lower() != ".png":
+        raise UsageError(f"--plot writes a PNG; give a .png path, not {Path(plot).name}")
+    return iterations, metric_key, limit
 
 
 def parse_threads(text: int | str | None) -> int | str | None:
