@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +33,7 @@ LOCAL_OBJECT_STORE_BYTES = 300 << 20
 IN_FLIGHT_PER_ACTOR = 2
 # Replacement actors started per worker over a run before a dying cluster is given up on.
 REPLACEMENTS_PER_WORKER = 3
+CONNECT_TIMEOUT_S = 5.0
 
 
 def import_ray():
@@ -123,6 +123,7 @@ class RayCluster:
                 self._started = True
                 label = "local Ray started for this run"
             else:
+                _check_reachable(self.address)
                 ray.init(address=self.address, log_to_driver=log.isEnabledFor(logging.DEBUG), logging_level=logging.ERROR)
                 self._started = True  # our connection (not the cluster): disconnect at the end
         except KeyboardInterrupt:
@@ -132,7 +133,9 @@ class RayCluster:
             self._shutdown()
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
             raise EnvironmentProblem(f"cannot start or reach {where}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
-                                     hint="check --address (auto, or ray://host:10001) and that `ray status` answers there") from None
+                                     hint="check --address (auto, HOST:6379 or ray://HOST:10001) and that `ray status` answers there; "
+                                     "a cluster started with token authentication (`ray start`'s default) also needs "
+                                     "RAY_AUTH_MODE=token and its token (~/.ray/auth_token or RAY_AUTH_TOKEN) here") from None
         try:
             cores = int(ray.cluster_resources().get("CPU", 0))
             workers, threads, why = plan_workers(cores, self.want_workers, self.want_threads)
@@ -332,8 +335,23 @@ def _ray_reason(exc: BaseException) -> str:
     return lines[0][:300] if lines else type(exc).__name__
 
 
-def elapsed(t0: float) -> float:
-    return time.perf_counter() - t0
+def _check_reachable(address: str) -> None:
+    """Ray retries an unreachable address for minutes without a word; a plain TCP connect
+    says in seconds whether anything listens there."""
+    import socket
+
+    if address == "auto":
+        return  # Ray reads the address of the cluster started on this machine and fails fast without one
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address {address!r}: expected auto, HOST:PORT (the head's GCS port, 6379 by default) "
+                         "or ray://HOST:PORT (the Ray client port, 10001 by default)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}",
+                                 hint="start one with `ray start --head` there, or check the host and port") from None
 
 
 __all__ = ["ActorPool", "ClusterPlan", "RayCluster", "import_ray", "plan_workers", "raise_reply",
