@@ -172,6 +172,25 @@ def test_ray_refuses_existing_dir_missing_shard_and_no_ray(cli, two_out, tmp_pat
     assert r.code == 2 and "--engine ray scores a data set: give --data" in r.stderr, r
 
 
+def test_ray_refuses_bad_address_and_output_inside_data(cli, two_out, tmp_path):
+    pytest.importorskip("ray")
+    d = tmp_path / "d"
+    write_shards(d, rows(6), [6], "parquet")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    cases = [
+        (["--address", "nonsense"], 2, "--address 'nonsense': expected auto, HOST:PORT"),
+        (["--address", "ray://127.0.0.1:1"], 3, "cannot reach the Ray cluster at ray://127.0.0.1:1"),
+        (["-o", d / "out"], 2, f"output folder {d / 'out'} lies inside the data folder {d}"),
+        (["--workers", "0"], 2, "--workers must be a positive integer"),
+    ]
+    for extra, code, message in cases:
+        args = ["run", two_out, "--data", d, "--engine", "ray", *extra]
+        r = cli(*args, *([] if "-o" in extra else ["-o", tmp_path / "out"]))
+        assert r.code == code, (extra, r)
+        assert message in r.stderr, (extra, r)
+        assert sorted(p.name for p in tmp_path.iterdir()) == before and [p.name for p in d.iterdir()] == ["shard-000.parquet"]
+
+
 def test_help_and_cli_import_do_not_import_ray():
     code = ("import sys\nfrom onnxkit.cli.app import main\n"
             "for argv in (['--help'], ['run', '--help']):\n"
@@ -243,6 +262,9 @@ def test_ray_bad_shard_midway_and_runaway_batch_exit_2_naming_the_shard(cli, ray
     assert "shard-001.csv" in r.stderr and "non-numeric" in r.stderr
     assert not out.exists() and leftovers(tmp_path) == []
     assert {p: p.read_bytes() for p in d.iterdir()} == before
+
+    r = cli("run", two_out, "--data", d, "--engine", "ray", "--workers", "3", "-o", out)
+    assert r.code == 2 and "--workers 3 is more than the 2 CPU(s) the Ray cluster offers" in r.stderr, r
 
     runaway = make_runaway_onnx(tmp_path / "runaway.onnx")
     r = cli("run", runaway, "--data", d / "shard-000.csv", "--engine", "ray", "-o", out)

@@ -222,6 +222,9 @@ def run_model_ray(
 
     if batch_size is not None and batch_size < 1:
         raise UsageError("--batch-size must be a positive integer")
+    for flag, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be a positive integer")
     if timeout is not None and not (timeout > 0 and np.isfinite(timeout)):
         raise UsageError("--timeout must be a positive number of seconds")
     out = Path(output) if output is not None else None
