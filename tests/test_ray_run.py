@@ -247,6 +247,7 @@ def test_ray_run_equals_local_other_formats_by_glob(cli, ray_local, two_out, tmp
     pd.testing.assert_frame_equal(ray_frame.drop(columns="row_id"), local)
 
 
+@pytest.mark.slow
 def test_ray_bad_shard_midway_and_runaway_batch_exit_2_naming_the_shard(cli, ray_local, two_out, tmp_path):
     from conftest import make_runaway_onnx
 

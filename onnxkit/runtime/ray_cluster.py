@@ -16,6 +16,7 @@ Python; they are wrapped with ``ray.remote`` here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -231,11 +232,14 @@ class ActorPool:
                     worker.in_flight.discard(ref)
                     try:
                         reply = self.ray.get(ref)
-                    except self.ray.exceptions.RayActorError as exc:
+                    except self.ray.exceptions.RayError as exc:
+                        errors = self.ray.exceptions
+                        if isinstance(exc, errors.RayTaskError) and not isinstance(exc, errors.RayActorError):
+                            # An exception escaped a task method, which returns its errors: our bug.
+                            raise RuntimeError(f"Ray task {method} failed: {_ray_reason(exc)}") from None
+                        # The actor died, or its result was lost with a node: run the task again.
                         self._lost(worker, exc, queue, pending, on_retry, (key, args))
                         continue
-                    except self.ray.exceptions.RayTaskError as exc:  # an exception escaped a task method: our bug
-                        raise RuntimeError(f"Ray task {method} failed: {_ray_reason(exc)}") from None
                     if key in done:  # cannot happen: a key is in flight once; refuse to count rows twice
                         raise RuntimeError(f"task {key!r} answered twice")
                     raise_reply(reply)
@@ -274,7 +278,7 @@ class ActorPool:
         self.retried += len(requeue)
         if worker in self.workers:
             self.workers.remove(worker)
-            with _suppress():
+            with contextlib.suppress(Exception):  # already gone
                 self.ray.kill(worker.handle)
         if self.replaced >= self._budget:
             raise EnvironmentProblem(f"Ray actors kept dying ({self.replaced} replaced, last: {why}); giving up")
@@ -285,7 +289,7 @@ class ActorPool:
 
     def _cancel(self, pending: dict) -> None:
         for ref in list(pending):
-            with _suppress():
+            with contextlib.suppress(Exception):  # already gone
                 self.ray.cancel(ref)
         self.close()
 
@@ -294,20 +298,9 @@ class ActorPool:
 
     def close(self) -> None:
         for w in self.workers:
-            with _suppress():
+            with contextlib.suppress(Exception):  # already gone
                 self.ray.kill(w.handle)
         self.workers = []
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, typ, exc, tb) -> bool:
-        if exc is not None and isinstance(exc, Exception):
-            log.debug("ignored while stopping Ray work: %s", exc)
-            return True
-        return False
 
 
 def raise_reply(reply: tuple) -> None:
