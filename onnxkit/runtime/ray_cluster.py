@@ -95,8 +95,8 @@ def plan_workers(cores: int, workers: int | None, threads: int | None) -> tuple[
 class RayCluster:
     """A connection to a Ray cluster for the length of a ``with`` block.
 
-    ``address`` None starts a private local Ray on this machine (loopback only, no dashboard,
-    bounded object store, its logs kept out of the terminal) and stops it at the end; a Ray
+    ``address`` None starts a private local Ray on this machine (no dashboard, token
+    authentication, bounded object store, its logs kept out of the terminal) and stops it at the end; a Ray
     already initialised in this process (tests, notebooks) is used as it is. ``auto`` or
     ``ray://host:port`` joins an existing cluster, which is left running."""
 
@@ -117,9 +117,12 @@ class RayCluster:
             if self.address is None and ray.is_initialized():
                 label = "the Ray already running in this process"
             elif self.address is None:
+                # Ray 2.60's servers listen on every interface whatever address they are given
+                # (127.0.0.1 is replaced by the node's address), so a local Ray cannot be kept to
+                # loopback; what keeps others out is Ray's token authentication, which ray.init
+                # turns on for a new local cluster unless RAY_AUTH_MODE says otherwise.
                 ray.init(address="local", num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                         object_store_memory=LOCAL_OBJECT_STORE_BYTES, _node_ip_address="127.0.0.1",
-                         log_to_driver=log.isEnabledFor(logging.DEBUG), logging_level=logging.ERROR,
+                         object_store_memory=LOCAL_OBJECT_STORE_BYTES, log_to_driver=log.isEnabledFor(logging.DEBUG), logging_level=logging.ERROR,
                          configure_logging=True)
                 self._started = True
                 label = "local Ray started for this run"
