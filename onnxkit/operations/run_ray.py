@@ -14,6 +14,7 @@ Either way the temporary folder is removed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -106,7 +107,7 @@ class RayRunResult(Result):
         return [overview, outs]
 
 
-def _check_output_dir(out: Path, model: Path, data: str) -> None:
+def _check_output_dir(out: Path, data: str) -> None:
     if out.exists() or out.is_symlink():
         raise UsageError(f"output folder {out} already exists; --engine ray never overwrites: give a new folder")
     parent = out.parent if str(out.parent) else Path(".")
@@ -229,7 +230,7 @@ def run_model_ray(
         raise UsageError("--timeout must be a positive number of seconds")
     out = Path(output) if output is not None else None
     if out is not None:
-        _check_output_dir(out, Path(model), str(data))
+        _check_output_dir(out, str(data))
     user_specs = parse_specs(inputs)
     loaded = load_onnx(model, load_external=False, trust=trust)
     specs = merge_specs(specs_from_onnx(loaded.model), user_specs)
@@ -274,7 +275,8 @@ def _score(cluster, model, specs, shard_set, ranges, size, trust, timeout, tmp, 
     plan = cluster.plan
     result.address, result.cores = plan.address, plan.cores
     result.workers, result.threads_per_worker, result.threads_chosen = plan.workers, plan.threads, plan.chosen
-    pool = cluster.pool(OnnxScorer, str(model), trust=trust, specs=specs, threads=plan.threads, timeout_s=timeout,
+    # Actors resolve paths from their own working folder (on another node, not this one).
+    pool = cluster.pool(OnnxScorer, str(Path(model).absolute()), trust=trust, specs=specs, threads=plan.threads, timeout_s=timeout,
                         batch_size=size)
     try:
         names = cluster.ray.get(pool.workers[0].handle.output_names.remote())
@@ -284,7 +286,8 @@ def _score(cluster, model, specs, shard_set, ranges, size, trust, timeout, tmp, 
         seen: dict = {}
         by_worker: dict[int, WorkerRows] = {}
         position = {k: i for i, k in enumerate(ranges)}  # part-NNNNN follows row_id order
-        tasks = [(k, (shard_set.shards[k[0]], k[1], k[2])) for k in ranges]
+        absolute = [dataclasses.replace(s, path=s.path.absolute()) for s in shard_set.shards]
+        tasks = [(k, (absolute[k[0]], k[1], k[2])) for k in ranges]
         for key, payload, worker in pool.map("score", tasks):
             shard = shard_set.shards[key[0]]
             seen[key] = payload["rows"]
