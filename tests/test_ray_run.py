@@ -93,6 +93,15 @@ def test_shards_read_rows_in_sorted_order_with_offsets(tmp_path, kind):
         np.testing.assert_array_equal(got, x)
 
 
+def test_csv_shard_ranges_count_parsed_rows_not_lines(tmp_path):
+    # Blank lines are not rows: a range must start at the right row whatever precedes it.
+    (tmp_path / "blank.csv").write_text("f0,f1,f2,f3\n0,0,0,0\n\n1,1,1,1\n2,2,2,2\n\n\n3,3,3,3\n4,4,4,4\n")
+    shard = list_shards(tmp_path / "blank.csv").shards[0]
+    assert shard.rows == 5
+    got = [read_shard(shard, X_SPEC, a, b)["x"][:, 0].tolist() for a, b in [(0, 2), (2, 4), (4, 5)]]
+    assert got == [[0, 1], [2, 3], [4]]
+
+
 def test_shards_list_columns_feed_rank_2_inputs(tmp_path):
     import pandas as pd
 
