@@ -158,7 +158,13 @@ class _Parts:
         if self.folder is None:
             return
         path = self.folder / f"part-{index:05d}.parquet"
-        pq.write_table(pa.table(cols), path)
+        try:
+            pq.write_table(pa.table(cols), path)
+        except OSError as exc:  # disk full, quota, folder removed: the machine's, not the data's
+            from onnxkit.errors import EnvironmentProblem
+
+            raise EnvironmentProblem(f"cannot write {path.name} into {self.folder}: {exc.strerror or exc}; "
+                                     "nothing was published") from None
         self.files.append(path)
 
 
