@@ -355,3 +355,11 @@ def test_ctrl_c_publishes_nothing(ray_local, two_out, tmp_path):
     with pytest.raises(Interrupted):
         run_model_ray(two_out, data=tmp_path / "d", output=out, batch_size=10, progress=interrupt)
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_quiet_line_says_rows_actors_and_folder():
+    from onnxkit.operations.run_ray import RayRunResult
+    from onnxkit.reports.headline import headline
+
+    r = RayRunResult(rows=1_000_000, workers=2, rows_per_second=250_000.0, output_dir="scored")
+    assert headline(r) == "PASSED run: 1,000,000 rows on 2 Ray actors, 2.500e+05 rows/s, written to scored"

@@ -83,6 +83,12 @@ class RayRunResult(Result):
     parts: int = 0
     columns: list[str] = field(default_factory=list)
 
+    def headline(self) -> str:
+        """The one line of --quiet."""
+        line = (f"{self.rows:,} rows on {self.workers} Ray actor{'s' if self.workers != 1 else ''}, "
+                f"{fmt_num(self.rows_per_second)} rows/s")
+        return line + (f", written to {self.output_dir}" if self.output_dir else "")
+
     def tables(self) -> list[Table]:
         scoring = self.seconds - self.startup_seconds
         overview = Table(f"Run {Path(self.model).name} on Ray", ["property", "value"], [
