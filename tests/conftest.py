@@ -99,14 +99,15 @@ def make_runaway_onnx(path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray for the whole test session (2 CPUs, a small object store, loopback only,
-    no dashboard), shut down at the end. onnxkit's --engine ray uses a Ray already running in
+    """One local Ray for the whole test session (2 CPUs, a small object store, no dashboard,
+    Ray's token authentication: its servers cannot be bound to loopback alone), shut down at
+    the end. onnxkit's --engine ray uses a Ray already running in
     the process instead of starting its own, so tests pay Ray's start-up once."""
     ray = pytest.importorskip("ray")
     import logging
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, object_store_memory=200 << 20, include_dashboard=False,
-                 _node_ip_address="127.0.0.1", log_to_driver=False, logging_level=logging.ERROR)
+                 log_to_driver=False, logging_level=logging.ERROR)
     yield ray
     ray.shutdown()

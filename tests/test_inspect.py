@@ -129,7 +129,7 @@ def test_version_and_exit_code_table(cli):
     assert set(EXIT_CODES) == {0, 1, 2, 3, 4, 5, 70, 130}
 
 
-HEAVY = ["torch", "tensorflow", "keras", "sklearn", "tf2onnx", "skl2onnx", "onnxmltools", "xgboost", "lightgbm"]
+HEAVY = ["torch", "tensorflow", "keras", "sklearn", "tf2onnx", "skl2onnx", "onnxmltools", "xgboost", "lightgbm", "ray"]
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["inspect", "--help"], ["inspect", "MODEL"]])

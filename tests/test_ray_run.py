@@ -93,6 +93,15 @@ def test_shards_read_rows_in_sorted_order_with_offsets(tmp_path, kind):
         np.testing.assert_array_equal(got, x)
 
 
+def test_csv_shard_ranges_count_parsed_rows_not_lines(tmp_path):
+    # Blank lines are not rows: a range must start at the right row whatever precedes it.
+    (tmp_path / "blank.csv").write_text("f0,f1,f2,f3\n0,0,0,0\n\n1,1,1,1\n2,2,2,2\n\n\n3,3,3,3\n4,4,4,4\n")
+    shard = list_shards(tmp_path / "blank.csv").shards[0]
+    assert shard.rows == 5
+    got = [read_shard(shard, X_SPEC, a, b)["x"][:, 0].tolist() for a, b in [(0, 2), (2, 4), (4, 5)]]
+    assert got == [[0, 1], [2, 3], [4]]
+
+
 def test_shards_list_columns_feed_rank_2_inputs(tmp_path):
     import pandas as pd
 
@@ -172,6 +181,25 @@ def test_ray_refuses_existing_dir_missing_shard_and_no_ray(cli, two_out, tmp_pat
     assert r.code == 2 and "--engine ray scores a data set: give --data" in r.stderr, r
 
 
+def test_ray_refuses_bad_address_and_output_inside_data(cli, two_out, tmp_path):
+    pytest.importorskip("ray")
+    d = tmp_path / "d"
+    write_shards(d, rows(6), [6], "parquet")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    cases = [
+        (["--address", "nonsense"], 2, "--address 'nonsense': expected auto, HOST:PORT"),
+        (["--address", "ray://127.0.0.1:1"], 3, "cannot reach the Ray cluster at ray://127.0.0.1:1"),
+        (["-o", d / "out"], 2, f"output folder {d / 'out'} lies inside the data folder {d}"),
+        (["--workers", "0"], 2, "--workers must be a positive integer"),
+    ]
+    for extra, code, message in cases:
+        args = ["run", two_out, "--data", d, "--engine", "ray", *extra]
+        r = cli(*args, *([] if "-o" in extra else ["-o", tmp_path / "out"]))
+        assert r.code == code, (extra, r)
+        assert message in r.stderr, (extra, r)
+        assert sorted(p.name for p in tmp_path.iterdir()) == before and [p.name for p in d.iterdir()] == ["shard-000.parquet"]
+
+
 def test_help_and_cli_import_do_not_import_ray():
     code = ("import sys\nfrom onnxkit.cli.app import main\n"
             "for argv in (['--help'], ['run', '--help']):\n"
@@ -228,6 +256,7 @@ def test_ray_run_equals_local_other_formats_by_glob(cli, ray_local, two_out, tmp
     pd.testing.assert_frame_equal(ray_frame.drop(columns="row_id"), local)
 
 
+@pytest.mark.slow
 def test_ray_bad_shard_midway_and_runaway_batch_exit_2_naming_the_shard(cli, ray_local, two_out, tmp_path):
     from conftest import make_runaway_onnx
 
@@ -243,6 +272,9 @@ def test_ray_bad_shard_midway_and_runaway_batch_exit_2_naming_the_shard(cli, ray
     assert "shard-001.csv" in r.stderr and "non-numeric" in r.stderr
     assert not out.exists() and leftovers(tmp_path) == []
     assert {p: p.read_bytes() for p in d.iterdir()} == before
+
+    r = cli("run", two_out, "--data", d, "--engine", "ray", "--workers", "3", "-o", out)
+    assert r.code == 2 and "--workers 3 is more than the 2 CPU(s) the Ray cluster offers" in r.stderr, r
 
     runaway = make_runaway_onnx(tmp_path / "runaway.onnx")
     r = cli("run", runaway, "--data", d / "shard-000.csv", "--engine", "ray", "-o", out)
@@ -323,3 +355,11 @@ def test_ctrl_c_publishes_nothing(ray_local, two_out, tmp_path):
     with pytest.raises(Interrupted):
         run_model_ray(two_out, data=tmp_path / "d", output=out, batch_size=10, progress=interrupt)
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_quiet_line_says_rows_actors_and_folder():
+    from onnxkit.operations.run_ray import RayRunResult
+    from onnxkit.reports.headline import headline
+
+    r = RayRunResult(rows=1_000_000, workers=2, rows_per_second=250_000.0, output_dir="scored")
+    assert headline(r) == "PASSED run: 1,000,000 rows on 2 Ray actors, 2.500e+05 rows/s, written to scored"

@@ -59,7 +59,7 @@ def run_command(
     fallback: Fallback = False,
     data: Annotated[Path | None, typer.Option("--data", help="Inputs: .npz/.npy/.csv/.parquet, streamed in batches (--engine ray: a file, folder or glob of .parquet/.csv/.jsonl/.npy shards).", show_default=False)] = None,
     inputs: common.Inputs = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the outputs: .npz, .npy (one output), .csv or .parquet (--engine ray: a new folder of part-*.parquet and manifest.json).", show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the outputs: .npz, .npy (one output), .csv or .parquet (--engine ray: a new folder of part-*.parquet and _manifest.json).", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per batch (default: 256 with --data, else 1).", show_default=False)] = None,
     threads: Threads = None,
     seed: common.Seed = 0,

@@ -33,6 +33,7 @@ Feeds = dict[str, np.ndarray]
 SHARD_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                  ".npy": "npy"}
 _GLOB_CHARS = set("*?[")
+_CSV_CHUNK = 65_536
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,18 @@ def _frame_rows(shard: Shard, start: int, stop: int):
             at += n
         return require("pyarrow").concat_tables(parts).to_pandas() if parts else pd.DataFrame()
     if shard.kind == "csv":
-        # Row 0 of the file is the header; index_col=False as locally (check_csv has refused
-        # rows wider than the header).
-        return pd.read_csv(shard.path, skiprows=range(1, start + 1), nrows=stop - start, index_col=False)
+        # Rows are counted as pandas parses them (blank lines skipped, quoted line breaks kept):
+        # skipping physical lines instead would shift a range by every blank line before it.
+        # index_col=False as locally (check_csv has refused rows wider than the header).
+        parts, at = [], 0
+        for chunk in pd.read_csv(shard.path, chunksize=_CSV_CHUNK, index_col=False):
+            n = len(chunk)
+            if at + n > start:
+                parts.append(chunk.iloc[max(start - at, 0):stop - at])
+            at += n
+            if at >= stop:
+                break
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     with open(shard.path, encoding="utf-8") as fh:
         lines = list(itertools.islice((line for line in fh if line.strip()), start, stop))
     return pd.read_json(io.StringIO("".join(lines)), lines=True, orient="records", dtype=False)

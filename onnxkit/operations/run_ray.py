@@ -14,6 +14,7 @@ Either way the temporary folder is removed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -82,6 +83,12 @@ class RayRunResult(Result):
     parts: int = 0
     columns: list[str] = field(default_factory=list)
 
+    def headline(self) -> str:
+        """The one line of --quiet."""
+        line = (f"{self.rows:,} rows on {self.workers} Ray actor{'s' if self.workers != 1 else ''}, "
+                f"{fmt_num(self.rows_per_second)} rows/s")
+        return line + (f", written to {self.output_dir}" if self.output_dir else "")
+
     def tables(self) -> list[Table]:
         scoring = self.seconds - self.startup_seconds
         overview = Table(f"Run {Path(self.model).name} on Ray", ["property", "value"], [
@@ -106,7 +113,7 @@ class RayRunResult(Result):
         return [overview, outs]
 
 
-def _check_output_dir(out: Path, model: Path, data: str) -> None:
+def _check_output_dir(out: Path, data: str) -> None:
     if out.exists() or out.is_symlink():
         raise UsageError(f"output folder {out} already exists; --engine ray never overwrites: give a new folder")
     parent = out.parent if str(out.parent) else Path(".")
@@ -157,7 +164,13 @@ class _Parts:
         if self.folder is None:
             return
         path = self.folder / f"part-{index:05d}.parquet"
-        pq.write_table(pa.table(cols), path)
+        try:
+            pq.write_table(pa.table(cols), path)
+        except OSError as exc:  # disk full, quota, folder removed: the machine's, not the data's
+            from onnxkit.errors import EnvironmentProblem
+
+            raise EnvironmentProblem(f"cannot write {path.name} into {self.folder}: {exc.strerror or exc}; "
+                                     "nothing was published") from None
         self.files.append(path)
 
 
@@ -222,11 +235,14 @@ def run_model_ray(
 
     if batch_size is not None and batch_size < 1:
         raise UsageError("--batch-size must be a positive integer")
+    for flag, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be a positive integer")
     if timeout is not None and not (timeout > 0 and np.isfinite(timeout)):
         raise UsageError("--timeout must be a positive number of seconds")
     out = Path(output) if output is not None else None
     if out is not None:
-        _check_output_dir(out, Path(model), str(data))
+        _check_output_dir(out, str(data))
     user_specs = parse_specs(inputs)
     loaded = load_onnx(model, load_external=False, trust=trust)
     specs = merge_specs(specs_from_onnx(loaded.model), user_specs)
@@ -271,7 +287,8 @@ def _score(cluster, model, specs, shard_set, ranges, size, trust, timeout, tmp, 
     plan = cluster.plan
     result.address, result.cores = plan.address, plan.cores
     result.workers, result.threads_per_worker, result.threads_chosen = plan.workers, plan.threads, plan.chosen
-    pool = cluster.pool(OnnxScorer, str(model), trust=trust, specs=specs, threads=plan.threads, timeout_s=timeout,
+    # Actors resolve paths from their own working folder (on another node, not this one).
+    pool = cluster.pool(OnnxScorer, str(Path(model).absolute()), trust=trust, specs=specs, threads=plan.threads, timeout_s=timeout,
                         batch_size=size)
     try:
         names = cluster.ray.get(pool.workers[0].handle.output_names.remote())
@@ -281,7 +298,8 @@ def _score(cluster, model, specs, shard_set, ranges, size, trust, timeout, tmp, 
         seen: dict = {}
         by_worker: dict[int, WorkerRows] = {}
         position = {k: i for i, k in enumerate(ranges)}  # part-NNNNN follows row_id order
-        tasks = [(k, (shard_set.shards[k[0]], k[1], k[2])) for k in ranges]
+        absolute = [dataclasses.replace(s, path=s.path.absolute()) for s in shard_set.shards]
+        tasks = [(k, (absolute[k[0]], k[1], k[2])) for k in ranges]
         for key, payload, worker in pool.map("score", tasks):
             shard = shard_set.shards[key[0]]
             seen[key] = payload["rows"]

@@ -164,5 +164,5 @@ _DESCRIBERS = {
     "ValidationResult": _validation, "ExportResult": _export, "OptimizeResult": _optimize,
     "QuantizeResult": _quantize, "BenchResult": _bench, "RunResult": _run, "InspectResult": _inspect,
     "AutoResult": _auto, "PipelineResult": _pipeline, "InitResult": _init, "ProvidersResult": _providers,
-    "TargetsResult": lambda r: r.headline(),
+    "TargetsResult": lambda r: r.headline(), "RayRunResult": lambda r: r.headline(),
 }

@@ -16,9 +16,9 @@ Python; they are wrapped with ``ray.remote`` here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +34,7 @@ LOCAL_OBJECT_STORE_BYTES = 300 << 20
 IN_FLIGHT_PER_ACTOR = 2
 # Replacement actors started per worker over a run before a dying cluster is given up on.
 REPLACEMENTS_PER_WORKER = 3
+CONNECT_TIMEOUT_S = 5.0
 
 
 def import_ray():
@@ -94,8 +95,8 @@ def plan_workers(cores: int, workers: int | None, threads: int | None) -> tuple[
 class RayCluster:
     """A connection to a Ray cluster for the length of a ``with`` block.
 
-    ``address`` None starts a private local Ray on this machine (loopback only, no dashboard,
-    bounded object store, its logs kept out of the terminal) and stops it at the end; a Ray
+    ``address`` None starts a private local Ray on this machine (no dashboard, token
+    authentication, bounded object store, its logs kept out of the terminal) and stops it at the end; a Ray
     already initialised in this process (tests, notebooks) is used as it is. ``auto`` or
     ``ray://host:port`` joins an existing cluster, which is left running."""
 
@@ -116,13 +117,17 @@ class RayCluster:
             if self.address is None and ray.is_initialized():
                 label = "the Ray already running in this process"
             elif self.address is None:
+                # Ray 2.60's servers listen on every interface whatever address they are given
+                # (127.0.0.1 is replaced by the node's address), so a local Ray cannot be kept to
+                # loopback; what keeps others out is Ray's token authentication, which ray.init
+                # turns on for a new local cluster unless RAY_AUTH_MODE says otherwise.
                 ray.init(address="local", num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                         object_store_memory=LOCAL_OBJECT_STORE_BYTES, _node_ip_address="127.0.0.1",
-                         log_to_driver=log.isEnabledFor(logging.DEBUG), logging_level=logging.ERROR,
+                         object_store_memory=LOCAL_OBJECT_STORE_BYTES, log_to_driver=log.isEnabledFor(logging.DEBUG), logging_level=logging.ERROR,
                          configure_logging=True)
                 self._started = True
                 label = "local Ray started for this run"
             else:
+                _check_reachable(self.address)
                 ray.init(address=self.address, log_to_driver=log.isEnabledFor(logging.DEBUG), logging_level=logging.ERROR)
                 self._started = True  # our connection (not the cluster): disconnect at the end
         except KeyboardInterrupt:
@@ -132,7 +137,9 @@ class RayCluster:
             self._shutdown()
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
             raise EnvironmentProblem(f"cannot start or reach {where}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
-                                     hint="check --address (auto, or ray://host:10001) and that `ray status` answers there") from None
+                                     hint="check --address (auto, HOST:6379 or ray://HOST:10001) and that `ray status` answers there; "
+                                     "a cluster started with token authentication (`ray start`'s default) also needs "
+                                     "RAY_AUTH_MODE=token and its token (~/.ray/auth_token or RAY_AUTH_TOKEN) here") from None
         try:
             cores = int(ray.cluster_resources().get("CPU", 0))
             workers, threads, why = plan_workers(cores, self.want_workers, self.want_threads)
@@ -228,11 +235,14 @@ class ActorPool:
                     worker.in_flight.discard(ref)
                     try:
                         reply = self.ray.get(ref)
-                    except self.ray.exceptions.RayActorError as exc:
+                    except self.ray.exceptions.RayError as exc:
+                        errors = self.ray.exceptions
+                        if isinstance(exc, errors.RayTaskError) and not isinstance(exc, errors.RayActorError):
+                            # An exception escaped a task method, which returns its errors: our bug.
+                            raise RuntimeError(f"Ray task {method} failed: {_ray_reason(exc)}") from None
+                        # The actor died, or its result was lost with a node: run the task again.
                         self._lost(worker, exc, queue, pending, on_retry, (key, args))
                         continue
-                    except self.ray.exceptions.RayTaskError as exc:  # an exception escaped a task method: our bug
-                        raise RuntimeError(f"Ray task {method} failed: {_ray_reason(exc)}") from None
                     if key in done:  # cannot happen: a key is in flight once; refuse to count rows twice
                         raise RuntimeError(f"task {key!r} answered twice")
                     raise_reply(reply)
@@ -271,7 +281,7 @@ class ActorPool:
         self.retried += len(requeue)
         if worker in self.workers:
             self.workers.remove(worker)
-            with _suppress():
+            with contextlib.suppress(Exception):  # already gone
                 self.ray.kill(worker.handle)
         if self.replaced >= self._budget:
             raise EnvironmentProblem(f"Ray actors kept dying ({self.replaced} replaced, last: {why}); giving up")
@@ -282,7 +292,7 @@ class ActorPool:
 
     def _cancel(self, pending: dict) -> None:
         for ref in list(pending):
-            with _suppress():
+            with contextlib.suppress(Exception):  # already gone
                 self.ray.cancel(ref)
         self.close()
 
@@ -291,20 +301,9 @@ class ActorPool:
 
     def close(self) -> None:
         for w in self.workers:
-            with _suppress():
+            with contextlib.suppress(Exception):  # already gone
                 self.ray.kill(w.handle)
         self.workers = []
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, typ, exc, tb) -> bool:
-        if exc is not None and isinstance(exc, Exception):
-            log.debug("ignored while stopping Ray work: %s", exc)
-            return True
-        return False
 
 
 def raise_reply(reply: tuple) -> None:
@@ -332,8 +331,23 @@ def _ray_reason(exc: BaseException) -> str:
     return lines[0][:300] if lines else type(exc).__name__
 
 
-def elapsed(t0: float) -> float:
-    return time.perf_counter() - t0
+def _check_reachable(address: str) -> None:
+    """Ray retries an unreachable address for minutes without a word; a plain TCP connect
+    says in seconds whether anything listens there."""
+    import socket
+
+    if address == "auto":
+        return  # Ray reads the address of the cluster started on this machine and fails fast without one
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address {address!r}: expected auto, HOST:PORT (the head's GCS port, 6379 by default) "
+                         "or ray://HOST:PORT (the Ray client port, 10001 by default)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}",
+                                 hint="start one with `ray start --head` there, or check the host and port") from None
 
 
 __all__ = ["ActorPool", "ClusterPlan", "RayCluster", "import_ray", "plan_workers", "raise_reply",
