@@ -11,9 +11,9 @@ from typing import Any
 from onnxkit.errors import InputError, UnsafeInput, UsageError
 
 TASKS = ("feature-extraction", "text-classification", "token-classification", "fill-mask", "question-answering",
-         "text-generation")
+         "text-generation", "text2text-generation")
 # Tasks the issue names that this version cannot export yet: a clear refusal beats a wrong graph.
-PLANNED_TASKS = ("text2text-generation", "image-classification")
+PLANNED_TASKS = ("image-classification",)
 
 # Suffix of config.architectures[0] -> task; longest suffixes first so "ForMaskedLM" wins over "Model".
 _ARCH_SUFFIXES = (
