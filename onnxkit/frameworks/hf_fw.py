@@ -22,7 +22,7 @@ from onnxkit.foundation.files import preflight
 from onnxkit.foundation.spec import InputSpec
 from onnxkit.errors import ConversionError, InputError, UsageError
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
-from onnxkit.frameworks.hf_scan import PLANNED_TASKS, TASKS, HFFolder, SentencePooling, scan_folder
+from onnxkit.frameworks.hf_scan import PLANNED_TASKS, TASKS, HFFolder, SentencePooling, check_preprocessing, scan_folder
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,11 @@ def load(source: str | Path, options: LoadOptions) -> SourceModel:
         raise UsageError(f"unknown --task {task!r}; choose from {', '.join(TASKS)}")
     if folder.pooling is not None and task != "feature-extraction":
         raise UsageError(f"{root.name} is a sentence-transformers folder: its task is feature-extraction, not {task}")
+    check_preprocessing(folder, task)
+    if task == "image-classification":
+        from onnxkit.frameworks.hf_vision import HFVisionSource
+
+        return HFVisionSource(folder, task, options.trust)
     if task == "text-generation":
         from onnxkit.frameworks.hf_decoder import HFDecoderSource
 

@@ -15,6 +15,7 @@ from onnxkit.foundation.compare import Tolerance
 from onnxkit.foundation.files import refuse_special_output
 from onnxkit.errors import EnvironmentProblem, Interrupted, UsageError
 from onnxkit.operations.hf_validate import GENERATIVE_TASKS, check_texts, validate_on_text
+from onnxkit.operations.hf_vision_validate import check_texts_for_images, read_images
 
 
 def is_hf_source(source, options) -> bool:
@@ -55,8 +56,8 @@ def export_hf_folder(source, output, options, *, validate: bool = True, toleranc
         raise UsageError("--input does not apply to a Hugging Face folder: its tokenizer decides the inputs")
     if options.output_names:
         raise UsageError("--output-names does not apply to a Hugging Face folder: outputs follow Optimum's names")
-    if data is not None:
-        raise UsageError("--data does not apply to a Hugging Face folder yet; give sentences with --text")
+    if data is not None and not validate:
+        raise UsageError("--data gives the images to validate on; it has no use with --no-validate")
     if options.texts and not validate:
         raise UsageError("--text gives the sentences to validate on; it has no use with --no-validate")
     texts = check_texts(options.texts)
@@ -66,6 +67,13 @@ def export_hf_folder(source, output, options, *, validate: bool = True, toleranc
     out = check_output_folder(Path(output), root)
     t0 = time.perf_counter()
     model_src = loaded or load(root, options)
+    images = None
+    if model_src.task == "image-classification":
+        check_texts_for_images(options.texts)
+        images = read_images(data) if data is not None and validate else None  # a bad file fails before the export
+    elif data is not None:
+        raise UsageError("--data does not apply to a Hugging Face folder of a text model (it gives image files "
+                         "to an image-classification model); give sentences with --text")
     if options.generate is not None and model_src.task not in GENERATIVE_TASKS:
         raise UsageError(f"--generate applies to text-generation and text2text-generation; "
                          f"this folder's task is {model_src.task}")
@@ -109,7 +117,7 @@ def export_hf_folder(source, output, options, *, validate: bool = True, toleranc
             result.passed = False
             result.notes.append("onnx.checker rejected the exported model; it was written for inspection")
         elif validate:
-            result.validation = _validate_staged(model_src, staging, onnx_files, texts, tolerance, options,
+            result.validation = _validate_staged(model_src, staging, onnx_files, texts, (data, images), tolerance, options,
                                                  reference_name=f"{model_src.framework} {root.name}",
                                                  candidate_name=f"{out.name}/{main_file}")
             result.validation.command = "export"
@@ -127,7 +135,7 @@ def export_hf_folder(source, output, options, *, validate: bool = True, toleranc
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _validate_staged(model_src, staging: Path, onnx_files: list[str], texts, tolerance, options, *,
+def _validate_staged(model_src, staging: Path, onnx_files: list[str], texts, images, tolerance, options, *,
                      reference_name: str, candidate_name: str):
     from onnxkit.runtime.session import make_session
 
@@ -138,6 +146,11 @@ def _validate_staged(model_src, staging: Path, onnx_files: list[str], texts, tol
         return validate_seq2seq(model_src, runs, texts, tolerance, new_tokens=options.generate,
                                 reference_name=reference_name, candidate_name=candidate_name)
     session = make_session(staging / onnx_files[0])
+    if model_src.task == "image-classification":
+        from onnxkit.operations.hf_vision_validate import validate_on_images
+
+        return validate_on_images(model_src, session.run, session.input_specs, images[0], tolerance,
+                                  reference_name=reference_name, candidate_name=candidate_name, images=images[1])
     return validate_on_text(model_src, session.run, session.input_specs, texts, tolerance,
                             reference_name=reference_name, candidate_name=candidate_name, new_tokens=options.generate)
 

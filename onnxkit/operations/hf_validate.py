@@ -90,9 +90,12 @@ def validate_hf_folder(source, model, options, *, tolerance: Tolerance | None, p
     from onnxkit.operations.validate_files import _session
     from onnxkit.frameworks.hf_fw import load
 
-    for flag, value in (unsupported or {}).items():
+    unsupported = dict(unsupported or {})
+    data = unsupported.pop("--data", None)  # image files, for an image model; checked once the task is known
+    for flag, value in unsupported.items():
         if value:
             raise UsageError(f"{flag} does not apply to a Hugging Face folder source; give sentences with --text")
+    given_texts = list(options.texts)
     texts = check_texts(options.texts)
     if options.generate is not None and options.generate <= 0:
         raise UsageError(f"--generate {options.generate}: give a positive number of new tokens")
@@ -114,11 +117,27 @@ def validate_hf_folder(source, model, options, *, tolerance: Tolerance | None, p
     if model_src.task == "text2text-generation":
         raise UsageError(f"{model_src.folder.root.name} is an encoder-decoder: give the exported folder "
                          "(encoder_model.onnx, decoder_model.onnx, decoder_with_past_model.onnx), not one file")
+    images = None
+    if model_src.task == "image-classification":
+        from onnxkit.operations.hf_vision_validate import check_texts_for_images, read_images
+
+        check_texts_for_images(given_texts)
+        images = read_images(data) if data is not None else None
+    elif data:
+        raise UsageError("--data does not apply to a Hugging Face folder of a text model (it gives image files "
+                         "to an image-classification model); give sentences with --text")
     session = _session(path, options, providers, timeout)
     try:
-        result = validate_on_text(model_src, session.run, session.input_specs, texts, tolerance,
-                                  reference_name=f"{model_src.framework} {Path(str(source)).name}",
-                                  candidate_name=str(path), new_tokens=options.generate)
+        if model_src.task == "image-classification":
+            from onnxkit.operations.hf_vision_validate import validate_on_images
+
+            result = validate_on_images(model_src, session.run, session.input_specs, data, tolerance,
+                                        reference_name=f"{model_src.framework} {Path(str(source)).name}",
+                                        candidate_name=str(path), images=images)
+        else:
+            result = validate_on_text(model_src, session.run, session.input_specs, texts, tolerance,
+                                      reference_name=f"{model_src.framework} {Path(str(source)).name}",
+                                      candidate_name=str(path), new_tokens=options.generate)
     finally:
         session.close()
     result.notes.append(f"task {model_src.task}")
