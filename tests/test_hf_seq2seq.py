@@ -205,3 +205,42 @@ def test_bin_weights_are_refused_without_trust(cli, t5, tmp_path):
     r = cli("export", src, "-o", tmp_path / "out")
     assert r.code == 5 and "pickle" in r.stderr, r
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_mt5_with_more_decoder_than_encoder_layers(cli, tmp_path):
+    """T5's decoder stack has its own config: a cache sized from the top-level one ran out of
+    layers, in the export and in generate() itself."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.MT5Config(vocab_size=30522, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=3,
+                                 num_heads=2, decoder_start_token_id=0, pad_token_id=0, eos_token_id=102)
+    src = _save(transformers.MT5ForConditionalGeneration(cfg), tmp_path / "mt5")
+    r = cli("export", src, "-o", tmp_path / "out", "--generate", "3", "--text", "Hello world.", "--json")
+    assert r.code == 0, r
+    past_in, past_out = _names(tmp_path / "out" / "decoder_with_past_model.onnx")
+    assert "past_key_values.2.encoder.value" in past_in and past_out[-1] == "present.2.decoder.value"
+
+
+@pytest.mark.parametrize("arch,task", [
+    ("MarianMTModel", "text2text-generation"),
+    ("T5ForConditionalGeneration", "text2text-generation"),
+    ("ViTForImageClassification", "image-classification"),
+    ("T5Model", "feature-extraction"),
+])
+def test_task_inferred_from_architecture(arch, task):
+    from onnxkit.frameworks.hf_scan import HFFolder
+
+    folder = HFFolder(root=Path("x"), model_dir=Path("x"), config={"architectures": [arch]}, weights="safetensors")
+    assert folder.infer_task() == task
+
+
+def test_text2text_on_an_encoder_only_folder_is_usage_error(cli, tmp_path):
+    from test_hf_folders import tiny_bert
+
+    src = tiny_bert(tmp_path / "bert")
+    before = snapshot(src)
+    r = cli("export", src, "-o", tmp_path / "out", "--task", "text2text-generation")
+    assert r.code == 2 and "is not an encoder-decoder model" in r.stderr, r
+    assert not (tmp_path / "out").exists() and snapshot(src) == before

@@ -25,6 +25,7 @@ _ARCH_SUFFIXES = (
     ("LMHeadModel", "text-generation"),
     ("ForConditionalGeneration", "text2text-generation"),
     ("ForImageClassification", "image-classification"),
+    ("MTModel", "text2text-generation"),  # MarianMTModel: a translation model, not an encoder
     ("Model", "feature-extraction"),
 )
 

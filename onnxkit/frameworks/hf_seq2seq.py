@@ -140,7 +140,7 @@ class HFSeq2SeqSource(HFSource):
                 out = self.model.generate(
                     input_ids=torch.from_numpy(encoder_feeds["input_ids"].astype(np.int64)),
                     attention_mask=torch.from_numpy(encoder_feeds["attention_mask"].astype(np.int64)),
-                    generation_config=bare,
+                    generation_config=bare, past_key_values=_empty_cache(self.model),
                 )
         finally:
             self.model.generation_config = saved
@@ -243,8 +243,7 @@ def _decoder_wrapper(model, layers: int, *, with_past: bool):
 
         def forward(self, encoder_attention_mask, input_ids, past_or_hidden):
             cfg = self.inner.config
-            cache = transformers.EncoderDecoderCache(transformers.DynamicCache(config=cfg),
-                                                     transformers.DynamicCache(config=cfg))
+            cache = _empty_cache(self.inner)
             if with_past:
                 past = past_or_hidden
                 for i in range(layers):
@@ -270,6 +269,15 @@ def _decoder_wrapper(model, layers: int, *, with_past: bool):
             return (out.logits, *present)
 
     return DecoderStep(model).eval()
+
+
+def _empty_cache(model):
+    """An empty self- and cross-attention cache sized by the decoder's own config: T5's decoder
+    stack has one (num_decoder_layers may differ from num_layers), and a cache sized from the
+    top-level config runs out of layers (generate() itself does so on such an mT5)."""
+    transformers = require("transformers", "transformers")
+    cfg = getattr(model.get_decoder(), "config", model.config)
+    return transformers.EncoderDecoderCache(transformers.DynamicCache(config=cfg), transformers.DynamicCache(config=cfg))
 
 
 def _model_dim(cfg) -> int:
