@@ -180,3 +180,19 @@ def test_data_on_a_text_model_is_usage_error(cli, tmp_path):
     src = tiny_bert(tmp_path / "bert")
     images = _write_images(tmp_path / "images", 1)
     _refused(cli, src, tmp_path, "--data", images, code=2, message="--data does not apply to a Hugging Face folder of a text model")
+
+
+@pytest.mark.slow
+def test_swin_exports_with_a_dynamic_batch(cli, tmp_path):
+    """Swin's SDPA attention did not survive torch.export with a dynamic batch (exit 4)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
+                                  window_size=4, **_labels())
+    src = tmp_path / "swin"
+    transformers.SwinForImageClassification(cfg).eval().save_pretrained(str(src))
+    _pil_processor(transformers, "ViTImageProcessor", size={"height": 32, "width": 32}).save_pretrained(str(src))
+    r = cli("export", src, "-o", tmp_path / "out", "--json")
+    assert r.code == 0, r
+    assert r.json["validation"]["outputs"][0]["top1_agreement"] == 1.0

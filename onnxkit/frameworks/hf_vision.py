@@ -36,6 +36,7 @@ class HFVisionSource(HFSource):
                     str(folder.model_dir), local_files_only=True, trust_remote_code=remote)
             except _load_errors() as exc:
                 raise InputError(f"transformers cannot load {folder.root.name} for {task}: {_first_line(exc)}") from None
+        _eager_attention(self.model)
         dtype = folder.config.get("torch_dtype") or folder.config.get("dtype")
         if dtype and dtype != "float32":
             self.notes.append(f"the checkpoint is {dtype}; exported and validated in float32")
@@ -79,6 +80,15 @@ class HFVisionSource(HFSource):
         model, opset = self._dynamo_export((example,), ({0: torch.export.Dim.DYNAMIC},), options)
         rename_dims(model, [("pixel_values", 0, "batch_size")])
         return ExportOutcome(model=model, exporter="torch.onnx (dynamo)", opset=opset, notes=list(self.notes))
+
+
+def _eager_attention(model) -> None:
+    """Swin's SDPA path does not survive torch.export with a dynamic batch (a transposed tensor
+    gets viewed); eager attention is the same math. CNNs have no attention to choose."""
+    try:
+        model.set_attn_implementation("eager")
+    except (ValueError, AttributeError, NotImplementedError):
+        pass
 
 
 def _classifier_wrapper(model):
