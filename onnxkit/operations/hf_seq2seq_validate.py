@@ -29,28 +29,27 @@ def validate_seq2seq(model_src, runs: dict, texts: list[str], tolerance: Toleran
     # ONNX Runtime drives the decoding (its cache, its tokens); each graph's feeds are recorded
     # with its outputs, then the source is run on the very same feeds.
     steps: dict[str, list] = {DECODER_FILE: [], DECODER_PAST_FILE: []}
-    prompts = [model_src.tokenize([t]) for t in texts[:2]]
-    generated = []
-    for k, enc in enumerate(prompts):
-        hidden = runs[ENCODER_FILE](enc)["last_hidden_state"]
-        feeds = model_src.first_step(enc, hidden)
-        seq = feeds["input_ids"]
-        for step in range(new_tokens):
-            file = DECODER_FILE if step == 0 else DECODER_PAST_FILE
-            out = runs[file](feeds)
-            steps[file].append((f"text {k + 1} step {step}", feeds, out))
-            token = out["logits"][:, -1].argmax(-1)[:, None].astype(np.int64)
-            seq = np.concatenate([seq, token], axis=1)
-            feeds = model_src.next_step(feeds, out, token)
-        generated.append(seq)
+    # The first two texts decoded together, padded: cross-attention must honour
+    # encoder_attention_mask, or the shorter text's tokens change.
+    enc = model_src.tokenize(texts[:2])
+    hidden = runs[ENCODER_FILE](enc)["last_hidden_state"]
+    feeds = model_src.first_step(enc, hidden)
+    seq = feeds["input_ids"]
+    for step in range(new_tokens):
+        file = DECODER_FILE if step == 0 else DECODER_PAST_FILE
+        out = runs[file](feeds)
+        steps[file].append((f"step {step}", feeds, out))
+        token = out["logits"][:, -1].argmax(-1)[:, None].astype(np.int64)
+        seq = np.concatenate([seq, token], axis=1)
+        feeds = model_src.next_step(feeds, out, token)
     for file, recorded in steps.items():
         if recorded:
             results.append((file, _compare_recorded(validate_models, model_src, recorded, tolerance,
                                                     reference_name, candidate_name)))
     result = _merge(results, tolerance)
-    for k, enc in enumerate(prompts):
-        want = model_src.generate(enc, new_tokens)
-        got = generated[k][:, :want.shape[1]]
+    want_all = model_src.generate(enc, new_tokens)
+    for k in range(seq.shape[0]):
+        want, got = want_all[k:k + 1], seq[k:k + 1, :want_all.shape[1]]
         ids = compare_once({"generated_ids": want}, {"generated_ids": got}, tolerance,
                            label_outputs=("generated_ids",))[0]
         ids.name = f"generated_ids (text {k + 1})"
@@ -61,7 +60,7 @@ def validate_seq2seq(model_src, runs: dict, texts: list[str], tolerance: Toleran
     result.passed = all(o.passed for o in result.outputs)
     result.notes.append("last_hidden_state: compared where attention_mask is 1 (padding is never read)")
     result.notes.append(f"greedy decoding of {new_tokens} new tokens through encoder, decoder and cache on "
-                        f"{len(prompts)} prompt(s), against generate(do_sample=False, num_beams=1)")
+                        f"{seq.shape[0]} prompt(s) in one padded batch, against generate(do_sample=False, num_beams=1)")
     return result
 
 
