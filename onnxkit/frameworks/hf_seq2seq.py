@@ -231,7 +231,6 @@ def _encoder_wrapper(model):
 
 def _decoder_wrapper(model, layers: int, *, with_past: bool):
     torch = require("torch", "torch")
-    transformers = require("transformers", "transformers")
     from transformers.modeling_outputs import BaseModelOutput
 
     class DecoderStep(torch.nn.Module):
