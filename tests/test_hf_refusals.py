@@ -99,7 +99,7 @@ def test_module_path_outside_the_folder_is_refused(cli, folder, tmp_path):
 
 
 @pytest.mark.parametrize("task,message", [
-    ("text2text-generation", "not supported yet"),
+    ("text2text-generation", "not an encoder-decoder model"),
     ("translate-everything", "unknown --task"),
 ])
 def test_unsupported_task_is_usage_error(cli, folder, tmp_path, task, message):
@@ -133,7 +133,7 @@ def test_task_on_a_non_hf_source_is_usage_error(cli, linear_onnx, tmp_path):
 
 
 def test_generate_on_an_encoder_task_is_usage_error(cli, folder, tmp_path):
-    _refused(cli, folder, tmp_path, "--generate", "4", code=2, message="--generate applies to text-generation")
+    _refused(cli, folder, tmp_path, "--generate", "4", code=2, message="--generate applies to text-generation and text2text")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])

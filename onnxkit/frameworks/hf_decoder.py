@@ -113,29 +113,33 @@ class HFDecoderSource(HFSource):
         self._name_dims(model)
         return ExportOutcome(model=model, exporter="torch.onnx (dynamo)", opset=opset, notes=list(self.notes))
 
-
     def _name_dims(self, model) -> None:
-        """The exporter names dynamic dims s10, s70...; give them the names a reader expects.
-        Symbols that must be equal (every past length, every batch) get one name."""
-        import re
-
-        graph = model.graph
-        inputs = {i.name: i.type.tensor_type.shape.dim for i in graph.input}
-        mapping: dict[str, str] = {}
         wanted = [("input_ids", 0, "batch"), ("input_ids", 1, "sequence"), ("attention_mask", 0, "batch"),
                   ("attention_mask", 1, "total_sequence"), ("position_ids", 0, "batch")]
         wanted += [(n, a, label) for n in self.past_names for a, label in ((0, "batch"), (2, "past_sequence"))]
-        for name, axis, label in wanted:
-            dims = inputs.get(name)
-            if dims is not None and len(dims) > axis and dims[axis].dim_param:
-                mapping[dims[axis].dim_param] = label
-        if not mapping:
-            return
-        symbol = re.compile(r"\b(" + "|".join(map(re.escape, mapping)) + r")\b")
-        for value in (*graph.input, *graph.output, *graph.value_info):
-            for d in value.type.tensor_type.shape.dim:
-                if d.dim_param:
-                    d.dim_param = symbol.sub(lambda m: mapping[m.group(1)], d.dim_param)
+        rename_dims(model, wanted)
+
+
+def rename_dims(model, wanted: list[tuple[str, int, str]]) -> None:
+    """The exporter names dynamic dims s10, s70...; give them the names a reader expects:
+    ``wanted`` is (input name, axis, label). Symbols that must be equal (every past length,
+    every batch) get one name."""
+    import re
+
+    graph = model.graph
+    inputs = {i.name: i.type.tensor_type.shape.dim for i in graph.input}
+    mapping: dict[str, str] = {}
+    for name, axis, label in wanted:
+        dims = inputs.get(name)
+        if dims is not None and len(dims) > axis and dims[axis].dim_param:
+            mapping[dims[axis].dim_param] = label
+    if not mapping:
+        return
+    symbol = re.compile(r"\b(" + "|".join(map(re.escape, mapping)) + r")\b")
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        for d in value.type.tensor_type.shape.dim:
+            if d.dim_param:
+                d.dim_param = symbol.sub(lambda m: mapping[m.group(1)], d.dim_param)
 
 
 def _decoder_wrapper(model, layers: int):

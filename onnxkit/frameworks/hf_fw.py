@@ -22,7 +22,7 @@ from onnxkit.foundation.files import preflight
 from onnxkit.foundation.spec import InputSpec
 from onnxkit.errors import ConversionError, InputError, UsageError
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions, SourceModel
-from onnxkit.frameworks.hf_scan import PLANNED_TASKS, TASKS, HFFolder, SentencePooling, scan_folder
+from onnxkit.frameworks.hf_scan import PLANNED_TASKS, TASKS, HFFolder, SentencePooling, check_preprocessing, scan_folder
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ _HEADS: dict[str, tuple[str, tuple[str, ...]]] = {
     "fill-mask": ("AutoModelForMaskedLM", ("logits",)),
     "question-answering": ("AutoModelForQuestionAnswering", ("start_logits", "end_logits")),
     "text-generation": ("AutoModelForCausalLM", ("logits",)),
+    "text2text-generation": ("AutoModelForSeq2SeqLM", ("logits",)),
 }
 _TOKEN_LEVEL = {
     "feature-extraction": ("last_hidden_state", "token_embeddings"),
@@ -71,10 +72,22 @@ def load(source: str | Path, options: LoadOptions) -> SourceModel:
         raise UsageError(f"unknown --task {task!r}; choose from {', '.join(TASKS)}")
     if folder.pooling is not None and task != "feature-extraction":
         raise UsageError(f"{root.name} is a sentence-transformers folder: its task is feature-extraction, not {task}")
+    check_preprocessing(folder, task)
+    if task == "image-classification":
+        from onnxkit.frameworks.hf_vision import HFVisionSource
+
+        return HFVisionSource(folder, task, options.trust)
     if task == "text-generation":
         from onnxkit.frameworks.hf_decoder import HFDecoderSource
 
         return HFDecoderSource(folder, task, options.trust)
+    if task == "text2text-generation":
+        if not folder.config.get("is_encoder_decoder"):
+            raise UsageError(f"{root.name} ({folder.architecture or folder.config['model_type']}) is not an encoder-decoder "
+                             "model; text2text-generation needs one (T5, BART...)")
+        from onnxkit.frameworks.hf_seq2seq import HFSeq2SeqSource
+
+        return HFSeq2SeqSource(folder, task, options.trust)
     return HFSource(folder, task, options.trust)
 
 
@@ -114,7 +127,7 @@ class HFSource(SourceModel):
         else:
             self.output_names = list(_HEADS[task][1])
         self.token_outputs = tuple(n for n in self.output_names if n in _TOKEN_LEVEL.get(task, ()))
-        if task != "text-generation":  # the decoder subclass builds its own step wrapper
+        if task not in ("text-generation", "text2text-generation"):  # subclasses build their own step wrappers
             self.wrapper = _Wrapper(self.model, self.input_names, self.output_names, folder.pooling)
 
     def _input_names(self) -> list[str]:
@@ -152,16 +165,24 @@ class HFSource(SourceModel):
         model, opset = self._dynamo_export(args, dynamic, options)
         return ExportOutcome(model=model, exporter="torch.onnx (dynamo)", opset=opset, notes=list(self.notes))
 
-    def _dynamo_export(self, args: tuple, dynamic_shapes: object, options: LoadOptions) -> tuple[object, int | None]:
-        """The wrapper through torch.onnx's torch.export-based exporter, quietly; one line on
-        failure. Returns the model and its ai.onnx opset."""
+    def export_files(self, options: LoadOptions) -> list[tuple[str, ExportOutcome]]:
+        """(file name, graph) of every ONNX file the output folder holds."""
+        return [("model.onnx", self.export(options))]
+
+    def _dynamo_export(self, args: tuple, dynamic_shapes: object, options: LoadOptions, *, wrapper=None,
+                       input_names: list[str] | None = None,
+                       output_names: list[str] | None = None) -> tuple[object, int | None]:
+        """The wrapper (by default self.wrapper, with self's I/O names) through torch.onnx's
+        torch.export-based exporter, quietly; one line on failure. Returns the model and its
+        ai.onnx opset."""
         torch = require("torch", "torch")
         from onnxkit.frameworks.torch_fw import _conversion_error, _quiet
 
         with _quiet():
             try:
                 program = torch.onnx.export(
-                    self.wrapper, args, input_names=self.input_names, output_names=self.output_names,
+                    wrapper or self.wrapper, args, input_names=input_names or self.input_names,
+                    output_names=output_names or self.output_names,
                     opset_version=options.opset, dynamo=True, external_data=False, dynamic_shapes=dynamic_shapes,
                 )
             except Exception as exc:  # the exporter raises many unrelated types

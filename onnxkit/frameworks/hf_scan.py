@@ -11,9 +11,9 @@ from typing import Any
 from onnxkit.errors import InputError, UnsafeInput, UsageError
 
 TASKS = ("feature-extraction", "text-classification", "token-classification", "fill-mask", "question-answering",
-         "text-generation")
+         "text-generation", "text2text-generation", "image-classification")
 # Tasks the issue names that this version cannot export yet: a clear refusal beats a wrong graph.
-PLANNED_TASKS = ("text2text-generation", "image-classification")
+PLANNED_TASKS: tuple[str, ...] = ()
 
 # Suffix of config.architectures[0] -> task; longest suffixes first so "ForMaskedLM" wins over "Model".
 _ARCH_SUFFIXES = (
@@ -25,6 +25,7 @@ _ARCH_SUFFIXES = (
     ("LMHeadModel", "text-generation"),
     ("ForConditionalGeneration", "text2text-generation"),
     ("ForImageClassification", "image-classification"),
+    ("MTModel", "text2text-generation"),  # MarianMTModel: a translation model, not an encoder
     ("Model", "feature-extraction"),
 )
 
@@ -115,12 +116,21 @@ def scan_folder(root: Path, trust: bool) -> HFFolder:
             "pass --trust only if you have read it",
         )
     weights = _weights_kind(model_dir, trust)
-    if not any((model_dir / n).is_file() for n in _TOKENIZER_VOCABS):
+    return HFFolder(root=root, model_dir=model_dir, config=config, weights=weights, custom_code=custom, pooling=pooling)
+
+
+def check_preprocessing(folder: HFFolder, task: str) -> None:
+    """The folder holds what makes the task's inputs: a tokenizer, or an image processor."""
+    model_dir = folder.model_dir
+    if task == "image-classification":
+        if not (model_dir / "preprocessor_config.json").is_file():
+            raise InputError(f"{model_dir.name} has no preprocessor_config.json; save the image processor into the "
+                             "folder with image_processor.save_pretrained")
+    elif not any((model_dir / n).is_file() for n in _TOKENIZER_VOCABS):
         # transformers would build an empty tokenizer (special tokens only): every word [UNK],
         # a validation that checks nothing and an output folder no one can tokenize for.
         raise InputError(f"{model_dir.name} has no tokenizer files ({', '.join(_TOKENIZER_VOCABS)}); "
                          "save the tokenizer into the folder with tokenizer.save_pretrained")
-    return HFFolder(root=root, model_dir=model_dir, config=config, weights=weights, custom_code=custom, pooling=pooling)
 
 
 def _custom_code(root: Path, model_dir: Path, config: dict) -> list[str]:

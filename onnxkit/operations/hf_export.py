@@ -14,8 +14,8 @@ from onnxkit import __version__
 from onnxkit.foundation.compare import Tolerance
 from onnxkit.foundation.files import refuse_special_output
 from onnxkit.errors import EnvironmentProblem, Interrupted, UsageError
-from onnxkit.operations.hf_validate import MODEL_FILE, check_texts, validate_on_text
-
+from onnxkit.operations.hf_validate import GENERATIVE_TASKS, check_texts, validate_on_text
+from onnxkit.operations.hf_vision_validate import check_texts_for_images, read_images
 
 
 def is_hf_source(source, options) -> bool:
@@ -51,14 +51,13 @@ def export_hf_folder(source, output, options, *, validate: bool = True, toleranc
     from onnxkit.foundation.spec import outputs_from_onnx, specs_from_onnx
     from onnxkit.frameworks.hf_fw import load
     from onnxkit.frameworks.hf_scan import SIDE_FILES
-    from onnxkit.runtime.session import make_session
 
     if options.inputs:
         raise UsageError("--input does not apply to a Hugging Face folder: its tokenizer decides the inputs")
     if options.output_names:
         raise UsageError("--output-names does not apply to a Hugging Face folder: outputs follow Optimum's names")
-    if data is not None:
-        raise UsageError("--data does not apply to a Hugging Face folder yet; give sentences with --text")
+    if data is not None and not validate:
+        raise UsageError("--data gives the images to validate on; it has no use with --no-validate")
     if options.texts and not validate:
         raise UsageError("--text gives the sentences to validate on; it has no use with --no-validate")
     texts = check_texts(options.texts)
@@ -68,47 +67,59 @@ def export_hf_folder(source, output, options, *, validate: bool = True, toleranc
     out = check_output_folder(Path(output), root)
     t0 = time.perf_counter()
     model_src = loaded or load(root, options)
-    if options.generate is not None and model_src.task != "text-generation":
-        raise UsageError(f"--generate applies to text-generation; this folder's task is {model_src.task}")
-    outcome = model_src.export(options)
-    model = outcome.model
+    images = None
+    if model_src.task == "image-classification":
+        check_texts_for_images(options.texts)
+        images = read_images(data) if data is not None and validate else None  # a bad file fails before the export
+    elif data is not None:
+        raise UsageError("--data does not apply to a Hugging Face folder of a text model (it gives image files "
+                         "to an image-classification model); give sentences with --text")
+    if options.generate is not None and model_src.task not in GENERATIVE_TASKS:
+        raise UsageError(f"--generate applies to text-generation and text2text-generation; "
+                         f"this folder's task is {model_src.task}")
+    files = model_src.export_files(options)
     digest = source_digest(root, options)
-    add_metadata(model, {
-        "onnxkit.version": __version__,
-        "onnxkit.source_framework": model_src.framework,
-        "onnxkit.source_framework_version": model_src.framework_version,
-        "onnxkit.source_sha256": digest,
-        "onnxkit.source_name": root.name,
-        "onnxkit.exporter": outcome.exporter,
-        "onnxkit.task": model_src.task,
-        "onnxkit.input_spec": json.dumps([s.to_dict() for s in model_src.input_specs]),
-    })
+    for _, outcome in files:
+        add_metadata(outcome.model, {
+            "onnxkit.version": __version__,
+            "onnxkit.source_framework": model_src.framework,
+            "onnxkit.source_framework_version": model_src.framework_version,
+            "onnxkit.source_sha256": digest,
+            "onnxkit.source_name": root.name,
+            "onnxkit.exporter": outcome.exporter,
+            "onnxkit.task": model_src.task,
+            "onnxkit.input_spec": json.dumps([s.to_dict() for s in model_src.input_specs]),
+        })
+    # The file a reader looks at first: model.onnx, or a seq2seq folder's first-step decoder.
+    main_file, outcome = files[1] if len(files) > 1 else files[0]
+    model = outcome.model
     export_seconds = time.perf_counter() - t0
     parent = out.resolve().parent
     staging = Path(tempfile.mkdtemp(prefix=".onnxkit-export-", dir=parent))
     try:
-        staged = staging / MODEL_FILE
-        save_onnx(model, staged)
+        problems = []
+        for name, each in files:
+            save_onnx(each.model, staging / name)
+            problems += [p if len(files) == 1 else f"{name}: {p}" for p in _checker_problems(staging / name)]
         copied = _copy_side_files(model_src.folder.model_dir, staging, SIDE_FILES)
-        problems = _checker_problems(staged)
         result = ExportResult(
-            command="export", source=str(source), output=str(out / MODEL_FILE), framework=model_src.framework,
+            command="export", source=str(source), output=str(out / main_file), framework=model_src.framework,
             framework_version=model_src.framework_version, exporter=outcome.exporter, opset=outcome.opset,
             inputs=_io_dicts(specs_from_onnx(model)), outputs=_io_dicts(outputs_from_onnx(model)),
             source_sha256=digest, checker_ok=not problems, checker_problems=problems,
             export_seconds=export_seconds, notes=list(outcome.notes),
         )
+        onnx_files = [name for name, _ in files]
+        if len(files) > 1:
+            result.notes.append(f"{out}/ holds {', '.join(onnx_files)}; inputs and outputs shown are {main_file}'s")
         result.notes.append(f"task {model_src.task}; {out}/ also holds {', '.join(copied) or 'no side files'}")
         if problems:
             result.passed = False
             result.notes.append("onnx.checker rejected the exported model; it was written for inspection")
         elif validate:
-            session = make_session(staged)
-            result.validation = validate_on_text(
-                model_src, session.run, session.input_specs, texts, tolerance,
-                reference_name=f"{model_src.framework} {root.name}", candidate_name=f"{out.name}/{MODEL_FILE}",
-                new_tokens=options.generate,
-            )
+            result.validation = _validate_staged(model_src, staging, onnx_files, texts, (data, images), tolerance, options,
+                                                 reference_name=f"{model_src.framework} {root.name}",
+                                                 candidate_name=f"{out.name}/{main_file}")
             result.validation.command = "export"
             result.passed = result.validation.passed
             if not result.passed:
@@ -116,12 +127,32 @@ def export_hf_folder(source, output, options, *, validate: bool = True, toleranc
         else:
             result.notes.append("validation skipped (--no-validate)")
         _move_into(staging, out)
-        result.file_size = (out / MODEL_FILE).stat().st_size
+        result.file_size = sum((out / name).stat().st_size for name in onnx_files)
         return result
     except KeyboardInterrupt:
         raise Interrupted() from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _validate_staged(model_src, staging: Path, onnx_files: list[str], texts, images, tolerance, options, *,
+                     reference_name: str, candidate_name: str):
+    from onnxkit.runtime.session import make_session
+
+    if len(onnx_files) > 1:
+        from onnxkit.operations.hf_seq2seq_validate import validate_seq2seq
+
+        runs = {name: make_session(staging / name).run for name in onnx_files}
+        return validate_seq2seq(model_src, runs, texts, tolerance, new_tokens=options.generate,
+                                reference_name=reference_name, candidate_name=candidate_name)
+    session = make_session(staging / onnx_files[0])
+    if model_src.task == "image-classification":
+        from onnxkit.operations.hf_vision_validate import validate_on_images
+
+        return validate_on_images(model_src, session.run, session.input_specs, images[0], tolerance,
+                                  reference_name=reference_name, candidate_name=candidate_name, images=images[1])
+    return validate_on_text(model_src, session.run, session.input_specs, texts, tolerance,
+                            reference_name=reference_name, candidate_name=candidate_name, new_tokens=options.generate)
 
 
 def _copy_side_files(model_dir: Path, dest: Path, names: tuple[str, ...]) -> list[str]:
@@ -136,7 +167,7 @@ def _copy_side_files(model_dir: Path, dest: Path, names: tuple[str, ...]) -> lis
 
 
 def _move_into(staging: Path, out: Path) -> None:
-    """Side files and external data first, model.onnx last: a reader that sees the new model
+    """Side files and external data first, the .onnx files last: a reader that sees the new model
     finds everything it needs. A missing folder is renamed into place in one step."""
     if not out.exists():
         umask = os.umask(0)
@@ -144,5 +175,5 @@ def _move_into(staging: Path, out: Path) -> None:
         os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 is for staging, not for the user's folder
         os.replace(staging, out)
         return
-    for f in sorted(staging.iterdir(), key=lambda p: p.name == MODEL_FILE):
+    for f in sorted(staging.iterdir(), key=lambda p: p.suffix == ".onnx"):
         os.replace(f, out / f.name)

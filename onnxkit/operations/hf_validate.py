@@ -21,6 +21,7 @@ DEFAULT_TEXTS = (
     "Short.",
 )
 MODEL_FILE = "model.onnx"
+GENERATIVE_TASKS = ("text-generation", "text2text-generation")  # the tasks --generate applies to
 
 
 def check_texts(texts: list[str]) -> list[str]:
@@ -89,13 +90,22 @@ def validate_hf_folder(source, model, options, *, tolerance: Tolerance | None, p
     from onnxkit.operations.validate_files import _session
     from onnxkit.frameworks.hf_fw import load
 
-    for flag, value in (unsupported or {}).items():
+    unsupported = dict(unsupported or {})
+    data = unsupported.pop("--data", None)  # image files, for an image model; checked once the task is known
+    for flag, value in unsupported.items():
         if value:
             raise UsageError(f"{flag} does not apply to a Hugging Face folder source; give sentences with --text")
+    given_texts = list(options.texts)
     texts = check_texts(options.texts)
     if options.generate is not None and options.generate <= 0:
         raise UsageError(f"--generate {options.generate}: give a positive number of new tokens")
     path = Path(model)
+    seq2seq = path.is_dir() and not (path / MODEL_FILE).is_file() and (path / "encoder_model.onnx").is_file()
+    if seq2seq:
+        if precision is not None or any(str(p).split(":")[0].lower() == "openvino" for p in providers or []):
+            raise UsageError("--provider openvino / --precision do not apply to an encoder-decoder folder yet; "
+                             "validate it on ONNX Runtime")
+        return _validate_seq2seq_folder(source, path, options, texts, tolerance, providers, timeout)
     if path.is_dir():
         path = path / MODEL_FILE
         if not path.is_file():
@@ -107,18 +117,68 @@ def validate_hf_folder(source, model, options, *, tolerance: Tolerance | None, p
         if task:
             options.task = task
     model_src = load(source, options)
+    if model_src.task == "text2text-generation":
+        raise UsageError(f"{model_src.folder.root.name} is an encoder-decoder: give the exported folder "
+                         "(encoder_model.onnx, decoder_model.onnx, decoder_with_past_model.onnx), not one file")
+    images = None
+    if model_src.task == "image-classification":
+        from onnxkit.operations.hf_vision_validate import check_texts_for_images, read_images
+
+        check_texts_for_images(given_texts)
+        images = read_images(data) if data is not None else None
+    elif data:
+        raise UsageError("--data does not apply to a Hugging Face folder of a text model (it gives image files "
+                         "to an image-classification model); give sentences with --text")
     from onnxkit.operations.validate_precision import check_openvino_use, deployed
 
     precision = check_openvino_use(precision, providers, None, False)
     session = _session(path, options, providers, timeout, precision)
     tolerance, precision_notes = deployed(session, precision, tolerance, tolerance_given)
     try:
-        result = validate_on_text(model_src, session.run, session.input_specs, texts, tolerance,
-                                  reference_name=f"{model_src.framework} {Path(str(source)).name}",
-                                  candidate_name=str(path), new_tokens=options.generate)
+        if model_src.task == "image-classification":
+            from onnxkit.operations.hf_vision_validate import validate_on_images
+
+            result = validate_on_images(model_src, session.run, session.input_specs, data, tolerance,
+                                        reference_name=f"{model_src.framework} {Path(str(source)).name}",
+                                        candidate_name=str(path), images=images)
+        else:
+            result = validate_on_text(model_src, session.run, session.input_specs, texts, tolerance,
+                                      reference_name=f"{model_src.framework} {Path(str(source)).name}",
+                                      candidate_name=str(path), new_tokens=options.generate)
     finally:
         session.close()
     result.notes.append(f"task {model_src.task}")
     result.notes.extend(precision_notes)
     result.precision = getattr(session, "precision", None)
+    return result
+
+
+def _validate_seq2seq_folder(source, folder: Path, options, texts, tolerance, providers, timeout):
+    """``validate T5_FOLDER OUT/``: the three graphs of an encoder-decoder export."""
+    from onnxkit.foundation.onnx_io import load_onnx
+    from onnxkit.frameworks.hf_fw import load
+    from onnxkit.frameworks.hf_seq2seq import SEQ2SEQ_FILES
+    from onnxkit.operations.hf_seq2seq_validate import validate_seq2seq
+    from onnxkit.operations.validate_files import _session
+
+    missing = [n for n in SEQ2SEQ_FILES if not (folder / n).is_file()]
+    if missing:
+        raise InputError(f"{folder} holds no {', '.join(missing)}; an encoder-decoder export has {', '.join(SEQ2SEQ_FILES)}")
+    for name in SEQ2SEQ_FILES:
+        load_onnx(folder / name, trust=options.trust, load_external=False)  # safety checks before ORT sees it
+    if options.task not in (None, "text2text-generation"):
+        raise UsageError(f"{folder} holds an encoder-decoder export; its task is text2text-generation, not {options.task}")
+    options.task = "text2text-generation"
+    model_src = load(source, options)
+    sessions = []
+    try:
+        for name in SEQ2SEQ_FILES:
+            sessions.append(_session(folder / name, options, providers, timeout))
+        result = validate_seq2seq(model_src, {n: s.run for n, s in zip(SEQ2SEQ_FILES, sessions)}, texts, tolerance,
+                                  new_tokens=options.generate, reference_name=f"{model_src.framework} {Path(str(source)).name}",
+                                  candidate_name=str(folder))
+    finally:
+        for s in sessions:
+            s.close()
+    result.notes.append(f"task {model_src.task}")
     return result
