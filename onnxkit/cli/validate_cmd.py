@@ -139,8 +139,7 @@ def validate_command(
     else:
         src, model_path = source, model
     tolerance = make_tolerance(tol, rtol, preset)
-    sizes = _int_list(batch_sizes, "--batch-sizes")
-    lens = _int_list(seq_lens, "--seq-lens")
+    sizes, lens = _int_list(batch_sizes, "--batch-sizes"), _int_list(seq_lens, "--seq-lens")
     # Every file validate writes against every file it reads, and against each other.
     check_io([junit, report, save_outputs], [model_path, src, data, weights, load_outputs])
     options = LoadOptions(framework=framework, trust=trust, inputs=parse_specs(inputs), weights=weights, task=task, texts=list(text or []), generate=generate)
