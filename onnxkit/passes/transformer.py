@@ -9,9 +9,7 @@ nodes is kept; the report says which fusions applied and which expected ones did
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
-import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,9 +143,9 @@ def _with_onnxruntime_transformers(model: Any, model_type: str, heads: int, hidd
     from onnxruntime.transformers.optimizer import optimize_model
 
     # opt_level=0: only the python fusions; ORT's own level stays a separate, explicit choice.
-    # onnxruntime.transformers prints shape-inference failures on stdout; with --json,
-    # stdout must hold only onnxkit's document.
-    with contextlib.redirect_stdout(sys.stderr):
+    from onnxkit.foundation.chatter import library_chatter
+
+    with library_chatter():
         opt = optimize_model(model, model_type=model_type, num_heads=heads, hidden_size=hidden, opt_level=0)
     return opt.model
 

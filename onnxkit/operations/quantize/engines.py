@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from onnxkit.foundation.chatter import library_chatter
 
 from onnxkit.errors import ConversionError, OnnxkitError
 from onnxkit.operations.quantize.calibration import _calibration_reader
@@ -49,7 +50,7 @@ def preprocess(model: Any, workdir: Path) -> tuple[Any, list[str]]:
     onnx.save_model(model, str(src))
     for kwargs in ({}, {"skip_symbolic_shape": True}):
         try:
-            with warnings.catch_warnings(), _inside(workdir), contextlib.redirect_stdout(sys.stderr):
+            with warnings.catch_warnings(), _inside(workdir), library_chatter():
                 warnings.simplefilter("ignore")
                 quant_pre_process(str(src), str(out), **kwargs)
             if kwargs:
@@ -130,7 +131,7 @@ def run_quantizer(model: Any, cfg: QuantConfig, exclude: list[str], workdir: Pat
     try:
         # The entropy/percentile calibrators print progress to stdout, which must hold only
         # the JSON document in --json mode.
-        with warnings.catch_warnings(), _inside(workdir), contextlib.redirect_stdout(sys.stderr):
+        with warnings.catch_warnings(), _inside(workdir), library_chatter():
             warnings.simplefilter("ignore")
             if cfg.mode == "dynamic":
                 # Dynamic quantization rewrites Gemm X into MatMul X_MatMul (+ Add) before it
