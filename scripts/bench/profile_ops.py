@@ -34,7 +34,7 @@ def _cast(sess: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def profile(path: str, feeds: dict[str, np.ndarray], threads: int, runs: int = 10) -> dict[str, Any]:
-    """Per-op-type share of the kernel time over ``runs`` calls (the first, warm-up call left out)."""
+    """Per-op-type median time per call over ``runs`` calls (the first, warm-up call left out)."""
     from onnxkit.runtime.session import ort
 
     rt = ort()
@@ -50,21 +50,28 @@ def profile(path: str, feeds: dict[str, np.ndarray], threads: int, runs: int = 1
             sess.run(None, f)
         with open(sess.end_profiling()) as fh:
             events = json.load(fh)
-    model_runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
-    if len(model_runs) < 2:
+    model_runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[1:]
+    if not model_runs:
         return {}
-    after = model_runs[0]["ts"] + model_runs[0]["dur"]
-    by_op: dict[str, float] = {}
+    # Per call, then the median over calls: on a shared machine one stalled call would
+    # otherwise dominate a sum.
+    per_run: list[dict[str, float]] = [{} for _ in model_runs]
+    starts = [e["ts"] for e in model_runs]
     for e in events:
-        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time") and e["ts"] >= after:
-            op = (e.get("args") or {}).get("op_name", "?")
-            by_op[op] = by_op.get(op, 0.0) + e["dur"] / 1000.0
-    timed = len(model_runs) - 1
-    kernel_ms = sum(by_op.values()) / timed
-    ops = sorted(({"op": k, "ms": v / timed, "pct": 100 * v / max(sum(by_op.values()), 1e-12)} for k, v in by_op.items()),
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
+            continue
+        k = next((i for i in range(len(model_runs) - 1, -1, -1) if starts[i] <= e["ts"]), None)
+        if k is None or e["ts"] > starts[k] + model_runs[k]["dur"]:
+            continue  # the warm-up call, or between calls
+        op = (e.get("args") or {}).get("op_name", "?")
+        per_run[k][op] = per_run[k].get(op, 0.0) + e["dur"] / 1000.0
+    ops_seen = {op for r in per_run for op in r}
+    by_op = {op: statistics.median(r.get(op, 0.0) for r in per_run) for op in ops_seen}
+    kernel_ms = sum(by_op.values())
+    ops = sorted(({"op": k, "ms": v, "pct": 100 * v / max(kernel_ms, 1e-12)} for k, v in by_op.items()),
                  key=lambda d: -d["ms"])
-    return {"runs": timed, "threads": threads, "model_run_ms": statistics.median(e["dur"] / 1000.0 for e in model_runs[1:]),
-            "kernel_ms": kernel_ms, "by_op": ops}
+    return {"runs": len(model_runs), "threads": threads,
+            "model_run_ms": statistics.median(e["dur"] / 1000.0 for e in model_runs), "kernel_ms": kernel_ms, "by_op": ops}
 
 
 def gemm_rates(prof: dict[str, Any], roof: dict[str, Any], peak_gops: dict[str, float]) -> dict[str, Any]:
@@ -105,3 +112,44 @@ def profile_rows(variants: list[tuple[str, str]], feeds_by_batch: dict[int, dict
         out.append({"variant": r["variant"], "batch": r["batch"], "int8_share": roof["ops_int8"] / total, **prof,
                     "gemm": gemm})
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Profile again the variants a suite run left in its work folder (``--work``), into its
+    results.json: ``profile_ops.py WORK/results.json``. Only the profiles change."""
+    import sys
+    from pathlib import Path
+
+    import models as M
+
+    args = argv if argv is not None else sys.argv[1:]
+    results = Path(args[0])
+    work = results.parent
+    doc = json.loads(results.read_text())
+    bundles = {"minilm": lambda: M.minilm(work / "minilm"), "resnet": lambda: M.cnn(work / "cnn")}
+    folders = {"minilm": "minilm", "resnet": "cnn"}
+    for m in doc["models"]:
+        if m["name"] not in bundles:
+            continue
+        b = bundles[m["name"]]()
+        names = {r["variant"] for r in m["rows"] if not r["source"]}
+        clean = {n: n.replace(" ", "_").replace("+", "").replace("(", "").replace(")", "") for n in names}
+        variants = [(n, str(work / folders[m["name"]] / f"{b.name}_{c}.onnx")) for n, c in clean.items()]
+        variants = [(n, p) for n, p in variants if Path(p).exists()]
+        feeds = {k: _positional(f, variants[0][1]) for k, f in b.bench_feeds.items()} if variants else {}
+        m["profiles"] = profile_rows(variants, feeds, m["rows"], m.get("limits") or {})
+    results.write_text(json.dumps(doc, indent=1, default=str))
+    print(f"re-profiled into {results}")
+    return 0
+
+
+def _positional(feeds: dict[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
+    """The bundle's arrays under the model's input names (the export may rename them)."""
+    from onnxkit.runtime.session import ort
+
+    names = [i.name for i in ort().InferenceSession(path, providers=["CPUExecutionProvider"]).get_inputs()]
+    return feeds if set(names) == set(feeds) else dict(zip(names, feeds.values()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,10 +10,18 @@ from typing import Any
 
 BASE = "python -c 'import onnx'"
 GOALS = {
-    "minilm_b8": 2.4, "minilm_b1": 5.0, "minilm_cos": 0.99,
-    "cnn_b8": 4.5, "cnn_top1": 0.99, "cnn_fp32": 1.45,
-    "startup": 1.5, "auto_within": 0.10,
+    "minilm_b8": 4.5, "minilm_b1": 6.0, "minilm_cos": 0.99,
+    "cnn_b8": 6.0, "cnn_top1": 0.99, "cnn_fp32": 1.45,
+    "startup": 1.5, "auto_within": 0.10, "roofline": 0.70,
 }
+# A variant is "int8 GEMM-dominated" when int8 kernels do at least this share of its GEMM work.
+INT8_DOMINATED = 0.5
+
+
+def int8_dominated(r: dict) -> bool:
+    rf = r.get("roofline") or {}
+    total = rf.get("ops_int8", 0) + rf.get("ops_float", 0)
+    return not r["source"] and total > 0 and rf["ops_int8"] / total >= INT8_DOMINATED
 
 
 def _mb(n: int | None) -> str:
@@ -123,6 +131,13 @@ def goals(doc: dict) -> list[tuple[str, str, str]]:
             best = max(fp32, key=lambda r: r["speedup"])
             out.append((f"Residual CNN{tag} fp32 only, batch 8: >= {GOALS['cnn_fp32']}x eager",
                         f"{best['variant']}: {best['speedup']:.2f}x", verdict(best["speedup"] >= GOALS["cnn_fp32"])))
+    for m in doc["models"]:
+        for r in sorted((r for r in m["rows"] if int8_dominated(r)), key=lambda r: (r["batch"], r["variant"])):
+            eff = (r.get("roofline") or {}).get("efficiency")
+            out.append((f"{m['name']} {r['variant']} batch {r['batch']}: >= {GOALS['roofline']:.0%} of its roofline bound",
+                        "bound not measured" if eff is None else
+                        f"bound {r['roofline']['bound_ms']:.2f} ms / measured {r['p50_ms']:.2f} ms = {eff:.0%}",
+                        verdict(None if eff is None else eff >= GOALS["roofline"])))
     st = doc.get("startup")
     if st:
         ratio = st["onnxkit --help"] / st[BASE]
@@ -203,8 +218,11 @@ def _threads_line(threads: int | None) -> str:
 
 
 def write_report(doc: dict, out: Path, findings: str = "") -> Path:
-    """``findings``: Markdown written by whoever read this run's numbers (what they mean,
-    what to fix); rendered after the goals."""
+    """``findings``: Markdown facts about the code that explain the numbers (never numbers of a
+    run: those are computed, findings.py); rendered after the computed findings."""
+    from findings import findings as computed_findings
+    from roofline_report import lead_table, limits_section, profiles_section
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pics = charts(doc, out / "img")
@@ -216,8 +234,11 @@ def write_report(doc: dict, out: Path, findings: str = "") -> Path:
          *[f"Merged into it: run {i} (threads: {r['threads'] or 'framework defaults'}, {r['iterations']} rounds) "
            f"started {r['started']}, load average before {', '.join(f'{x:.2f}' for x in r['load_before'])}; its "
            "sections carry the run's tag in their titles (a later run's section replaces an earlier one of the "
-           "same name).\n" for i, r in enumerate(doc.get("extra_runs", []), start=2)],
-         "## Machine", "",
+           "same name).\n" for i, r in enumerate(doc.get("extra_runs", []), start=2)]]
+    base_order = list(dict.fromkeys(m["name"].split("@")[0] for m in doc["models"]))
+    ordered = sorted(doc["models"], key=lambda m: (base_order.index(m["name"].split("@")[0]), "@" in m["name"]))
+    L += lead_table(doc, _acc, ordered)
+    L += ["## Machine", "",
          f"- CPU: {mc.get('cpu')}, {mc.get('cores')} logical cores; AVX2 {'yes' if mc.get('avx2') else 'no'}, "
          f"AVX-512 {'yes' if mc.get('avx512f') else 'no'}, VNNI {'yes' if mc.get('vnni') else 'no'}",
          f"- {mc.get('platform')}, Python {mc.get('python')}",
@@ -245,10 +266,10 @@ def write_report(doc: dict, out: Path, findings: str = "") -> Path:
     L += ["## Goals", "", "| goal | measured | verdict |", "|---|---|---|"]
     L += [f"| {g} | {m} | {v} |" for g, m, v in goals(doc)]
     L.append("")
+    L += ["## Findings", "", "Computed from this run's numbers by `scripts/bench/findings.py`.", "", computed_findings(doc), ""]
     if findings:
-        L += ["## Findings", "", findings.strip(), ""]
-    base_order = list(dict.fromkeys(m["name"].split("@")[0] for m in doc["models"]))
-    ordered = sorted(doc["models"], key=lambda m: (base_order.index(m["name"].split("@")[0]), "@" in m["name"]))
+        L += ["What the code does that explains some of them (`scripts/bench/findings.md`):", "", findings.strip(), ""]
+    L += limits_section(doc) + profiles_section(doc)
     for m in ordered:
         L += [f"## {m['title']}", ""]
         L += [f"- {n}" for n in m["notes"]]
