@@ -138,3 +138,13 @@ def test_gemm_rates_divide_counted_work_by_kernel_time():
     rates = profile_ops.gemm_rates(prof, {"ops_int8": 8e9, "ops_float": 0}, {"int8 1t": 2000.0})
     assert rates["int8"]["gops"] == pytest.approx(1000.0) and rates["int8"]["of_peak"] == pytest.approx(0.5)
     assert "float" not in rates
+
+
+def test_conv_transpose_counts_per_input_element_and_has_its_own_probe():
+    m = _model([helper.make_node("ConvTranspose", ["x", "W"], ["y"], name="up", strides=[2, 2])],
+               [_f("x", ["b", 8, 5, 5])], [_w("W", (8, 4, 2, 2))])
+    w = roofline.count_work(m, {"x": (2, 8, 5, 5)})
+    assert w.ops() == 2 * (2 * 8 * 5 * 5) * (4 * 2 * 2)
+    probe = w.gemms[0].probe
+    assert probe[0] == "convT" and roofline.probe_ops(probe) == w.ops()
+    assert roofline.time_probe(probe, "float", 1, min_s=0.0, min_reps=2) > 0
