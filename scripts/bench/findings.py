@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from profile_ops import INT8_KERNELS
 from report import GOALS, int8_dominated, valid
 
 # model base name -> {batch: speed-up goal} for the default chain (issue 18's Done-when)
@@ -24,8 +25,7 @@ def _peaks(doc: dict) -> list[str]:
             parts.append(f"{t} thread{'s' if t > 1 else ''}: fp32 {f:.0f} GFLOP/s, int8 {q:.0f} GOP/s ({q / f if f else 0:.1f}x)")
         scale = ""
         if len(ts) > 1 and pk.get(f"int8 {ts[0]}t"):
-            scale = (f"; all {ts[-1]} threads give {pk.get(f'int8 {ts[-1]}t', 0) / pk[f'int8 {ts[0]}t']:.2f}x the "
-                     "1-thread int8 rate (the cores were shared with other jobs)")
+            scale = f"; all {ts[-1]} threads give {pk.get(f'int8 {ts[-1]}t', 0) / pk[f'int8 {ts[0]}t']:.2f}x the 1-thread int8 rate"
         out.append(f"**{m['name']} GEMM peaks** on this CPU (VNNI {'yes' if mc.get('vnni') else 'no'}), at the model's "
                    f"shapes: {'; '.join(parts)}{scale}.")
     return out
@@ -81,8 +81,7 @@ def _profile_lines(m: dict) -> list[str]:
         if not r or not int8_dominated(r):
             continue
         g = (p.get("gemm") or {}).get("int8")
-        others = [o for o in p.get("by_op", []) if o["op"] not in ("DynamicQuantizeMatMul", "MatMulInteger", "QLinearConv",
-                                                                   "QLinearMatMul", "MatMulIntegerToFloat", "QGemm")]
+        others = [o for o in p.get("by_op", []) if o["op"] not in INT8_KERNELS]
         rest = ", ".join(f"{o['op']} {o['pct']:.0f}%" for o in others[:3] if o["pct"] >= 1)
         eff = (r.get("roofline") or {}).get("efficiency")
         line = f"**{m['name']} {p['variant']}, batch {p['batch']}:** {'' if eff is None else f'{eff:.0%} of its roofline bound; '}"
