@@ -148,3 +148,9 @@ def test_conv_transpose_counts_per_input_element_and_has_its_own_probe():
     probe = w.gemms[0].probe
     assert probe[0] == "convT" and roofline.probe_ops(probe) == w.ops()
     assert roofline.time_probe(probe, "float", 1, min_s=0.0, min_reps=2) > 0
+
+
+def test_shapes_by_running_reads_the_shapes_ort_produces():
+    m = _model([helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["y"])],
+               [_f("x", ["b", 6])], [_w("W", (6, 5))])
+    assert roofline.shapes_by_running(m, {"x": (3, 6)}, {"h", "x"}) == {"h": (3, 5), "x": (3, 6)}

@@ -110,6 +110,28 @@ def infer_shapes(model: Any, input_shapes: dict[str, tuple[int, ...]]) -> dict[s
     return shapes
 
 
+def shapes_by_running(model: Any, input_shapes: dict[str, tuple[int, ...]], names: set[str]) -> dict[str, tuple[int, ...]]:
+    """The shapes of ``names`` from one ONNX Runtime run on zeros: for graphs whose ops no
+    shape inference knows (an ORT-level graph with FusedConv, say). Only those tensors are
+    added as outputs, so memory stays that of one inference."""
+    import onnx
+    from onnx import helper
+
+    from onnxkit.runtime.session import ort
+
+    m = _fixed_model(model, input_shapes)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in sorted(names - have))
+    sess = ort().InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {}
+    for i in m.graph.input:
+        if i.name in input_shapes:
+            dtype = helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+            feeds[i.name] = np.zeros(input_shapes[i.name], dtype=dtype)
+    outs = sess.run(None, feeds)
+    return {o.name: tuple(np.shape(v)) for o, v in zip(sess.get_outputs(), outs) if o.name in names}
+
+
 # ---------------------------------------------------------------- counting
 
 def _attr(node: Any, name: str, default: Any = None) -> Any:
@@ -245,6 +267,14 @@ def count_work(model: Any, input_shapes: dict[str, tuple[int, ...]]) -> Work:
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
     S = infer_shapes(model, input_shapes)
+    gemm_ops = MATMUL_OPS | GEMM_OPS | set(CONV_WEIGHT) | ATTENTION_OPS
+    missing = {t for n in model.graph.node if n.op_type in gemm_ops
+               for t in [*n.input, *n.output] if t and t not in S}
+    if missing:
+        try:
+            S.update(shapes_by_running(model, input_shapes, missing))
+        except Exception:  # noqa: BLE001 - those nodes are then listed as not counted
+            pass
     producers = {o: n for n in model.graph.node for o in n.output}
     work = Work()
     for node in model.graph.node:
