@@ -8,6 +8,11 @@ MiniLM at 8 x 128: gigabytes), MinMax a min and max per tensor per batch. Given
 (min/max, or the histograms) before the next, so peak memory follows one batch, not the
 number of batches. ``CalibMaxIntermediateOutputs``, the documented way, is not used: in
 ONNX Runtime 1.32 it drops the batches collected so far instead of merging them.
+
+MinMax ranges come out identical; percentile ones within 0.1%. Entropy histograms are merged
+batch by batch (re-binned as the range grows), so their thresholds differ from one histogram
+of everything (scales up to 17% apart on a small CNN); the accuracy budget is measured on the
+result either way.
 """
 
 from __future__ import annotations
