@@ -109,6 +109,16 @@ def test_ops_it_does_not_model_are_listed_not_guessed():
     assert w.ops() == 0 and w.uncounted == ["e (Einsum): not modelled"]
 
 
+def test_counting_leaves_no_files_in_the_working_directory(tmp_path, monkeypatch):
+    # ONNX Runtime's symbolic inference dumps the model into the working directory when it
+    # cannot finish (here: DynamicQuantizeMatMul).
+    monkeypatch.chdir(tmp_path)
+    node = helper.make_node("DynamicQuantizeMatMul", ["x", "W", "s", "z"], ["y"], name="d", domain="com.microsoft")
+    m = _model([node], [_f("x", ["b", 4])], [_w("W", (4, 3), np.int8), _w("s", (), np.float32), _w("z", (), np.int8)])
+    assert roofline.count_work(m, {"x": (2, 4)}).ops("int8") == 2 * 2 * 4 * 3
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bound_divides_each_precision_by_its_own_peak():
     mm = helper.make_node("MatMul", ["x", "W"], ["h"], name="f")
     dq = helper.make_node("DynamicQuantizeMatMul", ["h", "Wq", "s", "z"], ["y"], name="q", domain="com.microsoft")

@@ -90,11 +90,17 @@ def infer_shapes(model: Any, input_shapes: dict[str, tuple[int, ...]]) -> dict[s
     ONNX's own is the fallback."""
     import onnx
 
+    import contextlib
+    import tempfile
+
     m = _fixed_model(model, input_shapes)
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        inferred = SymbolicShapeInference.infer_shapes(m, auto_merge=True, guess_output_rank=False)
+        # When it cannot finish it saves the model, with external data, into the working
+        # directory: a scratch one keeps those files out of the user's folder.
+        with tempfile.TemporaryDirectory(prefix="onnxkit-shapes-") as scratch, contextlib.chdir(scratch):
+            inferred = SymbolicShapeInference.infer_shapes(m, auto_merge=True, guess_output_rank=False)
     except Exception:  # an op it cannot infer stops it: ONNX's inference still gives most shapes
         inferred = onnx.shape_inference.infer_shapes(m)
     shapes: dict[str, tuple[int, ...]] = {}
