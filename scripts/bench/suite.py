@@ -33,7 +33,10 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-import models as M  # noqa: E402  (the sibling module, found through sys.path above)
+import models as M  # noqa: E402  (the sibling modules, found through sys.path above)
+import roofline  # noqa: E402
+from accuracy import accuracy, source_task_accuracy  # noqa: E402
+from profile_ops import profile_rows  # noqa: E402
 
 SECTIONS = ("minilm", "cnn", "tabular", "keras")
 
@@ -123,71 +126,6 @@ def run_cmd(model: str, what: str, args: list[str], output: str | None) -> Step:
     return step
 
 
-# ---------------------------------------------------------------- accuracy
-
-def _cast_for(session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    out = {}
-    for s in session.input_specs:
-        a = feeds[s.name]
-        out[s.name] = a.astype(s.dtype) if a.dtype != s.dtype else a
-    return out
-
-
-def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    m = mask[..., None].astype(np.float64)
-    return (hidden.astype(np.float64) * m).sum(1) / np.maximum(m.sum(1), 1e-9)
-
-
-def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
-
-
-def accuracy(bundle: M.Bundle, ref: dict[str, np.ndarray], path: str) -> dict[str, Any]:
-    """The variant's outputs on the bundle's real inputs against the source's."""
-    from onnxkit.foundation.compare import compare_once
-    from onnxkit.runtime.session import make_session
-
-    sess = make_session(path)
-    cand = sess.run(_cast_for(sess, bundle.eval_feeds))
-    acc: dict[str, Any] = {}
-    ref_vals, cand_vals = list(ref.values()), [cand[n] for n in sess.output_names]
-    if bundle.name == "minilm":
-        mask = bundle.eval_feeds["attention_mask"]
-        c = row_cosine(mean_pool(cand_vals[0], mask), mean_pool(ref_vals[0], mask))
-        acc["emb_cos_mean"], acc["emb_cos_min"] = float(c.mean()), float(c.min())
-        real = mask.astype(bool)  # padded positions are don't-care values
-        acc["max_abs"] = float(np.abs(cand_vals[0].astype(np.float64) - ref_vals[0])[real].max())
-        return acc
-    for comp in compare_once(ref, cand):
-        if comp.kind == "label":
-            acc["label_agreement"] = comp.label_agreement
-        else:
-            acc["max_abs"] = max(acc.get("max_abs", 0.0), comp.max_abs)
-            if comp.cosine is not None:
-                acc["cosine"] = min(acc.get("cosine", 1.0), comp.cosine)
-            if comp.top1_agreement is not None:
-                acc["top1_agreement"] = comp.top1_agreement
-    floats = [(r, c) for r, c in zip(ref_vals, cand_vals) if np.asarray(r).ndim == 2 and np.asarray(r).dtype.kind == "f"]
-    if floats:
-        r, c = floats[-1]
-        acc["top1_agreement"] = float((np.asarray(r).argmax(1) == np.asarray(c).argmax(1)).mean())
-    labels = bundle.extra.get("labels")
-    if labels is not None:
-        scores = cand_vals[-1] if len(cand_vals) > 1 else cand_vals[0]
-        pred = cand_vals[0] if len(cand_vals) > 1 and cand_vals[0].ndim == 1 else np.asarray(scores).argmax(-1)
-        acc["task_accuracy"] = float((np.asarray(pred).reshape(-1) == labels).mean())
-    return acc
-
-
-def source_task_accuracy(bundle: M.Bundle, ref: dict[str, np.ndarray]) -> float | None:
-    labels = bundle.extra.get("labels")
-    if labels is None:
-        return None
-    vals = list(ref.values())
-    pred = vals[0] if len(vals) > 1 and np.asarray(vals[0]).ndim == 1 else np.asarray(vals[-1]).argmax(-1)
-    return float((np.asarray(pred).reshape(-1) == labels).mean())
-
-
 # ---------------------------------------------------------------- sources, timed fairly
 
 class ProbaOnly:
@@ -227,6 +165,8 @@ class ModelReport:
     rows: list[dict] = field(default_factory=list)     # one per variant x batch (+ the source)
     source_accuracy: float | None = None
     load_s: float = 0.0
+    limits: dict = field(default_factory=dict)   # this machine's measured GEMM peaks (roofline.annotate)
+    profiles: list[dict] = field(default_factory=list)   # int8 variants' time by op type (profile_ops)
 
 
 def build_variants(bundle: M.Bundle, work: Path, plan: list[tuple], report: ModelReport) -> list[Variant]:
@@ -322,6 +262,9 @@ def bench_model(bundle: M.Bundle, title: str, plan: list[tuple], work: Path, ite
                "chain": v.chain if v else "", "default": bool(v and v.default), "role": v.role if v else "source",
                "acc": accs.get(e.name, {}) if v else {}}
         report.rows.append(row)
+    paths = [(v.name, v.path) for v in variants]
+    report.limits = roofline.annotate(paths, bundle.bench_feeds, report.rows, threads)
+    report.profiles = profile_rows(paths, bundle.bench_feeds, report.rows, report.limits)
     return report
 
 
@@ -504,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--startup-runs", type=int, default=None)
     ap.add_argument("--merge", default=None, help="a results.json of an earlier run to add this run's models to "
                     "(e.g. the same models with --threads 0 --tag 2 threads)")
-    ap.add_argument("--findings", default=None, help="a Markdown file of conclusions to render after the goals")
+    ap.add_argument("--findings", default=str(HERE / "findings.md"),
+                    help="a Markdown file of facts about the code that explain the numbers, rendered after the computed findings")
     ap.add_argument("--tag", default="", help="appended to this run's model names and titles, for --merge")
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for ONNX Runtime and the source framework alike (0: each framework's default)")

@@ -1,4 +1,19 @@
-"""Calibration batches for static quantization, fed to ONNX Runtime's calibrator."""
+"""Calibration batches for static quantization, fed to ONNX Runtime's calibrator.
+
+ONNX Runtime's calibrators keep what they collect for every batch until the reader runs dry:
+the entropy and percentile ones every intermediate tensor of every batch (64 batches of
+MiniLM at 8 x 128: gigabytes), MinMax a min and max per tensor per batch. Given
+``CalibStridedMinMax`` (any calibrator, despite the name) and a reader with ``len`` and
+``set_range``, quantize_static instead collects one stride at a time and merges the result
+(min/max, or the histograms) before the next, so peak memory follows one batch, not the
+number of batches. ``CalibMaxIntermediateOutputs``, the documented way, is not used: in
+ONNX Runtime 1.32 it drops the batches collected so far instead of merging them.
+
+MinMax ranges come out identical; percentile ones within 0.1%. Entropy histograms are merged
+batch by batch (re-binned as the range grows), so their thresholds differ from one histogram
+of everything (scales up to 17% apart on a small CNN); the accuracy budget is measured on the
+result either way.
+"""
 
 from __future__ import annotations
 
@@ -38,18 +53,55 @@ class _Batches:
                 i += 1
 
 
+    def count(self) -> int:
+        """The number of batches, by streaming through the data once (nothing kept)."""
+        from onnxkit.foundation.data import open_data
+
+        if not self.data_path:
+            return -(-self.random_n // self.batch)
+        return sum(1 for _ in open_data(self.data_path, self.specs).batches(self.batch))
+
+
+# Batches the calibrator collects before merging: one keeps its memory at one batch's tensors.
+CALIBRATION_STRIDE = 1
+# quantize_static's extra_options that make it collect stride by stride (see the module's docstring).
+STREAMED_CALIBRATION = {"CalibStridedMinMax": CALIBRATION_STRIDE}
+
+
 def _calibration_reader(batches: _Batches) -> Any:
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
-        # Streams: only one batch is in memory at a time.
+        # Streams: only one batch is in memory at a time. quantize_static asks for the
+        # length, then for the ranges [0, 1), [1, 2), ... in order; a range behind the
+        # current position restarts the stream.
         def __init__(self) -> None:
             self.it = iter(batches)
+            self.pos, self.end = 0, None
+            self._len: int | None = None
+
+        def __len__(self) -> int:
+            if self._len is None:
+                self._len = batches.count()
+            return self._len
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            if start_index < self.pos:
+                self.rewind()
+            while self.pos < start_index and next(self.it, None) is not None:
+                self.pos += 1
+            self.end = end_index
 
         def get_next(self) -> dict | None:
-            return next(self.it, None)
+            if self.end is not None and self.pos >= self.end:
+                return None
+            feeds = next(self.it, None)
+            if feeds is not None:
+                self.pos += 1
+            return feeds
 
         def rewind(self) -> None:
             self.it = iter(batches)
+            self.pos, self.end = 0, None
 
     return Reader()

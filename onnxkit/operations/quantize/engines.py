@@ -14,7 +14,7 @@ from typing import Any
 from onnxkit.foundation.chatter import library_chatter
 
 from onnxkit.errors import ConversionError, OnnxkitError
-from onnxkit.operations.quantize.calibration import _calibration_reader
+from onnxkit.operations.quantize.calibration import STREAMED_CALIBRATION, _calibration_reader
 from onnxkit.operations.quantize.checks import gemm_to_matmul
 from onnxkit.operations.quantize.options import QuantConfig
 from onnxkit.operations.quantize.pairsafe import widen_matmul_weights
@@ -158,7 +158,7 @@ def run_quantizer(model: Any, cfg: QuantConfig, exclude: list[str], workdir: Pat
                                 per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
                                 activation_type=QuantType.QInt8 if cfg.activation_type == "int8" else QuantType.QUInt8, weight_type=wtype,
                                 nodes_to_exclude=list(exclude), calibrate_method=method,
-                                use_external_data_format=large, extra_options={"MatMulConstBOnly": True})
+                                use_external_data_format=large, extra_options={"MatMulConstBOnly": True, **STREAMED_CALIBRATION})
                 if large:
                     keep_out = True
                     return out
