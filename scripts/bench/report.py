@@ -258,7 +258,10 @@ def write_report(doc: dict, out: Path, findings: str = "") -> Path:
          "`torch.inference_mode()`, Keras `model(x, training=False)`, XGBoost `Booster.predict`, LightGBM "
          "`Booster.predict`, scikit-learn `predict_proba` (+ argmax).",
          _threads_line(doc.get("threads")),
-         "- Speed-up = source p50 / variant p50 (> 1: the ONNX model is faster). Throughput = batch / p50.",
+         "- Speed-up = source median / variant median (> 1: the ONNX model is faster), on each call's process CPU time "
+         "when both sides run one thread (the call's work: other jobs on a shared machine stretch wall-clock time, the "
+         "slow eager calls most, and would inflate every ratio), else on wall-clock time; the wall-clock ratio is kept "
+         "in results.json as `speedup_wall`. Throughput = batch / p50 (wall clock).",
          "- Accuracy: each variant against the source on real inputs never used for calibration (held-out digits; "
          "MiniLM: 20 real sentences, padded). MiniLM: cosine of mean-pooled sentence embeddings (mean, min) and max abs "
          "difference over real tokens; classifiers: `onnxkit.foundation.compare` (max abs of scores, top-1 / label agreement) "
