@@ -36,7 +36,7 @@ def _goal_gap(m: dict, r: dict, goal: float) -> str:
     rf = r.get("roofline") or {}
     if not src or not rf.get("bound_ms"):
         return ""
-    need_ms = src["p50_ms"] / goal
+    need_ms = (src.get("work_ms") or src["p50_ms"]) / goal
     if rf["bound_ms"] > need_ms:
         return (f" {goal:g}x would need {need_ms:.2f} ms, less than its GEMM work alone takes at this machine's peak "
                 f"({rf['bound_ms']:.2f} ms): out of reach here whatever the rest costs.")
@@ -106,8 +106,8 @@ def _auto_lines(doc: dict) -> list[str]:
             if auto is None or not cands:
                 continue
             n += 1
-            best = min(cands, key=lambda r: r["p50_ms"])
-            ok += auto["p50_ms"] <= best["p50_ms"] * (1 + GOALS["auto_within"]) and valid(m["name"], auto["acc"])
+            best = min(cands, key=lambda r: (r.get("work_ms") or r["p50_ms"]))
+            ok += (auto.get("work_ms") or auto["p50_ms"]) <= (best.get("work_ms") or best["p50_ms"]) * (1 + GOALS["auto_within"]) and valid(m["name"], auto["acc"])
     return [f"**Automatic choice:** within {GOALS['auto_within']:.0%} of the fastest valid variant in {ok} of {n} cases."] if n else []
 
 

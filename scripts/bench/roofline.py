@@ -499,9 +499,9 @@ def annotate(variants: list[tuple[str, str]], feeds_by_batch: dict[int, dict[str
             continue
         rf = bound(w, peaks, run_threads, probes)
         if rf.get("bound_ms"):
-            rf["efficiency"] = rf["bound_ms"] / r["p50_ms"]
+            rf["efficiency"] = rf["bound_ms"] / (r.get("work_ms") or r["p50_ms"])
         if rf.get("shape_bound_ms"):
-            rf["shape_efficiency"] = rf["shape_bound_ms"] / r["p50_ms"]
+            rf["shape_efficiency"] = rf["shape_bound_ms"] / (r.get("work_ms") or r["p50_ms"])
         r["roofline"] = rf
     limits = {"threads": run_threads, "measure_s": time.perf_counter() - t0,
               "peak_gops": {f"{d} {t}t": (peaks.peak(d, t, probes) or 0) / 1e9 for d in ("float", "int8") for t in threads_list},

@@ -36,7 +36,7 @@ def lead_table(doc: dict, acc_text: Any, ordered: list[dict]) -> list[str]:
         for r in sorted(m["rows"], key=lambda r: (r["batch"], not r["source"])):
             rf = r.get("roofline") or {}
             s = src.get(r["batch"])
-            best = s["p50_ms"] / rf["bound_ms"] if s and rf.get("bound_ms") else None
+            best = (s.get("work_ms") or s["p50_ms"]) / rf["bound_ms"] if s and rf.get("bound_ms") else None
             name = r["variant"] + (" (default chain)" if r["default"] else "")
             L.append(f"| {m['name']} | {name} | {r['batch']} | {_ms(r['p50_ms'])} | "
                      f"{_gop(rf.get('ops_float'))} / {_gop(rf.get('ops_int8'))} | {_ms(rf.get('bound_ms'))} | "
