@@ -13,6 +13,7 @@ one row per cell, which a table of scalars cannot express.
 
 from __future__ import annotations
 
+import dataclasses
 import glob as globmod
 import io
 import itertools
@@ -42,6 +43,10 @@ class Shard:
     kind: str
     rows: int
     offset: int  # row_id of its first row
+    # The data set's columns in the first shard's order (None for npy): every range is read
+    # into this order, so a shard (or a jsonl line) that lists the same columns in another
+    # order still feeds each value to the same position of the input.
+    columns: tuple[str, ...] | None = None
 
     @property
     def stop(self) -> int:
@@ -111,7 +116,19 @@ def list_shards(source: str | os.PathLike[str]) -> ShardSet:
             raise InputError(f"data shard {f} holds no rows")
         shards.append(Shard(f, kind, rows, offset))
         offset += rows
+    if kind != "npy":
+        columns = _first_columns(shards[0])
+        shards = [dataclasses.replace(s, columns=columns) for s in shards]
     return ShardSet(os.fspath(source), kind, tuple(shards))
+
+
+def _first_columns(shard: Shard) -> tuple[str, ...]:
+    try:
+        return tuple(str(c) for c in _frame_rows(shard, 0, 1).columns)
+    except InputError as exc:
+        raise InputError(_naming(exc.message, shard.path), hint=exc.hint) from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(f"cannot read data shard {shard.path} as {shard.kind}: {_first_line(exc)}") from None
 
 
 def count_rows(path: Path, kind: str) -> int:
@@ -150,6 +167,7 @@ def read_shard(shard: Shard, specs: list[InputSpec], start: int = 0, stop: int |
             if len(frame) != stop - start:
                 raise InputError(f"data shard {shard.path} holds {len(frame)} rows where {stop - start} were expected "
                                  f"at rows {start}-{stop - 1}; it changed while being read")
+            frame = _in_column_order(frame, shard)
             feeds = _frame_feeds(frame, specs, shard.path)
     except InputError as exc:
         raise InputError(_naming(exc.message, shard.path), hint=exc.hint) from None
@@ -216,6 +234,23 @@ def _row_group(pf, path: Path, g: int):
         _LAST_GROUP[:] = [None, None]  # free the previous group before decoding the next
         _LAST_GROUP[:] = [key, pf.read_row_group(g)]
     return _LAST_GROUP[1]
+
+
+def _in_column_order(frame, shard: Shard):
+    if shard.columns is None:
+        return frame
+    have = [str(c) for c in frame.columns]
+    if have == list(shard.columns):
+        return frame
+    if sorted(have) != sorted(shard.columns):
+        extra = [c for c in have if c not in shard.columns]
+        missing = [c for c in shard.columns if c not in have]
+        raise InputError(f"data shard {shard.path} does not have the columns of the first shard: "
+                         + "; ".join(part for part in (f"missing {', '.join(missing[:5])}" if missing else "",
+                                                      f"extra {', '.join(extra[:5])}" if extra else "") if part)
+                         + "; every shard of a data set must hold the same columns")
+    frame.columns = have
+    return frame[list(shard.columns)]
 
 
 def _frame_feeds(frame, specs: list[InputSpec], path: Path) -> Feeds:

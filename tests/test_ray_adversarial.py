@@ -1,0 +1,58 @@
+"""``--engine ray`` against odd and hostile data, models and runs: what a new user or an
+attacker would hand it, built here (no fixture files)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onnxkit.errors import InputError
+from onnxkit.foundation.shards import list_shards, read_shard
+from onnxkit.foundation.spec import InputSpec
+
+X_SPEC = [InputSpec("x", ("batch", 4), np.dtype("float32"))]
+COLS = ["f0", "f1", "f2", "f3"]
+
+
+def _read_all(source) -> np.ndarray:
+    ss = list_shards(source)
+    return np.concatenate([read_shard(ss.shards[i], X_SPEC, a, b)["x"] for i, a, b in ss.ranges(3)])
+
+
+# ---------------------------------------------------------------- columns across shards (no Ray)
+
+def test_a_shard_with_the_columns_in_another_order_feeds_the_same_values(tmp_path):
+    import pandas as pd
+
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    (tmp_path / "d").mkdir()
+    pd.DataFrame(x[:5], columns=COLS).to_parquet(tmp_path / "d" / "a.parquet")
+    pd.DataFrame(x[5:], columns=COLS)[COLS[::-1]].to_parquet(tmp_path / "d" / "b.parquet")
+    np.testing.assert_array_equal(_read_all(tmp_path / "d"), x)
+
+
+def test_jsonl_lines_listing_keys_in_another_order_feed_the_same_values(tmp_path):
+    x = np.arange(24, dtype=np.float32).reshape(6, 4)
+    lines = [json.dumps(dict(zip(COLS, map(float, r)))) for r in x[:3]]
+    lines += [json.dumps(dict(zip(COLS[::-1], map(float, r[::-1])))) for r in x[3:]]
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+    np.testing.assert_array_equal(_read_all(tmp_path / "a.jsonl"), x)
+
+
+def test_a_shard_with_other_columns_is_refused_naming_it(tmp_path):
+    import pandas as pd
+
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    (tmp_path / "d").mkdir()
+    pd.DataFrame(x[:5], columns=COLS).to_csv(tmp_path / "d" / "a.csv", index=False)
+    pd.DataFrame(x[5:], columns=["f0", "f1", "f2", "g3"]).to_csv(tmp_path / "d" / "b.csv", index=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()}
+    with pytest.raises(InputError, match=r"data shard .*b.csv does not have the columns of the first shard: "
+                                         r"missing f3; extra g3"):
+        _read_all(tmp_path / "d")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()} == before
+
