@@ -56,3 +56,8 @@ def test_a_shard_with_other_columns_is_refused_naming_it(tmp_path):
         _read_all(tmp_path / "d")
     assert {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()} == before
 
+
+def test_jsonl_with_a_byte_order_mark_is_read(tmp_path):
+    text = '{"f0":1,"f1":2,"f2":3,"f3":4}\n\n{"f0":5,"f1":6,"f2":7,"f3":8}\n'
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    np.testing.assert_array_equal(_read_all(tmp_path / "bom.jsonl"), np.arange(1, 9, dtype=np.float32).reshape(2, 4))

@@ -217,7 +217,8 @@ def _frame_rows(shard: Shard, start: int, stop: int):
             if at >= stop:
                 break
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    with open(shard.path, encoding="utf-8") as fh:
+    # utf-8-sig: a byte order mark (as Windows tools write) is not part of the first record.
+    with open(shard.path, encoding="utf-8-sig") as fh:
         lines = list(itertools.islice((line for line in fh if line.strip()), start, stop))
     return pd.read_json(io.StringIO("".join(lines)), lines=True, orient="records", dtype=False)
 
