@@ -61,3 +61,35 @@ def test_jsonl_with_a_byte_order_mark_is_read(tmp_path):
     text = '{"f0":1,"f1":2,"f2":3,"f3":4}\n\n{"f0":5,"f1":6,"f2":7,"f3":8}\n'
     (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + text.encode())
     np.testing.assert_array_equal(_read_all(tmp_path / "bom.jsonl"), np.arange(1, 9, dtype=np.float32).reshape(2, 4))
+
+
+# ---------------------------------------------------------------- on Ray
+
+def make_linear(path: Path) -> Path:
+    from conftest import make_linear_onnx
+
+    return make_linear_onnx(path)
+
+
+def write_parquet(folder: Path, x: np.ndarray, sizes: list[int]) -> Path:
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    at = 0
+    for i, n in enumerate(sizes):
+        pd.DataFrame(x[at:at + n], columns=COLS).to_parquet(folder / f"part-{i:03d}.parquet")
+        at += n
+    return folder
+
+
+def test_ray_notices_printed_while_the_run_lasts_go_to_stderr(ray_local, tmp_path):
+    # Ray's own thread prints a dead worker's notice on sys.stdout: under --json that would be
+    # a second document. The run must hold stdout on stderr while Ray is in use.
+    from onnxkit.operations.run_ray import run_model_ray
+
+    model = make_linear(tmp_path / "m.onnx")
+    data = write_parquet(tmp_path / "d", np.ones((8, 4), np.float32), [8])
+    seen: list[bool] = []
+    run_model_ray(model, data=data, progress=lambda done, total: seen.append(sys.stdout is sys.stderr))
+    assert seen and all(seen)
+    assert sys.stdout is not sys.stderr or sys.__stdout__ is sys.__stderr__

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,8 +110,19 @@ class RayCluster:
         self.ray: Any = None
         self.plan: ClusterPlan | None = None
         self._started = False
+        self._stdout = contextlib.ExitStack()
 
     def __enter__(self) -> RayCluster:
+        # Ray prints its notices (a worker died, a task failed) on stdout from a thread of its
+        # own, where --json promises one document: they go to stderr while the cluster is in use.
+        self._stdout.enter_context(contextlib.redirect_stdout(sys.stderr))
+        try:
+            return self._enter()
+        except BaseException:
+            self._stdout.close()
+            raise
+
+    def _enter(self) -> RayCluster:
         self.ray = ray = import_ray()
         label = self.address
         try:
@@ -150,7 +162,10 @@ class RayCluster:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._shutdown()
+        try:
+            self._shutdown()
+        finally:
+            self._stdout.close()
 
     def _shutdown(self) -> None:
         if self._started and self.ray is not None:
