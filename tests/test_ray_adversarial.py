@@ -93,3 +93,22 @@ def test_ray_notices_printed_while_the_run_lasts_go_to_stderr(ray_local, tmp_pat
     run_model_ray(model, data=data, progress=lambda done, total: seen.append(sys.stdout is sys.stderr))
     assert seen and all(seen)
     assert sys.stdout is not sys.stderr or sys.__stdout__ is sys.__stderr__
+
+
+def test_ray_results_carry_the_dtype_cast_notes_of_a_local_run(cli, ray_local, tmp_path):
+    model = make_linear(tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((30, 4))  # float64 for a float32 input
+    (tmp_path / "d").mkdir()
+    np.save(tmp_path / "d" / "a.npy", x[:10])
+    np.save(tmp_path / "d" / "b.npy", x[10:])
+    np.save(tmp_path / "all.npy", x)
+    local = cli("run", model, "--data", tmp_path / "all.npy", "--json")
+    assert local.code == 0, local
+    assert "all.npy: float64 data cast to float32 for input 'x' (rounded to float32 precision)" in local.json["notes"]
+    r = cli("run", model, "--data", tmp_path / "d", "--engine", "ray", "--json")
+    assert r.code == 0, r
+    assert ("a.npy and 1 other shard(s): float64 data cast to float32 for input 'x' (rounded to float32 precision)"
+            in r.json["notes"]), r.json["notes"]
+    v = cli("validate", model, model, "--data", tmp_path / "d", "--engine", "ray", "--workers", "1", "--json")
+    assert v.code == 0, v
+    assert any("float64 data cast to float32 for input 'x'" in n for n in v.json["notes"]), v.json["notes"]

@@ -154,21 +154,24 @@ def count_rows(path: Path, kind: str) -> int:
         raise InputError(f"cannot read data shard {path} as {kind}: {_first_line(exc)}") from None
 
 
-def read_shard(shard: Shard, specs: list[InputSpec], start: int = 0, stop: int | None = None) -> Feeds:
-    """Rows ``[start, stop)`` of ``shard`` (positions inside the shard) as model feeds."""
+def read_shard(shard: Shard, specs: list[InputSpec], start: int = 0, stop: int | None = None,
+               notes: list[str] | None = None) -> Feeds:
+    """Rows ``[start, stop)`` of ``shard`` (positions inside the shard) as model feeds; the
+    dtype casts done to fit the model's inputs are appended to ``notes`` (as a local run
+    reports them; :func:`summarize_notes` folds the shards' notes together)."""
     stop = shard.rows if stop is None else min(stop, shard.rows)
     if not 0 <= start < stop:
         raise UsageError(f"empty row range {start}:{stop} of data shard {shard.path}")
     try:
         if shard.kind == "npy":
-            feeds = _npy_rows(shard.path, specs, start, stop)
+            feeds = _npy_rows(shard.path, specs, start, stop, notes)
         else:
             frame = _frame_rows(shard, start, stop)
             if len(frame) != stop - start:
                 raise InputError(f"data shard {shard.path} holds {len(frame)} rows where {stop - start} were expected "
                                  f"at rows {start}-{stop - 1}; it changed while being read")
             frame = _in_column_order(frame, shard)
-            feeds = _frame_feeds(frame, specs, shard.path)
+            feeds = _frame_feeds(frame, specs, shard.path, notes)
     except InputError as exc:
         raise InputError(_naming(exc.message, shard.path), hint=exc.hint) from None
     except (OSError, ValueError, TypeError) as exc:  # the readers' own errors on a corrupt file
@@ -176,7 +179,7 @@ def read_shard(shard: Shard, specs: list[InputSpec], start: int = 0, stop: int |
     return feeds
 
 
-def _npy_rows(path: Path, specs: list[InputSpec], start: int, stop: int) -> Feeds:
+def _npy_rows(path: Path, specs: list[InputSpec], start: int, stop: int, notes: list[str] | None) -> Feeds:
     from onnxkit.foundation.casts import fit_dtype
     from onnxkit.foundation.data import _npy_batches
 
@@ -187,7 +190,8 @@ def _npy_rows(path: Path, specs: list[InputSpec], start: int, stop: int) -> Feed
     arr = np.ascontiguousarray(np.load(path, mmap_mode="r", allow_pickle=False)[start:stop])
     spec = next((s for s in specs if s.name == name), None)
     if spec is not None:
-        arr, _ = fit_dtype(arr, spec.dtype, name=name, where=path.name)
+        arr, note = fit_dtype(arr, spec.dtype, name=name, where=path.name)
+        _note(notes, note)
     return {name: arr}
 
 
@@ -254,13 +258,13 @@ def _in_column_order(frame, shard: Shard):
     return frame[list(shard.columns)]
 
 
-def _frame_feeds(frame, specs: list[InputSpec], path: Path) -> Feeds:
+def _frame_feeds(frame, specs: list[InputSpec], path: Path, notes: list[str] | None = None) -> Feeds:
     from onnxkit.foundation.data import _frame_to_feeds
 
     listed = [s for s in specs if s.name in frame.columns and len(s.shape or ()) >= 2 and _holds_lists(frame[s.name])]
     if not listed:
         return _frame_to_feeds(frame, specs, path)
-    feeds = {s.name: _stack_lists(frame[s.name], s, path) for s in listed}
+    feeds = {s.name: _stack_lists(frame[s.name], s, path, notes) for s in listed}
     rest = [s for s in specs if s not in listed]
     if rest:
         feeds.update(_frame_to_feeds(frame[[s.name for s in rest]], rest, path) if len(rest) > 1
@@ -273,7 +277,7 @@ def _holds_lists(col) -> bool:
     return isinstance(first, (list, tuple, np.ndarray))
 
 
-def _stack_lists(col, spec: InputSpec, path: Path) -> np.ndarray:
+def _stack_lists(col, spec: InputSpec, path: Path, notes: list[str] | None) -> np.ndarray:
     from onnxkit.foundation.casts import fit_dtype
 
     cells = [np.asarray(c) for c in col]
@@ -284,8 +288,31 @@ def _stack_lists(col, spec: InputSpec, path: Path) -> np.ndarray:
     arr = np.stack(cells)
     if arr.dtype == object:
         raise InputError(f"column {spec.name!r} of {path.name} holds nested lists that are not numbers")
-    arr, _ = fit_dtype(arr, spec.dtype, name=spec.name, where=path.name)
+    arr, note = fit_dtype(arr, spec.dtype, name=spec.name, where=path.name)
+    _note(notes, note)
     return arr
+
+
+def _note(notes: list[str] | None, note: str | None) -> None:
+    if notes is not None and note and note not in notes:
+        notes.append(note)
+
+
+def summarize_notes(notes: list[str]) -> list[str]:
+    """One line per kind of note however many shards gave it: ``a.npy: float64 data cast...``
+    from 300 shards reads ``a.npy and 299 other shard(s): float64 data cast...``."""
+    first: dict[str, str] = {}
+    names: dict[str, set[str]] = {}
+    for n in notes:
+        where, sep, what = n.partition(": ")
+        key = what if sep else n
+        first.setdefault(key, where if sep else "")
+        names.setdefault(key, set()).add(where)
+    out = []
+    for key, where in first.items():
+        others = len(names[key]) - 1
+        out.append(f"{where}{f' and {others} other shard(s)' if others else ''}: {key}" if where else key)
+    return out
 
 
 def _naming(message: str, path: Path) -> str:
@@ -297,4 +324,4 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-__all__ = ["Shard", "ShardSet", "SHARD_FORMATS", "list_shards", "read_shard", "count_rows"]
+__all__ = ["Shard", "ShardSet", "SHARD_FORMATS", "list_shards", "read_shard", "count_rows", "summarize_notes"]

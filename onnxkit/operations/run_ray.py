@@ -297,6 +297,7 @@ def _score(cluster, model, specs, shard_set, ranges, size, trust, timeout, tmp, 
         stats = _Stats()
         seen: dict = {}
         by_worker: dict[int, WorkerRows] = {}
+        notes: list[str] = []
         position = {k: i for i, k in enumerate(ranges)}  # part-NNNNN follows row_id order
         absolute = [dataclasses.replace(s, path=s.path.absolute()) for s in shard_set.shards]
         tasks = [(k, (absolute[k[0]], k[1], k[2])) for k in ranges]
@@ -309,12 +310,16 @@ def _score(cluster, model, specs, shard_set, ranges, size, trust, timeout, tmp, 
             result.write_seconds += time.perf_counter() - t0
             result.read_seconds += payload["read_s"]
             result.inference_seconds += payload["infer_s"]
+            notes.extend(n for n in payload["notes"] if n not in notes)
             w = by_worker.setdefault(worker.index, WorkerRows(worker.index, worker.pid, worker.node))
             w.rows += payload["rows"]
             w.tasks += 1
             if progress is not None:
                 progress(parts.rows, shard_set.rows)
         _verify(parts, seen, ranges, shard_set.rows)
+        from onnxkit.foundation.shards import summarize_notes
+
+        result.notes.extend(summarize_notes(notes))  # dtype casts done to fit the model's inputs
         result.rows, result.parts, result.columns = parts.rows, len(parts.files), parts.columns or []
         result.outputs = stats.summaries(names)
         result.per_worker = [by_worker[i] for i in sorted(by_worker)]

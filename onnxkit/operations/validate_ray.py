@@ -236,8 +236,8 @@ class _Run:
                     raise_reply(reply)
                     if key in done:
                         raise RuntimeError(f"row range {key} compared twice")
-                    state, nonfinite, pid = reply[1]
-                    done[key] = (state, nonfinite)
+                    state, nonfinite, pid, notes = reply[1]
+                    done[key] = (state, nonfinite, notes)
                     rows = ranges[key][2] - ranges[key][1]
                     per_worker[pid] = per_worker.get(pid, 0) + rows
                     if progress is not None:
@@ -304,15 +304,19 @@ def _result(states, shards, ranges, side: _Sides, run: _Run, tolerance: Toleranc
     from onnxkit.foundation.compare_merge import merge_all
     from onnxkit.operations.validate import build_result
 
-    merged = merge_all(s for s, _ in states)
+    from onnxkit.foundation.shards import summarize_notes
+
+    merged = merge_all(s for s, _, _ in states)
     if merged.row_count != shards.rows:
         raise RuntimeError(f"compared {merged.row_count} rows of {shards.rows}: refusing a partial verdict")
     nonfinite: set[str] = set()
-    for _, names in states:
+    data_notes: list[str] = []
+    for _, names, notes in states:
         nonfinite.update(names)
+        data_notes.extend(n for n in notes if n not in data_notes)
     labels = [f"{shards.shards[i].path.name} rows {a}-{b - 1}" for i, a, b in ranges]
     result = build_result(merged, tolerance, side.reference_name, f"{model.name} on {run.provider}", labels,
-                          nonfinite, [])
+                          nonfinite, summarize_notes(data_notes))
     if side.pairing_note:
         result.notes.insert(0, side.pairing_note)
     started, seconds = timing

@@ -140,12 +140,13 @@ class OnnxCompareActor(_Actor):
             from onnxkit.foundation.data import check_feeds
             from onnxkit.foundation.shards import read_shard
 
-            feeds = read_shard(shard, self.specs, start, stop)
+            notes: list[str] = []
+            feeds = read_shard(shard, self.specs, start, stop, notes)
             check_feeds(feeds, self.specs, where=f"{shard.path.name} rows {start}-{stop - 1}")
             cand = self.session.run(feeds)
             ref, nonfinite = reference[1]
             state = MergeableComparator(self.tolerance, first_row=shard.offset + start, **self.comparator_kwargs)
             state.add(ref, cand)
-            return ("ok", (state, nonfinite, os.getpid()))
+            return ("ok", (state, nonfinite, os.getpid(), notes))
         except BaseException as exc:  # noqa: BLE001 - a reply, see the module docstring
             return _where_reply(exc, shard, start, stop)

@@ -72,7 +72,7 @@ class OnnxScorer:
         return list(self.session.output_names)
 
     def score(self, shard, start: int, stop: int) -> tuple:
-        """Rows ``[start, stop)`` of ``shard``: ``{"outputs": {name: array}, "rows", "read_s", "infer_s"}``."""
+        """Rows ``[start, stop)`` of ``shard``: ``{"outputs": {name: array}, "rows", "read_s", "infer_s", "notes"}``."""
         try:
             return ("ok", self._score(shard, start, stop))
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the driver as a reply
@@ -83,7 +83,8 @@ class OnnxScorer:
         from onnxkit.foundation.shards import read_shard
 
         t0 = time.perf_counter()
-        feeds = read_shard(shard, self.specs, start, stop)
+        notes: list[str] = []
+        feeds = read_shard(shard, self.specs, start, stop, notes)
         read_s = time.perf_counter() - t0
         parts: dict[str, list[np.ndarray]] = {}
         infer_s = 0.0
@@ -112,7 +113,7 @@ class OnnxScorer:
                         "per input row, so it cannot be given row ids; run it with --engine local")
                 parts.setdefault(name, []).append(value)
         outputs = {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
-        return {"outputs": outputs, "rows": rows, "read_s": read_s, "infer_s": infer_s}
+        return {"outputs": outputs, "rows": rows, "read_s": read_s, "infer_s": infer_s, "notes": notes}
 
     def close(self) -> None:
         """Stop the contained worker now (it also ends by itself when the actor dies: its pipe closes)."""
