@@ -112,3 +112,24 @@ def test_ray_results_carry_the_dtype_cast_notes_of_a_local_run(cli, ray_local, t
     v = cli("validate", model, model, "--data", tmp_path / "d", "--engine", "ray", "--workers", "1", "--json")
     assert v.code == 0, v
     assert any("float64 data cast to float32 for input 'x'" in n for n in v.json["notes"]), v.json["notes"]
+
+
+def test_each_actor_contained_worker_gets_its_share_of_the_memory_limit(ray_local, tmp_path):
+    # Two actors on a 2-CPU node each with the whole local limit (80% of the machine) could
+    # together use 160% of it.
+    from onnxkit.runtime.contained import default_memory_mb
+    from onnxkit.runtime.ray_actors import OnnxScorer
+
+    total = default_memory_mb()
+    if not total:
+        pytest.skip("no memory limit on this machine")
+    model = make_linear(tmp_path / "m.onnx")
+    actor = ray_local.remote(OnnxScorer).options(num_cpus=1).remote(str(model), trust=False, specs=X_SPEC, threads=1,
+                                                                      timeout_s=None, batch_size=8)
+    try:
+        assert ray_local.get(actor.ready.remote()) == ("ok", None)
+        limit = ray_local.get(actor.__ray_call__.remote(lambda self: self.session.memory_mb))
+    finally:
+        ray_local.kill(actor)
+    cpus = ray_local.cluster_resources()["CPU"]
+    assert limit == int(total / cpus)

@@ -77,13 +77,20 @@ class SourceActor(_Actor):
         self.session = None
         try:
             _threads_env(threads)
-            from onnxkit.operations.validate_files import _load_reference_source, _paired, _session
+            from onnxkit.operations.validate_files import _load_reference_source, _paired
 
             if onnx_source:
                 from onnxkit.foundation.onnx_io import load_onnx
 
                 load_onnx(source, trust=options.trust, load_external=False)  # the safety checks first
-                self.session = _session(source, options, reference_providers, timeout)
+                from onnxkit.runtime.providers import provider_options_for
+                from onnxkit.runtime.ray_actors import actor_session
+                from onnxkit.runtime.session import select_providers
+
+                # OpenVINO is refused with --engine ray: the reference is an ONNX Runtime session.
+                chosen = select_providers(reference_providers)
+                self.session = actor_session(source, trust=options.trust, providers=chosen, threads=threads,
+                                             timeout_s=timeout, provider_options=provider_options_for(chosen))
                 self.predict, _ = _paired(self.session.run, self.session.input_specs, specs, input_map, False)
             else:
                 src = _load_reference_source(source, options, specs)
@@ -117,13 +124,13 @@ class OnnxCompareActor(_Actor):
         self.session = None
         self.provider = ""
         try:
-            from onnxkit.runtime.contained import open_session
             from onnxkit.runtime.providers import provider_options_for
+            from onnxkit.runtime.ray_actors import actor_session
             from onnxkit.runtime.session import select_providers
 
             chosen = select_providers(providers)
-            self.session = open_session(model, trust=options.trust, providers=chosen,
-                                        provider_options=provider_options_for(chosen), threads=threads, timeout_s=timeout)
+            self.session = actor_session(model, trust=options.trust, providers=chosen, threads=threads,
+                                         timeout_s=timeout, provider_options=provider_options_for(chosen))
             self.provider = self.session.providers[0]
         except BaseException as exc:  # noqa: BLE001 - reported by ready()
             self.error = reply_of(exc)
