@@ -133,3 +133,59 @@ def test_each_actor_contained_worker_gets_its_share_of_the_memory_limit(ray_loca
         ray_local.kill(actor)
     cpus = ray_local.cluster_resources()["CPU"]
     assert limit == int(total / cpus)
+
+
+def test_an_actor_dying_while_it_starts_is_replaced_not_exit_3(ray_local, tmp_path):
+    # An actor killed before its session is ready (the OOM killer, a node lost) is the same
+    # fault as one killed mid-run: the run goes on with a replacement.
+    from onnxkit.runtime.ray_cluster import ActorPool
+
+    marker = str(tmp_path / "died-once")
+
+    class DiesOnFirstStart:
+        def __init__(self, marker: str) -> None:
+            import os
+
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)
+
+        def ready(self):
+            return ("ok", None)
+
+        def where(self):
+            import os
+
+            return os.getpid(), "here"
+
+        def echo(self, value):
+            return ("ok", value)
+
+    pool = ActorPool(ray_local, DiesOnFirstStart, (marker,), {}, workers=1, cpus=1)
+    try:
+        got = sorted(payload for _, payload, _ in pool.map("echo", [(i, (i,)) for i in range(4)]))
+    finally:
+        pool.close()
+    assert got == [0, 1, 2, 3] and pool.replaced == 1
+
+
+def test_validate_replaces_a_pair_whose_actor_dies_while_starting(cli, ray_local, tmp_path, monkeypatch):
+    import onnxkit.operations.validate_ray_actors as actors
+
+    marker = str(tmp_path / "died-once")
+
+    class SourceDiesOnFirstStart(actors.SourceActor):
+        def __init__(self, *args) -> None:
+            import os
+
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)
+            super().__init__(*args)
+
+    monkeypatch.setattr(actors, "SourceActor", SourceDiesOnFirstStart)
+    model = make_linear(tmp_path / "m.onnx")
+    data = write_parquet(tmp_path / "d", np.random.default_rng(1).standard_normal((20, 4)).astype(np.float32), [20])
+    r = cli("validate", model, model, "--data", data, "--engine", "ray", "--workers", "1", "--json")
+    assert r.code == 0, r
+    assert r.json["passed"] and r.json["samples"] == 20

@@ -181,7 +181,7 @@ class _Run:
         try:
             for _ in range(workers):
                 self.pairs.append(self._start_pair())
-            self._wait_ready(self.pairs)
+            self._wait_ready(range(workers))
         except BaseException:
             self.close()  # a Ray this run did not start keeps running: leave no actors on it
             raise
@@ -189,18 +189,40 @@ class _Run:
     def _start_pair(self) -> tuple[Any, Any]:
         return self._src_cls.remote(*self._src_args), self._onnx_cls.remote(*self._onnx_args)
 
-    def _wait_ready(self, pairs) -> None:
+    def _wait_ready(self, indices) -> None:
+        """Wait for the pairs ``self.pairs[p]`` to have loaded their models; a pair that lost
+        an actor while starting (killed, out of memory) is replaced in place, within the run's
+        replacement budget."""
         from onnxkit.runtime.ray_cluster import raise_reply
 
-        try:
-            replies = self.ray.get([a.ready.remote() for pair in pairs for a in pair])
-        except KeyboardInterrupt:
-            raise Interrupted() from None
-        except self.ray.exceptions.RayError as exc:
-            raise EnvironmentProblem(f"a Ray actor could not start: {_reason(exc)}") from None
-        for reply in replies:
-            raise_reply(reply)
-        self.provider = replies[1][1] or self.provider
+        for p in indices:
+            while True:
+                try:
+                    replies = self.ray.get([a.ready.remote() for a in self.pairs[p]])
+                except KeyboardInterrupt:
+                    raise Interrupted() from None
+                except self.ray.exceptions.RayActorError as exc:
+                    self._kill(self.pairs[p])
+                    if self.replaced >= self._budget:
+                        raise EnvironmentProblem(f"Ray actors kept dying ({self.replaced} replaced, last: "
+                                                 f"{_reason(exc)}); giving up") from None
+                    log.warning("a Ray actor died while starting (%s); starting another pair", _reason(exc))
+                    self.replaced += 1
+                    self.pairs[p] = self._start_pair()
+                    continue
+                except self.ray.exceptions.RayError as exc:
+                    raise EnvironmentProblem(f"a Ray actor could not start: {_reason(exc)}") from None
+                for reply in replies:
+                    raise_reply(reply)
+                self.provider = replies[1][1] or self.provider
+                break
+
+    def _kill(self, pair) -> None:
+        for actor in pair:
+            try:
+                self.ray.kill(actor)
+            except Exception:  # noqa: BLE001 - already dead
+                pass
 
     def compare(self, shards, ranges: list[tuple[int, int, int]], progress) -> tuple[list, dict[int, int]]:
         """Every range compared exactly once: its state, and rows compared per worker pid."""
@@ -267,16 +289,12 @@ class _Run:
         queue.extend((k, ranges[k]) for k in lost)
         queue.sort(key=lambda t: -t[0])  # popped from the end: the lowest range first
         self.retried += len(lost)
-        for actor in self.pairs[p]:
-            try:
-                self.ray.kill(actor)
-            except Exception:  # noqa: BLE001 - already dead
-                pass
+        self._kill(self.pairs[p])
         if self.replaced >= self._budget:
             raise EnvironmentProblem(f"Ray actors kept dying ({self.replaced} replaced, last: {_reason(exc)}); giving up")
         self.replaced += 1
         self.pairs[p] = self._start_pair()
-        self._wait_ready([self.pairs[p]])
+        self._wait_ready([p])
 
     def _cancel(self, pending: dict) -> None:
         for obj in list(pending):
