@@ -189,3 +189,41 @@ def test_validate_replaces_a_pair_whose_actor_dies_while_starting(cli, ray_local
     r = cli("validate", model, model, "--data", data, "--engine", "ray", "--workers", "1", "--json")
     assert r.code == 0, r
     assert r.json["passed"] and r.json["samples"] == 20
+
+
+def _scaled_model(path: Path, scale: float, outputs: list[str]) -> Path:
+    """x[b,4] -> m = x * [1,1,1,scale] [b,4], r = sum(m) [b], lg = log(m) [b,4] (NaN where m < 0)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    kinds = {"m": ["b", 4], "r": ["b"], "lg": ["b", 4]}
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], ["m"]), helper.make_node("ReduceSum", ["m", "ax"], ["r"], keepdims=0),
+         helper.make_node("Log", ["m"], ["lg"])],
+        "scaled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, kinds[n]) for n in outputs],
+        [numpy_helper.from_array(np.array([1, 1, 1, scale], np.float32), "k"),
+         numpy_helper.from_array(np.array([1], np.int64), "ax")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_validate_on_ray_gives_every_field_of_the_local_document(cli, ray_local, tmp_path):
+    import pandas as pd
+
+    src = _scaled_model(tmp_path / "src.onnx", 1.0, ["m", "r", "lg"])
+    cand = _scaled_model(tmp_path / "cand.onnx", 1.001, ["lg", "r", "m"])  # other order, NaNs on both sides
+    x = np.random.default_rng(2).standard_normal((300, 4)).astype(np.float32)
+    pd.DataFrame(x, columns=COLS).to_parquet(tmp_path / "all.parquet")
+    write_parquet(tmp_path / "d", x, [100, 100, 100])
+    local = cli("validate", src, cand, "--data", tmp_path / "all.parquet", "--batch-sizes", "100", "--json")
+    on_ray = cli("validate", src, cand, "--data", tmp_path / "d", "--engine", "ray", "--workers", "1",
+                 "--batch-size", "100", "--json")
+    assert local.code == on_ray.code == 1, (local, on_ray)
+    a, b = local.json, on_ray.json
+    for doc in (a, b):  # where the rows came from and how the run went are said differently
+        doc.pop("input_sets")
+        doc.pop("notes")
+    assert a == json.loads(json.dumps(b)), [k for k in a if a[k] != b.get(k)]

@@ -82,7 +82,7 @@ def validate_on_ray(
     import_ray()  # a missing extra is exit 3 before any model is loaded
     shards = list_shards(data)  # an unreadable or empty shard: exit 2 naming it, before Ray starts
     ranges = shards.ranges(ray_options.batch_size)
-    side = _prepare(source, model, options, providers, timeout, input_map)
+    side = _prepare(source, model, options, providers, timeout, input_map, reference_providers)
 
     t0 = time.perf_counter()
     # Ray prints its own notices (a worker died, and so on) on stdout, where --json promises
@@ -128,7 +128,7 @@ class _Sides:
     onnx_source: bool
 
 
-def _prepare(source: str, model: Path, options, providers, timeout, input_map) -> _Sides:
+def _prepare(source: str, model: Path, options, providers, timeout, input_map, reference_providers=None) -> _Sides:
     """Everything local validate checks before comparing, done here so that a refusal (an
     untrusted file, a missing input) exits as locally, before any Ray work starts."""
     from onnxkit.foundation import mapping
@@ -144,13 +144,14 @@ def _prepare(source: str, model: Path, options, providers, timeout, input_map) -
         cand.close()
     if _is_onnx_source(str(source), options):
         load_onnx(source, trust=options.trust, load_external=False)
-        ref = _session(source, options, None, timeout)
+        ref = _session(source, options, reference_providers, timeout)
         try:
             mapping.check_user_spec_names(options.inputs, ref.input_specs, specs)
             _, note = _paired(ref.run, ref.input_specs, specs, input_map, False)
+            name = f"{Path(source).name} on {ref.providers[0]}"  # as local validate names it
         finally:
             ref.close()
-        return _Sides(specs, f"{Path(source).name}", note, (), False, True)
+        return _Sides(specs, name, note, (), False, True)
     src = _load_reference_source(source, options, specs)
     ordered = src.framework == "torch"
     _, note = _paired(src.predict, src.input_specs, specs, input_map, ordered)
