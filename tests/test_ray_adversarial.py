@@ -227,3 +227,43 @@ def test_validate_on_ray_gives_every_field_of_the_local_document(cli, ray_local,
         doc.pop("input_sets")
         doc.pop("notes")
     assert a == json.loads(json.dumps(b)), [k for k in a if a[k] != b.get(k)]
+
+
+def _output_model(path: Path, outputs: dict[str, list]) -> Path:
+    """x[b,4] -> each named output: the row sums ([b]) or the first columns ([b,k])."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], [numpy_helper.from_array(np.array([1], np.int64), "ax"),
+                        numpy_helper.from_array(np.array([0], np.int64), "st")]
+    for name, shape in outputs.items():
+        if len(shape) == 1:
+            nodes.append(helper.make_node("ReduceSum", ["x", "ax"], [name], keepdims=0))
+        else:
+            inits.append(numpy_helper.from_array(np.array([shape[1]], np.int64), f"{name}_end"))
+            nodes.append(helper.make_node("Slice", ["x", "st", f"{name}_end", "ax"], [name]))
+    graph = helper.make_graph(nodes, "outs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("outputs, message", [
+    ({"row_id": ["b"]}, "output 'row_id' gives a column named 'row_id', the name of the row id column"),
+    ({"y": ["b", 2], "y_0": ["b"]}, "outputs 'y' and 'y_0' both give a column named 'y_0'"),
+])
+def test_an_output_column_that_would_replace_another_is_refused(cli, ray_local, tmp_path, outputs, message):
+    # Written as is, the model's "row_id" replaced the row ids (exit 0, ids lost) and "y_0"
+    # replaced y's first column.
+    model = _output_model(tmp_path / "m.onnx", outputs)
+    data = write_parquet(tmp_path / "d", np.ones((6, 4), np.float32), [3, 3])
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    r = cli("run", model, "--data", data, "--engine", "ray", "-o", tmp_path / "out")
+    assert r.code == 2, r
+    assert message in r.stderr
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+    r = cli("run", model, "--data", data, "--engine", "ray")  # nothing written: nothing to collide
+    assert r.code == 0, r

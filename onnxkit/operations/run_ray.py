@@ -153,8 +153,13 @@ class _Parts:
 
         n = next(iter(outputs.values())).shape[0]
         cols: dict[str, np.ndarray] = {"row_id": np.arange(first_row, first_row + n, dtype=np.int64)}
+        owner = {"row_id": None}
         for name in self.names:
-            cols.update(_columns(name, _as_array(name, outputs[name], "Parquet")))
+            for col, values in _columns(name, _as_array(name, outputs[name], "Parquet")).items():
+                if col in owner and self.folder is not None:  # it would replace the first column of that name
+                    raise InputError(_collision(col, owner[col], name))
+                owner[col] = name
+                cols[col] = values
         if self.columns is None:
             self.columns = list(cols)
         elif list(cols) != self.columns:
@@ -172,6 +177,14 @@ class _Parts:
             raise EnvironmentProblem(f"cannot write {path.name} into {self.folder}: {exc.strerror or exc}; "
                                      "nothing was published") from None
         self.files.append(path)
+
+
+def _collision(column: str, first: str | None, second: str) -> str:
+    if first is None:
+        return (f"output {second!r} gives a column named {column!r}, the name of the row id column of --engine ray's "
+                "parts; rename that output (or use --engine local)")
+    return (f"outputs {first!r} and {second!r} both give a column named {column!r} (an output of several values "
+            "per row is written as NAME_0, NAME_1, ...); rename one of them")
 
 
 def _verify(parts: _Parts, seen: dict, expected: list, total: int) -> None:
