@@ -267,3 +267,11 @@ def test_an_output_column_that_would_replace_another_is_refused(cli, ray_local, 
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before
     r = cli("run", model, "--data", data, "--engine", "ray")  # nothing written: nothing to collide
     assert r.code == 0, r
+
+
+def test_a_csv_row_the_count_missed_is_refused_not_dropped(tmp_path):
+    # A line holding only "" is a row to pandas (NaN) but not to the row count: the last row
+    # of the shard fell outside every range and was lost (exit 0, 2 rows of 3).
+    (tmp_path / "q.csv").write_text('f0,f1,f2,f3\n1,2,3,4\n""\n5,6,7,8\n')
+    with pytest.raises(InputError, match=r"data shard .*q.csv parses into 3 rows but 2 were counted"):
+        _read_all(tmp_path / "q.csv")

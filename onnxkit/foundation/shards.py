@@ -218,8 +218,14 @@ def _frame_rows(shard: Shard, start: int, stop: int):
             if at + n > start:
                 parts.append(chunk.iloc[max(start - at, 0):stop - at])
             at += n
-            if at >= stop:
+            if at >= stop and stop < shard.rows:
                 break
+        if stop == shard.rows and at > shard.rows:
+            # The shard's last range reads to the end: rows the count did not see would
+            # otherwise be dropped without a word.
+            raise InputError(f"data shard {shard.path} parses into {at} rows but {shard.rows} were counted (a line "
+                             "such as \"\" or a quoted field over several lines is read differently); "
+                             "clean that file or convert it to parquet")
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     # utf-8-sig: a byte order mark (as Windows tools write) is not part of the first record.
     with open(shard.path, encoding="utf-8-sig") as fh:
