@@ -275,3 +275,23 @@ def test_a_csv_row_the_count_missed_is_refused_not_dropped(tmp_path):
     (tmp_path / "q.csv").write_text('f0,f1,f2,f3\n1,2,3,4\n""\n5,6,7,8\n')
     with pytest.raises(InputError, match=r"data shard .*q.csv parses into 3 rows but 2 were counted"):
         _read_all(tmp_path / "q.csv")
+
+
+def test_an_empty_shard_in_the_middle_is_skipped_not_refused(cli, ray_local, tmp_path):
+    # Spark and Dask write empty partitions; the data set around them is fine.
+    import pandas as pd
+
+    model = make_linear(tmp_path / "m.onnx")
+    x = np.arange(24, dtype=np.float32).reshape(6, 4)
+    data = write_parquet(tmp_path / "d", x, [3, 0, 3])
+    r = cli("run", model, "--data", data, "--engine", "ray", "-o", tmp_path / "out", "--json")
+    assert r.code == 0, r
+    assert r.json["rows"] == 6 and "1 empty data shard(s) skipped: part-001.parquet" in r.json["notes"]
+    frame = pd.read_parquet(tmp_path / "out").sort_values("row_id")
+    np.testing.assert_array_equal(frame["row_id"].to_numpy(), np.arange(6))
+
+    nothing = write_parquet(tmp_path / "e", x, [0, 0])
+    r = cli("run", model, "--data", nothing, "--engine", "ray", "-o", tmp_path / "out2")
+    assert r.code == 2, r
+    assert f"none of the 2 data shards of {nothing} holds a row" in r.stderr
+    assert not (tmp_path / "out2").exists()

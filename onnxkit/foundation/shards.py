@@ -58,6 +58,14 @@ class ShardSet:
     source: str
     kind: str
     shards: tuple[Shard, ...]
+    # Shards without rows (a writer's empty partitions): they give no row ids and no work.
+    empty: tuple[Path, ...] = ()
+
+    def empty_note(self) -> list[str]:
+        if not self.empty:
+            return []
+        names = ", ".join(p.name for p in self.empty[:3]) + ("..." if len(self.empty) > 3 else "")
+        return [f"{len(self.empty)} empty data shard(s) skipped: {names}"]
 
     @property
     def rows(self) -> int:
@@ -96,7 +104,8 @@ def list_shards(source: str | os.PathLike[str]) -> ShardSet:
 
     Row counts come from the files' metadata where they have one (parquet, npy) and from one
     pass over the text otherwise (csv, jsonl), so the offsets are known before any row is
-    scored. A missing, unreadable or empty shard is an InputError naming it."""
+    scored. A missing or unreadable shard is an InputError naming it; empty shards are left
+    out (``ShardSet.empty``), and a data set with no row at all is an InputError."""
     files = sorted(_candidates(os.fspath(source)), key=lambda f: str(f))
     kinds: dict[str, list[str]] = {}
     for f in files:
@@ -108,18 +117,22 @@ def list_shards(source: str | os.PathLike[str]) -> ShardSet:
         listed = "; ".join(f"{k}: {', '.join(v[:2])}{'...' if len(v) > 2 else ''}" for k, v in sorted(kinds.items()))
         raise InputError(f"{source} mixes shard formats ({listed}); give one format per data set")
     kind = next(iter(kinds))
-    shards, offset = [], 0
+    shards, empty, offset = [], [], 0
     for f in files:
         preflight(f, what="data shard")
         rows = count_rows(f, kind)
         if rows == 0:
-            raise InputError(f"data shard {f} holds no rows")
+            empty.append(f)
+            continue
         shards.append(Shard(f, kind, rows, offset))
         offset += rows
+    if not shards:
+        raise InputError(f"data shard {files[0]} holds no rows" if len(files) == 1
+                         else f"none of the {len(files)} data shards of {source} holds a row")
     if kind != "npy":
         columns = _first_columns(shards[0])
         shards = [dataclasses.replace(s, columns=columns) for s in shards]
-    return ShardSet(os.fspath(source), kind, tuple(shards))
+    return ShardSet(os.fspath(source), kind, tuple(shards), tuple(empty))
 
 
 def _first_columns(shard: Shard) -> tuple[str, ...]:

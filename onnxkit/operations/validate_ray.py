@@ -338,6 +338,7 @@ def _result(states, shards, ranges, side: _Sides, run: _Run, tolerance: Toleranc
                           nonfinite, summarize_notes(data_notes))
     if side.pairing_note:
         result.notes.insert(0, side.pairing_note)
+    result.notes.extend(shards.empty_note())
     started, seconds = timing
     rate = shards.rows / seconds if seconds > 0 else 0.0
     counts = ", ".join(f"{n}" for _, n in sorted(per_worker.items()))
