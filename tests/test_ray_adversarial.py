@@ -295,3 +295,22 @@ def test_an_empty_shard_in_the_middle_is_skipped_not_refused(cli, ray_local, tmp
     assert r.code == 2, r
     assert f"none of the 2 data shards of {nothing} holds a row" in r.stderr
     assert not (tmp_path / "out2").exists()
+
+
+def test_an_output_with_a_fixed_first_dimension_is_refused_before_scoring(cli, tmp_path):
+    # y = transpose(x) is [4, b]: with batches of 4 rows its shape passed the per-row check and
+    # x's columns were written as rows 0-3 (exit 0).
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])], "t",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, "b"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "t.onnx"))
+    data = write_parquet(tmp_path / "d", np.arange(32, dtype=np.float32).reshape(8, 4), [8])
+    r = cli("run", tmp_path / "t.onnx", "--data", data, "--engine", "ray", "--batch-size", "4", "-o", tmp_path / "out")
+    assert r.code == 2, r
+    assert "output 'y' has a fixed first dimension of 4 while the inputs' batch dimension is free" in r.stderr
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -130,6 +130,23 @@ def _check_output_dir(out: Path, data: str) -> None:
         raise UsageError(f"output folder {out} lies inside the data folder {data_dir}; write it elsewhere")
 
 
+def _refuse_fixed_first_dims(model, specs) -> None:
+    """An output whose first dimension is a fixed number while every input's batch dimension is
+    free does not hold one row per input row (a transpose, a pooled summary): given row ids,
+    its values would be written against rows they do not belong to whenever a batch happens to
+    have that many rows."""
+    if not all(s.shape and not isinstance(s.shape[0], int) for s in specs):
+        return
+    for out in model.graph.output:
+        dims = out.type.tensor_type.shape.dim if out.type.HasField("tensor_type") else []
+        # 1 is left alone: a model exported with batch 1 whose inputs were made free later keeps
+        # [1, ...] on outputs that do follow the batch, and a 1-row batch is its own row anyway.
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 1:
+            raise UsageError(f"output {out.name!r} has a fixed first dimension of {dims[0].dim_value} while the inputs' "
+                             "batch dimension is free: it is not one row per input row, so --engine ray cannot give it "
+                             "row ids; run it with --engine local")
+
+
 def _task_rows(batch_size: int) -> int:
     return max(batch_size, min(batch_size * BATCHES_PER_TASK, MAX_TASK_ROWS))
 
@@ -259,9 +276,10 @@ def run_model_ray(
     user_specs = parse_specs(inputs)
     loaded = load_onnx(model, load_external=False, trust=trust)
     specs = merge_specs(specs_from_onnx(loaded.model), user_specs)
-    del loaded
     if not specs:
         raise UsageError(f"{Path(model).name} takes no inputs; there is nothing to score with --data")
+    _refuse_fixed_first_dims(loaded.model, specs)
+    del loaded
     shard_set = list_shards(data)
     import_ray()  # exit 3 before any work when the extra is missing
     size = batch_size or DEFAULT_RAY_BATCH
