@@ -314,3 +314,19 @@ def test_an_output_with_a_fixed_first_dimension_is_refused_before_scoring(cli, t
     assert r.code == 2, r
     assert "output 'y' has a fixed first dimension of 4 while the inputs' batch dimension is free" in r.stderr
     assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_empty_text_shards_are_skipped_whatever_their_emptiness(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.jsonl").write_text('{"f0":1,"f1":2,"f2":3,"f3":4}\n')
+    (tmp_path / "d" / "b.jsonl").write_bytes(b"")  # 0 bytes, as text writers leave empty partitions
+    (tmp_path / "d" / "c.jsonl").write_text("\n  \n")
+    (tmp_path / "d" / "d.jsonl").write_text('{"f0":5,"f1":6,"f2":7,"f3":8}\n')
+    ss = list_shards(tmp_path / "d")
+    assert [(s.path.name, s.offset) for s in ss.shards] == [("a.jsonl", 0), ("d.jsonl", 1)]
+    assert ss.empty_note() == ["2 empty data shard(s) skipped: b.jsonl, c.jsonl"]
+    np.testing.assert_array_equal(_read_all(tmp_path / "d"), np.arange(1, 9, dtype=np.float32).reshape(2, 4))
+    (tmp_path / "p").mkdir()  # a 0-byte parquet is not a parquet file: still refused
+    (tmp_path / "p" / "e.parquet").write_bytes(b"")
+    with pytest.raises(InputError, match=r"data shard is empty \(0 bytes\): .*e.parquet"):
+        list_shards(tmp_path / "p")

@@ -18,6 +18,7 @@ import glob as globmod
 import io
 import itertools
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +120,9 @@ def list_shards(source: str | os.PathLike[str]) -> ShardSet:
     kind = next(iter(kinds))
     shards, empty, offset = [], [], 0
     for f in files:
+        if kind in ("csv", "jsonl") and _zero_byte_file(f):  # a text writer's empty partition
+            empty.append(f)
+            continue
         preflight(f, what="data shard")
         rows = count_rows(f, kind)
         if rows == 0:
@@ -133,6 +137,14 @@ def list_shards(source: str | os.PathLike[str]) -> ShardSet:
         columns = _first_columns(shards[0])
         shards = [dataclasses.replace(s, columns=columns) for s in shards]
     return ShardSet(os.fspath(source), kind, tuple(shards), tuple(empty))
+
+
+def _zero_byte_file(path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False  # preflight says why
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0
 
 
 def _first_columns(shard: Shard) -> tuple[str, ...]:
