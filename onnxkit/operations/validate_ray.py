@@ -76,11 +76,13 @@ def validate_on_ray(
     from onnxkit.foundation.shards import list_shards
     from onnxkit.runtime.ray_cluster import RayCluster, import_ray
 
-    model = Path(model)
     if ray_options.batch_size <= 0:
         raise UsageError("--batch-size must be a positive integer")
     import_ray()  # a missing extra is exit 3 before any model is loaded
     shards = list_shards(data)  # an unreadable or empty shard: exit 2 naming it, before Ray starts
+    # The actors' working folder is not this process's (another node, or a Ray started from
+    # elsewhere): every path travels absolute.
+    model, source, options, shards = _absolute(Path(model), source, options, shards)
     ranges = shards.ranges(ray_options.batch_size)
     side = _prepare(source, model, options, providers, timeout, input_map, reference_providers)
 
@@ -98,6 +100,26 @@ def validate_on_ray(
             run.close()
     seconds = time.perf_counter() - t0 - started
     return _result(states, shards, ranges, side, run, tolerance, model, plan, per_worker, (started, seconds), ray_options)
+
+
+def _absolute(model: Path, source: str, options: Any, shards):
+    import dataclasses
+
+    from onnxkit.foundation.shards import ShardSet
+
+    def absolute(path: str) -> str:
+        p = Path(path)
+        if p.exists():
+            return str(p.absolute())
+        head, sep, tail = path.rpartition(":")  # a torch factory, FILE.py:function
+        return f"{Path(head).absolute()}{sep}{tail}" if sep and head and Path(head).is_file() else path
+
+    if dataclasses.is_dataclass(options):
+        changes = {k: Path(absolute(str(v))) for k in ("weights", "sample") if getattr(options, k, None) is not None
+                   for v in [getattr(options, k)]}
+        options = dataclasses.replace(options, **changes) if changes else options
+    moved = tuple(dataclasses.replace(s, path=s.path.absolute()) for s in shards.shards)
+    return model.absolute(), absolute(str(source)), options, ShardSet(shards.source, shards.kind, moved, shards.empty)
 
 
 def validate_stage_on_ray(cfg: Any, artifact: Path, tolerance: Tolerance) -> ValidationResult:
