@@ -335,7 +335,7 @@ def test_empty_text_shards_are_skipped_whatever_their_emptiness(tmp_path):
 def test_validate_on_ray_with_relative_paths_reads_them_where_onnxkit_runs(cli, ray_local, tmp_path, monkeypatch):
     # The actors' working folder is not this process's (another node, or a Ray started from
     # elsewhere): relative paths must be made absolute before they travel.
-    model = make_linear(tmp_path / "m.onnx")
+    make_linear(tmp_path / "m.onnx")
     write_parquet(tmp_path / "d", np.random.default_rng(4).standard_normal((12, 4)).astype(np.float32), [6, 6])
     monkeypatch.chdir(tmp_path)
     r = cli("validate", "m.onnx", "m.onnx", "--data", "d", "--engine", "ray", "--workers", "1", "--json")
