@@ -341,3 +341,21 @@ def test_validate_on_ray_with_relative_paths_reads_them_where_onnxkit_runs(cli, 
     r = cli("validate", "m.onnx", "m.onnx", "--data", "d", "--engine", "ray", "--workers", "1", "--json")
     assert r.code == 0, r
     assert r.json["samples"] == 12
+
+
+def test_missing_fields_read_as_nan_are_noted(tmp_path):
+    # A jsonl line without a key feeds NaN to the model: a local csv run says so, Ray did not.
+    (tmp_path / "a.jsonl").write_text('{"f0":1,"f1":2,"f2":3,"f3":4}\n{"f0":5,"f1":6,"f2":7}\n')
+    (tmp_path / "b.csv").write_text("f0,f1,f2,f3\n1,2,3,1e999\n")
+    for name, expected in (("a.jsonl", "a.jsonl: empty, missing or null field(s) read as NaN"),
+                           ("b.csv", "b.csv: value(s) beyond the float range read as infinity")):
+        notes: list[str] = []
+        shard = list_shards(tmp_path / name).shards[0]
+        read_shard(shard, X_SPEC, 0, shard.rows, notes)
+        assert notes == [expected]
+    (tmp_path / "c.jsonl").write_text('{"f0":1,"f1":2,"f2":3,"f3":4}\n{"f0":5,"f1":6,"f2":7}\n')
+    shard = list_shards(tmp_path / "c.jsonl").shards[0]
+    notes = []
+    got = read_shard(shard, X_SPEC, 1, 2, notes)["x"]  # a range of lines that all lack f3: NaN, as beside others
+    assert np.isnan(got[0, 3]) and got[0, :3].tolist() == [5, 6, 7]
+    assert notes == ["c.jsonl: empty, missing or null field(s) read as NaN"]

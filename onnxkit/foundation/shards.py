@@ -196,6 +196,8 @@ def read_shard(shard: Shard, specs: list[InputSpec], start: int = 0, stop: int |
                 raise InputError(f"data shard {shard.path} holds {len(frame)} rows where {stop - start} were expected "
                                  f"at rows {start}-{stop - 1}; it changed while being read")
             frame = _in_column_order(frame, shard)
+            if notes is not None:
+                _missing_notes(frame, shard.path, notes)
             feeds = _frame_feeds(frame, specs, shard.path, notes)
     except InputError as exc:
         raise InputError(_naming(exc.message, shard.path), hint=exc.hint) from None
@@ -278,6 +280,11 @@ def _in_column_order(frame, shard: Shard):
     have = [str(c) for c in frame.columns]
     if have == list(shard.columns):
         return frame
+    if shard.kind == "jsonl" and set(have) < set(shard.columns):
+        # Lines of a range that all lack a key: that key is missing on each, as it would be
+        # beside a line that has it (NaN, noted).
+        frame.columns = have
+        return frame.reindex(columns=list(shard.columns))
     if sorted(have) != sorted(shard.columns):
         extra = [c for c in have if c not in shard.columns]
         missing = [c for c in shard.columns if c not in have]
@@ -322,6 +329,19 @@ def _stack_lists(col, spec: InputSpec, path: Path, notes: list[str] | None) -> n
     arr, note = fit_dtype(arr, spec.dtype, name=spec.name, where=path.name)
     _note(notes, note)
     return arr
+
+
+def _missing_notes(frame, path: Path, notes: list[str]) -> None:
+    # An empty csv field, a jsonl line without a key or with null, become NaN without a word
+    # from pandas (1e999 becomes inf): said, as a local run says it of a csv file.
+    from onnxkit.foundation.data import _count_missing
+
+    counts = [0, 0]
+    _count_missing(frame, counts)
+    if counts[0]:
+        _note(notes, f"{path.name}: empty, missing or null field(s) read as NaN")
+    if counts[1]:
+        _note(notes, f"{path.name}: value(s) beyond the float range read as infinity")
 
 
 def _note(notes: list[str] | None, note: str | None) -> None:
