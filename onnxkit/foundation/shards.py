@@ -196,7 +196,7 @@ def read_shard(shard: Shard, specs: list[InputSpec], start: int = 0, stop: int |
                 raise InputError(f"data shard {shard.path} holds {len(frame)} rows where {stop - start} were expected "
                                  f"at rows {start}-{stop - 1}; it changed while being read")
             frame = _in_column_order(frame, shard)
-            if notes is not None:
+            if notes is not None and shard.kind in ("csv", "jsonl"):  # parquet has real nulls and NaNs
                 _missing_notes(frame, shard.path, notes)
             feeds = _frame_feeds(frame, specs, shard.path, notes)
     except InputError as exc:
