@@ -359,3 +359,18 @@ def test_missing_fields_read_as_nan_are_noted(tmp_path):
     got = read_shard(shard, X_SPEC, 1, 2, notes)["x"]  # a range of lines that all lack f3: NaN, as beside others
     assert np.isnan(got[0, 3]) and got[0, :3].tolist() == [5, 6, 7]
     assert notes == ["c.jsonl: empty, missing or null field(s) read as NaN"]
+
+
+def test_parquet_lists_of_lists_feed_an_input_of_rank_3(tmp_path):
+    # pyarrow hands nested lists over as object arrays of arrays: they were refused as "not
+    # numbers" although jsonl shards of the same values were read.
+    import pandas as pd
+
+    spec = [InputSpec("x", ("b", 2, 3), np.dtype("float32"))]
+    x = np.arange(24, dtype=np.float32).reshape(4, 2, 3)
+    pd.DataFrame({"x": [r.tolist() for r in x]}).to_parquet(tmp_path / "r.parquet")
+    shard = list_shards(tmp_path / "r.parquet").shards[0]
+    np.testing.assert_array_equal(read_shard(shard, spec, 1, 4)["x"], x[1:])
+    pd.DataFrame({"x": [[[1, 2, 3], [4, 5, 6]], [[1, 2, 3], [4, 5]]]}).to_parquet(tmp_path / "ragged.parquet")
+    with pytest.raises(InputError, match="column 'x' of ragged.parquet holds nested lists of different lengths"):
+        read_shard(list_shards(tmp_path / "ragged.parquet").shards[0], spec)

@@ -318,7 +318,11 @@ def _holds_lists(col) -> bool:
 def _stack_lists(col, spec: InputSpec, path: Path, notes: list[str] | None) -> np.ndarray:
     from onnxkit.foundation.casts import fit_dtype
 
-    cells = [np.asarray(c) for c in col]
+    try:
+        cells = [_cell(c) for c in col]
+    except ValueError:  # numpy refuses a ragged nested list
+        raise InputError(f"column {spec.name!r} of {path.name} holds nested lists of different lengths; "
+                         "pad them to one shape") from None
     shapes = {c.shape for c in cells}
     if len(shapes) > 1:
         raise InputError(f"column {spec.name!r} of {path.name} holds lists of different lengths "
@@ -342,6 +346,14 @@ def _missing_notes(frame, path: Path, notes: list[str]) -> None:
         _note(notes, f"{path.name}: empty, missing or null field(s) read as NaN")
     if counts[1]:
         _note(notes, f"{path.name}: value(s) beyond the float range read as infinity")
+
+
+def _cell(c) -> np.ndarray:
+    # pyarrow gives a list of lists as an object array of arrays: its nested values are
+    # numbers all the same (an input of rank 3 or more).
+    if isinstance(c, np.ndarray) and c.dtype == object:
+        return np.asarray(c.tolist())
+    return np.asarray(c)
 
 
 def _note(notes: list[str] | None, note: str | None) -> None:
