@@ -324,7 +324,7 @@ def test_empty_text_shards_are_skipped_whatever_their_emptiness(tmp_path):
     (tmp_path / "d" / "d.jsonl").write_text('{"f0":5,"f1":6,"f2":7,"f3":8}\n')
     ss = list_shards(tmp_path / "d")
     assert [(s.path.name, s.offset) for s in ss.shards] == [("a.jsonl", 0), ("d.jsonl", 1)]
-    assert ss.empty_note() == ["2 empty data shard(s) skipped: b.jsonl, c.jsonl"]
+    assert ss.notes() == ["2 empty data shard(s) skipped: b.jsonl, c.jsonl"]
     np.testing.assert_array_equal(_read_all(tmp_path / "d"), np.arange(1, 9, dtype=np.float32).reshape(2, 4))
     (tmp_path / "p").mkdir()  # a 0-byte parquet is not a parquet file: still refused
     (tmp_path / "p" / "e.parquet").write_bytes(b"")
@@ -374,3 +374,17 @@ def test_parquet_lists_of_lists_feed_an_input_of_rank_3(tmp_path):
     pd.DataFrame({"x": [[[1, 2, 3], [4, 5, 6]], [[1, 2, 3], [4, 5]]]}).to_parquet(tmp_path / "ragged.parquet")
     with pytest.raises(InputError, match="column 'x' of ragged.parquet holds nested lists of different lengths"):
         read_shard(list_shards(tmp_path / "ragged.parquet").shards[0], spec)
+
+
+def test_files_of_a_data_folder_that_are_not_shards_are_said(tmp_path):
+    # A compressed shard beside plain ones was left out without a word (its rows missing, exit 0).
+    import gzip
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.csv").write_text("f0,f1,f2,f3\n1,2,3,4\n")
+    (tmp_path / "d" / "b.csv.gz").write_bytes(gzip.compress(b"f0,f1,f2,f3\n5,6,7,8\n"))
+    (tmp_path / "d" / "_SUCCESS").write_text("")
+    (tmp_path / "d" / ".a.csv.crc").write_text("x")
+    ss = list_shards(tmp_path / "d")
+    assert [s.path.name for s in ss.shards] == ["a.csv"]
+    assert ss.notes() == ["1 file(s) of the data folder are not csv shards and were not read: b.csv.gz"]

@@ -61,12 +61,20 @@ class ShardSet:
     shards: tuple[Shard, ...]
     # Shards without rows (a writer's empty partitions): they give no row ids and no work.
     empty: tuple[Path, ...] = ()
+    # Files of a data folder that are not shards (a .csv.gz, a .json): left out, and said.
+    others: tuple[Path, ...] = ()
 
-    def empty_note(self) -> list[str]:
-        if not self.empty:
-            return []
-        names = ", ".join(p.name for p in self.empty[:3]) + ("..." if len(self.empty) > 3 else "")
-        return [f"{len(self.empty)} empty data shard(s) skipped: {names}"]
+    def notes(self) -> list[str]:
+        def names(paths) -> str:
+            return ", ".join(p.name for p in paths[:3]) + ("..." if len(paths) > 3 else "")
+
+        out = []
+        if self.empty:
+            out.append(f"{len(self.empty)} empty data shard(s) skipped: {names(self.empty)}")
+        if self.others:
+            out.append(f"{len(self.others)} file(s) of the data folder are not {self.kind} shards and were not read: "
+                       f"{names(self.others)}")
+        return out
 
     @property
     def rows(self) -> int:
@@ -81,6 +89,12 @@ class ShardSet:
         for i, s in enumerate(self.shards):
             out.extend((i, a, min(a + rows_per_range, s.rows)) for a in range(0, s.rows, rows_per_range))
         return out
+
+
+def _others(folder: Path) -> list[Path]:
+    # Hidden and underscore files are a writer's bookkeeping (_SUCCESS, .crc, _manifest.json).
+    return sorted(c for c in folder.iterdir() if c.suffix.lower() not in SHARD_FORMATS
+                  and not c.name.startswith((".", "_")) and c.is_file())
 
 
 def _candidates(source: str) -> list[Path]:
@@ -136,7 +150,9 @@ def list_shards(source: str | os.PathLike[str]) -> ShardSet:
     if kind != "npy":
         columns = _first_columns(shards[0])
         shards = [dataclasses.replace(s, columns=columns) for s in shards]
-    return ShardSet(os.fspath(source), kind, tuple(shards), tuple(empty))
+    folder = Path(source)
+    others = tuple(_others(folder)) if folder.is_dir() else ()
+    return ShardSet(os.fspath(source), kind, tuple(shards), tuple(empty), others)
 
 
 def _zero_byte_file(path: Path) -> bool:

@@ -351,7 +351,7 @@ def _score(cluster, model, specs, shard_set, ranges, size, trust, timeout, tmp, 
         from onnxkit.foundation.shards import summarize_notes
 
         result.notes.extend(summarize_notes(notes))  # dtype casts done to fit the model's inputs
-        result.notes.extend(shard_set.empty_note())
+        result.notes.extend(shard_set.notes())
         result.rows, result.parts, result.columns = parts.rows, len(parts.files), parts.columns or []
         result.outputs = stats.summaries(names)
         result.per_worker = [by_worker[i] for i in sorted(by_worker)]

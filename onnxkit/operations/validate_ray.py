@@ -105,8 +105,6 @@ def validate_on_ray(
 def _absolute(model: Path, source: str, options: Any, shards):
     import dataclasses
 
-    from onnxkit.foundation.shards import ShardSet
-
     def absolute(path: str) -> str:
         p = Path(path)
         if p.exists():
@@ -119,7 +117,7 @@ def _absolute(model: Path, source: str, options: Any, shards):
                    for v in [getattr(options, k)]}
         options = dataclasses.replace(options, **changes) if changes else options
     moved = tuple(dataclasses.replace(s, path=s.path.absolute()) for s in shards.shards)
-    return model.absolute(), absolute(str(source)), options, ShardSet(shards.source, shards.kind, moved, shards.empty)
+    return model.absolute(), absolute(str(source)), options, dataclasses.replace(shards, shards=moved)
 
 
 def validate_stage_on_ray(cfg: Any, artifact: Path, tolerance: Tolerance) -> ValidationResult:
@@ -360,7 +358,7 @@ def _result(states, shards, ranges, side: _Sides, run: _Run, tolerance: Toleranc
                           nonfinite, summarize_notes(data_notes))
     if side.pairing_note:
         result.notes.insert(0, side.pairing_note)
-    result.notes.extend(shards.empty_note())
+    result.notes.extend(shards.notes())
     started, seconds = timing
     rate = shards.rows / seconds if seconds > 0 else 0.0
     counts = ", ".join(f"{n}" for _, n in sorted(per_worker.items()))
