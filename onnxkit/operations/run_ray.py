@@ -282,7 +282,10 @@ def run_model_ray(
     del loaded
     shard_set = list_shards(data)
     import_ray()  # exit 3 before any work when the extra is missing
-    size = batch_size or DEFAULT_RAY_BATCH
+    from onnxkit.operations.validate import fixed_batch
+
+    # A model without a batch dimension takes batches of exactly its fixed size, as locally.
+    size = batch_size or fixed_batch(specs) or DEFAULT_RAY_BATCH
     result = RayRunResult(model=str(model), model_sha256=sha256_file(model), inputs_from=str(data),
                           shards=len(shard_set.shards), batch_size=size, contained=not trust,
                           timeout_s=None if trust else (timeout or DEFAULT_BATCH_TIMEOUT_S))
