@@ -390,10 +390,9 @@ def test_files_of_a_data_folder_that_are_not_shards_are_said(tmp_path):
     assert ss.notes() == ["1 file(s) of the data folder are not csv shards and were not read: b.csv.gz"]
 
 
-def test_a_model_without_a_batch_dimension_is_scored_a_row_at_a_time_as_locally(cli, ray_local, tmp_path):
-    # x[1,4]: a local run cuts the data into batches of 1; Ray sent 256 rows and failed (exit 2).
+def _static_batch_model(path: Path) -> Path:
+    """y = -x with x[1,4]: a model without a batch dimension."""
     import onnx
-    import pandas as pd
     from onnx import TensorProto, helper
 
     graph = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "static",
@@ -401,7 +400,15 @@ def test_a_model_without_a_batch_dimension_is_scored_a_row_at_a_time_as_locally(
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    onnx.save(model, str(tmp_path / "s.onnx"))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_model_without_a_batch_dimension_is_scored_a_row_at_a_time_as_locally(cli, ray_local, tmp_path):
+    # x[1,4]: a local run cuts the data into batches of 1; Ray sent 256 rows and failed (exit 2).
+    import pandas as pd
+
+    _static_batch_model(tmp_path / "s.onnx")
     x = np.arange(20, dtype=np.float32).reshape(5, 4)
     data = write_parquet(tmp_path / "d", x, [3, 2])
     r = cli("run", tmp_path / "s.onnx", "--data", data, "--engine", "ray", "-o", tmp_path / "out", "--json")
@@ -409,3 +416,19 @@ def test_a_model_without_a_batch_dimension_is_scored_a_row_at_a_time_as_locally(
     assert r.json["batch_size"] == 1 and r.json["rows"] == 5
     frame = pd.read_parquet(tmp_path / "out").sort_values("row_id")
     np.testing.assert_array_equal(frame[["y_0", "y_1", "y_2", "y_3"]].to_numpy(), -x)
+
+
+def test_a_model_without_a_batch_dimension_is_validated_a_row_at_a_time_as_locally(cli, ray_local, tmp_path):
+    # Ray's actors ran a whole range (4096 rows) through x[1,4] and failed (exit 2).
+    import pandas as pd
+
+    model = _static_batch_model(tmp_path / "s.onnx")
+    x = np.arange(20, dtype=np.float32).reshape(5, 4)
+    pd.DataFrame(x, columns=COLS).to_parquet(tmp_path / "all.parquet")
+    data = write_parquet(tmp_path / "d", x, [3, 2])
+    local = cli("validate", model, model, "--data", tmp_path / "all.parquet", "--json")
+    on_ray = cli("validate", model, model, "--data", data, "--engine", "ray", "--workers", "1", "--json")
+    assert local.code == on_ray.code == 0, (local, on_ray)
+    assert on_ray.json["samples"] == local.json["samples"] == 5
+    assert on_ray.json["batches"] == local.json["batches"] == 5
+    assert on_ray.json["outputs"] == local.json["outputs"]

@@ -83,8 +83,13 @@ def validate_on_ray(
     # The actors' working folder is not this process's (another node, or a Ray started from
     # elsewhere): every path travels absolute.
     model, source, options, shards = _absolute(Path(model), source, options, shards)
-    ranges = shards.ranges(ray_options.batch_size)
     side = _prepare(source, model, options, providers, timeout, input_map, reference_providers)
+    from onnxkit.operations.validate import fixed_batch
+
+    # A model without a batch dimension takes batches of exactly its fixed size, as local
+    # validate cuts them; a task then holds whole batches of it.
+    fixed = fixed_batch(side.specs)
+    ranges = shards.ranges(max(fixed, ray_options.batch_size // fixed * fixed) if fixed else ray_options.batch_size)
 
     t0 = time.perf_counter()
     # Ray prints its own notices (a worker died, and so on) on stdout, where --json promises
@@ -195,6 +200,9 @@ class _Run:
         self._src_args = (str(source), options, side.specs, input_map, side.onnx_source, reference_providers, threads, timeout)
         self._onnx_args = (str(model), options, side.specs, providers, threads, timeout, tolerance, kwargs)
         self.pairs: list[tuple[Any, Any]] = []
+        from onnxkit.operations.validate import fixed_batch
+
+        self.fixed = fixed_batch(side.specs)  # rows per batch of a model without a batch dimension
         self.provider = ""
         self.replaced = 0
         self.retried = 0
@@ -262,8 +270,8 @@ class _Run:
                     while queue and load[p] < IN_FLIGHT_PER_WORKER:
                         key, (i, a, b) = queue.pop()
                         src, onnx = self.pairs[p]
-                        ref = src.reference.remote(shards.shards[i], a, b)
-                        pending[onnx.compare.remote(shards.shards[i], a, b, ref)] = (key, p)
+                        ref = src.reference.remote(shards.shards[i], a, b, self.fixed)
+                        pending[onnx.compare.remote(shards.shards[i], a, b, ref, self.fixed)] = (key, p)
                         load[p] += 1
                 ready, _ = self.ray.wait(list(pending), num_returns=1)
                 for obj in ready:
