@@ -13,10 +13,12 @@ one row per cell, which a table of scalars cannot express.
 
 from __future__ import annotations
 
+import dataclasses
 import glob as globmod
 import io
 import itertools
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,10 @@ class Shard:
     kind: str
     rows: int
     offset: int  # row_id of its first row
+    # The data set's columns in the first shard's order (None for npy): every range is read
+    # into this order, so a shard (or a jsonl line) that lists the same columns in another
+    # order still feeds each value to the same position of the input.
+    columns: tuple[str, ...] | None = None
 
     @property
     def stop(self) -> int:
@@ -53,6 +59,22 @@ class ShardSet:
     source: str
     kind: str
     shards: tuple[Shard, ...]
+    # Shards without rows (a writer's empty partitions): they give no row ids and no work.
+    empty: tuple[Path, ...] = ()
+    # Files of a data folder that are not shards (a .csv.gz, a .json): left out, and said.
+    others: tuple[Path, ...] = ()
+
+    def notes(self) -> list[str]:
+        def names(paths) -> str:
+            return ", ".join(p.name for p in paths[:3]) + ("..." if len(paths) > 3 else "")
+
+        out = []
+        if self.empty:
+            out.append(f"{len(self.empty)} empty data shard(s) skipped: {names(self.empty)}")
+        if self.others:
+            out.append(f"{len(self.others)} file(s) of the data folder are not {self.kind} shards and were not read: "
+                       f"{names(self.others)}")
+        return out
 
     @property
     def rows(self) -> int:
@@ -67,6 +89,12 @@ class ShardSet:
         for i, s in enumerate(self.shards):
             out.extend((i, a, min(a + rows_per_range, s.rows)) for a in range(0, s.rows, rows_per_range))
         return out
+
+
+def _others(folder: Path) -> list[Path]:
+    # Hidden and underscore files are a writer's bookkeeping (_SUCCESS, .crc, _manifest.json).
+    return sorted(c for c in folder.iterdir() if c.suffix.lower() not in SHARD_FORMATS
+                  and not c.name.startswith((".", "_")) and c.is_file())
 
 
 def _candidates(source: str) -> list[Path]:
@@ -91,7 +119,8 @@ def list_shards(source: str | os.PathLike[str]) -> ShardSet:
 
     Row counts come from the files' metadata where they have one (parquet, npy) and from one
     pass over the text otherwise (csv, jsonl), so the offsets are known before any row is
-    scored. A missing, unreadable or empty shard is an InputError naming it."""
+    scored. A missing or unreadable shard is an InputError naming it; empty shards are left
+    out (``ShardSet.empty``), and a data set with no row at all is an InputError."""
     files = sorted(_candidates(os.fspath(source)), key=lambda f: str(f))
     kinds: dict[str, list[str]] = {}
     for f in files:
@@ -103,15 +132,44 @@ def list_shards(source: str | os.PathLike[str]) -> ShardSet:
         listed = "; ".join(f"{k}: {', '.join(v[:2])}{'...' if len(v) > 2 else ''}" for k, v in sorted(kinds.items()))
         raise InputError(f"{source} mixes shard formats ({listed}); give one format per data set")
     kind = next(iter(kinds))
-    shards, offset = [], 0
+    shards, empty, offset = [], [], 0
     for f in files:
+        if kind in ("csv", "jsonl") and _zero_byte_file(f):  # a text writer's empty partition
+            empty.append(f)
+            continue
         preflight(f, what="data shard")
         rows = count_rows(f, kind)
         if rows == 0:
-            raise InputError(f"data shard {f} holds no rows")
+            empty.append(f)
+            continue
         shards.append(Shard(f, kind, rows, offset))
         offset += rows
-    return ShardSet(os.fspath(source), kind, tuple(shards))
+    if not shards:
+        raise InputError(f"data shard {files[0]} holds no rows" if len(files) == 1
+                         else f"none of the {len(files)} data shards of {source} holds a row")
+    if kind != "npy":
+        columns = _first_columns(shards[0])
+        shards = [dataclasses.replace(s, columns=columns) for s in shards]
+    folder = Path(source)
+    others = tuple(_others(folder)) if folder.is_dir() else ()
+    return ShardSet(os.fspath(source), kind, tuple(shards), tuple(empty), others)
+
+
+def _zero_byte_file(path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False  # preflight says why
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0
+
+
+def _first_columns(shard: Shard) -> tuple[str, ...]:
+    try:
+        return tuple(str(c) for c in _frame_rows(shard, 0, 1).columns)
+    except InputError as exc:
+        raise InputError(_naming(exc.message, shard.path), hint=exc.hint) from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(f"cannot read data shard {shard.path} as {shard.kind}: {_first_line(exc)}") from None
 
 
 def count_rows(path: Path, kind: str) -> int:
@@ -137,20 +195,26 @@ def count_rows(path: Path, kind: str) -> int:
         raise InputError(f"cannot read data shard {path} as {kind}: {_first_line(exc)}") from None
 
 
-def read_shard(shard: Shard, specs: list[InputSpec], start: int = 0, stop: int | None = None) -> Feeds:
-    """Rows ``[start, stop)`` of ``shard`` (positions inside the shard) as model feeds."""
+def read_shard(shard: Shard, specs: list[InputSpec], start: int = 0, stop: int | None = None,
+               notes: list[str] | None = None) -> Feeds:
+    """Rows ``[start, stop)`` of ``shard`` (positions inside the shard) as model feeds; the
+    dtype casts done to fit the model's inputs are appended to ``notes`` (as a local run
+    reports them; :func:`summarize_notes` folds the shards' notes together)."""
     stop = shard.rows if stop is None else min(stop, shard.rows)
     if not 0 <= start < stop:
         raise UsageError(f"empty row range {start}:{stop} of data shard {shard.path}")
     try:
         if shard.kind == "npy":
-            feeds = _npy_rows(shard.path, specs, start, stop)
+            feeds = _npy_rows(shard.path, specs, start, stop, notes)
         else:
             frame = _frame_rows(shard, start, stop)
             if len(frame) != stop - start:
                 raise InputError(f"data shard {shard.path} holds {len(frame)} rows where {stop - start} were expected "
                                  f"at rows {start}-{stop - 1}; it changed while being read")
-            feeds = _frame_feeds(frame, specs, shard.path)
+            frame = _in_column_order(frame, shard)
+            if notes is not None and shard.kind in ("csv", "jsonl"):  # parquet has real nulls and NaNs
+                _missing_notes(frame, shard.path, notes)
+            feeds = _frame_feeds(frame, specs, shard.path, notes)
     except InputError as exc:
         raise InputError(_naming(exc.message, shard.path), hint=exc.hint) from None
     except (OSError, ValueError, TypeError) as exc:  # the readers' own errors on a corrupt file
@@ -158,7 +222,7 @@ def read_shard(shard: Shard, specs: list[InputSpec], start: int = 0, stop: int |
     return feeds
 
 
-def _npy_rows(path: Path, specs: list[InputSpec], start: int, stop: int) -> Feeds:
+def _npy_rows(path: Path, specs: list[InputSpec], start: int, stop: int, notes: list[str] | None) -> Feeds:
     from onnxkit.foundation.casts import fit_dtype
     from onnxkit.foundation.data import _npy_batches
 
@@ -169,7 +233,8 @@ def _npy_rows(path: Path, specs: list[InputSpec], start: int, stop: int) -> Feed
     arr = np.ascontiguousarray(np.load(path, mmap_mode="r", allow_pickle=False)[start:stop])
     spec = next((s for s in specs if s.name == name), None)
     if spec is not None:
-        arr, _ = fit_dtype(arr, spec.dtype, name=name, where=path.name)
+        arr, note = fit_dtype(arr, spec.dtype, name=name, where=path.name)
+        _note(notes, note)
     return {name: arr}
 
 
@@ -196,10 +261,17 @@ def _frame_rows(shard: Shard, start: int, stop: int):
             if at + n > start:
                 parts.append(chunk.iloc[max(start - at, 0):stop - at])
             at += n
-            if at >= stop:
+            if at >= stop and stop < shard.rows:
                 break
+        if stop == shard.rows and at > shard.rows:
+            # The shard's last range reads to the end: rows the count did not see would
+            # otherwise be dropped without a word.
+            raise InputError(f"data shard {shard.path} parses into {at} rows but {shard.rows} were counted (a line "
+                             "such as \"\" or a quoted field over several lines is read differently); "
+                             "clean that file or convert it to parquet")
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    with open(shard.path, encoding="utf-8") as fh:
+    # utf-8-sig: a byte order mark (as Windows tools write) is not part of the first record.
+    with open(shard.path, encoding="utf-8-sig") as fh:
         lines = list(itertools.islice((line for line in fh if line.strip()), start, stop))
     return pd.read_json(io.StringIO("".join(lines)), lines=True, orient="records", dtype=False)
 
@@ -218,13 +290,35 @@ def _row_group(pf, path: Path, g: int):
     return _LAST_GROUP[1]
 
 
-def _frame_feeds(frame, specs: list[InputSpec], path: Path) -> Feeds:
+def _in_column_order(frame, shard: Shard):
+    if shard.columns is None:
+        return frame
+    have = [str(c) for c in frame.columns]
+    if have == list(shard.columns):
+        return frame
+    if shard.kind == "jsonl" and set(have) < set(shard.columns):
+        # Lines of a range that all lack a key: that key is missing on each, as it would be
+        # beside a line that has it (NaN, noted).
+        frame.columns = have
+        return frame.reindex(columns=list(shard.columns))
+    if sorted(have) != sorted(shard.columns):
+        extra = [c for c in have if c not in shard.columns]
+        missing = [c for c in shard.columns if c not in have]
+        raise InputError(f"data shard {shard.path} does not have the columns of the first shard: "
+                         + "; ".join(part for part in (f"missing {', '.join(missing[:5])}" if missing else "",
+                                                      f"extra {', '.join(extra[:5])}" if extra else "") if part)
+                         + "; every shard of a data set must hold the same columns")
+    frame.columns = have
+    return frame[list(shard.columns)]
+
+
+def _frame_feeds(frame, specs: list[InputSpec], path: Path, notes: list[str] | None = None) -> Feeds:
     from onnxkit.foundation.data import _frame_to_feeds
 
     listed = [s for s in specs if s.name in frame.columns and len(s.shape or ()) >= 2 and _holds_lists(frame[s.name])]
     if not listed:
         return _frame_to_feeds(frame, specs, path)
-    feeds = {s.name: _stack_lists(frame[s.name], s, path) for s in listed}
+    feeds = {s.name: _stack_lists(frame[s.name], s, path, notes) for s in listed}
     rest = [s for s in specs if s not in listed]
     if rest:
         feeds.update(_frame_to_feeds(frame[[s.name for s in rest]], rest, path) if len(rest) > 1
@@ -237,10 +331,14 @@ def _holds_lists(col) -> bool:
     return isinstance(first, (list, tuple, np.ndarray))
 
 
-def _stack_lists(col, spec: InputSpec, path: Path) -> np.ndarray:
+def _stack_lists(col, spec: InputSpec, path: Path, notes: list[str] | None) -> np.ndarray:
     from onnxkit.foundation.casts import fit_dtype
 
-    cells = [np.asarray(c) for c in col]
+    try:
+        cells = [_cell(c) for c in col]
+    except ValueError:  # numpy refuses a ragged nested list
+        raise InputError(f"column {spec.name!r} of {path.name} holds nested lists of different lengths; "
+                         "pad them to one shape") from None
     shapes = {c.shape for c in cells}
     if len(shapes) > 1:
         raise InputError(f"column {spec.name!r} of {path.name} holds lists of different lengths "
@@ -248,8 +346,52 @@ def _stack_lists(col, spec: InputSpec, path: Path) -> np.ndarray:
     arr = np.stack(cells)
     if arr.dtype == object:
         raise InputError(f"column {spec.name!r} of {path.name} holds nested lists that are not numbers")
-    arr, _ = fit_dtype(arr, spec.dtype, name=spec.name, where=path.name)
+    arr, note = fit_dtype(arr, spec.dtype, name=spec.name, where=path.name)
+    _note(notes, note)
     return arr
+
+
+def _missing_notes(frame, path: Path, notes: list[str]) -> None:
+    # An empty csv field, a jsonl line without a key or with null, become NaN without a word
+    # from pandas (1e999 becomes inf): said, as a local run says it of a csv file.
+    from onnxkit.foundation.data import _count_missing
+
+    counts = [0, 0]
+    _count_missing(frame, counts)
+    if counts[0]:
+        _note(notes, f"{path.name}: empty, missing or null field(s) read as NaN")
+    if counts[1]:
+        _note(notes, f"{path.name}: value(s) beyond the float range read as infinity")
+
+
+def _cell(c) -> np.ndarray:
+    # pyarrow gives a list of lists as an object array of arrays: its nested values are
+    # numbers all the same (an input of rank 3 or more).
+    if isinstance(c, np.ndarray) and c.dtype == object:
+        return np.asarray(c.tolist())
+    return np.asarray(c)
+
+
+def _note(notes: list[str] | None, note: str | None) -> None:
+    if notes is not None and note and note not in notes:
+        notes.append(note)
+
+
+def summarize_notes(notes: list[str]) -> list[str]:
+    """One line per kind of note however many shards gave it: ``a.npy: float64 data cast...``
+    from 300 shards reads ``a.npy and 299 other shard(s): float64 data cast...``."""
+    first: dict[str, str] = {}
+    names: dict[str, set[str]] = {}
+    for n in notes:
+        where, sep, what = n.partition(": ")
+        key = what if sep else n
+        first.setdefault(key, where if sep else "")
+        names.setdefault(key, set()).add(where)
+    out = []
+    for key, where in first.items():
+        others = len(names[key]) - 1
+        out.append(f"{where}{f' and {others} other shard(s)' if others else ''}: {key}" if where else key)
+    return out
 
 
 def _naming(message: str, path: Path) -> str:
@@ -261,4 +403,4 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-__all__ = ["Shard", "ShardSet", "SHARD_FORMATS", "list_shards", "read_shard", "count_rows"]
+__all__ = ["Shard", "ShardSet", "SHARD_FORMATS", "list_shards", "read_shard", "count_rows", "summarize_notes"]

@@ -130,6 +130,23 @@ def _check_output_dir(out: Path, data: str) -> None:
         raise UsageError(f"output folder {out} lies inside the data folder {data_dir}; write it elsewhere")
 
 
+def _refuse_fixed_first_dims(model, specs) -> None:
+    """An output whose first dimension is a fixed number while every input's batch dimension is
+    free does not hold one row per input row (a transpose, a pooled summary): given row ids,
+    its values would be written against rows they do not belong to whenever a batch happens to
+    have that many rows."""
+    if not all(s.shape and not isinstance(s.shape[0], int) for s in specs):
+        return
+    for out in model.graph.output:
+        dims = out.type.tensor_type.shape.dim if out.type.HasField("tensor_type") else []
+        # 1 is left alone: a model exported with batch 1 whose inputs were made free later keeps
+        # [1, ...] on outputs that do follow the batch, and a 1-row batch is its own row anyway.
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 1:
+            raise UsageError(f"output {out.name!r} has a fixed first dimension of {dims[0].dim_value} while the inputs' "
+                             "batch dimension is free: it is not one row per input row, so --engine ray cannot give it "
+                             "row ids; run it with --engine local")
+
+
 def _task_rows(batch_size: int) -> int:
     return max(batch_size, min(batch_size * BATCHES_PER_TASK, MAX_TASK_ROWS))
 
@@ -153,8 +170,13 @@ class _Parts:
 
         n = next(iter(outputs.values())).shape[0]
         cols: dict[str, np.ndarray] = {"row_id": np.arange(first_row, first_row + n, dtype=np.int64)}
+        owner = {"row_id": None}
         for name in self.names:
-            cols.update(_columns(name, _as_array(name, outputs[name], "Parquet")))
+            for col, values in _columns(name, _as_array(name, outputs[name], "Parquet")).items():
+                if col in owner and self.folder is not None:  # it would replace the first column of that name
+                    raise InputError(_collision(col, owner[col], name))
+                owner[col] = name
+                cols[col] = values
         if self.columns is None:
             self.columns = list(cols)
         elif list(cols) != self.columns:
@@ -172,6 +194,14 @@ class _Parts:
             raise EnvironmentProblem(f"cannot write {path.name} into {self.folder}: {exc.strerror or exc}; "
                                      "nothing was published") from None
         self.files.append(path)
+
+
+def _collision(column: str, first: str | None, second: str) -> str:
+    if first is None:
+        return (f"output {second!r} gives a column named {column!r}, the name of the row id column of --engine ray's "
+                "parts; rename that output (or use --engine local)")
+    return (f"outputs {first!r} and {second!r} both give a column named {column!r} (an output of several values "
+            "per row is written as NAME_0, NAME_1, ...); rename one of them")
 
 
 def _verify(parts: _Parts, seen: dict, expected: list, total: int) -> None:
@@ -246,12 +276,16 @@ def run_model_ray(
     user_specs = parse_specs(inputs)
     loaded = load_onnx(model, load_external=False, trust=trust)
     specs = merge_specs(specs_from_onnx(loaded.model), user_specs)
-    del loaded
     if not specs:
         raise UsageError(f"{Path(model).name} takes no inputs; there is nothing to score with --data")
+    _refuse_fixed_first_dims(loaded.model, specs)
+    del loaded
     shard_set = list_shards(data)
     import_ray()  # exit 3 before any work when the extra is missing
-    size = batch_size or DEFAULT_RAY_BATCH
+    from onnxkit.operations.validate import fixed_batch
+
+    # A model without a batch dimension takes batches of exactly its fixed size, as locally.
+    size = batch_size or fixed_batch(specs) or DEFAULT_RAY_BATCH
     result = RayRunResult(model=str(model), model_sha256=sha256_file(model), inputs_from=str(data),
                           shards=len(shard_set.shards), batch_size=size, contained=not trust,
                           timeout_s=None if trust else (timeout or DEFAULT_BATCH_TIMEOUT_S))
@@ -297,6 +331,7 @@ def _score(cluster, model, specs, shard_set, ranges, size, trust, timeout, tmp, 
         stats = _Stats()
         seen: dict = {}
         by_worker: dict[int, WorkerRows] = {}
+        notes: list[str] = []
         position = {k: i for i, k in enumerate(ranges)}  # part-NNNNN follows row_id order
         absolute = [dataclasses.replace(s, path=s.path.absolute()) for s in shard_set.shards]
         tasks = [(k, (absolute[k[0]], k[1], k[2])) for k in ranges]
@@ -309,12 +344,17 @@ def _score(cluster, model, specs, shard_set, ranges, size, trust, timeout, tmp, 
             result.write_seconds += time.perf_counter() - t0
             result.read_seconds += payload["read_s"]
             result.inference_seconds += payload["infer_s"]
+            notes.extend(n for n in payload["notes"] if n not in notes)
             w = by_worker.setdefault(worker.index, WorkerRows(worker.index, worker.pid, worker.node))
             w.rows += payload["rows"]
             w.tasks += 1
             if progress is not None:
                 progress(parts.rows, shard_set.rows)
         _verify(parts, seen, ranges, shard_set.rows)
+        from onnxkit.foundation.shards import summarize_notes
+
+        result.notes.extend(summarize_notes(notes))  # dtype casts done to fit the model's inputs
+        result.notes.extend(shard_set.notes())
         result.rows, result.parts, result.columns = parts.rows, len(parts.files), parts.columns or []
         result.outputs = stats.summaries(names)
         result.per_worker = [by_worker[i] for i in sorted(by_worker)]

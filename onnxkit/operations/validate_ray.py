@@ -76,13 +76,20 @@ def validate_on_ray(
     from onnxkit.foundation.shards import list_shards
     from onnxkit.runtime.ray_cluster import RayCluster, import_ray
 
-    model = Path(model)
     if ray_options.batch_size <= 0:
         raise UsageError("--batch-size must be a positive integer")
     import_ray()  # a missing extra is exit 3 before any model is loaded
     shards = list_shards(data)  # an unreadable or empty shard: exit 2 naming it, before Ray starts
-    ranges = shards.ranges(ray_options.batch_size)
-    side = _prepare(source, model, options, providers, timeout, input_map)
+    # The actors' working folder is not this process's (another node, or a Ray started from
+    # elsewhere): every path travels absolute.
+    model, source, options, shards = _absolute(Path(model), source, options, shards)
+    side = _prepare(source, model, options, providers, timeout, input_map, reference_providers)
+    from onnxkit.operations.validate import fixed_batch
+
+    # A model without a batch dimension takes batches of exactly its fixed size, as local
+    # validate cuts them; a task then holds whole batches of it.
+    fixed = fixed_batch(side.specs)
+    ranges = shards.ranges(max(fixed, ray_options.batch_size // fixed * fixed) if fixed else ray_options.batch_size)
 
     t0 = time.perf_counter()
     # Ray prints its own notices (a worker died, and so on) on stdout, where --json promises
@@ -98,6 +105,24 @@ def validate_on_ray(
             run.close()
     seconds = time.perf_counter() - t0 - started
     return _result(states, shards, ranges, side, run, tolerance, model, plan, per_worker, (started, seconds), ray_options)
+
+
+def _absolute(model: Path, source: str, options: Any, shards):
+    import dataclasses
+
+    def absolute(path: str) -> str:
+        p = Path(path)
+        if p.exists():
+            return str(p.absolute())
+        head, sep, tail = path.rpartition(":")  # a torch factory, FILE.py:function
+        return f"{Path(head).absolute()}{sep}{tail}" if sep and head and Path(head).is_file() else path
+
+    if dataclasses.is_dataclass(options):
+        changes = {k: Path(absolute(str(v))) for k in ("weights", "sample") if getattr(options, k, None) is not None
+                   for v in [getattr(options, k)]}
+        options = dataclasses.replace(options, **changes) if changes else options
+    moved = tuple(dataclasses.replace(s, path=s.path.absolute()) for s in shards.shards)
+    return model.absolute(), absolute(str(source)), options, dataclasses.replace(shards, shards=moved)
 
 
 def validate_stage_on_ray(cfg: Any, artifact: Path, tolerance: Tolerance) -> ValidationResult:
@@ -128,7 +153,7 @@ class _Sides:
     onnx_source: bool
 
 
-def _prepare(source: str, model: Path, options, providers, timeout, input_map) -> _Sides:
+def _prepare(source: str, model: Path, options, providers, timeout, input_map, reference_providers=None) -> _Sides:
     """Everything local validate checks before comparing, done here so that a refusal (an
     untrusted file, a missing input) exits as locally, before any Ray work starts."""
     from onnxkit.foundation import mapping
@@ -144,13 +169,14 @@ def _prepare(source: str, model: Path, options, providers, timeout, input_map) -
         cand.close()
     if _is_onnx_source(str(source), options):
         load_onnx(source, trust=options.trust, load_external=False)
-        ref = _session(source, options, None, timeout)
+        ref = _session(source, options, reference_providers, timeout)
         try:
             mapping.check_user_spec_names(options.inputs, ref.input_specs, specs)
             _, note = _paired(ref.run, ref.input_specs, specs, input_map, False)
+            name = f"{Path(source).name} on {ref.providers[0]}"  # as local validate names it
         finally:
             ref.close()
-        return _Sides(specs, f"{Path(source).name}", note, (), False, True)
+        return _Sides(specs, name, note, (), False, True)
     src = _load_reference_source(source, options, specs)
     ordered = src.framework == "torch"
     _, note = _paired(src.predict, src.input_specs, specs, input_map, ordered)
@@ -174,6 +200,9 @@ class _Run:
         self._src_args = (str(source), options, side.specs, input_map, side.onnx_source, reference_providers, threads, timeout)
         self._onnx_args = (str(model), options, side.specs, providers, threads, timeout, tolerance, kwargs)
         self.pairs: list[tuple[Any, Any]] = []
+        from onnxkit.operations.validate import fixed_batch
+
+        self.fixed = fixed_batch(side.specs)  # rows per batch of a model without a batch dimension
         self.provider = ""
         self.replaced = 0
         self.retried = 0
@@ -181,7 +210,7 @@ class _Run:
         try:
             for _ in range(workers):
                 self.pairs.append(self._start_pair())
-            self._wait_ready(self.pairs)
+            self._wait_ready(range(workers))
         except BaseException:
             self.close()  # a Ray this run did not start keeps running: leave no actors on it
             raise
@@ -189,18 +218,40 @@ class _Run:
     def _start_pair(self) -> tuple[Any, Any]:
         return self._src_cls.remote(*self._src_args), self._onnx_cls.remote(*self._onnx_args)
 
-    def _wait_ready(self, pairs) -> None:
+    def _wait_ready(self, indices) -> None:
+        """Wait for the pairs ``self.pairs[p]`` to have loaded their models; a pair that lost
+        an actor while starting (killed, out of memory) is replaced in place, within the run's
+        replacement budget."""
         from onnxkit.runtime.ray_cluster import raise_reply
 
-        try:
-            replies = self.ray.get([a.ready.remote() for pair in pairs for a in pair])
-        except KeyboardInterrupt:
-            raise Interrupted() from None
-        except self.ray.exceptions.RayError as exc:
-            raise EnvironmentProblem(f"a Ray actor could not start: {_reason(exc)}") from None
-        for reply in replies:
-            raise_reply(reply)
-        self.provider = replies[1][1] or self.provider
+        for p in indices:
+            while True:
+                try:
+                    replies = self.ray.get([a.ready.remote() for a in self.pairs[p]])
+                except KeyboardInterrupt:
+                    raise Interrupted() from None
+                except self.ray.exceptions.RayActorError as exc:
+                    self._kill(self.pairs[p])
+                    if self.replaced >= self._budget:
+                        raise EnvironmentProblem(f"Ray actors kept dying ({self.replaced} replaced, last: "
+                                                 f"{_reason(exc)}); giving up") from None
+                    log.warning("a Ray actor died while starting (%s); starting another pair", _reason(exc))
+                    self.replaced += 1
+                    self.pairs[p] = self._start_pair()
+                    continue
+                except self.ray.exceptions.RayError as exc:
+                    raise EnvironmentProblem(f"a Ray actor could not start: {_reason(exc)}") from None
+                for reply in replies:
+                    raise_reply(reply)
+                self.provider = replies[1][1] or self.provider
+                break
+
+    def _kill(self, pair) -> None:
+        for actor in pair:
+            try:
+                self.ray.kill(actor)
+            except Exception:  # noqa: BLE001 - already dead
+                pass
 
     def compare(self, shards, ranges: list[tuple[int, int, int]], progress) -> tuple[list, dict[int, int]]:
         """Every range compared exactly once: its state, and rows compared per worker pid."""
@@ -219,8 +270,8 @@ class _Run:
                     while queue and load[p] < IN_FLIGHT_PER_WORKER:
                         key, (i, a, b) = queue.pop()
                         src, onnx = self.pairs[p]
-                        ref = src.reference.remote(shards.shards[i], a, b)
-                        pending[onnx.compare.remote(shards.shards[i], a, b, ref)] = (key, p)
+                        ref = src.reference.remote(shards.shards[i], a, b, self.fixed)
+                        pending[onnx.compare.remote(shards.shards[i], a, b, ref, self.fixed)] = (key, p)
                         load[p] += 1
                 ready, _ = self.ray.wait(list(pending), num_returns=1)
                 for obj in ready:
@@ -236,8 +287,8 @@ class _Run:
                     raise_reply(reply)
                     if key in done:
                         raise RuntimeError(f"row range {key} compared twice")
-                    state, nonfinite, pid = reply[1]
-                    done[key] = (state, nonfinite)
+                    state, nonfinite, pid, notes = reply[1]
+                    done[key] = (state, nonfinite, notes)
                     rows = ranges[key][2] - ranges[key][1]
                     per_worker[pid] = per_worker.get(pid, 0) + rows
                     if progress is not None:
@@ -267,16 +318,12 @@ class _Run:
         queue.extend((k, ranges[k]) for k in lost)
         queue.sort(key=lambda t: -t[0])  # popped from the end: the lowest range first
         self.retried += len(lost)
-        for actor in self.pairs[p]:
-            try:
-                self.ray.kill(actor)
-            except Exception:  # noqa: BLE001 - already dead
-                pass
+        self._kill(self.pairs[p])
         if self.replaced >= self._budget:
             raise EnvironmentProblem(f"Ray actors kept dying ({self.replaced} replaced, last: {_reason(exc)}); giving up")
         self.replaced += 1
         self.pairs[p] = self._start_pair()
-        self._wait_ready([self.pairs[p]])
+        self._wait_ready([p])
 
     def _cancel(self, pending: dict) -> None:
         for obj in list(pending):
@@ -304,17 +351,22 @@ def _result(states, shards, ranges, side: _Sides, run: _Run, tolerance: Toleranc
     from onnxkit.foundation.compare_merge import merge_all
     from onnxkit.operations.validate import build_result
 
-    merged = merge_all(s for s, _ in states)
+    from onnxkit.foundation.shards import summarize_notes
+
+    merged = merge_all(s for s, _, _ in states)
     if merged.row_count != shards.rows:
         raise RuntimeError(f"compared {merged.row_count} rows of {shards.rows}: refusing a partial verdict")
     nonfinite: set[str] = set()
-    for _, names in states:
+    data_notes: list[str] = []
+    for _, names, notes in states:
         nonfinite.update(names)
+        data_notes.extend(n for n in notes if n not in data_notes)
     labels = [f"{shards.shards[i].path.name} rows {a}-{b - 1}" for i, a, b in ranges]
     result = build_result(merged, tolerance, side.reference_name, f"{model.name} on {run.provider}", labels,
-                          nonfinite, [])
+                          nonfinite, summarize_notes(data_notes))
     if side.pairing_note:
         result.notes.insert(0, side.pairing_note)
+    result.notes.extend(shards.notes())
     started, seconds = timing
     rate = shards.rows / seconds if seconds > 0 else 0.0
     counts = ", ".join(f"{n}" for _, n in sorted(per_worker.items()))

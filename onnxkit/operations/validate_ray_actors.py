@@ -40,6 +40,15 @@ def _where_reply(exc: BaseException, shard: Any, start: int, stop: int) -> tuple
     return reply
 
 
+def _batches(feeds: dict, shard: Any, start: int, stop: int, batch: int | None):
+    """``(where, feeds)`` of rows [start, stop) in pieces of ``batch`` rows (all in one without)."""
+    rows = stop - start
+    step = batch or rows
+    for a in range(0, rows, step):
+        b = min(a + step, rows)
+        yield f"{shard.path.name} rows {start + a}-{start + b - 1}", {k: v[a:b] for k, v in feeds.items()}
+
+
 def _threads_env(threads: int) -> None:
     # The source frameworks (torch, numpy's BLAS, xgboost) would each take every core of the
     # node; an actor gets its share only.
@@ -77,13 +86,20 @@ class SourceActor(_Actor):
         self.session = None
         try:
             _threads_env(threads)
-            from onnxkit.operations.validate_files import _load_reference_source, _paired, _session
+            from onnxkit.operations.validate_files import _load_reference_source, _paired
 
             if onnx_source:
                 from onnxkit.foundation.onnx_io import load_onnx
 
                 load_onnx(source, trust=options.trust, load_external=False)  # the safety checks first
-                self.session = _session(source, options, reference_providers, timeout)
+                from onnxkit.runtime.providers import provider_options_for
+                from onnxkit.runtime.ray_actors import actor_session
+                from onnxkit.runtime.session import select_providers
+
+                # OpenVINO is refused with --engine ray: the reference is an ONNX Runtime session.
+                chosen = select_providers(reference_providers)
+                self.session = actor_session(source, trust=options.trust, providers=chosen, threads=threads,
+                                             timeout_s=timeout, provider_options=provider_options_for(chosen))
                 self.predict, _ = _paired(self.session.run, self.session.input_specs, specs, input_map, False)
             else:
                 src = _load_reference_source(source, options, specs)
@@ -91,15 +107,20 @@ class SourceActor(_Actor):
         except BaseException as exc:  # noqa: BLE001 - reported by ready()
             self.error = reply_of(exc)
 
-    def reference(self, shard: Any, start: int, stop: int) -> tuple:
-        """(reference outputs, names of inputs holding NaN/Inf) of rows [start, stop) of ``shard``."""
+    def reference(self, shard: Any, start: int, stop: int, batch: int | None = None) -> tuple:
+        """([reference outputs of each batch], names of inputs holding NaN/Inf) of rows [start,
+        stop) of ``shard``, cut into batches of ``batch`` rows (a model without a batch
+        dimension) or in one piece."""
         try:
             from onnxkit.foundation.data import check_feeds, non_finite_inputs
             from onnxkit.foundation.shards import read_shard
 
             feeds = read_shard(shard, self.specs, start, stop)
-            check_feeds(feeds, self.specs, where=f"{shard.path.name} rows {start}-{stop - 1}")
-            return ("ok", (self.predict(feeds), non_finite_inputs(feeds)))
+            outputs = []
+            for where, piece in _batches(feeds, shard, start, stop, batch):
+                check_feeds(piece, self.specs, where=where)
+                outputs.append(self.predict(piece))
+            return ("ok", (outputs, non_finite_inputs(feeds)))
         except BaseException as exc:  # noqa: BLE001 - a reply, see the module docstring
             return _where_reply(exc, shard, start, stop)
 
@@ -117,13 +138,13 @@ class OnnxCompareActor(_Actor):
         self.session = None
         self.provider = ""
         try:
-            from onnxkit.runtime.contained import open_session
             from onnxkit.runtime.providers import provider_options_for
+            from onnxkit.runtime.ray_actors import actor_session
             from onnxkit.runtime.session import select_providers
 
             chosen = select_providers(providers)
-            self.session = open_session(model, trust=options.trust, providers=chosen,
-                                        provider_options=provider_options_for(chosen), threads=threads, timeout_s=timeout)
+            self.session = actor_session(model, trust=options.trust, providers=chosen, threads=threads,
+                                         timeout_s=timeout, provider_options=provider_options_for(chosen))
             self.provider = self.session.providers[0]
         except BaseException as exc:  # noqa: BLE001 - reported by ready()
             self.error = reply_of(exc)
@@ -131,7 +152,7 @@ class OnnxCompareActor(_Actor):
     def ready(self) -> tuple:
         return self.error or ("ok", self.provider)
 
-    def compare(self, shard: Any, start: int, stop: int, reference: tuple) -> tuple:
+    def compare(self, shard: Any, start: int, stop: int, reference: tuple, batch: int | None = None) -> tuple:
         """A comparison state for rows [start, stop) of ``shard``, first row at its global row id."""
         if reference[0] != "ok":
             return reference  # the source side failed on these rows: pass its error on
@@ -140,12 +161,14 @@ class OnnxCompareActor(_Actor):
             from onnxkit.foundation.data import check_feeds
             from onnxkit.foundation.shards import read_shard
 
-            feeds = read_shard(shard, self.specs, start, stop)
-            check_feeds(feeds, self.specs, where=f"{shard.path.name} rows {start}-{stop - 1}")
-            cand = self.session.run(feeds)
-            ref, nonfinite = reference[1]
+            notes: list[str] = []
+            feeds = read_shard(shard, self.specs, start, stop, notes)
+            refs, nonfinite = reference[1]
             state = MergeableComparator(self.tolerance, first_row=shard.offset + start, **self.comparator_kwargs)
-            state.add(ref, cand)
-            return ("ok", (state, nonfinite, os.getpid()))
+            # Batch by batch, as local validate compares them (its batch count, its shapes).
+            for (where, piece), ref in zip(_batches(feeds, shard, start, stop, batch), refs, strict=True):
+                check_feeds(piece, self.specs, where=where)
+                state.add(ref, self.session.run(piece))
+            return ("ok", (state, nonfinite, os.getpid(), notes))
         except BaseException as exc:  # noqa: BLE001 - a reply, see the module docstring
             return _where_reply(exc, shard, start, stop)

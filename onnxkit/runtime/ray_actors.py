@@ -32,6 +32,43 @@ def error_reply(exc: BaseException) -> tuple:
     return ("error", (type(exc).__name__, text, traceback.format_exc()))
 
 
+def actor_memory_mb() -> int | None:
+    """This actor's share of the memory limit a local run gives its contained worker: the
+    node's limit times the actor's share of the node's CPUs. Every actor of a node gets a
+    contained worker, so each taking the whole limit would let them reach several times the
+    machine together."""
+    from onnxkit.runtime.contained import default_memory_mb
+
+    total = default_memory_mb()
+    if not total:
+        return total
+    try:
+        import ray
+
+        ctx = ray.get_runtime_context()
+        mine = float(ctx.get_assigned_resources().get("CPU", 0.0))
+        node = ctx.get_node_id()
+        cpus = next((float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("NodeID") == node), 0.0)
+    except Exception:  # noqa: BLE001 - not inside a Ray actor (tests, a plain call): one process, the whole limit
+        return total
+    if mine <= 0 or cpus <= 0:
+        return total
+    return max(1, int(total * min(1.0, mine / cpus)))
+
+
+def actor_session(model: str, *, trust: bool, providers: list[str], threads: int, timeout_s: float | None,
+                  provider_options: dict | None = None, spinning: bool = True):
+    """The ONNX Runtime session of an actor: in-process with ``--trust``, else in a contained
+    worker under the batch time limit and this actor's share of the memory limit."""
+    from onnxkit.runtime.contained import ContainedSession, open_session
+
+    if trust:
+        return open_session(model, trust=True, providers=providers, provider_options=provider_options,
+                            threads=threads, spinning=spinning)
+    return ContainedSession(model, providers=providers, provider_options=provider_options, threads=threads,
+                            spinning=spinning, timeout_s=timeout_s, memory_mb=actor_memory_mb())
+
+
 class OnnxScorer:
     """One ONNX Runtime session, made once, scoring row ranges of data shards.
 
@@ -53,11 +90,9 @@ class OnnxScorer:
                 with contextlib.suppress(ImportError):
                     importlib.import_module(reader)
 
-            from onnxkit.runtime.contained import open_session
-
             # Spinning threads would burn the cores the other actors were given.
-            self.session = open_session(model, trust=trust, providers=["CPUExecutionProvider"], threads=threads,
-                                        spinning=False, timeout_s=timeout_s)
+            self.session = actor_session(model, trust=trust, providers=["CPUExecutionProvider"], threads=threads,
+                                         spinning=False, timeout_s=timeout_s)
         except BaseException as exc:  # noqa: BLE001 - reported through ready()
             self._ready = error_reply(exc)
 
@@ -72,7 +107,7 @@ class OnnxScorer:
         return list(self.session.output_names)
 
     def score(self, shard, start: int, stop: int) -> tuple:
-        """Rows ``[start, stop)`` of ``shard``: ``{"outputs": {name: array}, "rows", "read_s", "infer_s"}``."""
+        """Rows ``[start, stop)`` of ``shard``: ``{"outputs": {name: array}, "rows", "read_s", "infer_s", "notes"}``."""
         try:
             return ("ok", self._score(shard, start, stop))
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the driver as a reply
@@ -83,7 +118,8 @@ class OnnxScorer:
         from onnxkit.foundation.shards import read_shard
 
         t0 = time.perf_counter()
-        feeds = read_shard(shard, self.specs, start, stop)
+        notes: list[str] = []
+        feeds = read_shard(shard, self.specs, start, stop, notes)
         read_s = time.perf_counter() - t0
         parts: dict[str, list[np.ndarray]] = {}
         infer_s = 0.0
@@ -112,7 +148,7 @@ class OnnxScorer:
                         "per input row, so it cannot be given row ids; run it with --engine local")
                 parts.setdefault(name, []).append(value)
         outputs = {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
-        return {"outputs": outputs, "rows": rows, "read_s": read_s, "infer_s": infer_s}
+        return {"outputs": outputs, "rows": rows, "read_s": read_s, "infer_s": infer_s, "notes": notes}
 
     def close(self) -> None:
         """Stop the contained worker now (it also ends by itself when the actor dies: its pipe closes)."""
@@ -121,4 +157,4 @@ class OnnxScorer:
         return None
 
 
-__all__ = ["OnnxScorer", "error_reply"]
+__all__ = ["OnnxScorer", "actor_memory_mb", "actor_session", "error_reply"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,8 +110,19 @@ class RayCluster:
         self.ray: Any = None
         self.plan: ClusterPlan | None = None
         self._started = False
+        self._stdout = contextlib.ExitStack()
 
     def __enter__(self) -> RayCluster:
+        # Ray prints its notices (a worker died, a task failed) on stdout from a thread of its
+        # own, where --json promises one document: they go to stderr while the cluster is in use.
+        self._stdout.enter_context(contextlib.redirect_stdout(sys.stderr))
+        try:
+            return self._enter()
+        except BaseException:
+            self._stdout.close()
+            raise
+
+    def _enter(self) -> RayCluster:
         self.ray = ray = import_ray()
         label = self.address
         try:
@@ -150,7 +162,10 @@ class RayCluster:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._shutdown()
+        try:
+            self._shutdown()
+        finally:
+            self._stdout.close()
 
     def _shutdown(self) -> None:
         if self._started and self.ray is not None:
@@ -196,7 +211,7 @@ class ActorPool:
         try:
             for _ in range(workers):
                 self.workers.append(self._start())
-            self._wait_ready(self.workers)
+            self._wait_ready(range(workers))
         except BaseException:
             self.close()
             raise
@@ -206,18 +221,35 @@ class ActorPool:
         self._next_index += 1
         return w
 
-    def _wait_ready(self, workers: list[_Worker]) -> None:
-        try:
-            replies = self.ray.get([w.handle.ready.remote() for w in workers])
-            wheres = self.ray.get([w.handle.where.remote() for w in workers])
-        except KeyboardInterrupt:
-            raise Interrupted() from None
-        except self.ray.exceptions.RayError as exc:
-            raise EnvironmentProblem(f"a Ray actor could not start: {_ray_reason(exc)}") from None
-        for reply in replies:
-            raise_reply(reply)
-        for w, (pid, node) in zip(workers, wheres):
-            w.pid, w.node = pid, node
+    def _wait_ready(self, indices: Iterable[int]) -> None:
+        """Wait for ``self.workers[i]`` to have made its session; one that died while starting
+        (killed, out of memory, its node lost) is replaced, in place, within the run's
+        replacement budget (in place: close() must reach the replacement too)."""
+        for i in indices:
+            w = self.workers[i]
+            while True:
+                try:
+                    reply = self.ray.get(w.handle.ready.remote())
+                    w.pid, w.node = self.ray.get(w.handle.where.remote())
+                except KeyboardInterrupt:
+                    raise Interrupted() from None
+                except self.ray.exceptions.RayActorError as exc:
+                    w = self.workers[i] = self._replace_dead(w, exc)
+                    continue
+                except self.ray.exceptions.RayError as exc:
+                    raise EnvironmentProblem(f"a Ray actor could not start: {_ray_reason(exc)}") from None
+                raise_reply(reply)
+                break
+
+    def _replace_dead(self, worker: _Worker, exc: Exception) -> _Worker:
+        why = _ray_reason(exc)
+        with contextlib.suppress(Exception):  # already gone
+            self.ray.kill(worker.handle)
+        if self.replaced >= self._budget:
+            raise EnvironmentProblem(f"Ray actors kept dying ({self.replaced} replaced, last: {why}); giving up")
+        log.warning("Ray actor %d died while starting (%s); starting another", worker.index, why)
+        self.replaced += 1
+        return self._start()
 
     def map(self, method: str, tasks: Iterable[tuple[Hashable, tuple]],
             on_retry: Callable[[Hashable, str], None] | None = None) -> Iterator[tuple[Hashable, Any, _Worker]]:
@@ -286,9 +318,8 @@ class ActorPool:
         if self.replaced >= self._budget:
             raise EnvironmentProblem(f"Ray actors kept dying ({self.replaced} replaced, last: {why}); giving up")
         self.replaced += 1
-        fresh = self._start()
-        self._wait_ready([fresh])
-        self.workers.append(fresh)
+        self.workers.append(self._start())
+        self._wait_ready([len(self.workers) - 1])
 
     def _cancel(self, pending: dict) -> None:
         for ref in list(pending):
