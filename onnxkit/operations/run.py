@@ -199,7 +199,11 @@ class _TableSink(_Sink):
 
         cols: dict[str, np.ndarray] = {}
         for name in self.names:
-            cols.update(_columns(name, _as_array(name, outputs[name], self.kind.upper())))
+            for col, values in _columns(name, _as_array(name, outputs[name], self.kind.upper())).items():
+                if col in cols:  # y[N] beside y_0[N, 2]: one would silently replace the other
+                    raise InputError(f"two outputs map to the table column {col!r} ({', '.join(self.names)}); "
+                                     "write .npz instead")
+                cols[col] = values
         lengths = {len(v) for v in cols.values()}
         if len(lengths) > 1:
             raise InputError(f"outputs have different row counts ({', '.join(self.names)}); write them to .npz instead")
@@ -309,6 +313,41 @@ def fallback_notes(requested: list[str] | None, chosen: list[str]) -> list[str]:
     return [f"{', '.join(dropped)} not available; fell back to {', '.join(chosen)} (--fallback)"] if dropped else []
 
 
+def fixed_first_dim_output(model, specs) -> tuple[str, int] | None:
+    """An output whose first dimension is a fixed number while every input's batch dimension is
+    free does not hold one row per input row (a transpose, a pooled summary), though a batch
+    with that many rows would not show it. 1 is left alone: a model exported at batch 1 whose
+    inputs were made free later keeps [1, ...] on outputs that do follow the batch."""
+    if not specs or not all(s.shape and not isinstance(s.shape[0], int) for s in specs):
+        return None
+    for out in model.graph.output:
+        dims = out.type.tensor_type.shape.dim if out.type.HasField("tensor_type") else []
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 1:
+            return out.name, dims[0].dim_value
+    return None
+
+
+def _check_table_output(out_path: Path | None, model, specs) -> None:
+    if out_path is None or out_path.suffix.lower() not in (".csv", ".parquet"):
+        return
+    fixed = fixed_first_dim_output(model, specs)
+    if fixed is not None:
+        raise UsageError(f"output {fixed[0]!r} has a fixed first dimension of {fixed[1]} while the inputs' batch "
+                         "dimension is free: it is not one row per input row, so it cannot be written as table rows; "
+                         "write .npz instead")
+
+
+def _check_rows_line_up(outs: dict, rows: int, sink: _Sink, batch_index: int) -> None:
+    """A written row must be its input row's answer: an output whose first axis is not the batch
+    (a transpose, a reduction over rows) would put other numbers under that row."""
+    for name, value in outs.items():
+        arr = np.asarray(value)
+        if arr.ndim and arr.shape[0] != rows and (isinstance(sink, _TableSink) or batch_index > 0):
+            raise InputError(f"output {name!r} has {arr.shape[0]} rows for a batch of {rows} input rows: it is not one "
+                             "row per input row, so its rows cannot be written beside the inputs'; run it without -o "
+                             "or in one batch to .npz")
+
+
 def _run_batches(session, batches: Iterator[Feeds], result: RunResult, stats: _Stats, specs, *, data, out_path: Path | None,
                  progress: Progress | None, total: int | None) -> None:
     unbatched = one_sample_per_batch(specs)
@@ -327,6 +366,8 @@ def _run_batches(session, batches: Iterator[Feeds], result: RunResult, stats: _S
             result.rows += int(first_input.shape[0]) if first_input is not None and first_input.ndim and not unbatched else 1
             stats.add(outs)
             if sink is not None:
+                if first_input is not None and first_input.ndim and not unbatched:
+                    _check_rows_line_up(outs, int(first_input.shape[0]), sink, i)
                 sink.add(outs)
             if progress is not None:
                 progress(result.rows, total)
@@ -395,6 +436,7 @@ def run_model(
     options = provider_options_for(chosen, parse_provider_options(provider_options, chosen))
     loaded = load_onnx(model, load_external=False, trust=trust)
     specs = merge_specs(specs_from_onnx(loaded.model), user_specs)
+    _check_table_output(out_path, loaded.model, specs)
     del loaded  # the session reads the file itself; do not hold a second copy of the weights
     if data is not None and not specs:
         raise UsageError(f"{Path(model).name} takes no inputs; run it without --data")

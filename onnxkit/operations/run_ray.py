@@ -131,20 +131,14 @@ def _check_output_dir(out: Path, data: str) -> None:
 
 
 def _refuse_fixed_first_dims(model, specs) -> None:
-    """An output whose first dimension is a fixed number while every input's batch dimension is
-    free does not hold one row per input row (a transpose, a pooled summary): given row ids,
-    its values would be written against rows they do not belong to whenever a batch happens to
-    have that many rows."""
-    if not all(s.shape and not isinstance(s.shape[0], int) for s in specs):
-        return
-    for out in model.graph.output:
-        dims = out.type.tensor_type.shape.dim if out.type.HasField("tensor_type") else []
-        # 1 is left alone: a model exported with batch 1 whose inputs were made free later keeps
-        # [1, ...] on outputs that do follow the batch, and a 1-row batch is its own row anyway.
-        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 1:
-            raise UsageError(f"output {out.name!r} has a fixed first dimension of {dims[0].dim_value} while the inputs' "
-                             "batch dimension is free: it is not one row per input row, so --engine ray cannot give it "
-                             "row ids; run it with --engine local")
+    """Given row ids, such an output's values would be written against rows they do not belong to."""
+    from onnxkit.operations.run import fixed_first_dim_output
+
+    fixed = fixed_first_dim_output(model, specs)
+    if fixed is not None:
+        raise UsageError(f"output {fixed[0]!r} has a fixed first dimension of {fixed[1]} while the inputs' "
+                         "batch dimension is free: it is not one row per input row, so --engine ray cannot give it "
+                         "row ids; run it with --engine local")
 
 
 def _task_rows(batch_size: int) -> int:
