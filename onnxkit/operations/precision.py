@@ -26,6 +26,23 @@ def check_precision(value: str | None) -> str | None:
     return name
 
 
+# The int8 preset bounds float vs int8 (a quantization error: cosine 0.99, 20% of the norm).
+# Two runtimes running the same quantized graph differ only where they round a tie apart:
+# measured, OpenVINO at f32 vs ONNX Runtime on an int8 MiniLM, cosine 0.99995; on QDQ Conv
+# and Gemm, one int8 step (0.05) on 0.2-0.4% of elements. A target off by as much as a second
+# quantization (OpenVINO's bf16 default on that MiniLM: cosine 0.986) does not agree; the
+# element-wise bound (narrow rows) admits one or two output steps, not the int8 preset's 0.5.
+QUANTIZED_SAME_GRAPH = {"atol": 0.1, "rtol": 0.1, "min_cosine": 0.999, "max_rel_error": 0.05}
+
+
+def same_quantized_graph() -> Any:
+    from dataclasses import replace
+
+    from onnxkit.foundation.compare import make_tolerance
+
+    return replace(make_tolerance(preset="int8"), **QUANTIZED_SAME_GRAPH)
+
+
 def tolerance_for(used: str | None, tolerance: Any, given: bool, quantized: bool = False) -> tuple[Any, str | None]:
     """The user's tolerance when given. Otherwise a quantized model gets the int8 preset and a
     run computed in bf16/f16 the fp16 preset; the note says which and why (None: unchanged)."""
@@ -34,7 +51,10 @@ def tolerance_for(used: str | None, tolerance: Any, given: bool, quantized: bool
     from onnxkit.foundation.compare import make_tolerance
 
     if quantized:
-        return make_tolerance(preset="int8"), "compared with the int8 tolerance preset: the model is quantized"
+        return same_quantized_graph(), ("compared with the tolerance for one quantized graph on two runtimes (cosine "
+                                        f"{QUANTIZED_SAME_GRAPH['min_cosine']}, relative error "
+                                        f"{QUANTIZED_SAME_GRAPH['max_rel_error']}, element-wise "
+                                        f"{QUANTIZED_SAME_GRAPH['atol']}): the model is quantized")
     if used in (None, "f32"):
         return tolerance, None
     return make_tolerance(preset="fp16"), f"compared with the fp16 tolerance preset because it ran in {used}"

@@ -1,0 +1,91 @@
+"""`onnxkit targets` attacked: verdicts on quantized models, hostile files through each target,
+option combinations, and the reports' tables with hostile names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+
+def _save(model, path: Path) -> Path:
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def _only(doc: dict, name: str) -> dict:
+    return next(t for t in doc["targets"] if t["target"] == name)
+
+
+@pytest.fixture
+def qdq_wide(tmp_path) -> Path:
+    """A QDQ int8 MatMul with 32 outputs per row (wide enough for the cosine to judge)."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(np.array(v, dtype=t), n) for n, v, t in (
+        ("xs", 0.02, np.float32), ("xz", 0, np.int8), ("ws", 0.01, np.float32), ("wz", 0, np.int8))]
+    inits.append(numpy_helper.from_array(rng.integers(-127, 127, (16, 32), dtype=np.int8), "wq"))
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="q_x"),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dq_x"),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="dq_w"),
+        helper.make_node("MatMul", ["xd", "wd"], ["y"], name="mm"),
+    ]
+    graph = helper.make_graph(nodes, "qdq_wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 32])], inits)
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "qdq_wide.onnx")
+
+
+def _fake_openvino(monkeypatch, distort):
+    """The openvino target replaced by ONNX Runtime's answers passed through ``distort``: a
+    runtime whose numbers are known, to check the verdict rather than OpenVINO."""
+    from onnxkit.operations import targets as targets_op
+    from onnxkit.runtime import targets_ort
+
+    real = targets_op._runner
+
+    def fake_run(model_path, feeds, precision, options):
+        got = targets_ort.run("cpu", model_path, feeds, None, options)
+        got["outputs"] = [{k: distort(v) for k, v in o.items()} for o in got["outputs"]]
+        got["precision"] = precision or "bf16"
+        return got
+
+    monkeypatch.setattr(targets_op, "_runner", lambda name: (lambda: None, fake_run) if name == "openvino" else real(name))
+
+
+def test_quantized_model_on_a_target_that_drifts_like_a_second_quantization_is_not_passed(cli, qdq_wide, monkeypatch):
+    """The same int8 graph on two runtimes differs by rounding ties (measured: OpenVINO at f32
+    on an int8 MiniLM, cosine 0.99995), not by a quantization error: a target whose answers
+    are off by 12% of their norm (cosine 0.993) must not pass under the int8 preset meant for
+    float vs int8."""
+    rng = np.random.default_rng(0)
+    _fake_openvino(monkeypatch, lambda v: (v + 0.12 * np.linalg.norm(v, axis=-1, keepdims=True) / np.sqrt(v.shape[-1])
+                                           * rng.standard_normal(v.shape)).astype(v.dtype))
+    before = _snapshot(qdq_wide.parent)
+    r = cli("targets", qdq_wide, "-t", "openvino", "--trust", "--json")
+    ov = _only(r.json, "openvino")
+    assert ov["outputs"][0]["cosine"] > 0.99  # what the int8 preset let through
+    assert r.code == 1 and ov["status"] == "disagrees", ov
+    assert _snapshot(qdq_wide.parent) == before
+
+
+def test_quantized_model_one_rounding_step_apart_still_passes(cli, qdq_wide, monkeypatch):
+    """Measured: OpenVINO rounds a tie to the next int8 step on a few elements; that is agreement."""
+    def one_step(v):
+        v = v.copy()
+        v.flat[::97] += 0.02 * 0.01 * 127  # one step of the product's scale on 1% of elements
+        return v
+
+    _fake_openvino(monkeypatch, one_step)
+    r = cli("targets", qdq_wide, "-t", "openvino", "--trust", "--json")
+    assert r.code == 0, r.json
+    assert any("quantized" in n for n in _only(r.json, "openvino")["notes"])
