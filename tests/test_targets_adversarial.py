@@ -89,3 +89,56 @@ def test_quantized_model_one_rounding_step_apart_still_passes(cli, qdq_wide, mon
     r = cli("targets", qdq_wide, "-t", "openvino", "--trust", "--json")
     assert r.code == 0, r.json
     assert any("quantized" in n for n in _only(r.json, "openvino")["notes"])
+
+
+def _allocating_model(path: Path, floats: int) -> Path:
+    """Allocates ``floats`` float32 at run time (a shape computed from the input's), then sums
+    them to one number: no static check sees the size, and only the allocation is big."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Shape", ["x"], ["s"], start=0, end=1),
+            helper.make_node("Mul", ["s", "k"], ["n"]),
+            helper.make_node("ConstantOfShape", ["n"], ["big"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+            helper.make_node("ReduceMax", ["big"], ["y"], keepdims=1),
+        ],
+        "allocates", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [numpy_helper.from_array(np.array([floats // 2], np.int64), "k")],  # batch 2 of the random inputs
+    )
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_untrusted_model_runs_each_target_under_the_memory_limit(cli, tmp_path, monkeypatch):
+    """3 GB asked for at run time by an untrusted model, with a 2.5 GB limit: the allocation
+    fails in the contained child (the reference cannot run it: FAILED, the allocation named)
+    instead of taking the machine's memory."""
+    from onnxkit.runtime import contained
+
+    monkeypatch.setattr(contained, "default_memory_mb", lambda: 2500)
+    model = _allocating_model(tmp_path / "allocates.onnx", 3 * 2**28)
+    before = _snapshot(tmp_path)
+    r = cli("targets", model, "-t", "mobile", "--json")
+    assert r.code == 1, r.stderr
+    cpu = _only(r.json, "cpu")
+    assert cpu["status"] == "failed" and "allocate memory" in cpu["reason"], cpu
+    assert _only(r.json, "mobile")["status"] == "skipped"
+    assert "Traceback" not in r.stderr and _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("browser", ["none", "chromium"])
+def test_web_runtime_is_stopped_when_its_resident_memory_passes_the_limit(tmp_path, browser, monkeypatch):
+    """Node.js and Chromium cannot start under RLIMIT_AS, so their resident size is watched:
+    with a limit below what the runtime itself needs, the run is stopped and says why."""
+    import shutil
+
+    from onnxkit.runtime import targets_web
+
+    if targets_web.availability() is not None or (browser != "none" and shutil.which(browser) is None):
+        pytest.skip("the web target is not set up here")
+    monkeypatch.delenv("ONNXKIT_BROWSER", raising=False)
+    model = _allocating_model(tmp_path / "small.onnx", 8)
+    feeds = [{"x": np.ones((2, 4), np.float32)}]
+    got = targets_web.run(str(model), feeds, None, {"browser": browser, "memory_mb": 5})
+    assert got["stage"] == "run" and "used more than 5 MB of memory" in got["error"], got
+    ok = targets_web.run(str(model), feeds, None, {"browser": browser, "memory_mb": 16000})
+    assert ok["error"] is None and ok["outputs"][0]["y"].tolist() == [1.0], ok

@@ -134,8 +134,17 @@ def _execute(run, model_path: str, feeds: list[dict], precision: str | None, opt
     if trust:
         return run(model_path, feeds, precision, options)
     from onnxkit.foundation.sandbox import run_isolated
+    from onnxkit.runtime.contained import default_memory_mb
 
-    return run_isolated(run, model_path, feeds, precision, options, timeout_s=TARGET_TIMEOUT_S,
+    # The same memory limit as run's and validate's contained worker. Node.js and Chromium
+    # reserve far more address space than they use (V8's cage, wasm guard regions), so
+    # RLIMIT_AS stops them from starting: the web runner watches their resident size instead.
+    # CUDA's start-up reservation breaks under RLIMIT_AS too (see runtime/contained.py).
+    limit = default_memory_mb()
+    rlimit = None if target in ("web", "cuda", "tensorrt") else limit
+    if target == "web":
+        options = {**options, "memory_mb": limit}
+    return run_isolated(run, model_path, feeds, precision, options, timeout_s=TARGET_TIMEOUT_S, memory_mb=rlimit,
                         what=f"model {Path(model_path).name} on target {target}")
 
 

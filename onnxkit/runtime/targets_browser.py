@@ -24,6 +24,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from onnxkit.runtime.targets_common import over_memory
+
 ENV_BROWSER = "ONNXKIT_BROWSER"  # a path, or "none" to run the web target under Node.js
 NODE_ASKED = "browser none: Node.js was asked for"
 PAGE_DIR = Path(__file__).with_name("web")
@@ -186,11 +188,12 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def run_in_browser(browser: str, package: Path, model: Path, external: list[dict], job: Path, spec: dict,
-                   *, timeout_s: float = PAGE_TIMEOUT_S) -> dict:
+                   *, timeout_s: float = PAGE_TIMEOUT_S, memory_mb: int | None = None) -> dict:
     """Serve the page, run ``browser`` headless on it, and return the page's result
     (``{"stage", "error", "outputs", "latency_ms", "version", "user_agent"}``); the outputs'
     bytes are in ``job``. A browser that exits (stage ``start`` when it never asked for the
-    page), or a page that does not answer in ``timeout_s``, is a result with an ``error``."""
+    page), a page that does not answer in ``timeout_s``, or a browser whose processes hold more
+    than ``memory_mb`` resident, is a result with an ``error``."""
     prefix = f"/{secrets.token_urlsafe(18)}/"
     files: dict[str, Path | bytes] = {"index.html": PAGE_DIR / "page.html", "page.mjs": PAGE_DIR / "page.mjs",
                                       "model.onnx": model, **_ort_files(package / "dist")}
@@ -229,6 +232,9 @@ def run_in_browser(browser: str, package: Path, model: Path, external: list[dict
                         "page answered" + (f": {tail[0][:300]}" if tail else ""), "outputs": []}
             if time.monotonic() > deadline:
                 return {"stage": "run", "error": f"the page did not answer in {timeout_s:g} s", "outputs": []}
+            too_big = over_memory(proc, memory_mb)
+            if too_big:
+                return {"stage": "run", "error": f"{Path(browser).name} {too_big}", "outputs": []}
         return server.result or {"stage": "run", "error": "the page posted no result", "outputs": []}
     finally:
         if proc is not None:

@@ -124,7 +124,8 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
 
         src = Path(model_path).resolve()
         external = [{"path": loc, "file": str(src.parent / loc)} for loc in external_files(src)]
-        spec = {"model": str(src), "external": external, "feeds": _write_feeds(job, feeds), "timed_runs": TIMED_RUNS}
+        spec = {"model": str(src), "external": external, "feeds": _write_feeds(job, feeds), "timed_runs": TIMED_RUNS,
+                "memory_mb": options.get("memory_mb")}
         named = bool(options.get("browser") or os.environ.get(ENV_BROWSER))
         browser, why_not = find_browser(options.get("browser"))
         if browser is not None:
@@ -143,14 +144,12 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
             return reply(stage="load", error=f"{why_not}, and Node.js is not installed", notes=notes)
         notes.append(f"ran under Node.js, not in a browser: {why_not}")
         (job / "job.json").write_text(json.dumps(spec))
-        try:
-            proc = subprocess.run(["node", str(SCRIPT), str(package_dir()), str(job)], capture_output=True, text=True,
-                                  timeout=_RUN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            return reply(stage="run", error=f"onnxruntime-web took longer than {_RUN_TIMEOUT_S} s", notes=notes)
+        stopped, stderr, code = _run_node(job, options.get("memory_mb"))
+        if stopped:
+            return reply(stage="run", error=stopped, notes=notes)
         result_file = job / "result.json"
         if not result_file.is_file():
-            tail = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or [f"exit code {proc.returncode}"]
+            tail = [ln for ln in stderr.splitlines() if ln.strip()][-1:] or [f"exit code {code}"]
             return reply(stage="load", error="the onnxruntime-web script ended without a result: " + tail[0][:300], notes=notes)
         got = json.loads(result_file.read_text())
         extra = {"runtime": f"onnxruntime-web {got.get('version') or ''} (wasm) under node".replace("  ", " "),
@@ -166,11 +165,42 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
         shutil.rmtree(job, ignore_errors=True)
 
 
+def _run_node(job: Path, memory_mb: int | None) -> tuple[str | None, str, int | None]:
+    """Run the Node.js script on ``job``: (why it was stopped or None, its stderr, exit code).
+    Node reserves far more address space than it uses, so its memory is bounded by watching
+    its resident size (``memory_mb``), not by RLIMIT_AS."""
+    import time
+
+    from onnxkit.runtime.targets_browser import _die_with_parent, _stop
+    from onnxkit.runtime.targets_common import over_memory
+
+    err_file = job / "node.stderr"
+    with open(err_file, "wb") as err:
+        proc = subprocess.Popen(["node", str(SCRIPT), str(package_dir()), str(job)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+    deadline = time.monotonic() + _RUN_TIMEOUT_S
+    stopped = None
+    try:
+        while proc.poll() is None:
+            too_big = over_memory(proc, memory_mb)
+            if too_big:
+                stopped = f"onnxruntime-web under node {too_big}"
+            elif time.monotonic() > deadline:
+                stopped = f"onnxruntime-web took longer than {_RUN_TIMEOUT_S} s"
+            if stopped:
+                break
+            time.sleep(0.1)
+    finally:
+        _stop(proc)
+    return stopped, err_file.read_text(errors="replace"), proc.returncode
+
+
 def _run_browser(browser: str, src: Path, external: list[dict], job: Path, spec: dict, notes: list[str]) -> dict:
     from onnxkit.runtime.targets_browser import run_in_browser
     from onnxkit.runtime.targets_common import ort_unsupported
 
-    got = run_in_browser(browser, package_dir(), src, external, job, spec)
+    got = run_in_browser(browser, package_dir(), src, external, job, spec, memory_mb=spec.get("memory_mb"))
     agent = got.get("user_agent") or ""
     version = re.search(r"(?:HeadlessChrome|Chrome|Chromium)/([\d.]+)", agent)
     extra = {"runtime": f"onnxruntime-web {got.get('version') or ''} (wasm) in headless Chromium"
