@@ -31,7 +31,7 @@ KEYS: list[Key] = [
     Key("data", "path", None, "Inputs to run on every target (.npz/.npy/.csv/.parquet); unset = seeded random inputs "
         "(batch 1 and 2).", optional=True),
     Key("preset", "str", None, "Tolerance preset against ONNX Runtime CPU; unset = fp32, or the preset of what the "
-        "target ran (fp16 for bf16/f16 compute, int8 for a quantized model).",
+        "target ran (fp16 for bf16/f16 compute; for a quantized model, the bounds of one quantized graph on two runtimes).",
         choices=("fp32", "fp16", "int8", "int4"), optional=True),
     Key("tol", "list[str]", [], "Tolerances: \"ATOL\" or \"OUTPUT=ATOL[:RTOL]\" (glob), as --tol."),
     Key("rtol", "float", None, "Relative tolerance; unset = the preset's.", minimum=0, optional=True),
@@ -131,7 +131,8 @@ TEMPLATE = """
 # Inputs for every target; unset = seeded random inputs.
 # data = "inputs.npz"
 # Tolerance against ONNX Runtime CPU; unset = fp32, or the preset of what the target computed in
-# (fp16 for bf16/f16, int8 for a quantized model). One of: fp32, fp16, int8, int4.
+# (fp16 for bf16/f16; a quantized model: what one quantized graph may differ by on two runtimes).
+# One of: fp32, fp16, int8, int4.
 # preset = "fp32"
 # tol = ["1e-4"]
 # Inference precision for targets that choose one (openvino): f32, bf16 or f16; unset = its own choice.
