@@ -142,3 +142,19 @@ def test_web_runtime_is_stopped_when_its_resident_memory_passes_the_limit(tmp_pa
     assert got["stage"] == "run" and "used more than 5 MB of memory" in got["error"], got
     ok = targets_web.run(str(model), feeds, None, {"browser": browser, "memory_mb": 16000})
     assert ok["error"] is None and ok["outputs"][0]["y"].tolist() == [1.0], ok
+
+
+def test_run_json_names_the_precision_openvino_used(cli, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino not installed")
+    from onnxkit.runtime.session import available_providers
+
+    if "OpenVINOExecutionProvider" in available_providers():
+        pytest.skip("this onnxruntime has its own OpenVINO provider")
+    model = _allocating_model(tmp_path / "small.onnx", 8)
+    r = cli("run", model, "--provider", "openvino", "--precision", "f32", "--json")
+    assert r.code == 0 and r.json["precision"] == "f32", r.stderr
+    plain = cli("run", model, "--json")
+    assert plain.code == 0 and plain.json["precision"] is None  # ONNX Runtime: the graph's own types
