@@ -158,3 +158,37 @@ def test_run_json_names_the_precision_openvino_used(cli, tmp_path):
     assert r.code == 0 and r.json["precision"] == "f32", r.stderr
     plain = cli("run", model, "--json")
     assert plain.code == 0 and plain.json["precision"] is None  # ONNX Runtime: the graph's own types
+
+
+def _string_model(path: Path) -> Path:
+    """Strings in and out (a tokenizer-like front end): Identity on a string tensor, and a
+    string Equal to a constant as a bool side output."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["s"], ["t"], name="ident"),
+         helper.make_node("Equal", ["s", "word"], ["is_word"], name="eq")],
+        "strings", [helper.make_tensor_value_info("s", TensorProto.STRING, ["N", 3])],
+        [helper.make_tensor_value_info("t", TensorProto.STRING, ["N", 3]),
+         helper.make_tensor_value_info("is_word", TensorProto.BOOL, ["N", 3])],
+        [numpy_helper.from_array(np.array(["héllo"], dtype=object), "word")])
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), path)
+
+
+@pytest.mark.parametrize("browser", ["none", "chromium"])
+def test_web_target_passes_string_tensors_in_and_out(cli, tmp_path, browser):
+    """onnxruntime-web takes string tensors; a target reported as failing on them because
+    onnxkit's runner could not pass them was a false refusal."""
+    import shutil
+
+    from onnxkit.runtime import targets_web
+
+    if targets_web.availability() is not None or (browser != "none" and shutil.which(browser) is None):
+        pytest.skip("the web target is not set up here")
+    model = _string_model(tmp_path / "strings.onnx")
+    data = tmp_path / "words.npz"
+    np.savez(data, s=np.array([["héllo", "a|b\"c", ""], ["日本", "héllo", "x\ny"]]))
+    before = _snapshot(tmp_path)
+    r = cli("targets", model, "-t", "web", "--browser", browser, "--data", data, "--json")
+    web = _only(r.json, "web")
+    assert r.code == 0 and web["status"] == "passed", web
+    assert {o["name"] for o in web["outputs"]} == {"t", "is_word"} and all(o["passed"] for o in web["outputs"])
+    assert _snapshot(tmp_path) == before

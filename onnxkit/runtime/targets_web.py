@@ -95,12 +95,20 @@ def _write_feeds(job: Path, feeds: list[dict]) -> list[dict]:
         entry = {}
         for j, (name, arr) in enumerate(feed.items()):
             arr = np.ascontiguousarray(arr)
-            dtype = "bool" if arr.dtype == np.bool_ else arr.dtype.name
             file = f"in_{i}_{j}.bin"
-            (job / file).write_bytes(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+            if arr.dtype.kind in "USO":  # strings go as a JSON list (onnxruntime-web's string tensors)
+                dtype = "string"
+                (job / file).write_text(json.dumps([_text(v) for v in arr.ravel().tolist()]), encoding="utf-8")
+            else:
+                dtype = "bool" if arr.dtype == np.bool_ else arr.dtype.name
+                (job / file).write_bytes(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
             entry[name] = {"dtype": dtype, "shape": list(arr.shape), "file": file}
         described.append(entry)
     return described
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _read_outputs(job: Path, metas: list[dict]) -> list[dict]:
@@ -110,6 +118,10 @@ def _read_outputs(job: Path, metas: list[dict]) -> list[dict]:
     for meta in metas:
         one = {}
         for name, m in meta.items():
+            if m["dtype"] == "string":
+                values = json.loads((job / m["file"]).read_text(encoding="utf-8"))
+                one[name] = np.array(values, dtype=object).reshape(m["shape"])
+                continue
             dtype = np.bool_ if m["dtype"] == "bool" else np.dtype(m["dtype"]).newbyteorder("<")
             one[name] = np.frombuffer((job / m["file"]).read_bytes(), dtype=dtype).reshape(m["shape"]).copy()
         outs.append(one)
