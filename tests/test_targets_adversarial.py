@@ -192,3 +192,70 @@ def test_web_target_passes_string_tensors_in_and_out(cli, tmp_path, browser):
     assert r.code == 0 and web["status"] == "passed", web
     assert {o["name"] for o in web["outputs"]} == {"t", "is_word"} and all(o["passed"] for o in web["outputs"])
     assert _snapshot(tmp_path) == before
+
+
+def _endless_loop_model(path: Path) -> Path:
+    """A Loop whose condition stays true for 2^62 iterations: a hang on every runtime."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["acc_in", "one"], ["acc_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.array(1.0, np.float32), "one")])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips", "cond", "x"], ["y"], body=body)], "endless",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.array(2**62, np.int64), "trips"), numpy_helper.from_array(np.array(True), "cond")])
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    import os
+
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if text.encode() in fh.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("browser", ["none", "chromium"])
+def test_web_runtime_dies_with_the_contained_child_that_timed_out(tmp_path, browser, monkeypatch):
+    """An endless model on web: the contained child is killed at its time limit, and the
+    Node.js or Chromium it started must not live on spinning."""
+    import os
+    import shutil
+    import time
+
+    from onnxkit.errors import InputError
+    from onnxkit.foundation.sandbox import run_isolated
+    from onnxkit.runtime import targets_web
+
+    if targets_web.availability() is not None or (browser != "none" and shutil.which(browser) is None):
+        pytest.skip("the web target is not set up here")
+    import tempfile
+
+    # the child's job folder, so that its processes can be found by it; short, because
+    # Chromium's profile lock is a socket whose path must fit in 108 bytes
+    scratch = Path(tempfile.mkdtemp(prefix="okw-", dir="/tmp"))
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    model = _endless_loop_model(tmp_path / "endless.onnx")
+    with pytest.raises(InputError, match="took longer than"):
+        run_isolated(targets_web.run, str(model), [{"x": np.ones((1, 4), np.float32)}], None, {"browser": browser},
+                     timeout_s=15, what="endless on web")
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(scratch)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    try:
+        assert _processes_mentioning(str(scratch)) == []
+    finally:
+        for pid in _processes_mentioning(str(scratch)):  # only what this test started
+            os.kill(pid, 9)
+        shutil.rmtree(scratch, ignore_errors=True)
