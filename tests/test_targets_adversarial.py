@@ -259,3 +259,22 @@ def test_web_runtime_dies_with_the_contained_child_that_timed_out(tmp_path, brow
         for pid in _processes_mentioning(str(scratch)):  # only what this test started
             os.kill(pid, 9)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_named_browser_that_cannot_start_is_unavailable_not_a_model_failure(cli, tmp_path):
+    """A browser that exits before asking for the page said nothing about the model: exit 3
+    (environment) naming the browser's words, not exit 1 (the model fails on web)."""
+    from onnxkit.runtime import targets_web
+
+    if targets_web.availability() is not None:
+        pytest.skip("the web target is not set up here")
+    fake = tmp_path / "fakebrowser"
+    fake.write_text('#!/bin/sh\necho "cannot open display" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    model = _allocating_model(tmp_path / "small.onnx", 8)
+    before = _snapshot(tmp_path)
+    r = cli("targets", model, "-t", "web", "--browser", fake, "--json")
+    web = _only(r.json, "web")
+    assert r.code == 3 and web["status"] == "unavailable", web
+    assert "fakebrowser exited with code 1" in web["reason"] and "cannot open display" in web["reason"]
+    assert r.json["verdict"] == "UNAVAILABLE" and _snapshot(tmp_path) == before

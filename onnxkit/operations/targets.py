@@ -246,6 +246,9 @@ def run_targets(
         outcome.unsupported = [{"op": op, "node": node} for op, node in reply["unsupported"]]
         outcome.notes.extend(reply["notes"])
         outcome.details = reply["extra"]
+        if reply["error"] and reply["stage"] == "unavailable":
+            outcome.status, outcome.reason = "unavailable", reply["error"]
+            continue
         if reply["error"]:
             outcome.status, outcome.stage, outcome.reason = "failed", reply["stage"], reply["error"]
             if name == "cpu":

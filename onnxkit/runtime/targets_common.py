@@ -15,6 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# The stage of a reply whose target cannot run on this machine at all (a browser that cannot
+# start): reported as unavailable, not as the model failing there.
+UNAVAILABLE = "unavailable"
+
 # Runs timed after one warm-up run: few, because some targets are slow and the point is
 # an order of magnitude next to the CPU reference, not a benchmark.
 TIMED_RUNS = 5

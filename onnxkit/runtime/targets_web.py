@@ -20,7 +20,7 @@ from pathlib import Path
 from onnxkit.errors import EnvironmentProblem
 from onnxkit.results import Result, Table
 from onnxkit.runtime.targets_browser import ENV_BROWSER, NODE_ASKED, find_browser
-from onnxkit.runtime.targets_common import TIMED_RUNS, reply
+from onnxkit.runtime.targets_common import TIMED_RUNS, UNAVAILABLE, reply
 
 ORT_WEB_VERSION = "1.30.0"  # the newest onnxruntime-web on npm when this target was written
 SCRIPT = Path(__file__).with_name("web") / "run_model.mjs"
@@ -145,7 +145,8 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
             if got["stage"] != "start":
                 return got
             if named or shutil.which("node") is None:
-                return got | {"stage": "load"}
+                # it never asked for the page: this machine cannot run the target, the model played no part
+                return got | {"stage": UNAVAILABLE}
             # A Chromium found on PATH that cannot start here (no page was ever requested) says
             # nothing about the model: run the same kernels under Node.js, and say why.
             why_not = got["error"]
