@@ -278,3 +278,19 @@ def test_named_browser_that_cannot_start_is_unavailable_not_a_model_failure(cli,
     assert r.code == 3 and web["status"] == "unavailable", web
     assert "fakebrowser exited with code 1" in web["reason"] and "cannot open display" in web["reason"]
     assert r.json["verdict"] == "UNAVAILABLE" and _snapshot(tmp_path) == before
+
+
+def test_openvino_says_when_it_did_not_compute_in_the_precision_asked(cli, tmp_path):
+    """Measured here (AVX-512 BF16, no FP16 compute): --precision f16 compiles to bf16. The
+    precision column says bf16; a note must say that f16 was asked and not used."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino not installed")
+    model = _allocating_model(tmp_path / "small.onnx", 8)
+    r = cli("targets", model, "-t", "openvino", "--precision", "f16", "--json")
+    ov = _only(r.json, "openvino")
+    assert r.code == 0, ov
+    if ov["precision"] == "f16":
+        pytest.skip("this CPU computes f16: OpenVINO honoured the hint")
+    assert any(n.startswith(f"--precision f16 asked, but OpenVINO computed in {ov['precision']}") for n in ov["notes"]), ov["notes"]

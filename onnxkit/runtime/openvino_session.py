@@ -126,4 +126,8 @@ def precision_notes(session: OpenVinoSession, asked: str | None) -> list[str]:
 
         return [f"OpenVINO ran in {session.precision}: {default_reason(session.precision)}; "
                 "--precision f32 forces float32"]
+    if asked is not None and session.precision != asked:
+        from onnxkit.runtime.targets_openvino import not_honoured
+
+        return [not_honoured(asked, session.precision)]
     return [f"OpenVINO inference precision: {session.precision}"]
