@@ -294,3 +294,24 @@ def test_openvino_says_when_it_did_not_compute_in_the_precision_asked(cli, tmp_p
     if ov["precision"] == "f16":
         pytest.skip("this CPU computes f16: OpenVINO honoured the hint")
     assert any(n.startswith(f"--precision f16 asked, but OpenVINO computed in {ov['precision']}") for n in ov["notes"]), ov["notes"]
+
+
+@pytest.mark.parametrize("keep", [0, 1])
+def test_a_target_that_answers_fewer_batches_than_it_was_given_is_not_passed(cli, qdq_wide, monkeypatch, keep):
+    """Two input batches go to every target; answers for fewer must not be compared as if
+    complete (zip would stop at the shorter list, and no answer at all would compare nothing)."""
+    from onnxkit.operations import targets as targets_op
+    from onnxkit.runtime import targets_ort
+
+    real = targets_op._runner
+
+    def short_run(model_path, feeds, precision, options):
+        got = targets_ort.run("cpu", model_path, feeds, None, options)
+        got["outputs"] = got["outputs"][:keep]
+        return got
+
+    monkeypatch.setattr(targets_op, "_runner", lambda name: (lambda: None, short_run) if name == "openvino" else real(name))
+    r = cli("targets", qdq_wide, "-t", "openvino", "--trust", "--json")
+    ov = _only(r.json, "openvino")
+    assert r.code == 1 and ov["status"] == "failed", ov
+    assert f"answered {keep} of the 2 input batches" in ov["reason"]

@@ -151,6 +151,10 @@ def _execute(run, model_path: str, feeds: list[dict], precision: str | None, opt
 def _compare(outcome: TargetOutcome, ref: list[dict], cand: list[dict], tolerance) -> None:
     from onnxkit.foundation.compare import Comparator
 
+    if len(cand) != len(ref):  # zip would compare the first batches only, as if they were all
+        outcome.status, outcome.stage = "failed", "compare"
+        outcome.reason = f"the target answered {len(cand)} of the {len(ref)} input batches"
+        return
     comp = Comparator(tolerance)
     try:
         for r, c in zip(ref, cand):
