@@ -315,3 +315,21 @@ def test_a_target_that_answers_fewer_batches_than_it_was_given_is_not_passed(cli
     ov = _only(r.json, "openvino")
     assert r.code == 1 and ov["status"] == "failed", ov
     assert f"answered {keep} of the 2 input batches" in ov["reason"]
+
+
+def test_openvino_rehearsal_of_an_untrusted_model_runs_under_the_memory_limit(cli, tmp_path, monkeypatch):
+    """run --provider openvino first runs an untrusted model once in a contained child: that
+    child gets the same memory limit as ONNX Runtime's contained worker (it had none, and the
+    3 GB were allocated twice: in the rehearsal, then in-process)."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino not installed")
+    from onnxkit.runtime import contained
+
+    monkeypatch.setattr(contained, "default_memory_mb", lambda: 2500)
+    model = _allocating_model(tmp_path / "allocates.onnx", 3 * 2**28)
+    before = _snapshot(tmp_path)
+    r = cli("run", model, "--provider", "openvino", "--batch-size", "2")
+    assert r.code == 2 and r.stderr.startswith("Error: ") and "Traceback" not in r.stderr, r.stderr
+    assert _snapshot(tmp_path) == before
