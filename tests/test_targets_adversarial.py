@@ -3,7 +3,6 @@ option combinations, and the reports' tables with hostile names."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
