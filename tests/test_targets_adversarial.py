@@ -332,3 +332,34 @@ def test_openvino_rehearsal_of_an_untrusted_model_runs_under_the_memory_limit(cl
     r = cli("run", model, "--provider", "openvino", "--batch-size", "2")
     assert r.code == 2 and r.stderr.startswith("Error: ") and "Traceback" not in r.stderr, r.stderr
     assert _snapshot(tmp_path) == before
+
+
+def _pipeline_config(tmp_path: Path, targets: str) -> Path:
+    from tests.conftest import make_linear_onnx
+
+    src = make_linear_onnx(tmp_path / "lin.onnx")
+    cfg = tmp_path / "p.toml"
+    cfg.write_text("\n".join(["[source]", f'path = "{src.as_posix()}"', "[optimize]", "enabled = false",
+                              "[quantize]", "enabled = false", "[bench]", "enabled = false",
+                              "[targets]", targets]) + "\n")
+    return cfg
+
+
+def test_pipeline_malformed_targets_tol_is_exit_2_before_any_stage(cli, tmp_path):
+    cfg = _pipeline_config(tmp_path, 'require = ["cpu"]\ntol = ["x=abc"]')
+    r = cli("pipeline", cfg)
+    assert r.code == 2 and r.stderr.startswith("Error: p.toml:11: ") and "'abc' is not a number" in r.stderr, r.stderr
+    assert not (tmp_path / "onnxkit-out").exists()
+
+
+def test_pipeline_targets_step_whose_required_targets_all_were_unavailable_is_not_passed(cli, tmp_path, monkeypatch):
+    """allow_unavailable: a required target absent here is skipped; when none of the required
+    targets ran, the step checked nothing that was asked and is skipped, not passed."""
+    from onnxkit.runtime import targets_openvino
+
+    monkeypatch.setattr(targets_openvino, "availability", lambda: "the openvino package is not installed")
+    cfg = _pipeline_config(tmp_path, 'require = ["openvino"]\nallow_unavailable = true')
+    r = cli("pipeline", cfg, "--json")
+    assert r.code == 0, r.stderr
+    step = next(s for s in r.json["steps"] if s["name"] == "targets")
+    assert step["status"] == "skipped" and "openvino" in step["reason"], step
