@@ -363,3 +363,17 @@ def test_pipeline_targets_step_whose_required_targets_all_were_unavailable_is_no
     assert r.code == 0, r.stderr
     step = next(s for s in r.json["steps"] if s["name"] == "targets")
     assert step["status"] == "skipped" and "openvino" in step["reason"], step
+
+
+def test_web_outputs_are_read_only_from_the_job_folder(tmp_path):
+    """The page's result names each output's file; a forged result (anything that can POST to
+    the page's server) must not make onnxkit read a file outside the job folder."""
+    from onnxkit.runtime import targets_web
+
+    job = tmp_path / "job"
+    job.mkdir()
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.ones(4, np.float32).tobytes())
+    for name in ("../secret.bin", str(secret), "out_0_0.bin/../../secret.bin"):
+        with pytest.raises(ValueError, match="not an output file"):
+            targets_web._read_outputs(job, [{"y": {"dtype": "float32", "shape": [4], "file": name}}])

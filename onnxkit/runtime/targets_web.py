@@ -25,6 +25,7 @@ from onnxkit.runtime.targets_common import TIMED_RUNS, UNAVAILABLE, reply
 ORT_WEB_VERSION = "1.30.0"  # the newest onnxruntime-web on npm when this target was written
 SCRIPT = Path(__file__).with_name("web") / "run_model.mjs"
 _RUN_TIMEOUT_S = 600
+_OUT_FILE = re.compile(r"^out_\d{1,6}_\d{1,6}\.bin$")
 
 
 def web_dir() -> Path:
@@ -118,6 +119,9 @@ def _read_outputs(job: Path, metas: list[dict]) -> list[dict]:
     for meta in metas:
         one = {}
         for name, m in meta.items():
+            if not isinstance(m.get("file"), str) or not _OUT_FILE.fullmatch(m["file"]):
+                # the name comes back from the page: only the runners' own out_<feed>_<index>.bin
+                raise ValueError(f"output {name}: {m.get('file')!r} is not an output file of this run")
             if m["dtype"] == "string":
                 values = json.loads((job / m["file"]).read_text(encoding="utf-8"))
                 one[name] = np.array(values, dtype=object).reshape(m["shape"])
