@@ -27,12 +27,14 @@ def check_precision(value: str | None) -> str | None:
 
 
 # The int8 preset bounds float vs int8 (a quantization error: cosine 0.99, 20% of the norm).
-# Two runtimes running the same quantized graph differ only where they round a tie apart:
-# measured, OpenVINO at f32 vs ONNX Runtime on an int8 MiniLM, cosine 0.99995; on QDQ Conv
-# and Gemm, one int8 step (0.05) on 0.2-0.4% of elements. A target off by as much as a second
-# quantization (OpenVINO's bf16 default on that MiniLM: cosine 0.986) does not agree; the
-# element-wise bound (narrow rows) admits one or two output steps, not the int8 preset's 0.5.
-QUANTIZED_SAME_GRAPH = {"atol": 0.1, "rtol": 0.1, "min_cosine": 0.999, "max_rel_error": 0.05}
+# Two runtimes running the same quantized graph differ where they round a tie apart, and
+# dynamic quantization carries that into the next layer's scales. Measured on an int8 MiniLM
+# (random ids, against ONNX Runtime CPU): OpenVINO at f32 cosine 0.99995, onnxruntime-web's
+# wasm kernels 0.998 (relative error 0.06), OpenVINO at its bf16 default 0.986 (0.165: as far
+# as a second quantization, which must not pass); on QDQ Conv and Gemm, one int8 step (0.05)
+# on 0.2-0.4% of elements. The element-wise bound (narrow rows) admits an output step or two,
+# not the int8 preset's 0.5.
+QUANTIZED_SAME_GRAPH = {"atol": 0.1, "rtol": 0.1, "min_cosine": 0.995, "max_rel_error": 0.1}
 
 
 def same_quantized_graph() -> Any:
