@@ -377,3 +377,31 @@ def test_web_outputs_are_read_only_from_the_job_folder(tmp_path):
     for name in ("../secret.bin", str(secret), "out_0_0.bin/../../secret.bin"):
         with pytest.raises(ValueError, match="not an output file"):
             targets_web._read_outputs(job, [{"y": {"dtype": "float32", "shape": [4], "file": name}}])
+
+
+@pytest.mark.parametrize("depth", [1, 6])
+def test_chromium_leaves_nothing_in_the_temporary_folder_and_runs_under_a_long_one(cli, tmp_path, monkeypatch, depth):
+    """Chromium, killed when the page has answered, left an org.chromium.Chromium.* folder in
+    $TMPDIR on every run; under a long $TMPDIR its zygote socket path did not fit and it
+    crashed (SIGABRT), reported as web unavailable."""
+    import shutil
+    import tempfile
+
+    from onnxkit.runtime import targets_web
+
+    if targets_web.availability() is not None or shutil.which("chromium") is None:
+        pytest.skip("the web target in Chromium is not set up here")
+    scratch = Path(tempfile.mkdtemp(prefix="okc-", dir="/tmp"))
+    try:
+        tmpdir = scratch.joinpath(*["a-rather-long-folder-name"] * (depth - 1))
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv("TMPDIR", str(tmpdir))
+        monkeypatch.setattr(tempfile, "tempdir", None)  # re-read $TMPDIR
+        model = _allocating_model(tmp_path / "small.onnx", 8)
+        r = cli("targets", model, "-t", "web", "--browser", "chromium", "--trust", "--json")
+        web = _only(r.json, "web")
+        assert r.code == 0 and web["details"]["runtime_kind"] == "chromium", web
+        left = [q.name for q in tmpdir.iterdir() if "chromium" in q.name.lower() or q.name.startswith("onnxkit")]
+        assert left == []
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
