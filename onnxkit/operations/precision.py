@@ -45,7 +45,23 @@ def same_quantized_graph() -> Any:
     return replace(make_tolerance(preset="int8"), **QUANTIZED_SAME_GRAPH)
 
 
-def tolerance_for(used: str | None, tolerance: Any, given: bool, quantized: bool = False) -> tuple[Any, str | None]:
+_HALF_TYPES = (10, 16)  # TensorProto.FLOAT16, BFLOAT16
+
+
+def is_half(model: Any) -> bool:
+    """True when the graph computes in float16/bfloat16 (half weights, a Cast to half, or half
+    inputs/outputs): two correct runtimes then differ by half-precision steps (measured:
+    onnxruntime-web vs ONNX Runtime CPU on a float16 MiniLM, 0.002 at magnitude 2-4)."""
+    g = model.graph
+    if any(t.data_type in _HALF_TYPES for t in g.initializer):
+        return True
+    if any(v.type.tensor_type.elem_type in _HALF_TYPES for v in [*g.input, *g.output]):
+        return True
+    return any(n.op_type == "Cast" and any(a.name == "to" and a.i in _HALF_TYPES for a in n.attribute) for n in g.node)
+
+
+def tolerance_for(used: str | None, tolerance: Any, given: bool, quantized: bool = False,
+                  half: bool = False) -> tuple[Any, str | None]:
     """The user's tolerance when given. Otherwise a quantized model gets the int8 preset and a
     run computed in bf16/f16 the fp16 preset; the note says which and why (None: unchanged)."""
     if given:
@@ -57,9 +73,11 @@ def tolerance_for(used: str | None, tolerance: Any, given: bool, quantized: bool
                                         f"{QUANTIZED_SAME_GRAPH['min_cosine']}, relative error "
                                         f"{QUANTIZED_SAME_GRAPH['max_rel_error']}, element-wise "
                                         f"{QUANTIZED_SAME_GRAPH['atol']}): the model is quantized")
-    if used in (None, "f32"):
-        return tolerance, None
-    return make_tolerance(preset="fp16"), f"compared with the fp16 tolerance preset because it ran in {used}"
+    if used not in (None, "f32"):
+        return make_tolerance(preset="fp16"), f"compared with the fp16 tolerance preset because it ran in {used}"
+    if half:
+        return make_tolerance(preset="fp16"), "compared with the fp16 tolerance preset: the model computes in float16"
+    return tolerance, None
 
 
 def ignored_note(precision: str | None, runtime: str = "ONNX Runtime") -> list[str]:

@@ -215,7 +215,7 @@ def run_targets(
     from onnxkit.foundation.onnx_io import load_onnx
     from onnxkit.operations.quantize.target import notes_for_model
 
-    from onnxkit.operations.precision import check_precision, tolerance_for
+    from onnxkit.operations.precision import check_precision, is_half, tolerance_for
 
     precision = check_precision(precision)
     names, explicit = parse_targets(targets)
@@ -223,6 +223,7 @@ def run_targets(
     loaded = load_onnx(model, trust=trust, load_external=False)
     feeds, described = _feeds(loaded, data, seed)
     quantized = is_quantized(loaded.model)
+    half = is_half(loaded.model)
     result = TargetsResult(model=str(model), inputs=described, tolerance=tolerance.to_dict())
     result.notes.extend(notes_for_model(model))
     options = {"provider_options": provider_options or {}, "browser": browser}
@@ -266,7 +267,7 @@ def run_targets(
             reference = reply["outputs"]
             outcome.status, outcome.max_abs_diff = "passed", 0.0
             continue
-        tol, why_tol = tolerance_for(outcome.precision, tolerance, tolerance_given, quantized)
+        tol, why_tol = tolerance_for(outcome.precision, tolerance, tolerance_given, quantized, half)
         if why_tol:
             outcome.notes.append(why_tol)
         _compare(outcome, reference, reply["outputs"], tol)
