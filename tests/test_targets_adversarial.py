@@ -427,3 +427,15 @@ def test_a_float16_model_is_held_to_what_float16_can_resolve(cli, tmp_path, monk
     _fake_openvino(monkeypatch, lambda v: (v * 1.1).astype(v.dtype))
     r = cli("targets", model, "-t", "openvino", "--precision", "f32", "--trust", "--json")
     assert r.code == 1 and _only(r.json, "openvino")["status"] == "disagrees"
+
+
+def test_an_ort_format_file_given_to_targets_is_named_as_such(cli, tmp_path):
+    """optimize -o model.ort writes the ORT format; handed to targets, it is exit 2 saying what
+    it is (not only "truncated or not ONNX"), and nothing is written."""
+    model = _allocating_model(tmp_path / "small.onnx", 8)
+    ort_file = tmp_path / "small.ort"
+    assert cli("optimize", model, "-o", ort_file).code == 0
+    before = _snapshot(tmp_path)
+    r = cli("targets", ort_file, "-t", "mobile")
+    assert r.code == 2 and r.stderr.startswith("Error: ") and "ORT format" in r.stderr, r.stderr
+    assert _snapshot(tmp_path) == before

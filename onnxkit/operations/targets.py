@@ -220,6 +220,11 @@ def run_targets(
     precision = check_precision(precision)
     names, explicit = parse_targets(targets)
     tolerance = tolerance or make_tolerance()
+    from onnxkit.runtime.ort_format import is_ort_file
+
+    if Path(model).is_file() and is_ort_file(model):
+        raise InputError(f"{Path(model).name} is in the ORT format; targets reads the ONNX model it was converted from "
+                         "(the mobile target converts it itself)")
     loaded = load_onnx(model, trust=trust, load_external=False)
     feeds, described = _feeds(loaded, data, seed)
     quantized = is_quantized(loaded.model)
