@@ -3,6 +3,7 @@ option combinations, and the reports' tables with hostile names."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -439,3 +440,34 @@ def test_an_ort_format_file_given_to_targets_is_named_as_such(cli, tmp_path):
     r = cli("targets", ort_file, "-t", "mobile")
     assert r.code == 2 and r.stderr.startswith("Error: ") and "ORT format" in r.stderr, r.stderr
     assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("target", ["mobile", "web"])
+def test_a_target_child_killed_at_its_time_limit_leaves_no_temporary_folder(tmp_path, monkeypatch, target):
+    """The runners' scratch folders (the ORT-format conversion, the web job, the browser
+    profile) are removed by the child itself; a child killed at the time limit cannot, so the
+    parent owns the folder they live in."""
+    import shutil
+    import tempfile
+
+    from onnxkit.errors import InputError
+    from onnxkit.operations import targets as targets_op
+    from onnxkit.runtime import targets_web
+
+    if target == "web" and targets_web.availability() is not None:
+        pytest.skip("the web target is not set up here")
+    scratch = Path(tempfile.mkdtemp(prefix="okt-", dir="/tmp"))
+    try:
+        monkeypatch.setenv("TMPDIR", str(scratch))
+        monkeypatch.setattr(tempfile, "tempdir", None)
+        monkeypatch.setattr(targets_op, "TARGET_TIMEOUT_S", 8.0)
+        model = _endless_loop_model(tmp_path / "endless.onnx")
+        run = targets_op._runner(target)[1]
+        with pytest.raises(InputError, match="took longer than"):
+            targets_op._execute(run, str(model), [{"x": np.ones((1, 4), np.float32)}], None, {"browser": "none"},
+                                trust=False, target=target)
+        assert [p.name for p in scratch.iterdir() if p.name.startswith("onnxkit")] == []
+    finally:
+        for pid in _processes_mentioning(str(scratch)):
+            os.kill(pid, 9)
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -144,8 +144,26 @@ def _execute(run, model_path: str, feeds: list[dict], precision: str | None, opt
     rlimit = None if target in ("web", "cuda", "tensorrt") else limit
     if target == "web":
         options = {**options, "memory_mb": limit}
-    return run_isolated(run, model_path, feeds, precision, options, timeout_s=TARGET_TIMEOUT_S, memory_mb=rlimit,
-                        what=f"model {Path(model_path).name} on target {target}")
+    import shutil
+    import tempfile
+
+    # The runners' scratch folders live in one the parent owns: a child killed at the time
+    # limit cannot remove its own.
+    scratch = tempfile.mkdtemp(prefix=f"onnxkit-{target}-")
+    try:
+        return run_isolated(_in_scratch, scratch, run, model_path, feeds, precision, options,
+                            timeout_s=TARGET_TIMEOUT_S, memory_mb=rlimit,
+                            what=f"model {Path(model_path).name} on target {target}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _in_scratch(scratch: str, run, *args):
+    """In the contained child: temporary folders under ``scratch``, then the target's run."""
+    import tempfile
+
+    tempfile.tempdir = scratch
+    return run(*args)
 
 
 def _compare(outcome: TargetOutcome, ref: list[dict], cand: list[dict], tolerance) -> None:
