@@ -131,12 +131,13 @@ def _fake_browser(tmp_path: Path, body: str) -> Path:
 
 
 @needs_cache
-def test_a_browser_that_exits_at_once_fails_the_target_with_its_message(cnn, tmp_path):
+def test_a_browser_that_exits_at_once_is_unavailable_with_its_message(cnn, tmp_path):
+    """It never asked for the page: this machine cannot run the target (exit 3), the model is not at fault."""
     fake = _fake_browser(tmp_path, 'echo "cannot open display" >&2; exit 7')
     r = run_cli("targets", cnn, "--target", "web", "--browser", str(fake), "--json")
-    assert r.code == 1, r
+    assert r.code == 3, r
     web = next(t for t in r.json["targets"] if t["target"] == "web")
-    assert web["status"] == "failed" and web["stage"] == "load"
+    assert web["status"] == "unavailable" and web["stage"] is None
     assert web["reason"] == "fake-browser exited with code 7 before the page answered: cannot open display"
 
 

@@ -31,7 +31,7 @@ KEYS: list[Key] = [
     Key("data", "path", None, "Inputs to run on every target (.npz/.npy/.csv/.parquet); unset = seeded random inputs "
         "(batch 1 and 2).", optional=True),
     Key("preset", "str", None, "Tolerance preset against ONNX Runtime CPU; unset = fp32, or the preset of what the "
-        "target ran (fp16 for bf16/f16 compute, int8 for a quantized model).",
+        "target ran (fp16 for bf16/f16 compute; for a quantized model, the bounds of one quantized graph on two runtimes).",
         choices=("fp32", "fp16", "int8", "int4"), optional=True),
     Key("tol", "list[str]", [], "Tolerances: \"ATOL\" or \"OUTPUT=ATOL[:RTOL]\" (glob), as --tol."),
     Key("rtol", "float", None, "Relative tolerance; unset = the preset's.", minimum=0, optional=True),
@@ -90,6 +90,16 @@ def parse_section(cfg_path: Path, text: str, data: dict[str, Any]) -> dict[str, 
                 raise ConfigError(f"{where}: targets.data: {value} does not exist",
                                   hint="paths in the config are relative to the config file's folder")
         values[key.name] = value
+    if values["tol"] or values["rtol"] is not None:
+        # parsed now, as the targets step will: a malformed entry must not wait for the end of the run
+        from onnxkit.errors import UsageError
+        from onnxkit.foundation.compare import make_tolerance
+
+        try:
+            make_tolerance(values["tol"] or None, values["rtol"], values["preset"])
+        except UsageError as exc:
+            key = "tol" if values["tol"] else "rtol"
+            raise ConfigError(f"{_where(cfg_path, text, SECTION, key)}: targets.{key}: {exc.message}") from None
     if not values["require"]:
         set_keys = [k for k in raw if k != "require"]
         if set_keys:
@@ -131,7 +141,8 @@ TEMPLATE = """
 # Inputs for every target; unset = seeded random inputs.
 # data = "inputs.npz"
 # Tolerance against ONNX Runtime CPU; unset = fp32, or the preset of what the target computed in
-# (fp16 for bf16/f16, int8 for a quantized model). One of: fp32, fp16, int8, int4.
+# (fp16 for bf16/f16; a quantized model: what one quantized graph may differ by on two runtimes).
+# One of: fp32, fp16, int8, int4.
 # preset = "fp32"
 # tol = ["1e-4"]
 # Inference precision for targets that choose one (openvino): f32, bf16 or f16; unset = its own choice.
@@ -145,7 +156,7 @@ def run_step(run: Any, final: Path | None) -> None:
     """The ``targets`` step of a pipeline run (``run`` is its ``_Run``): the final model on
     every required target, recorded with the :class:`~onnxkit.operations.targets.TargetsResult`."""
     from onnxkit.errors import EXIT_ENVIRONMENT
-    from onnxkit.operations.pipeline import ERROR, FAILED, PASSED
+    from onnxkit.operations.pipeline import ERROR, FAILED, PASSED, SKIPPED
 
     t = run.cfg[SECTION]
     if not t["require"]:
@@ -169,6 +180,12 @@ def run_step(run: Any, final: Path | None) -> None:
             rec.reason = "; ".join(f"{o.target} unavailable: {o.reason}" for o in missing)
             if not run.result.error_code:
                 run.result.error_code = EXIT_ENVIRONMENT
+        elif not any(o.status == "passed" for o in res.targets if o.target in t["require"]):
+            # allow_unavailable, and none of the targets asked for could run here: cpu (the
+            # reference) alone is not what was asked, so nothing is reported as passed
+            rec.status = SKIPPED
+            rec.reason = "no required target could run here: " + "; ".join(
+                f"{o.target}: {o.reason}" for o in skipped)
         else:
             rec.status = PASSED
             ran = [o.target for o in res.targets if o.status == "passed"]

@@ -59,6 +59,7 @@ class RunResult(Result):
     contained: bool = False  # every batch ran in a worker process under --timeout and a memory limit
     timeout_s: float | None = None
     rehearsed: bool = False  # OpenVINO: read, compiled and run once in a worker first, then in-process
+    precision: str | None = None  # OpenVINO's inference precision; None: ONNX Runtime runs the graph's own types
 
     def tables(self) -> list[Table]:
         nodes = ", ".join(f"{p}: {n}" for p, n in self.node_providers.items()) if self.node_providers else "-"
@@ -465,6 +466,7 @@ def run_model(
         result = RunResult(model=str(model), providers_requested=requested, providers=list(session.providers))
         if use_openvino:
             result.providers_requested = list(session.providers)
+            result.precision = session.precision
             result.notes.extend(openvino_session.precision_notes(session, precision))
         else:
             result.notes.extend(check_active(chosen, session.providers, fallback=fallback))

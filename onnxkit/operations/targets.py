@@ -134,14 +134,45 @@ def _execute(run, model_path: str, feeds: list[dict], precision: str | None, opt
     if trust:
         return run(model_path, feeds, precision, options)
     from onnxkit.foundation.sandbox import run_isolated
+    from onnxkit.runtime.contained import default_memory_mb
 
-    return run_isolated(run, model_path, feeds, precision, options, timeout_s=TARGET_TIMEOUT_S,
-                        what=f"model {Path(model_path).name} on target {target}")
+    # The same memory limit as run's and validate's contained worker. Node.js and Chromium
+    # reserve far more address space than they use (V8's cage, wasm guard regions), so
+    # RLIMIT_AS stops them from starting: the web runner watches their resident size instead.
+    # CUDA's start-up reservation breaks under RLIMIT_AS too (see runtime/contained.py).
+    limit = default_memory_mb()
+    rlimit = None if target in ("web", "cuda", "tensorrt") else limit
+    if target == "web":
+        options = {**options, "memory_mb": limit}
+    import shutil
+    import tempfile
+
+    # The runners' scratch folders live in one the parent owns: a child killed at the time
+    # limit cannot remove its own.
+    scratch = tempfile.mkdtemp(prefix=f"onnxkit-{target}-")
+    try:
+        return run_isolated(_in_scratch, scratch, run, model_path, feeds, precision, options,
+                            timeout_s=TARGET_TIMEOUT_S, memory_mb=rlimit,
+                            what=f"model {Path(model_path).name} on target {target}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _in_scratch(scratch: str, run, *args):
+    """In the contained child: temporary folders under ``scratch``, then the target's run."""
+    import tempfile
+
+    tempfile.tempdir = scratch
+    return run(*args)
 
 
 def _compare(outcome: TargetOutcome, ref: list[dict], cand: list[dict], tolerance) -> None:
     from onnxkit.foundation.compare import Comparator
 
+    if len(cand) != len(ref):  # zip would compare the first batches only, as if they were all
+        outcome.status, outcome.stage = "failed", "compare"
+        outcome.reason = f"the target answered {len(cand)} of the {len(ref)} input batches"
+        return
     comp = Comparator(tolerance)
     try:
         for r, c in zip(ref, cand):
@@ -202,14 +233,20 @@ def run_targets(
     from onnxkit.foundation.onnx_io import load_onnx
     from onnxkit.operations.quantize.target import notes_for_model
 
-    from onnxkit.operations.precision import check_precision, tolerance_for
+    from onnxkit.operations.precision import check_precision, is_half, tolerance_for
 
     precision = check_precision(precision)
     names, explicit = parse_targets(targets)
     tolerance = tolerance or make_tolerance()
+    from onnxkit.runtime.ort_format import is_ort_file
+
+    if Path(model).is_file() and is_ort_file(model):
+        raise InputError(f"{Path(model).name} is in the ORT format; targets reads the ONNX model it was converted from "
+                         "(the mobile target converts it itself)")
     loaded = load_onnx(model, trust=trust, load_external=False)
     feeds, described = _feeds(loaded, data, seed)
     quantized = is_quantized(loaded.model)
+    half = is_half(loaded.model)
     result = TargetsResult(model=str(model), inputs=described, tolerance=tolerance.to_dict())
     result.notes.extend(notes_for_model(model))
     options = {"provider_options": provider_options or {}, "browser": browser}
@@ -237,6 +274,9 @@ def run_targets(
         outcome.unsupported = [{"op": op, "node": node} for op, node in reply["unsupported"]]
         outcome.notes.extend(reply["notes"])
         outcome.details = reply["extra"]
+        if reply["error"] and reply["stage"] == "unavailable":
+            outcome.status, outcome.reason = "unavailable", reply["error"]
+            continue
         if reply["error"]:
             outcome.status, outcome.stage, outcome.reason = "failed", reply["stage"], reply["error"]
             if name == "cpu":
@@ -250,7 +290,7 @@ def run_targets(
             reference = reply["outputs"]
             outcome.status, outcome.max_abs_diff = "passed", 0.0
             continue
-        tol, why_tol = tolerance_for(outcome.precision, tolerance, tolerance_given, quantized)
+        tol, why_tol = tolerance_for(outcome.precision, tolerance, tolerance_given, quantized, half)
         if why_tol:
             outcome.notes.append(why_tol)
         _compare(outcome, reference, reply["outputs"], tol)

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from onnxkit.errors import ConversionError
 from onnxkit.runtime.session import OnnxSession
 
 # A rehearsal compiles the model and runs each batch size once; OpenVINO's compile is slow.
@@ -58,7 +57,9 @@ def _rehearse_all(model_path: str, feeds: list[dict], precision: str | None) -> 
 
     got = targets_openvino.run(model_path, feeds, precision, {})
     if got["error"]:
-        raise ConversionError(got["error"])
+        from onnxkit.runtime.openvino_session import rehearsal_error
+
+        raise rehearsal_error(got)
 
 
 def open_for_bench(model: str | os.PathLike[str], feeds_by_batch: dict[int, dict], *, trust: bool,
@@ -70,6 +71,9 @@ def open_for_bench(model: str | os.PathLike[str], feeds_by_batch: dict[int, dict
     if not trust:
         from onnxkit.foundation.sandbox import run_isolated
 
+        from onnxkit.runtime.contained import default_memory_mb
+
         run_isolated(_rehearse_all, os.fspath(model), [feeds_by_batch[b] for b in sorted(feeds_by_batch)], precision,
-                     timeout_s=_REHEARSAL_TIMEOUT_S, what=f"model {Path(model).name} on OpenVINO")
+                     timeout_s=_REHEARSAL_TIMEOUT_S, memory_mb=default_memory_mb(),
+                     what=f"model {Path(model).name} on OpenVINO")
     return OpenVinoBenchSession(OpenVinoSession(model, precision=precision, threads=threads))

@@ -41,7 +41,14 @@ def _rehearse(model_path: str, feeds: dict, precision: str | None) -> None:
 
     got = targets_openvino.run(model_path, [feeds], precision, {})
     if got["error"]:
-        raise ConversionError(got["error"])
+        raise rehearsal_error(got)
+
+
+def rehearsal_error(got: dict) -> Exception:
+    """A model OpenVINO could not read or compile is a conversion failure (exit 4); one that
+    compiled and then failed on its inputs (out of memory under the limit, a bad shape) is bad
+    input (exit 2), as for ONNX Runtime's contained worker."""
+    return InputError(got["error"]) if got["stage"] == "run" else ConversionError(got["error"])
 
 
 class OpenVinoSession:
@@ -115,8 +122,11 @@ def open_openvino(model: str | os.PathLike[str], *, trust: bool, first_feeds: di
     if not trust and first_feeds is not None:
         from onnxkit.foundation.sandbox import run_isolated
 
+        from onnxkit.runtime.contained import default_memory_mb
+
+        # the memory limit of ONNX Runtime's contained worker (OpenVINO's CPU plugin starts under it)
         run_isolated(_rehearse, os.fspath(model), first_feeds, precision, timeout_s=_REHEARSAL_TIMEOUT_S,
-                     what=f"model {Path(model).name} on OpenVINO")
+                     memory_mb=default_memory_mb(), what=f"model {Path(model).name} on OpenVINO")
     return OpenVinoSession(model, precision=precision, threads=threads)
 
 
@@ -126,4 +136,8 @@ def precision_notes(session: OpenVinoSession, asked: str | None) -> list[str]:
 
         return [f"OpenVINO ran in {session.precision}: {default_reason(session.precision)}; "
                 "--precision f32 forces float32"]
+    if asked is not None and session.precision != asked:
+        from onnxkit.runtime.targets_openvino import not_honoured
+
+        return [not_honoured(asked, session.precision)]
     return [f"OpenVINO inference precision: {session.precision}"]

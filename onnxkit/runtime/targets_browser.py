@@ -24,6 +24,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from onnxkit.runtime.targets_common import over_memory
+
 ENV_BROWSER = "ONNXKIT_BROWSER"  # a path, or "none" to run the web target under Node.js
 NODE_ASKED = "browser none: Node.js was asked for"
 PAGE_DIR = Path(__file__).with_name("web")
@@ -185,12 +187,25 @@ def _stop(proc: subprocess.Popen) -> None:
         pass
 
 
+# Chromium's zygote and singleton sockets live under $TMPDIR, and a Unix socket's path must fit
+# in 108 bytes: past about 60 bytes of temporary folder it aborts at start-up.
+_MAX_TEMP_ROOT = 40
+
+
+def _short_temp_root() -> str | None:
+    root = tempfile.gettempdir()
+    if len(root) <= _MAX_TEMP_ROOT:
+        return None
+    return "/tmp" if os.access("/tmp", os.W_OK | os.X_OK) else None
+
+
 def run_in_browser(browser: str, package: Path, model: Path, external: list[dict], job: Path, spec: dict,
-                   *, timeout_s: float = PAGE_TIMEOUT_S) -> dict:
+                   *, timeout_s: float = PAGE_TIMEOUT_S, memory_mb: int | None = None) -> dict:
     """Serve the page, run ``browser`` headless on it, and return the page's result
     (``{"stage", "error", "outputs", "latency_ms", "version", "user_agent"}``); the outputs'
     bytes are in ``job``. A browser that exits (stage ``start`` when it never asked for the
-    page), or a page that does not answer in ``timeout_s``, is a result with an ``error``."""
+    page), a page that does not answer in ``timeout_s``, or a browser whose processes hold more
+    than ``memory_mb`` resident, is a result with an ``error``."""
     prefix = f"/{secrets.token_urlsafe(18)}/"
     files: dict[str, Path | bytes] = {"index.html": PAGE_DIR / "page.html", "page.mjs": PAGE_DIR / "page.mjs",
                                       "model.onnx": model, **_ort_files(package / "dist")}
@@ -208,7 +223,10 @@ def run_in_browser(browser: str, package: Path, model: Path, external: list[dict
     server = _Server(files, job, prefix)
     thread = threading.Thread(target=server.serve_forever, name="onnxkit-web-page", daemon=True)
     thread.start()
-    profile = Path(tempfile.mkdtemp(prefix="onnxkit-browser-"))
+    profile = Path(tempfile.mkdtemp(prefix="onnxkit-browser-", dir=_short_temp_root()))
+    # Chromium's own temporary files (its singleton socket's folder) go inside the profile
+    # folder: it is SIGKILLed, so it never removes them itself, and the folder is removed below.
+    env = {**os.environ, "TMPDIR": str(profile)}
     url = f"http://127.0.0.1:{server.server_address[1]}{prefix}index.html"
     log = profile / "stderr.log"  # a file, not a pipe: a chatty browser must not block on a full pipe
     proc = None
@@ -217,7 +235,7 @@ def run_in_browser(browser: str, package: Path, model: Path, external: list[dict
             with open(log, "wb") as err:
                 proc = subprocess.Popen(_browser_command(browser, profile / "profile", url), stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-                                        preexec_fn=_die_with_parent)
+                                        preexec_fn=_die_with_parent, env=env)
         except OSError as exc:
             return {"stage": "start", "error": f"cannot start {browser}: {exc.strerror or exc}", "outputs": []}
         deadline = time.monotonic() + timeout_s
@@ -229,6 +247,9 @@ def run_in_browser(browser: str, package: Path, model: Path, external: list[dict
                         "page answered" + (f": {tail[0][:300]}" if tail else ""), "outputs": []}
             if time.monotonic() > deadline:
                 return {"stage": "run", "error": f"the page did not answer in {timeout_s:g} s", "outputs": []}
+            too_big = over_memory(proc, memory_mb)
+            if too_big:
+                return {"stage": "run", "error": f"{Path(browser).name} {too_big}", "outputs": []}
         return server.result or {"stage": "run", "error": "the page posted no result", "outputs": []}
     finally:
         if proc is not None:

@@ -15,6 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# The stage of a reply whose target cannot run on this machine at all (a browser that cannot
+# start): reported as unavailable, not as the model failing there.
+UNAVAILABLE = "unavailable"
+
 # Runs timed after one warm-up run: few, because some targets are slow and the point is
 # an order of magnitude next to the CPU reference, not a benchmark.
 TIMED_RUNS = 5
@@ -90,3 +94,39 @@ def external_files(src: Path) -> list[str]:
         if uses_external_data(t):
             found.extend(e.value for e in t.external_data if e.key == "location")
     return sorted(set(found))
+
+
+def session_rss_mb(sid: int) -> float:
+    """Resident memory, in MB, of every process in session ``sid``: a browser started with
+    ``start_new_session`` and the renderer, GPU and zygote processes it forks."""
+    import os
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    pages = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0.0
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+            # the fields after "(comm)": state, ppid, pgrp, session ... rss is the 22nd
+            fields = stat[stat.rindex(b")") + 2:].split()
+            if int(fields[3]) == sid:
+                pages += int(fields[21])
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while we looked
+    return pages * page / 2**20
+
+
+def over_memory(proc: Any, memory_mb: int | None) -> str | None:
+    """Why ``proc`` (started in its own session) must be stopped for memory, or None."""
+    if not memory_mb:
+        return None
+    used = session_rss_mb(proc.pid)
+    if used > memory_mb:
+        return f"used more than {memory_mb} MB of memory ({used:.0f} MB resident) and was stopped"
+    return None

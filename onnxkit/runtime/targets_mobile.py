@@ -8,12 +8,11 @@ outside them run on the phone's CPU: they are reported, not failed."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from onnxkit.runtime.targets_common import external_files, first_line, ort_unsupported, reply, run_ort_session
+from onnxkit.runtime.targets_common import first_line, ort_unsupported, reply, run_ort_session
 
 # ONNX Runtime's usability checker config for CoreML's ML Program format (the current one).
 _COREML_CONFIG = "coreml_supported_mlprogram_ops.md"
@@ -29,33 +28,13 @@ def availability() -> str | None:
 
 def convert(model_path: str, out_dir: Path) -> tuple[Path, Path | None]:
     """Convert ``model_path`` to the ORT format in ``out_dir``; returns (the .ort file, its
-    reduced-operator config). ONNX Runtime names both after the input, so the model is
-    linked under a plain name first (an input without the .onnx suffix is otherwise skipped)."""
-    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+    reduced-operator config). The same conversion as ``optimize -o model.ort``
+    (:mod:`onnxkit.runtime.ort_format`, what ONNX Runtime's converter does with its fixed
+    optimizations): ONNX Runtime reads the model, external data included, where it lies."""
+    from onnxkit.runtime.ort_format import convert as to_ort
 
-    src = Path(model_path).resolve()
-    work = out_dir / "in"
-    work.mkdir()
-    linked = work / "model.onnx"
-    os.symlink(src, linked)
-    for location in external_files(src):  # ONNX Runtime finds them next to the model
-        if not (work / location).exists():
-            (work / location).parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(src.parent / location, work / location)
-    dest = out_dir / "out"
-    # The converter prints progress to stdout and logs at INFO: stdout is --json's alone.
-    import contextlib
-    import io
-    import logging
-
-    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
-    with contextlib.redirect_stdout(io.StringIO()):
-        convert_onnx_models_to_ort(linked, output_dir=dest, optimization_styles=[OptimizationStyle.Fixed])
-    ort_files = sorted(dest.glob("*.ort"))
-    if not ort_files:
-        raise RuntimeError("ONNX Runtime wrote no .ort file")
-    configs = sorted(dest.glob("*.config"))
-    return ort_files[0], configs[0] if configs else None
+    dest = out_dir / "model.ort"
+    return dest, to_ort(model_path, dest, level="all")
 
 
 def _partitions(model_path: str) -> dict:
@@ -80,9 +59,9 @@ def _partitions(model_path: str) -> dict:
 
 
 def _required_ops(config: Path | None) -> list[str]:
-    if config is None:
-        return []
-    return [ln.strip() for ln in config.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    from onnxkit.runtime.ort_format import required_operators
+
+    return required_operators(config) if config is not None and config.is_file() else []
 
 
 def run(model_path: str, feeds: list[dict], precision: str | None, options: dict) -> dict:

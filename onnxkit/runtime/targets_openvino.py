@@ -57,6 +57,13 @@ def default_reason(used: str) -> str:
     return f"OpenVINO's default precision, picked because {why}"
 
 
+def not_honoured(asked: str, used: str) -> str:
+    """OpenVINO's CPU plugin takes the hint as a wish: without native support for the type
+    asked it compiles to another one, silently."""
+    return (f"--precision {asked} asked, but OpenVINO computed in {used}: its CPU plugin falls back to what this CPU "
+            f"computes natively")
+
+
 _NO_RULE = re.compile(r"No conversion rule found for operations?: (?P<ops>[^\n]+)")
 
 
@@ -108,6 +115,8 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
     used = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
     if precision is None and used != "f32":
         notes.append(f"OpenVINO chose {used}: {default_reason(used)}; --precision f32 forces float32")
+    elif precision is not None and used != precision:
+        notes.append(not_honoured(precision, used))
     names = [o.get_any_name() for o in compiled.outputs]
     request = compiled.create_infer_request()
     outs = []

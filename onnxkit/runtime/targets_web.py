@@ -20,11 +20,12 @@ from pathlib import Path
 from onnxkit.errors import EnvironmentProblem
 from onnxkit.results import Result, Table
 from onnxkit.runtime.targets_browser import ENV_BROWSER, NODE_ASKED, find_browser
-from onnxkit.runtime.targets_common import TIMED_RUNS, reply
+from onnxkit.runtime.targets_common import TIMED_RUNS, UNAVAILABLE, reply
 
 ORT_WEB_VERSION = "1.30.0"  # the newest onnxruntime-web on npm when this target was written
 SCRIPT = Path(__file__).with_name("web") / "run_model.mjs"
 _RUN_TIMEOUT_S = 600
+_OUT_FILE = re.compile(r"^out_\d{1,6}_\d{1,6}\.bin$")
 
 
 def web_dir() -> Path:
@@ -95,12 +96,20 @@ def _write_feeds(job: Path, feeds: list[dict]) -> list[dict]:
         entry = {}
         for j, (name, arr) in enumerate(feed.items()):
             arr = np.ascontiguousarray(arr)
-            dtype = "bool" if arr.dtype == np.bool_ else arr.dtype.name
             file = f"in_{i}_{j}.bin"
-            (job / file).write_bytes(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+            if arr.dtype.kind in "USO":  # strings go as a JSON list (onnxruntime-web's string tensors)
+                dtype = "string"
+                (job / file).write_text(json.dumps([_text(v) for v in arr.ravel().tolist()]), encoding="utf-8")
+            else:
+                dtype = "bool" if arr.dtype == np.bool_ else arr.dtype.name
+                (job / file).write_bytes(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
             entry[name] = {"dtype": dtype, "shape": list(arr.shape), "file": file}
         described.append(entry)
     return described
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _read_outputs(job: Path, metas: list[dict]) -> list[dict]:
@@ -110,6 +119,13 @@ def _read_outputs(job: Path, metas: list[dict]) -> list[dict]:
     for meta in metas:
         one = {}
         for name, m in meta.items():
+            if not isinstance(m.get("file"), str) or not _OUT_FILE.fullmatch(m["file"]):
+                # the name comes back from the page: only the runners' own out_<feed>_<index>.bin
+                raise ValueError(f"output {name}: {m.get('file')!r} is not an output file of this run")
+            if m["dtype"] == "string":
+                values = json.loads((job / m["file"]).read_text(encoding="utf-8"))
+                one[name] = np.array(values, dtype=object).reshape(m["shape"])
+                continue
             dtype = np.bool_ if m["dtype"] == "bool" else np.dtype(m["dtype"]).newbyteorder("<")
             one[name] = np.frombuffer((job / m["file"]).read_bytes(), dtype=dtype).reshape(m["shape"]).copy()
         outs.append(one)
@@ -124,7 +140,8 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
 
         src = Path(model_path).resolve()
         external = [{"path": loc, "file": str(src.parent / loc)} for loc in external_files(src)]
-        spec = {"model": str(src), "external": external, "feeds": _write_feeds(job, feeds), "timed_runs": TIMED_RUNS}
+        spec = {"model": str(src), "external": external, "feeds": _write_feeds(job, feeds), "timed_runs": TIMED_RUNS,
+                "memory_mb": options.get("memory_mb")}
         named = bool(options.get("browser") or os.environ.get(ENV_BROWSER))
         browser, why_not = find_browser(options.get("browser"))
         if browser is not None:
@@ -132,7 +149,8 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
             if got["stage"] != "start":
                 return got
             if named or shutil.which("node") is None:
-                return got | {"stage": "load"}
+                # it never asked for the page: this machine cannot run the target, the model played no part
+                return got | {"stage": UNAVAILABLE}
             # A Chromium found on PATH that cannot start here (no page was ever requested) says
             # nothing about the model: run the same kernels under Node.js, and say why.
             why_not = got["error"]
@@ -143,14 +161,12 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
             return reply(stage="load", error=f"{why_not}, and Node.js is not installed", notes=notes)
         notes.append(f"ran under Node.js, not in a browser: {why_not}")
         (job / "job.json").write_text(json.dumps(spec))
-        try:
-            proc = subprocess.run(["node", str(SCRIPT), str(package_dir()), str(job)], capture_output=True, text=True,
-                                  timeout=_RUN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            return reply(stage="run", error=f"onnxruntime-web took longer than {_RUN_TIMEOUT_S} s", notes=notes)
+        stopped, stderr, code = _run_node(job, options.get("memory_mb"))
+        if stopped:
+            return reply(stage="run", error=stopped, notes=notes)
         result_file = job / "result.json"
         if not result_file.is_file():
-            tail = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or [f"exit code {proc.returncode}"]
+            tail = [ln for ln in stderr.splitlines() if ln.strip()][-1:] or [f"exit code {code}"]
             return reply(stage="load", error="the onnxruntime-web script ended without a result: " + tail[0][:300], notes=notes)
         got = json.loads(result_file.read_text())
         extra = {"runtime": f"onnxruntime-web {got.get('version') or ''} (wasm) under node".replace("  ", " "),
@@ -166,11 +182,42 @@ def run(model_path: str, feeds: list[dict], precision: str | None, options: dict
         shutil.rmtree(job, ignore_errors=True)
 
 
+def _run_node(job: Path, memory_mb: int | None) -> tuple[str | None, str, int | None]:
+    """Run the Node.js script on ``job``: (why it was stopped or None, its stderr, exit code).
+    Node reserves far more address space than it uses, so its memory is bounded by watching
+    its resident size (``memory_mb``), not by RLIMIT_AS."""
+    import time
+
+    from onnxkit.runtime.targets_browser import _die_with_parent, _stop
+    from onnxkit.runtime.targets_common import over_memory
+
+    err_file = job / "node.stderr"
+    with open(err_file, "wb") as err:
+        proc = subprocess.Popen(["node", str(SCRIPT), str(package_dir()), str(job)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+    deadline = time.monotonic() + _RUN_TIMEOUT_S
+    stopped = None
+    try:
+        while proc.poll() is None:
+            too_big = over_memory(proc, memory_mb)
+            if too_big:
+                stopped = f"onnxruntime-web under node {too_big}"
+            elif time.monotonic() > deadline:
+                stopped = f"onnxruntime-web took longer than {_RUN_TIMEOUT_S} s"
+            if stopped:
+                break
+            time.sleep(0.1)
+    finally:
+        _stop(proc)
+    return stopped, err_file.read_text(errors="replace"), proc.returncode
+
+
 def _run_browser(browser: str, src: Path, external: list[dict], job: Path, spec: dict, notes: list[str]) -> dict:
     from onnxkit.runtime.targets_browser import run_in_browser
     from onnxkit.runtime.targets_common import ort_unsupported
 
-    got = run_in_browser(browser, package_dir(), src, external, job, spec)
+    got = run_in_browser(browser, package_dir(), src, external, job, spec, memory_mb=spec.get("memory_mb"))
     agent = got.get("user_agent") or ""
     version = re.search(r"(?:HeadlessChrome|Chrome|Chromium)/([\d.]+)", agent)
     extra = {"runtime": f"onnxruntime-web {got.get('version') or ''} (wasm) in headless Chromium"

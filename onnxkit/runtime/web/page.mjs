@@ -35,6 +35,11 @@ try {
   for (const f of job.feeds) {
     const feed = {};
     for (const [name, spec] of Object.entries(f)) {
+      if (spec.dtype === "string") {
+        const words = JSON.parse(new TextDecoder().decode(await bytes(`in/${spec.file}`)));
+        feed[name] = new ort.Tensor("string", words, spec.shape);
+        continue;
+      }
       const Cls = ARRAYS[spec.dtype];
       if (!Cls) throw new Error(`input dtype ${spec.dtype} is not supported by onnxruntime-web`);
       feed[name] = new ort.Tensor(spec.dtype, new Cls((await bytes(`in/${spec.file}`)).buffer), spec.shape);
@@ -48,8 +53,13 @@ try {
     for (const [name, t] of Object.entries(outs)) {
       const file = `out_${i}_${j++}.bin`;
       const data = t.data;
-      if (Array.isArray(data)) throw new Error(`output ${name} of type ${t.type} cannot be written back`);
-      await post(`out/${file}`, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), "application/octet-stream");
+      if (t.type === "string") {
+        await post(`out/${file}`, new TextEncoder().encode(JSON.stringify(data)), "application/octet-stream");
+      } else if (Array.isArray(data)) {
+        throw new Error(`output ${name} of type ${t.type} cannot be written back`);
+      } else {
+        await post(`out/${file}`, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), "application/octet-stream");
+      }
       meta[name] = { dtype: t.type, shape: t.dims, file };
     }
     result.outputs.push(meta);

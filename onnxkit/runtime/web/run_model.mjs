@@ -21,6 +21,9 @@ const ARRAYS = {
 };
 
 function tensorOf(spec) {
+  if (spec.dtype === "string") {
+    return new ort.Tensor("string", JSON.parse(readFileSync(join(jobDir, spec.file), "utf8")), spec.shape);
+  }
   const bytes = readFileSync(join(jobDir, spec.file));
   const Cls = ARRAYS[spec.dtype];
   if (!Cls) throw new Error(`input dtype ${spec.dtype} is not supported by onnxruntime-web`);
@@ -45,8 +48,13 @@ try {
     for (const [name, t] of Object.entries(outs)) {
       const file = `out_${i}_${j++}.bin`;
       const data = t.data;
-      if (Array.isArray(data)) throw new Error(`output ${name} of type ${t.type} cannot be written back`);
-      writeFileSync(join(jobDir, file), Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+      if (t.type === "string") {
+        writeFileSync(join(jobDir, file), JSON.stringify(data));
+      } else if (Array.isArray(data)) {
+        throw new Error(`output ${name} of type ${t.type} cannot be written back`);
+      } else {
+        writeFileSync(join(jobDir, file), Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+      }
       meta[name] = { dtype: t.type, shape: t.dims, file };
     }
     result.outputs.push(meta);
