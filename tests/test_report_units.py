@@ -128,7 +128,7 @@ def test_markdown_summary_has_the_failed_condition_first_and_a_latency_table():
     md = pipeline_markdown(_result_with_bench([_gate("max_latency_ms", 0.001, 0.02669, False, "p99 of q.onnx at batch 8")]))
     failed = md.index("**What failed**")
     assert failed < md.index("**Pipeline steps**")
-    assert "- gate p99 0.02669 ms > max_latency_ms 0.001 (p99 of q.onnx at batch 8)" in md
+    assert "- gate p99 0.02669 ms &gt; max_latency_ms 0.001 (p99 of q.onnx at batch 8)" in md
     assert "0.02669 <= 0.001" not in md
     table = md[md.index("**Latency (bench step)**"):]
     lines = [ln for ln in table.splitlines() if ln.startswith("| ")]

@@ -14,7 +14,9 @@ from onnxkit.results import Result, Table, fmt_num, shown
 
 def md_cell(v: Any) -> str:
     text = shown(v) if isinstance(v, str) else fmt_num(v)
-    # A pipe would end the cell; line breaks (escaped by shown) would end the row.
+    # A pipe would end the cell; line breaks (escaped by shown) would end the row; and most
+    # Markdown viewers pass raw HTML through, so a model named <script> must stay text.
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("\\", "\\\\").replace("|", "\\|") or " "
 
 

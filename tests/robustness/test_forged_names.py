@@ -60,3 +60,22 @@ def test_an_error_naming_a_forged_output_stays_on_one_line(cli, tmp_path):
     r = cli("validate", ref, cand)
     assert r.code == 2, r
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("Error: ") and "y (ok)\\nPASSED" in r.stderr, r
+
+
+def test_markdown_keeps_html_in_a_name_as_text(cli, tmp_path):
+    from onnxkit.reports.markdown import md_cell
+
+    assert md_cell('<script>alert("x")</script> & <img src=x onerror=y>') == (
+        '&lt;script&gt;alert("x")&lt;/script&gt; &amp; &lt;img src=x onerror=y&gt;')
+    name = "<script>alert(1)</script>"
+    path = tmp_path / "m.onnx"
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], [name])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", 2])])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    md = tmp_path / "r.md"
+    assert cli("validate", path, path, "--report", md, "-q").code == 0
+    text = md.read_text()
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text, text
