@@ -111,3 +111,44 @@ def ray_local():
                  log_to_driver=False, logging_level=logging.ERROR)
     yield ray
     ray.shutdown()
+
+
+# --------------------------------------------------------------------------- slow tests
+# A whole-suite run (the README's test command, .ci/run) takes every fast test and one slow
+# test per family, so it stays within the ten minutes CI allows; `--slow all` runs every slow
+# test, `--slow none` none. A run that names files or tests runs what it names.
+SLOW_SUBSET = (
+    "tests/test_hf_generate.py::test_llama_folder_exports_with_cache_and_decodes_like_generate",
+    "tests/test_hf_minilm.py::test_minilm_folder_matches_sentence_transformers_encode",
+    "tests/test_hf_seq2seq.py::test_t5_exports_optimum_files_and_decodes_like_generate",
+    "tests/test_hf_vision.py::test_perturbed_classifier_fails_validation",
+    "tests/test_ray_run.py::test_killed_actor_loses_and_duplicates_no_row",
+    "tests/test_ray_validate.py::test_ray_and_local_agree_on_verdict_and_numbers",
+    "tests/test_targets.py::test_web_runs_cnn_fused_and_qdq",
+    "tests/test_zoo_subset.py::test_fast_subset_onnxkit_at_least_as_good_as_the_raw_converters",
+)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", choices=("subset", "all", "none"), default="subset",
+                     help="slow tests in a whole-suite run: one per family (default), all, or none")
+
+
+def _whole_suite(config) -> bool:
+    root = Path(str(config.rootpath))
+    args = [a for a in config.args if not a.startswith("-")]
+    return not args or all((root / a).resolve() == root / "tests" or Path(a).resolve() == root / "tests" for a in args)
+
+
+def pytest_collection_modifyitems(config, items):
+    mode = config.getoption("--slow")
+    if mode == "all" or (mode == "subset" and not _whole_suite(config)):
+        return
+    keep, drop = [], []
+    for item in items:
+        slow = item.get_closest_marker("slow") is not None
+        chosen = mode == "subset" and item.nodeid.split("[")[0] in SLOW_SUBSET
+        (drop if slow and not chosen else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
