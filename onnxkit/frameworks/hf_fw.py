@@ -121,7 +121,7 @@ class HFSource(SourceModel):
         if dtype and dtype != "float32":
             self.notes.append(f"the checkpoint is {dtype}; exported and validated in float32")
         self.input_names = self._input_names()
-        self.input_specs = [InputSpec(n, ["batch", "sequence"], "int64") for n in self.input_names]
+        self.input_specs = [InputSpec(n, ("batch", "sequence"), np.dtype(np.int64)) for n in self.input_names]
         if folder.pooling is not None:
             self.output_names = ["token_embeddings", "sentence_embedding"]
         else:

@@ -45,7 +45,7 @@ class HFVisionSource(HFSource):
         self.token_outputs = ()
         self.wrapper = _classifier_wrapper(self.model)
         probe = self.preprocess([np.zeros((32, 32, 3), np.uint8)])["pixel_values"]
-        self.input_specs = [InputSpec("pixel_values", ["batch_size", *probe.shape[1:]], "float32")]
+        self.input_specs = [InputSpec("pixel_values", ("batch_size", *probe.shape[1:]), np.dtype(np.float32))]
 
     def tokenize(self, texts: list[str]) -> Feeds:
         raise UsageError(f"{self.folder.root.name} is an image model: it takes images, not text")

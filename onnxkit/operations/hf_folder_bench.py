@@ -145,12 +145,7 @@ def _load_source(source: Any, task: str, trust: bool):
 
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as run_bench: PyTorch threads sleep between calls
-    import dataclasses
-
-    src = load(source, LoadOptions(trust=trust, task=task)) if isinstance(source, (str, os.PathLike)) else source
-    # The adapters spell dtypes as strings; the timing core reads numpy dtypes.
-    src.input_specs = [dataclasses.replace(s, dtype=np.dtype(s.dtype)) for s in src.input_specs]
-    return src
+    return load(source, LoadOptions(trust=trust, task=task)) if isinstance(source, (str, os.PathLike)) else source
 
 
 def _encoder_feeds(ref: OnnxTextModel, texts: list[str] | None, sizes: list[int], seq: int | None) -> dict[int, dict]:
