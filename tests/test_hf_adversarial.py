@@ -54,3 +54,36 @@ def test_source_input_specs_are_numpy_dtypes_for_the_timing_core(bert, tmp_path)
         assert all(isinstance(s.dtype, np.dtype) for s in model.input_specs), model.input_specs
         feeds = {s.name: np.zeros([1 if isinstance(d, str) else d for d in s.shape], s.dtype) for s in model.input_specs}
         assert set(_source_feeds(feeds, model)) == set(feeds)
+
+
+@pytest.mark.parametrize("kind", ["BartModel", "T5EncoderModel"])
+def test_headless_encoder_decoder_folder_exports_its_encoder(cli, tmp_path, kind):
+    # Inferred as feature-extraction, these failed with exit 4 and a "try another --opset" hint.
+    import torch
+    import transformers
+    from test_hf_seq2seq import _save
+
+    torch.manual_seed(0)
+    if kind == "BartModel":
+        cfg = transformers.BartConfig(vocab_size=30522, d_model=32, encoder_layers=1, decoder_layers=1,
+                                      encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                                      decoder_ffn_dim=64, max_position_embeddings=128, pad_token_id=0)
+    else:
+        cfg = transformers.T5Config(vocab_size=30522, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2)
+    model = getattr(transformers, kind)(cfg)
+    src = _save(model, tmp_path / "src")
+    out = tmp_path / "out"
+    r = cli("export", src, "-o", out, "--json")
+    assert r.code == 0, r
+    assert any("exports its encoder" in n for n in r.json["notes"]), r.json["notes"]
+    import onnxruntime as ort
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(src))
+    enc = tok(["the encoder alone", "a"], padding=True, return_tensors="np")
+    got = ort.InferenceSession(str(out / "model.onnx")).run(None, {k: enc[k] for k in ("input_ids", "attention_mask")})[0]
+    encoder = model.get_encoder() if kind == "BartModel" else model
+    with torch.no_grad():
+        want = encoder(input_ids=torch.tensor(enc["input_ids"]),
+                       attention_mask=torch.tensor(enc["attention_mask"])).last_hidden_state.numpy()
+    real = enc["attention_mask"].astype(bool)
+    np.testing.assert_allclose(got[real], want[real], atol=1e-4)

@@ -120,6 +120,15 @@ class HFSource(SourceModel):
         dtype = folder.config.get("torch_dtype") or folder.config.get("dtype")
         if dtype and dtype != "float32":
             self.notes.append(f"the checkpoint is {dtype}; exported and validated in float32")
+        if task == "feature-extraction" and _takes_decoder_inputs(self.model):
+            # T5Model/BartModel (and T5EncoderModel, which AutoModel loads as T5Model) need
+            # decoder inputs no tokenizer makes; their features are the encoder's, as
+            # sentence-transformers and T5EncoderModel compute them. T5's SDPA path does not
+            # survive torch.export (see hf_seq2seq): eager attention is the same math.
+            self.model.set_attn_implementation("eager")
+            self.notes.append(f"{type(self.model).__name__} is an encoder-decoder model: feature-extraction exports "
+                              "its encoder (last_hidden_state)")
+            self.model = self.model.get_encoder().eval()
         self.input_names = self._input_names()
         self.input_specs = [InputSpec(n, ("batch", "sequence"), np.dtype(np.int64)) for n in self.input_names]
         if folder.pooling is not None:
@@ -191,6 +200,10 @@ class HFSource(SourceModel):
             raise ConversionError("torch.onnx.export returned no program")
         model = program.model_proto
         return model, next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
+
+
+def _takes_decoder_inputs(model) -> bool:
+    return hasattr(model, "get_encoder") and "decoder_input_ids" in inspect.signature(model.forward).parameters
 
 
 def _wrapper_class():
