@@ -87,3 +87,21 @@ def test_headless_encoder_decoder_folder_exports_its_encoder(cli, tmp_path, kind
                        attention_mask=torch.tensor(enc["attention_mask"])).last_hidden_state.numpy()
     real = enc["attention_mask"].astype(bool)
     np.testing.assert_allclose(got[real], want[real], atol=1e-4)
+
+
+def test_more_images_than_read_are_noted(cli, tmp_path):
+    from PIL import Image
+    from test_hf_vision import tiny_vit
+
+    from onnxkit.operations.hf_vision_validate import MAX_IMAGES
+
+    src = tiny_vit(tmp_path / "vit")
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(MAX_IMAGES + 6):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(images / f"{i:03d}.png")
+    r = cli("export", src, "-o", tmp_path / "out", "--data", images, "--json")
+    assert r.code == 0, r
+    notes = " ".join(r.json["validation"]["notes"])
+    assert f"the first {MAX_IMAGES} of the {MAX_IMAGES + 6} images" in notes, notes
