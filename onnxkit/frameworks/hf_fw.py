@@ -26,7 +26,7 @@ from onnxkit.frameworks.hf_scan import PLANNED_TASKS, TASKS, HFFolder, SentenceP
 
 log = logging.getLogger(__name__)
 
-# task -> (Auto class, output names; those listed in _TOKEN_LEVEL are per token)
+# task -> (Auto class, output names; those listed in TOKEN_LEVEL are per token)
 _HEADS: dict[str, tuple[str, tuple[str, ...]]] = {
     "feature-extraction": ("AutoModel", ("last_hidden_state",)),
     "text-classification": ("AutoModelForSequenceClassification", ("logits",)),
@@ -36,7 +36,7 @@ _HEADS: dict[str, tuple[str, tuple[str, ...]]] = {
     "text-generation": ("AutoModelForCausalLM", ("logits",)),
     "text2text-generation": ("AutoModelForSeq2SeqLM", ("logits",)),
 }
-_TOKEN_LEVEL = {
+TOKEN_LEVEL = {
     "feature-extraction": ("last_hidden_state", "token_embeddings"),
     "token-classification": ("logits",),
     "fill-mask": ("logits",),
@@ -135,7 +135,7 @@ class HFSource(SourceModel):
             self.output_names = ["token_embeddings", "sentence_embedding"]
         else:
             self.output_names = list(_HEADS[task][1])
-        self.token_outputs = tuple(n for n in self.output_names if n in _TOKEN_LEVEL.get(task, ()))
+        self.token_outputs = tuple(n for n in self.output_names if n in TOKEN_LEVEL.get(task, ()))
         if task not in ("text-generation", "text2text-generation"):  # subclasses build their own step wrappers
             self.wrapper = _Wrapper(self.model, self.input_names, self.output_names, folder.pooling)
 

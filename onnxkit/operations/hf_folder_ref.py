@@ -122,9 +122,9 @@ def load_tokenizer(root: Path):
 
 
 def token_outputs(task: str, output_names: list[str]) -> tuple[str, ...]:
-    from onnxkit.frameworks.hf_fw import _TOKEN_LEVEL
+    from onnxkit.frameworks.hf_fw import TOKEN_LEVEL
 
-    return tuple(n for n in output_names if n in _TOKEN_LEVEL.get(task, ()))
+    return tuple(n for n in output_names if n in TOKEN_LEVEL.get(task, ()))
 
 
 class OnnxTextModel:
