@@ -105,3 +105,53 @@ def test_more_images_than_read_are_noted(cli, tmp_path):
     assert r.code == 0, r
     notes = " ".join(r.json["validation"]["notes"])
     assert f"the first {MAX_IMAGES} of the {MAX_IMAGES + 6} images" in notes, notes
+
+
+def test_tokenizer_file_linked_outside_the_folder_is_not_copied_into_the_export(cli, folder, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nprivate-key-material\n")
+    (folder / "tokenizer.json").unlink()
+    (folder / "vocab.txt").unlink()
+    (folder / "vocab.txt").symlink_to(secret)  # a valid vocabulary: transformers loads it
+    _refused(cli, folder, tmp_path, code=5, message="vocab.txt in src is a link to")
+    assert secret.read_text().endswith("private-key-material\n")
+
+
+def test_side_file_linked_outside_an_exported_folder_is_refused(cli, bert, tmp_path):
+    out = tmp_path / "exported"
+    assert cli("export", bert, "-o", out, "--no-validate").code == 0
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    (out / "README.md").symlink_to(secret)
+    for command in ("quantize", "optimize"):
+        before = snapshot(out)
+        r = cli(command, out, "-o", tmp_path / "q")
+        assert r.code == 5 and "README.md in exported is a link to" in r.stderr, r
+        assert not (tmp_path / "q").exists() and _leftovers(tmp_path) == [] and snapshot(out) == before
+
+
+def test_hub_cache_snapshot_links_into_its_blobs_are_fine(cli, bert, tmp_path):
+    repo = tmp_path / "models--org--bert"
+    snap = repo / "snapshots" / "0123abc"
+    (repo / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for f in bert.iterdir():
+        shutil.copyfile(f, repo / "blobs" / f"sha-{f.name}")
+        (snap / f.name).symlink_to(Path("..", "..", "blobs", f"sha-{f.name}"))
+    r = cli("export", snap, "-o", tmp_path / "out", "--no-validate")
+    assert r.code == 0, r
+    assert not (tmp_path / "out" / "vocab.txt").is_symlink()
+
+
+def test_sharded_index_naming_a_file_outside_the_folder_is_refused(cli, folder, tmp_path):
+    from safetensors import safe_open
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shard = outside / "model-00001-of-00001.safetensors"
+    (folder / "model.safetensors").rename(shard)
+    with safe_open(str(shard), "np") as f:
+        names = list(f.keys())
+    index = {"metadata": {}, "weight_map": {k: f"../elsewhere/{shard.name}" for k in names}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    _refused(cli, folder, tmp_path, code=5, message="model.safetensors.index.json points outside the model folder")

@@ -50,7 +50,7 @@ def export_hf_folder(source, output, options, *, validate: bool = True, toleranc
     from onnxkit.foundation.onnx_io import save_onnx
     from onnxkit.foundation.spec import outputs_from_onnx, specs_from_onnx
     from onnxkit.frameworks.hf_fw import load
-    from onnxkit.frameworks.hf_scan import SIDE_FILES
+    from onnxkit.frameworks.hf_scan import SIDE_FILES, check_links
 
     if options.inputs:
         raise UsageError("--input does not apply to a Hugging Face folder: its tokenizer decides the inputs")
@@ -67,6 +67,7 @@ def export_hf_folder(source, output, options, *, validate: bool = True, toleranc
     out = check_output_folder(Path(output), root)
     t0 = time.perf_counter()
     model_src = loaded or load(root, options)
+    check_links(model_src.folder.root, [model_src.folder.model_dir / n for n in SIDE_FILES], options.trust)
     images = None
     if model_src.task == "image-classification":
         check_texts_for_images(options.texts)

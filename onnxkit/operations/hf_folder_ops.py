@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from onnxkit.errors import ConversionError, EnvironmentProblem, Interrupted, UsageError
+from onnxkit.frameworks.hf_scan import check_links
 from onnxkit.operations.hf_folder_ref import MODEL_FILE, TEXT_INPUTS, ExportedFolder, OnnxTextModel, load_tokenizer, \
     read_exported_folder
 from onnxkit.results import Result, Table, fmt_bytes, fmt_num
@@ -205,6 +206,7 @@ def optimize_folder(model_path: Any, output: Any, *, transformer: str | None = N
 
     folder = read_exported_folder(model_path, trust=trust)
     out = check_new_folder(Path(output), [folder.root])
+    check_links(folder.root, [folder.root / n for n in folder.side_files], trust)
     tolerance = make_tolerance(tol, rtol, preset="fp16" if fp16 else "fp32")
     shape = folder.shape_from_config()
     res = FolderResult(command="optimize", model=str(folder.root), output=str(out), task=folder.task, config_shape=shape)
@@ -288,6 +290,7 @@ def quantize_folder(model_path: Any, output: Any, *, trust: bool = False, data: 
 
     folder = read_exported_folder(model_path, trust=trust)
     out = check_new_folder(Path(output), [folder.root])
+    check_links(folder.root, [folder.root / n for n in folder.side_files], trust)
     res = FolderResult(command="quantize", model=str(folder.root), output=str(out), task=folder.task,
                        config_shape=folder.shape_from_config())
     staging = _Staging(out, ".onnxkit-quantize-")
