@@ -155,3 +155,51 @@ def test_sharded_index_naming_a_file_outside_the_folder_is_refused(cli, folder, 
     index = {"metadata": {}, "weight_map": {k: f"../elsewhere/{shard.name}" for k in names}}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     _refused(cli, folder, tmp_path, code=5, message="model.safetensors.index.json points outside the model folder")
+
+
+def _exported(cli, src: Path, out: Path):
+    from onnxkit.frameworks.base import LoadOptions
+    from onnxkit.frameworks.hf_fw import load
+    from onnxkit.runtime.session import make_session
+
+    assert cli("export", src, "-o", out, "--no-validate").code == 0
+    session = make_session(out / "model.onnx")
+    return load(src, LoadOptions()), session
+
+
+def _verdict(model_src, session, run) -> bool:
+    from onnxkit.operations.hf_validate import check_texts, validate_on_text
+
+    return validate_on_text(model_src, run, session.input_specs, check_texts([]), None, reference_name="src",
+                            candidate_name="onnx", new_tokens=3).passed
+
+
+def test_encoder_verdict_ignores_padding_and_catches_real_tokens(cli, tmp_path):
+    model_src, session = _exported(cli, tiny_bert(tmp_path / "src", head="BertModel"), tmp_path / "out")
+
+    def shifted(where):
+        def run(feeds):
+            out = dict(session.run(feeds))
+            hidden = out["last_hidden_state"].copy()
+            mask = feeds["attention_mask"] != 0
+            hidden[where(mask)] += 0.5
+            out["last_hidden_state"] = hidden
+            return out
+        return run
+
+    assert _verdict(model_src, session, session.run)
+    assert _verdict(model_src, session, shifted(lambda mask: ~mask))  # padding is never read: PASS
+    if_real = shifted(lambda mask: mask & (np.cumsum(mask, axis=1) == 2))  # one real token of each row
+    assert not _verdict(model_src, session, if_real)
+
+
+@pytest.mark.slow
+def test_decoder_that_ignores_its_cache_fails(cli, tmp_path):
+    model_src, session = _exported(cli, tiny_llama(tmp_path / "src"), tmp_path / "out")
+
+    def no_cache(feeds):
+        # The past is there, zeroed: the shapes fit, the cache carries nothing.
+        return session.run({k: (np.zeros_like(v) if k.startswith("past_key_values.") else v) for k, v in feeds.items()})
+
+    assert _verdict(model_src, session, session.run)
+    assert not _verdict(model_src, session, no_cache)
