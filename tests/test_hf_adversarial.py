@@ -203,3 +203,47 @@ def test_decoder_that_ignores_its_cache_fails(cli, tmp_path):
 
     assert _verdict(model_src, session, session.run)
     assert not _verdict(model_src, session, no_cache)
+
+
+@pytest.fixture(scope="module")
+def t5_out(tmp_path_factory):
+    from conftest import run_cli
+
+    from test_hf_seq2seq import tiny_t5
+
+    base = tmp_path_factory.mktemp("t5")
+    out = base / "out"
+    r = run_cli("export", tiny_t5(base / "t5"), "-o", out, "--no-validate")
+    assert r.code == 0, r
+    return out
+
+
+@pytest.mark.slow
+def test_optimize_t5_folder_checks_its_decoders_on_encoded_text(cli, t5_out, tmp_path):
+    # Random encoder_hidden_states and an int mask that is not 0/1 failed T5's fused graph (exit 1).
+    r = cli("optimize", t5_out, "-o", tmp_path / "opt", "--json")
+    assert r.code == 0, r
+    assert any("decoder_with_past_model.onnx: encoder_hidden_states from out's encoder" in n for n in r.json["notes"])
+
+
+@pytest.mark.slow
+def test_perturbed_seq2seq_decoder_fails_the_encoded_text_check(t5_out, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from onnxkit.foundation.compare import Tolerance
+    from onnxkit.operations.hf_folder_ops import compare_on_text
+    from onnxkit.operations.hf_folder_ref import load_tokenizer, read_exported_folder
+
+    folder = read_exported_folder(t5_out, trust=False)
+    tokenizer = load_tokenizer(t5_out)
+    for name in ("decoder_model.onnx", "decoder_with_past_model.onnx"):
+        model = onnx.load(str(t5_out / name))
+        w = next(t for t in model.graph.initializer if list(t.dims) == [32, 64])
+        arr = numpy_helper.to_array(w) + np.random.default_rng(0).normal(0, 0.5, size=(32, 64)).astype(np.float32)
+        w.CopyFrom(numpy_helper.from_array(arr, w.name))
+        bad = tmp_path / name
+        onnx.save(model, str(bad))
+        same = compare_on_text(folder, t5_out / name, t5_out / name, Tolerance(), trust=False, tokenizer=tokenizer)
+        assert same.passed and any("encoder_hidden_states from" in n for n in same.notes), same.notes
+        assert not compare_on_text(folder, t5_out / name, bad, Tolerance(), trust=False, tokenizer=tokenizer).passed

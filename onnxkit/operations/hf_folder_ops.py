@@ -144,17 +144,30 @@ def compare_on_text(folder: ExportedFolder, reference: Path, candidate: Path, to
     ref_session = reference_session(reference, trust)
     try:
         return _compare(folder, ref_session, reference, candidate, tolerance, texts=texts, new_tokens=new_tokens,
-                        tokenizer=tokenizer, candidate_session=make_session(candidate))
+                        tokenizer=tokenizer, candidate_session=make_session(candidate), trust=trust)
     finally:
         ref_session.close()
 
 
 def _compare(folder, ref_session, reference: Path, candidate: Path, tolerance, *, texts, new_tokens, tokenizer,
-             candidate_session):
+             candidate_session, trust: bool = False):
+    from onnxkit.operations.hf_seq2seq_feeds import decoder_batches
     from onnxkit.operations.hf_validate import check_texts, validate_on_text
     from onnxkit.operations.optimize import validate_pair
+    from onnxkit.operations.validate import validate_models
 
     text_model = reference.name == MODEL_FILE or _text_inputs_only(ref_session.input_specs)
+    batches = None if text_model or folder.task != "text2text-generation" else decoder_batches(
+        folder.root, folder.config, reference.name, {s.name for s in ref_session.input_specs}, tokenizer,
+        check_texts(list(texts or [])), lambda p: reference_session(p, trust))
+    if batches is not None:
+        v = validate_models(ref_session.run, candidate_session.run, [], tolerance=tolerance,
+                            reference_name=f"{folder.root.name}/{reference.name}", candidate_name=candidate.name,
+                            batches=batches)
+        v.notes.append(f"encoder_hidden_states from {folder.root.name}'s encoder on tokenized text"
+                       + (", the cache from its first-step decoder" if any("past_key_values." in b for b in batches[0][1])
+                          else ""))
+        return v
     if not text_model:
         v = validate_pair(str(reference), str(candidate), ref_session.input_specs, tolerance,
                           ref_name=reference.name, cand_name=candidate.name)
