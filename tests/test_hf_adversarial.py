@@ -247,3 +247,25 @@ def test_perturbed_seq2seq_decoder_fails_the_encoded_text_check(t5_out, tmp_path
         same = compare_on_text(folder, t5_out / name, t5_out / name, Tolerance(), trust=False, tokenizer=tokenizer)
         assert same.passed and any("encoder_hidden_states from" in n for n in same.notes), same.notes
         assert not compare_on_text(folder, t5_out / name, bad, Tolerance(), trust=False, tokenizer=tokenizer).passed
+
+
+@pytest.mark.slow
+def test_image_classification_folder_optimizes_quantizes_and_bench_says_what_to_do(cli, tmp_path):
+    # A folder with a processor and no tokenizer was refused with "has no tokenizer files".
+    from test_hf_vision import tiny_vit
+
+    out = tmp_path / "out"
+    assert cli("export", tiny_vit(tmp_path / "vit"), "-o", out, "--no-validate").code == 0
+    before = snapshot(out)
+    for command in ("optimize", "quantize"):
+        r = cli(command, out, "-o", tmp_path / command, "--json")
+        assert r.code == 0, r
+        assert {"model.onnx", "config.json", "preprocessor_config.json"} <= {p.name for p in (tmp_path / command).iterdir()}
+        assert any("model.onnx takes pixel_values: compared on seeded random inputs" in n for n in r.json["notes"])
+    r = cli("bench", out, "-n", "2")
+    assert r.code == 2 and "an image-classification folder has no tokenizer" in r.stderr and "bench " in r.stderr, r
+    assert snapshot(out) == before and _leftovers(tmp_path) == []
+    (out / "preprocessor_config.json").unlink()
+    r = cli("quantize", out, "-o", tmp_path / "q2")
+    assert r.code == 2 and "has no preprocessor_config.json" in r.stderr, r
+    assert not (tmp_path / "q2").exists()

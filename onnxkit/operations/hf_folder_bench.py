@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from onnxkit.errors import UsageError
-from onnxkit.operations.hf_folder_ref import MODEL_FILE, OnnxTextModel, load_tokenizer, read_exported_folder
+from onnxkit.operations.hf_folder_ref import IMAGE_TASK, MODEL_FILE, OnnxTextModel, load_tokenizer, read_exported_folder
 from onnxkit.results import Result, Table, fmt_num
 from onnxkit.runtime.bench import BenchEntry
 
@@ -111,6 +111,9 @@ def bench_folders(models: list, *, source: Any = None, texts: list[str] | None =
     tasks = {f.task for f in folders}
     if len(tasks) > 1:
         raise UsageError(f"the folders serve different tasks ({', '.join(sorted(tasks))}); time them in separate runs")
+    if IMAGE_TASK in tasks:
+        raise UsageError("bench times a folder on tokenized text; an image-classification folder has no tokenizer",
+                         hint=f"time its file on random pixel_values: onnxkit bench {folders[0].root / MODEL_FILE}")
     for f in folders:
         if MODEL_FILE not in f.onnx_files:
             raise UsageError(f"{f.root} holds no {MODEL_FILE}; bench times the model.onnx of each folder")
