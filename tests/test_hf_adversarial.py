@@ -269,3 +269,23 @@ def test_image_classification_folder_optimizes_quantizes_and_bench_says_what_to_
     r = cli("quantize", out, "-o", tmp_path / "q2")
     assert r.code == 2 and "has no preprocessor_config.json" in r.stderr, r
     assert not (tmp_path / "q2").exists()
+
+
+def test_task_whose_head_the_weights_lack_is_refused(cli, tmp_path):
+    # transformers initializes a missing head randomly; the export matched itself and PASSED.
+    src = tiny_bert(tmp_path / "src", head="BertModel")
+    r = _refused(cli, src, tmp_path, "--task", "text-classification", code=2,
+                 message="src (BertModel) has no weights for classifier.bias, classifier.weight")
+    assert "LOAD REPORT" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"hidden_size": "wide"}, "transformers cannot load src"),
+    ({"num_attention_heads": 0}, "transformers cannot load src"),
+    ({"architectures": "BertForSequenceClassification", "hidden_size": "wide"}, "transformers cannot load src for text-classification"),
+])
+def test_config_values_of_the_wrong_kind_are_bad_input(cli, folder, tmp_path, change, message):
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(change)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    _refused(cli, folder, tmp_path, code=2, message=message)

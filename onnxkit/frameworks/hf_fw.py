@@ -112,7 +112,8 @@ class HFSource(SourceModel):
         bad_file = _load_errors()
         with offline(), _quiet_transformers():
             try:
-                self.model = auto.from_pretrained(str(folder.model_dir), **kwargs).eval()
+                self.model, info = auto.from_pretrained(str(folder.model_dir), output_loading_info=True, **kwargs)
+                self.model.eval()
                 self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder.model_dir), local_files_only=True,
                                                                             trust_remote_code=kwargs["trust_remote_code"])
             except bad_file as exc:
@@ -120,7 +121,10 @@ class HFSource(SourceModel):
         dtype = folder.config.get("torch_dtype") or folder.config.get("dtype")
         if dtype and dtype != "float32":
             self.notes.append(f"the checkpoint is {dtype}; exported and validated in float32")
-        if task == "feature-extraction" and _takes_decoder_inputs(self.model):
+        encoder_only = task == "feature-extraction" and _takes_decoder_inputs(self.model)
+        # The decoder of a T5EncoderModel folder is absent on purpose: only the encoder is exported.
+        check_missing_weights(folder, task, info, ignore=("decoder.", "lm_head.", "final_logits_bias") if encoder_only else ())
+        if encoder_only:
             # T5Model/BartModel (and T5EncoderModel, which AutoModel loads as T5Model) need
             # decoder inputs no tokenizer makes; their features are the encoder's, as
             # sentence-transformers and T5EncoderModel compute them. T5's SDPA path does not
@@ -202,6 +206,19 @@ class HFSource(SourceModel):
         return model, next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
 
 
+def check_missing_weights(folder: HFFolder, task: str, info: dict, ignore: tuple[str, ...] = ()) -> None:
+    """Refuse a head the checkpoint does not hold: transformers would initialize it randomly,
+    and an export of random weights that matches itself would pass."""
+    missing = [k for k in info.get("missing_keys") or () if not k.startswith(ignore)]
+    if missing:
+        arch = folder.architecture or folder.config.get("model_type")
+        raise InputError(
+            f"{folder.root.name} ({arch}) has no weights for {', '.join(sorted(missing)[:4])}"
+            f"{f' and {len(missing) - 4} more' if len(missing) > 4 else ''}: the {task} model would be partly random",
+            hint=f"export a folder trained for {task}, or pass the --task that {arch} was saved for",
+        )
+
+
 def _takes_decoder_inputs(model) -> bool:
     return hasattr(model, "get_encoder") and "decoder_input_ids" in inspect.signature(model.forward).parameters
 
@@ -263,9 +280,18 @@ def _quiet_transformers():
         yield
         return
     buf = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf):
-        warnings.simplefilter("ignore")
-        yield
+    # transformers' own handler holds the real stderr (redirecting sys.stderr misses it): its
+    # load report of missing weights went to the terminal; check_missing_weights says it once.
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
     if buf.getvalue().strip():
         log.debug("transformers output:\n%s", buf.getvalue())
 
@@ -273,7 +299,15 @@ def _quiet_transformers():
 def _load_errors() -> tuple[type[BaseException], ...]:
     """What transformers and safetensors raise on a file that is truncated, corrupt or not
     what its name says: the user's input, not a bug here."""
-    errors: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, RuntimeError)
+    # TypeError and ZeroDivisionError: config values of the wrong type or zero (a string
+    # hidden_size, num_attention_heads 0) fail while the model is built.
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, RuntimeError, TypeError, ZeroDivisionError)
+    try:
+        from huggingface_hub.errors import StrictDataclassFieldValidationError
+
+        errors += (StrictDataclassFieldValidationError,)
+    except ImportError:
+        pass
     try:
         from safetensors import SafetensorError
 

@@ -78,7 +78,9 @@ class HFFolder:
     @property
     def architecture(self) -> str:
         archs = self.config.get("architectures") or []
-        return str(archs[0]) if archs else ""
+        if isinstance(archs, str):  # a hand-written config: one name, not a list
+            return archs
+        return str(archs[0]) if isinstance(archs, list) and archs else ""
 
     def infer_task(self) -> str:
         if self.pooling is not None:
