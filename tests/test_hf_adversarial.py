@@ -289,3 +289,14 @@ def test_config_values_of_the_wrong_kind_are_bad_input(cli, folder, tmp_path, ch
     cfg.update(change)
     (folder / "config.json").write_text(json.dumps(cfg))
     _refused(cli, folder, tmp_path, code=2, message=message)
+
+
+def test_config_naming_a_billion_layers_is_refused_before_building_them(cli, folder, tmp_path):
+    import time
+
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["num_hidden_layers"] = 10**9
+    (folder / "config.json").write_text(json.dumps(cfg))
+    t0 = time.perf_counter()
+    _refused(cli, folder, tmp_path, code=2, message="num_hidden_layers = 1000000000 is not a plausible model")
+    assert time.perf_counter() - t0 < 30

@@ -44,6 +44,8 @@ _ST_KNOWN = {
 }
 _POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len")
 _MAX_JSON = 16 << 20
+_DEPTH_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "encoder_layers", "decoder_layers", "num_decoder_layers")
+_MAX_LAYERS = 1024  # the deepest published transformers have a few hundred
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -111,6 +113,7 @@ def scan_folder(root: Path, trust: bool) -> HFFolder:
     config = read_json(cfg_path, f"{cfg_path.name} of {root.name}")
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise InputError(f"{cfg_path} is not a transformers config (no model_type)")
+    _plausible_depth(config, cfg_path)
     custom = _custom_code(root, model_dir, config)
     if custom and not trust:
         raise UnsafeInput(
@@ -119,6 +122,15 @@ def scan_folder(root: Path, trust: bool) -> HFFolder:
         )
     weights = _weights_kind(model_dir, trust)
     return HFFolder(root=root, model_dir=model_dir, config=config, weights=weights, custom_code=custom, pooling=pooling)
+
+
+def _plausible_depth(config: dict, cfg_path: Path) -> None:
+    """transformers builds every layer the config names before it reads a weight: a config of
+    a few bytes naming 10**9 layers held the machine for minutes and 16 GB before failing."""
+    for key in _DEPTH_KEYS:
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > _MAX_LAYERS:
+            raise InputError(f"{cfg_path.name}: {key} = {value} is not a plausible model (over {_MAX_LAYERS} layers)")
 
 
 def check_preprocessing(folder: HFFolder, task: str) -> None:
