@@ -300,3 +300,9 @@ def test_config_naming_a_billion_layers_is_refused_before_building_them(cli, fol
     t0 = time.perf_counter()
     _refused(cli, folder, tmp_path, code=2, message="num_hidden_layers = 1000000000 is not a plausible model")
     assert time.perf_counter() - t0 < 30
+
+
+@pytest.mark.parametrize("name", ["tokenizer_config.json", "special_tokens_map.json"])
+def test_tokenizer_json_that_is_not_an_object_is_bad_input(cli, folder, tmp_path, name):
+    (folder / name).write_text("[1, 2]")
+    _refused(cli, folder, tmp_path, code=2, message="transformers cannot load src")

@@ -300,8 +300,10 @@ def _load_errors() -> tuple[type[BaseException], ...]:
     """What transformers and safetensors raise on a file that is truncated, corrupt or not
     what its name says: the user's input, not a bug here."""
     # TypeError and ZeroDivisionError: config values of the wrong type or zero (a string
-    # hidden_size, num_attention_heads 0) fail while the model is built.
-    errors: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, RuntimeError, TypeError, ZeroDivisionError)
+    # hidden_size, num_attention_heads 0) fail while the model is built; AttributeError: a
+    # tokenizer_config.json or special_tokens_map.json that is a list, not an object.
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, RuntimeError, TypeError, ZeroDivisionError,
+                                               AttributeError)
     try:
         from huggingface_hub.errors import StrictDataclassFieldValidationError
 
