@@ -306,3 +306,16 @@ def test_config_naming_a_billion_layers_is_refused_before_building_them(cli, fol
 def test_tokenizer_json_that_is_not_an_object_is_bad_input(cli, folder, tmp_path, name):
     (folder / name).write_text("[1, 2]")
     _refused(cli, folder, tmp_path, code=2, message="transformers cannot load src")
+
+
+def test_export_into_another_model_folder_is_refused(cli, bert, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(bert, other)
+    (other / "config.json").write_text('{"model_type": "bert", "mine": true}')
+    before = snapshot(other)
+    r = cli("export", bert, "-o", other, "--no-validate")
+    assert r.code == 2 and "holds a model (model.safetensors)" in r.stderr, r
+    assert snapshot(other) == before and _leftovers(tmp_path) == []
+    again = tmp_path / "out"
+    for _ in range(2):  # an earlier export's folder is written again
+        assert cli("export", bert, "-o", again, "--no-validate").code == 0

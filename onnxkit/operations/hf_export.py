@@ -26,6 +26,10 @@ def is_hf_source(source, options) -> bool:
     return is_hf_folder(Path(str(source)))
 
 
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+                 "tf_model.h5", "flax_model.msgpack")
+
+
 def check_output_folder(out: Path, root: Path) -> Path:
     """The output is a folder (made if missing) that is not the source folder itself."""
     if out.is_symlink():
@@ -35,6 +39,12 @@ def check_output_folder(out: Path, root: Path) -> Path:
     refuse_special_output(out)
     if out.exists() and out.resolve() == root.resolve():
         raise UsageError(f"output would overwrite the input folder: {out}")
+    weights = [n for n in _WEIGHT_FILES if (out / n).exists()] if out.is_dir() else []
+    if weights:
+        # Its config.json and tokenizer files would be replaced by this model's: a mistyped -o
+        # naming another model folder would leave that model unloadable.
+        raise UsageError(f"output folder {out} holds a model ({weights[0]}); its config and tokenizer files would be "
+                         "overwritten", hint="give -o a new folder, or one an earlier export wrote")
     parent = out.resolve().parent
     if not parent.exists():
         raise EnvironmentProblem(f"output folder's parent does not exist: {parent}")
