@@ -319,3 +319,10 @@ def test_export_into_another_model_folder_is_refused(cli, bert, tmp_path):
     again = tmp_path / "out"
     for _ in range(2):  # an earlier export's folder is written again
         assert cli("export", bert, "-o", again, "--no-validate").code == 0
+
+
+def test_bench_on_an_encoder_decoder_folder_says_what_it_can_time(cli, t5_out):
+    before = snapshot(t5_out)
+    r = cli("bench", t5_out, "-n", "2")
+    assert r.code == 2 and "does not time an encoder-decoder folder yet" in r.stderr, r
+    assert "decoder_model.onnx" in r.stderr and snapshot(t5_out) == before

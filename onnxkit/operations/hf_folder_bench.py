@@ -114,6 +114,10 @@ def bench_folders(models: list, *, source: Any = None, texts: list[str] | None =
     if IMAGE_TASK in tasks:
         raise UsageError("bench times a folder on tokenized text; an image-classification folder has no tokenizer",
                          hint=f"time its file on random pixel_values: onnxkit bench {folders[0].root / MODEL_FILE}")
+    if "text2text-generation" in tasks:
+        raise UsageError("bench does not time an encoder-decoder folder yet (its encoder and decoders run together "
+                         "in a generation loop)",
+                         hint=f"time one of its files on random inputs: onnxkit bench {folders[0].root / folders[0].onnx_files[0]}")
     for f in folders:
         if MODEL_FILE not in f.onnx_files:
             raise UsageError(f"{f.root} holds no {MODEL_FILE}; bench times the model.onnx of each folder")
