@@ -308,6 +308,7 @@ def test_tokenizer_json_that_is_not_an_object_is_bad_input(cli, folder, tmp_path
     _refused(cli, folder, tmp_path, code=2, message="transformers cannot load src")
 
 
+@pytest.mark.slow
 def test_export_into_another_model_folder_is_refused(cli, bert, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(bert, other)
