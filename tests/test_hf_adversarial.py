@@ -327,3 +327,13 @@ def test_bench_on_an_encoder_decoder_folder_says_what_it_can_time(cli, t5_out):
     r = cli("bench", t5_out, "-n", "2")
     assert r.code == 2 and "does not time an encoder-decoder folder yet" in r.stderr, r
     assert "decoder_model.onnx" in r.stderr and snapshot(t5_out) == before
+
+
+def test_text_longer_than_the_position_table_is_truncated_not_a_crash(cli, bert, tmp_path):
+    # The MiniLM tokenizer allows 512 tokens; this BERT's position table has 128 rows.
+    long_text = " ".join(["word"] * 300)
+    out = tmp_path / "out"
+    r = cli("export", bert, "-o", out, "--text", long_text)
+    assert r.code == 0, r
+    r = cli("bench", out, "--seq", "300", "-n", "2")
+    assert r.code == 2 and "--seq 300: the model takes at most 128 tokens" in r.stderr, r

@@ -160,7 +160,8 @@ class HFSource(SourceModel):
 
     def tokenize(self, texts: list[str]) -> Feeds:
         """The tokenizer's tensors for ``texts``, padded to the longest: padding is exercised."""
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="np")
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_tokens(self.tokenizer, self.folder.config),
+                             return_tensors="np")
         return {n: np.asarray(enc[n], dtype=np.int64) for n in self.input_names}
 
     def predict(self, feeds: Feeds) -> Feeds:
@@ -204,6 +205,16 @@ class HFSource(SourceModel):
             raise ConversionError("torch.onnx.export returned no program")
         model = program.model_proto
         return model, next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
+
+
+def max_tokens(tokenizer, config: dict) -> int | None:
+    """The longest input the model takes: the tokenizer's limit, or the model's position table
+    when that is shorter (a tokenizer copied from a bigger model says 512 where the table has
+    128 rows, and a longer text crashed the reference)."""
+    limits = [v for v in (getattr(tokenizer, "model_max_length", None), config.get("max_position_embeddings"),
+                          config.get("n_positions"))
+              if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1 << 30]
+    return min(limits) if limits else None
 
 
 def check_missing_weights(folder: HFFolder, task: str, info: dict, ignore: tuple[str, ...] = ()) -> None:

@@ -129,6 +129,9 @@ def bench_folders(models: list, *, source: Any = None, texts: list[str] | None =
     sizes = parse_batch_sizes(batch_sizes)
     if seq is not None and seq < 2:
         raise UsageError(f"--seq {seq}: give at least 2 tokens")
+    positions = folders[0].config.get("max_position_embeddings") or folders[0].config.get("n_positions")
+    if seq is not None and isinstance(positions, int) and seq > positions:
+        raise UsageError(f"--seq {seq}: the model takes at most {positions} tokens (config.json)")
     task = tasks.pop()
     src = _load_source(source, task, trust) if source is not None else None
     names = list(names or [f"{f.root.name}/{MODEL_FILE}" for f in folders])

@@ -161,7 +161,10 @@ class OnnxTextModel:
             raise InputError(f"{folder.root.name}: its ONNX model takes no input_ids; not a text model")
 
     def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="np")
+        from onnxkit.frameworks.hf_fw import max_tokens
+
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_tokens(self.tokenizer, self.folder.config),
+                             return_tensors="np")
         return {n: np.asarray(enc[n], dtype=np.int64) for n in TEXT_INPUTS if n in self.input_names and n in enc}
 
     def predict(self, feeds: dict) -> dict:
