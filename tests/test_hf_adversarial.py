@@ -337,3 +337,18 @@ def test_text_longer_than_the_position_table_is_truncated_not_a_crash(cli, bert,
     assert r.code == 0, r
     r = cli("bench", out, "--seq", "300", "-n", "2")
     assert r.code == 2 and "--seq 300: the model takes at most 128 tokens" in r.stderr, r
+
+
+def test_pipeline_and_init_refuse_an_encoder_decoder_folder_up_front(cli, t5_out, tmp_path):
+    # The pipeline exported, then failed every later step on a model.onnx the folder does not hold.
+    src = t5_out.parent / "t5"
+    config = tmp_path / "onnxkit.toml"
+    r = cli("init", src, "-o", config)
+    assert r.code == 2 and "does not run an encoder-decoder folder" in r.stderr, r
+    assert not config.exists()
+    from onnxkit.operations.config_init import render_template
+
+    config.write_text(render_template({"source": {"path": str(src)}, "output": {"dir": str(tmp_path / "out")}}))
+    r = cli("pipeline", config)
+    assert r.code == 2 and "does not run an encoder-decoder folder" in r.stderr, r
+    assert not (tmp_path / "out").exists()
