@@ -352,3 +352,12 @@ def test_pipeline_and_init_refuse_an_encoder_decoder_folder_up_front(cli, t5_out
     r = cli("pipeline", config)
     assert r.code == 2 and "does not run an encoder-decoder folder" in r.stderr, r
     assert not (tmp_path / "out").exists()
+
+
+def test_init_refuses_an_image_classification_folder(cli, tmp_path):
+    from test_hf_vision import tiny_vit
+
+    src = tiny_vit(tmp_path / "vit")
+    r = cli("init", src, "-o", tmp_path / "onnxkit.toml")
+    assert r.code == 2 and "does not run an image-classification folder" in r.stderr, r
+    assert not (tmp_path / "onnxkit.toml").exists()

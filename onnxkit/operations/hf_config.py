@@ -21,7 +21,9 @@ def init_values(values: dict[str, dict[str, Any]], model: Any) -> None:
 
 
 # The pipeline's steps read and time one model.onnx per folder; these tasks' folders hold others.
-PIPELINE_UNSUPPORTED = {"text2text-generation": "an encoder-decoder folder (encoder_model.onnx + decoder files)"}
+# An image model's steps would be checked and timed on text.
+PIPELINE_UNSUPPORTED = {"text2text-generation": "an encoder-decoder folder (encoder_model.onnx + decoder files)",
+                        "image-classification": "an image-classification folder"}
 
 
 def check_pipeline_task(task: str | None) -> None:
