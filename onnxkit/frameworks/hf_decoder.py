@@ -29,10 +29,11 @@ class HFDecoderSource(HFSource):
         self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
         self.past_names = [f"past_key_values.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
         self.input_names = ["input_ids", "attention_mask", "position_ids", *self.past_names]
+        ids = np.dtype(np.int64)
         self.input_specs = (
-            [InputSpec("input_ids", ["batch", "sequence"], "int64"), InputSpec("attention_mask", ["batch", "total_sequence"], "int64"),
-             InputSpec("position_ids", ["batch", "sequence"], "int64")]
-            + [InputSpec(n, ["batch", self.kv_heads, "past_sequence", self.head_dim], "float32") for n in self.past_names]
+            [InputSpec("input_ids", ("batch", "sequence"), ids), InputSpec("attention_mask", ("batch", "total_sequence"), ids),
+             InputSpec("position_ids", ("batch", "sequence"), ids)]
+            + [InputSpec(n, ("batch", self.kv_heads, "past_sequence", self.head_dim), np.dtype(np.float32)) for n in self.past_names]
         )
         self.output_names = ["logits", *(f"present.{i}.{k}" for i in range(self.layers) for k in ("key", "value"))]
         self.token_outputs = ()

@@ -26,7 +26,7 @@ from onnxkit.frameworks.hf_scan import PLANNED_TASKS, TASKS, HFFolder, SentenceP
 
 log = logging.getLogger(__name__)
 
-# task -> (Auto class, output names; those listed in _TOKEN_LEVEL are per token)
+# task -> (Auto class, output names; those listed in TOKEN_LEVEL are per token)
 _HEADS: dict[str, tuple[str, tuple[str, ...]]] = {
     "feature-extraction": ("AutoModel", ("last_hidden_state",)),
     "text-classification": ("AutoModelForSequenceClassification", ("logits",)),
@@ -36,7 +36,7 @@ _HEADS: dict[str, tuple[str, tuple[str, ...]]] = {
     "text-generation": ("AutoModelForCausalLM", ("logits",)),
     "text2text-generation": ("AutoModelForSeq2SeqLM", ("logits",)),
 }
-_TOKEN_LEVEL = {
+TOKEN_LEVEL = {
     "feature-extraction": ("last_hidden_state", "token_embeddings"),
     "token-classification": ("logits",),
     "fill-mask": ("logits",),
@@ -112,7 +112,8 @@ class HFSource(SourceModel):
         bad_file = _load_errors()
         with offline(), _quiet_transformers():
             try:
-                self.model = auto.from_pretrained(str(folder.model_dir), **kwargs).eval()
+                self.model, info = auto.from_pretrained(str(folder.model_dir), output_loading_info=True, **kwargs)
+                self.model.eval()
                 self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder.model_dir), local_files_only=True,
                                                                             trust_remote_code=kwargs["trust_remote_code"])
             except bad_file as exc:
@@ -120,13 +121,25 @@ class HFSource(SourceModel):
         dtype = folder.config.get("torch_dtype") or folder.config.get("dtype")
         if dtype and dtype != "float32":
             self.notes.append(f"the checkpoint is {dtype}; exported and validated in float32")
+        encoder_only = task == "feature-extraction" and _takes_decoder_inputs(self.model)
+        # The decoder of a T5EncoderModel folder is absent on purpose: only the encoder is exported.
+        check_missing_weights(folder, task, info, ignore=("decoder.", "lm_head.", "final_logits_bias") if encoder_only else ())
+        if encoder_only:
+            # T5Model/BartModel (and T5EncoderModel, which AutoModel loads as T5Model) need
+            # decoder inputs no tokenizer makes; their features are the encoder's, as
+            # sentence-transformers and T5EncoderModel compute them. T5's SDPA path does not
+            # survive torch.export (see hf_seq2seq): eager attention is the same math.
+            self.model.set_attn_implementation("eager")
+            self.notes.append(f"{type(self.model).__name__} is an encoder-decoder model: feature-extraction exports "
+                              "its encoder (last_hidden_state)")
+            self.model = self.model.get_encoder().eval()
         self.input_names = self._input_names()
-        self.input_specs = [InputSpec(n, ["batch", "sequence"], "int64") for n in self.input_names]
+        self.input_specs = [InputSpec(n, ("batch", "sequence"), np.dtype(np.int64)) for n in self.input_names]
         if folder.pooling is not None:
             self.output_names = ["token_embeddings", "sentence_embedding"]
         else:
             self.output_names = list(_HEADS[task][1])
-        self.token_outputs = tuple(n for n in self.output_names if n in _TOKEN_LEVEL.get(task, ()))
+        self.token_outputs = tuple(n for n in self.output_names if n in TOKEN_LEVEL.get(task, ()))
         if task not in ("text-generation", "text2text-generation"):  # subclasses build their own step wrappers
             self.wrapper = _Wrapper(self.model, self.input_names, self.output_names, folder.pooling)
 
@@ -147,7 +160,8 @@ class HFSource(SourceModel):
 
     def tokenize(self, texts: list[str]) -> Feeds:
         """The tokenizer's tensors for ``texts``, padded to the longest: padding is exercised."""
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="np")
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_tokens(self.tokenizer, self.folder.config),
+                             return_tensors="np")
         return {n: np.asarray(enc[n], dtype=np.int64) for n in self.input_names}
 
     def predict(self, feeds: Feeds) -> Feeds:
@@ -191,6 +205,33 @@ class HFSource(SourceModel):
             raise ConversionError("torch.onnx.export returned no program")
         model = program.model_proto
         return model, next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
+
+
+def max_tokens(tokenizer, config: dict) -> int | None:
+    """The longest input the model takes: the tokenizer's limit, or the model's position table
+    when that is shorter (a tokenizer copied from a bigger model says 512 where the table has
+    128 rows, and a longer text crashed the reference)."""
+    limits = [v for v in (getattr(tokenizer, "model_max_length", None), config.get("max_position_embeddings"),
+                          config.get("n_positions"))
+              if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1 << 30]
+    return min(limits) if limits else None
+
+
+def check_missing_weights(folder: HFFolder, task: str, info: dict, ignore: tuple[str, ...] = ()) -> None:
+    """Refuse a head the checkpoint does not hold: transformers would initialize it randomly,
+    and an export of random weights that matches itself would pass."""
+    missing = [k for k in info.get("missing_keys") or () if not k.startswith(ignore)]
+    if missing:
+        arch = folder.architecture or folder.config.get("model_type")
+        raise InputError(
+            f"{folder.root.name} ({arch}) has no weights for {', '.join(sorted(missing)[:4])}"
+            f"{f' and {len(missing) - 4} more' if len(missing) > 4 else ''}: the {task} model would be partly random",
+            hint=f"export a folder trained for {task}, or pass the --task that {arch} was saved for",
+        )
+
+
+def _takes_decoder_inputs(model) -> bool:
+    return hasattr(model, "get_encoder") and "decoder_input_ids" in inspect.signature(model.forward).parameters
 
 
 def _wrapper_class():
@@ -250,9 +291,18 @@ def _quiet_transformers():
         yield
         return
     buf = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf):
-        warnings.simplefilter("ignore")
-        yield
+    # transformers' own handler holds the real stderr (redirecting sys.stderr misses it): its
+    # load report of missing weights went to the terminal; check_missing_weights says it once.
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
     if buf.getvalue().strip():
         log.debug("transformers output:\n%s", buf.getvalue())
 
@@ -260,7 +310,17 @@ def _quiet_transformers():
 def _load_errors() -> tuple[type[BaseException], ...]:
     """What transformers and safetensors raise on a file that is truncated, corrupt or not
     what its name says: the user's input, not a bug here."""
-    errors: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, RuntimeError)
+    # TypeError and ZeroDivisionError: config values of the wrong type or zero (a string
+    # hidden_size, num_attention_heads 0) fail while the model is built; AttributeError: a
+    # tokenizer_config.json or special_tokens_map.json that is a list, not an object.
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, RuntimeError, TypeError, ZeroDivisionError,
+                                               AttributeError)
+    try:
+        from huggingface_hub.errors import StrictDataclassFieldValidationError
+
+        errors += (StrictDataclassFieldValidationError,)
+    except ImportError:
+        pass
     try:
         from safetensors import SafetensorError
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxkit.errors import InputError, UnsafeInput, UsageError
+from onnxkit.errors import InputError, UnsafeInput, UsageError, offered
 
 TASKS = ("feature-extraction", "text-classification", "token-classification", "fill-mask", "question-answering",
          "text-generation", "text2text-generation", "image-classification")
@@ -44,6 +44,8 @@ _ST_KNOWN = {
 }
 _POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len")
 _MAX_JSON = 16 << 20
+_DEPTH_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "encoder_layers", "decoder_layers", "num_decoder_layers")
+_MAX_LAYERS = 1024  # the deepest published transformers have a few hundred
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -78,7 +80,9 @@ class HFFolder:
     @property
     def architecture(self) -> str:
         archs = self.config.get("architectures") or []
-        return str(archs[0]) if archs else ""
+        if isinstance(archs, str):  # a hand-written config: one name, not a list
+            return archs
+        return str(archs[0]) if isinstance(archs, list) and archs else ""
 
     def infer_task(self) -> str:
         if self.pooling is not None:
@@ -109,6 +113,7 @@ def scan_folder(root: Path, trust: bool) -> HFFolder:
     config = read_json(cfg_path, f"{cfg_path.name} of {root.name}")
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise InputError(f"{cfg_path} is not a transformers config (no model_type)")
+    _plausible_depth(config, cfg_path)
     custom = _custom_code(root, model_dir, config)
     if custom and not trust:
         raise UnsafeInput(
@@ -117,6 +122,15 @@ def scan_folder(root: Path, trust: bool) -> HFFolder:
         )
     weights = _weights_kind(model_dir, trust)
     return HFFolder(root=root, model_dir=model_dir, config=config, weights=weights, custom_code=custom, pooling=pooling)
+
+
+def _plausible_depth(config: dict, cfg_path: Path) -> None:
+    """transformers builds every layer the config names before it reads a weight: a config of
+    a few bytes naming 10**9 layers held the machine for minutes and 16 GB before failing."""
+    for key in _DEPTH_KEYS:
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > _MAX_LAYERS:
+            raise InputError(f"{cfg_path.name}: {key} = {value} is not a plausible model (over {_MAX_LAYERS} layers)")
 
 
 def check_preprocessing(folder: HFFolder, task: str) -> None:
@@ -145,7 +159,45 @@ def _custom_code(root: Path, model_dir: Path, config: dict) -> list[str]:
     return found
 
 
+def check_links(root: Path, files: list[Path], trust: bool) -> None:
+    """Refuse (exit 5) a file about to be copied into the output folder that is a link to
+    outside ``root``: a ``vocab.txt`` linked to a private key would be published with the
+    export. A hub cache snapshot's links into its own ``blobs/`` are what the hub writes."""
+    if trust:
+        return
+    base = root.resolve()
+    blobs = _hub_blobs(base)
+    for p in files:
+        if not p.is_symlink():
+            continue
+        target = p.resolve()
+        if not target.is_relative_to(base) and not (blobs is not None and target.is_relative_to(blobs)):
+            raise UnsafeInput(f"{p.relative_to(root)} in {root.name} is a link to {target}, outside the folder; it "
+                              "would be copied into the output",
+                              hint="copy the file into the folder" + (", or pass --trust if it is meant to be there"
+                                                                      if offered("--trust") else ""))
+
+
+def _hub_blobs(base: Path) -> Path | None:
+    """``models--org--name/blobs`` when ``base`` is one of its ``snapshots/REV`` folders."""
+    if base.parent.name == "snapshots" and (base.parent.parent / "blobs").is_dir():
+        return (base.parent.parent / "blobs").resolve()
+    return None
+
+
+def _shards_inside(model_dir: Path) -> None:
+    """A sharded index names its files; one outside the folder would be read as weights."""
+    index = read_json(model_dir / "model.safetensors.index.json", "model.safetensors.index.json")
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise InputError("model.safetensors.index.json has no weight_map of tensor names to shard files")
+    for shard in sorted(set(weight_map.values())):
+        _inside(model_dir, shard, "model.safetensors.index.json", trustable=True)
+
+
 def _weights_kind(model_dir: Path, trust: bool) -> str:
+    if (model_dir / "model.safetensors.index.json").is_file() and not trust:
+        _shards_inside(model_dir)
     if (model_dir / "model.safetensors").is_file() or (model_dir / "model.safetensors.index.json").is_file():
         return "safetensors"
     if (model_dir / "pytorch_model.bin").is_file() or (model_dir / "pytorch_model.bin.index.json").is_file():
@@ -158,10 +210,16 @@ def _weights_kind(model_dir: Path, trust: bool) -> str:
     raise InputError(f"{model_dir} has no model.safetensors (or sharded model.safetensors.index.json) weights")
 
 
-def _inside(root: Path, rel: str, what: str) -> Path:
-    p = (root / rel).resolve()
-    if not p.is_relative_to(root.resolve()):
-        raise UnsafeInput(f"{what} points outside the model folder: {rel!r}")
+def _inside(root: Path, rel: str, what: str, *, trustable: bool = False) -> Path:
+    base = root.resolve()
+    p = (base / rel).resolve()
+    blobs = _hub_blobs(base)
+    if not p.is_relative_to(base) and not (blobs is not None and p.is_relative_to(blobs)):
+        hint = None
+        if trustable:
+            hint = "copy the file into the folder" + (", or pass --trust if reading it from there is intended"
+                                                      if offered("--trust") else "")
+        raise UnsafeInput(f"{what} points outside the model folder: {rel!r}", hint=hint)
     return p
 
 

@@ -53,7 +53,7 @@ class HFSeq2SeqSource(HFSource):
         # tensor gets viewed); eager attention is the same math and exports for all of them.
         self.model.set_attn_implementation("eager")
         self.input_names = ["input_ids", "attention_mask"]
-        self.input_specs = [InputSpec(n, ["batch", "encoder_sequence_length"], "int64") for n in self.input_names]
+        self.input_specs = [InputSpec(n, ("batch", "encoder_sequence_length"), np.dtype(np.int64)) for n in self.input_names]
         self.output_names = ["last_hidden_state"]
         self.token_outputs = ("last_hidden_state",)
         self.layers = _decoder_layers(cfg)

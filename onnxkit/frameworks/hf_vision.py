@@ -13,7 +13,7 @@ from onnxkit._lazy import require
 from onnxkit.errors import InputError, UsageError
 from onnxkit.foundation.spec import InputSpec
 from onnxkit.frameworks.base import ExportOutcome, Feeds, LoadOptions
-from onnxkit.frameworks.hf_fw import HFSource, _first_line, _load_errors, _quiet_transformers, offline
+from onnxkit.frameworks.hf_fw import HFSource, check_missing_weights, _first_line, _load_errors, _quiet_transformers, offline
 
 
 class HFVisionSource(HFSource):
@@ -28,14 +28,16 @@ class HFVisionSource(HFSource):
         remote = bool(trust and folder.custom_code)
         with offline(), _quiet_transformers():
             try:
-                self.model = transformers.AutoModelForImageClassification.from_pretrained(
+                self.model, info = transformers.AutoModelForImageClassification.from_pretrained(
                     str(folder.model_dir), local_files_only=True, trust_remote_code=remote,
-                    use_safetensors=folder.weights == "safetensors", dtype=torch.float32,
-                ).eval()
+                    use_safetensors=folder.weights == "safetensors", dtype=torch.float32, output_loading_info=True,
+                )
+                self.model.eval()
                 self.processor = transformers.AutoImageProcessor.from_pretrained(
                     str(folder.model_dir), local_files_only=True, trust_remote_code=remote)
             except _load_errors() as exc:
                 raise InputError(f"transformers cannot load {folder.root.name} for {task}: {_first_line(exc)}") from None
+        check_missing_weights(folder, task, info)
         _eager_attention(self.model)
         dtype = folder.config.get("torch_dtype") or folder.config.get("dtype")
         if dtype and dtype != "float32":
@@ -45,7 +47,7 @@ class HFVisionSource(HFSource):
         self.token_outputs = ()
         self.wrapper = _classifier_wrapper(self.model)
         probe = self.preprocess([np.zeros((32, 32, 3), np.uint8)])["pixel_values"]
-        self.input_specs = [InputSpec("pixel_values", ["batch_size", *probe.shape[1:]], "float32")]
+        self.input_specs = [InputSpec("pixel_values", ("batch_size", *probe.shape[1:]), np.dtype(np.float32))]
 
     def tokenize(self, texts: list[str]) -> Feeds:
         raise UsageError(f"{self.folder.root.name} is an image model: it takes images, not text")

@@ -26,6 +26,10 @@ def is_hf_source(source, options) -> bool:
     return is_hf_folder(Path(str(source)))
 
 
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+                 "tf_model.h5", "flax_model.msgpack")
+
+
 def check_output_folder(out: Path, root: Path) -> Path:
     """The output is a folder (made if missing) that is not the source folder itself."""
     if out.is_symlink():
@@ -35,6 +39,12 @@ def check_output_folder(out: Path, root: Path) -> Path:
     refuse_special_output(out)
     if out.exists() and out.resolve() == root.resolve():
         raise UsageError(f"output would overwrite the input folder: {out}")
+    weights = [n for n in _WEIGHT_FILES if (out / n).exists()] if out.is_dir() else []
+    if weights:
+        # Its config.json and tokenizer files would be replaced by this model's: a mistyped -o
+        # naming another model folder would leave that model unloadable.
+        raise UsageError(f"output folder {out} holds a model ({weights[0]}); its config and tokenizer files would be "
+                         "overwritten", hint="give -o a new folder, or one an earlier export wrote")
     parent = out.resolve().parent
     if not parent.exists():
         raise EnvironmentProblem(f"output folder's parent does not exist: {parent}")
@@ -50,7 +60,7 @@ def export_hf_folder(source, output, options, *, validate: bool = True, toleranc
     from onnxkit.foundation.onnx_io import save_onnx
     from onnxkit.foundation.spec import outputs_from_onnx, specs_from_onnx
     from onnxkit.frameworks.hf_fw import load
-    from onnxkit.frameworks.hf_scan import SIDE_FILES
+    from onnxkit.frameworks.hf_scan import SIDE_FILES, check_links
 
     if options.inputs:
         raise UsageError("--input does not apply to a Hugging Face folder: its tokenizer decides the inputs")
@@ -67,6 +77,7 @@ def export_hf_folder(source, output, options, *, validate: bool = True, toleranc
     out = check_output_folder(Path(output), root)
     t0 = time.perf_counter()
     model_src = loaded or load(root, options)
+    check_links(model_src.folder.root, [model_src.folder.model_dir / n for n in SIDE_FILES], options.trust)
     images = None
     if model_src.task == "image-classification":
         check_texts_for_images(options.texts)

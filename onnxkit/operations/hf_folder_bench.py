@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from onnxkit.errors import UsageError
-from onnxkit.operations.hf_folder_ref import MODEL_FILE, OnnxTextModel, load_tokenizer, read_exported_folder
+from onnxkit.operations.hf_folder_ref import IMAGE_TASK, MODEL_FILE, OnnxTextModel, load_tokenizer, read_exported_folder
 from onnxkit.results import Result, Table, fmt_num
 from onnxkit.runtime.bench import BenchEntry
 
@@ -111,6 +111,13 @@ def bench_folders(models: list, *, source: Any = None, texts: list[str] | None =
     tasks = {f.task for f in folders}
     if len(tasks) > 1:
         raise UsageError(f"the folders serve different tasks ({', '.join(sorted(tasks))}); time them in separate runs")
+    if IMAGE_TASK in tasks:
+        raise UsageError("bench times a folder on tokenized text; an image-classification folder has no tokenizer",
+                         hint=f"time its file on random pixel_values: onnxkit bench {folders[0].root / MODEL_FILE}")
+    if "text2text-generation" in tasks:
+        raise UsageError("bench does not time an encoder-decoder folder yet (its encoder and decoders run together "
+                         "in a generation loop)",
+                         hint=f"time one of its files on random inputs: onnxkit bench {folders[0].root / folders[0].onnx_files[0]}")
     for f in folders:
         if MODEL_FILE not in f.onnx_files:
             raise UsageError(f"{f.root} holds no {MODEL_FILE}; bench times the model.onnx of each folder")
@@ -122,6 +129,9 @@ def bench_folders(models: list, *, source: Any = None, texts: list[str] | None =
     sizes = parse_batch_sizes(batch_sizes)
     if seq is not None and seq < 2:
         raise UsageError(f"--seq {seq}: give at least 2 tokens")
+    positions = folders[0].config.get("max_position_embeddings") or folders[0].config.get("n_positions")
+    if seq is not None and isinstance(positions, int) and seq > positions:
+        raise UsageError(f"--seq {seq}: the model takes at most {positions} tokens (config.json)")
     task = tasks.pop()
     src = _load_source(source, task, trust) if source is not None else None
     names = list(names or [f"{f.root.name}/{MODEL_FILE}" for f in folders])
@@ -145,12 +155,7 @@ def _load_source(source: Any, task: str, trust: bool):
 
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as run_bench: PyTorch threads sleep between calls
-    import dataclasses
-
-    src = load(source, LoadOptions(trust=trust, task=task)) if isinstance(source, (str, os.PathLike)) else source
-    # The adapters spell dtypes as strings; the timing core reads numpy dtypes.
-    src.input_specs = [dataclasses.replace(s, dtype=np.dtype(s.dtype)) for s in src.input_specs]
-    return src
+    return load(source, LoadOptions(trust=trust, task=task)) if isinstance(source, (str, os.PathLike)) else source
 
 
 def _encoder_feeds(ref: OnnxTextModel, texts: list[str] | None, sizes: list[int], seq: int | None) -> dict[int, dict]:

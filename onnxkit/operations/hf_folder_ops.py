@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from onnxkit.errors import ConversionError, EnvironmentProblem, Interrupted, UsageError
-from onnxkit.operations.hf_folder_ref import MODEL_FILE, TEXT_INPUTS, ExportedFolder, OnnxTextModel, load_tokenizer, \
+from onnxkit.frameworks.hf_scan import check_links
+from onnxkit.operations.hf_folder_ref import IMAGE_TASK, MODEL_FILE, TEXT_INPUTS, ExportedFolder, OnnxTextModel, load_tokenizer, \
     read_exported_folder
 from onnxkit.results import Result, Table, fmt_bytes, fmt_num
 
@@ -143,21 +144,35 @@ def compare_on_text(folder: ExportedFolder, reference: Path, candidate: Path, to
     ref_session = reference_session(reference, trust)
     try:
         return _compare(folder, ref_session, reference, candidate, tolerance, texts=texts, new_tokens=new_tokens,
-                        tokenizer=tokenizer, candidate_session=make_session(candidate))
+                        tokenizer=tokenizer, candidate_session=make_session(candidate), trust=trust)
     finally:
         ref_session.close()
 
 
 def _compare(folder, ref_session, reference: Path, candidate: Path, tolerance, *, texts, new_tokens, tokenizer,
-             candidate_session):
+             candidate_session, trust: bool = False):
+    from onnxkit.operations.hf_seq2seq_feeds import decoder_batches
     from onnxkit.operations.hf_validate import check_texts, validate_on_text
     from onnxkit.operations.optimize import validate_pair
+    from onnxkit.operations.validate import validate_models
 
-    text_model = reference.name == MODEL_FILE or _text_inputs_only(ref_session.input_specs)
+    text_model = folder.task != IMAGE_TASK and (reference.name == MODEL_FILE or _text_inputs_only(ref_session.input_specs))
+    batches = None if text_model or folder.task != "text2text-generation" else decoder_batches(
+        folder.root, folder.config, reference.name, {s.name for s in ref_session.input_specs}, tokenizer,
+        check_texts(list(texts or [])), lambda p: reference_session(p, trust))
+    if batches is not None:
+        v = validate_models(ref_session.run, candidate_session.run, [], tolerance=tolerance,
+                            reference_name=f"{folder.root.name}/{reference.name}", candidate_name=candidate.name,
+                            batches=batches)
+        v.notes.append(f"encoder_hidden_states from {folder.root.name}'s encoder on tokenized text"
+                       + (", the cache from its first-step decoder" if any("past_key_values." in b for b in batches[0][1])
+                          else ""))
+        return v
     if not text_model:
         v = validate_pair(str(reference), str(candidate), ref_session.input_specs, tolerance,
                           ref_name=reference.name, cand_name=candidate.name)
-        v.notes.append(f"{reference.name} takes more than text ({', '.join(s.name for s in ref_session.input_specs)}): "
+        names = ', '.join(s.name for s in ref_session.input_specs)
+        v.notes.append(f"{reference.name} takes {names if folder.task == IMAGE_TASK else f'more than text ({names})'}: "
                        "compared on seeded random inputs")
         return v
     ref = OnnxTextModel(folder, ref_session, tokenizer=tokenizer)
@@ -205,6 +220,7 @@ def optimize_folder(model_path: Any, output: Any, *, transformer: str | None = N
 
     folder = read_exported_folder(model_path, trust=trust)
     out = check_new_folder(Path(output), [folder.root])
+    check_links(folder.root, [folder.root / n for n in folder.side_files], trust)
     tolerance = make_tolerance(tol, rtol, preset="fp16" if fp16 else "fp32")
     shape = folder.shape_from_config()
     res = FolderResult(command="optimize", model=str(folder.root), output=str(out), task=folder.task, config_shape=shape)
@@ -219,7 +235,7 @@ def optimize_folder(model_path: Any, output: Any, *, transformer: str | None = N
                              f"{folder.config.get('model_type')}")
     staging = _Staging(out, ".onnxkit-optimize-")
     try:
-        tokenizer = load_tokenizer(folder.root) if validate else None
+        tokenizer = load_tokenizer(folder.root) if validate and folder.task != IMAGE_TASK else None
         for name in folder.onnx_files:
             def run(fusion: str | None):
                 return optimize_model(folder.root / name, staging.dir / name, transformer=fusion,
@@ -288,15 +304,16 @@ def quantize_folder(model_path: Any, output: Any, *, trust: bool = False, data: 
 
     folder = read_exported_folder(model_path, trust=trust)
     out = check_new_folder(Path(output), [folder.root])
+    check_links(folder.root, [folder.root / n for n in folder.side_files], trust)
     res = FolderResult(command="quantize", model=str(folder.root), output=str(out), task=folder.task,
                        config_shape=folder.shape_from_config())
     staging = _Staging(out, ".onnxkit-quantize-")
     try:
-        tokenizer = load_tokenizer(folder.root)
+        tokenizer = load_tokenizer(folder.root) if folder.task != IMAGE_TASK else None
         for name in folder.onnx_files:
             src = folder.root / name
             eval_data = data
-            if data is None and calib_data is None:
+            if data is None and calib_data is None and tokenizer is not None:
                 session = reference_session(src, trust)
                 try:
                     if name == MODEL_FILE or _text_inputs_only(session.input_specs):
@@ -322,8 +339,8 @@ def quantize_folder(model_path: Any, output: Any, *, trust: bool = False, data: 
             v = compare_on_text(folder, src, staging.dir / name, Tolerance(atol=1e30, rtol=0.0), trust=trust,
                                 tokenizer=tokenizer)
             _record_validation(res, v, name=name, decides=False)
-            res.notes.append(f"{name}: the comparison on the validation sentences above informs; the verdict is the "
-                             "error budget")
+            res.notes.append(f"{name}: the comparison on the validation {'inputs' if tokenizer is None else 'sentences'} "
+                             "above informs; the verdict is the error budget")
         res.copied = _copy_sides(folder, staging.dir)
         staging.publish()
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ from onnxkit.errors import InputError, UnsafeInput, UsageError
 
 MODEL_FILE = "model.onnx"
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+IMAGE_TASK = "image-classification"  # pixel_values in: checked on random inputs, no tokenizer
 _TOKENIZER_VOCABS = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 # Decoders that bring no pad token: the end-of-sequence token pads, as transformers' pipelines do.
 _PAD_FALLBACK = ("eos_token", "unk_token")
@@ -67,9 +68,6 @@ def read_exported_folder(path: Any, *, trust: bool, task: str | None = None) -> 
     config = read_json(cfg_path, f"config.json of {root.name}")
     if not isinstance(config, dict):
         raise InputError(f"{cfg_path} is not a transformers config (not a JSON object)")
-    if not any((root / n).is_file() for n in _TOKENIZER_VOCABS):
-        raise InputError(f"{root} has no tokenizer files ({', '.join(_TOKENIZER_VOCABS)}); the text it is "
-                         "checked on is encoded by the folder's own tokenizer")
     custom = [f"auto_map in {n}" for n in ("config.json", "tokenizer_config.json")
               if (root / n).is_file() and isinstance(d := (config if n == "config.json" else read_json(root / n, n)), dict)
               and d.get("auto_map")]
@@ -89,6 +87,13 @@ def read_exported_folder(path: Any, *, trust: bool, task: str | None = None) -> 
         except UsageError:
             raise UsageError(f"cannot tell the task of {root.name}: its model.onnx has no onnxkit.task metadata and "
                              "config.architectures names no head") from None
+    if task == IMAGE_TASK:
+        if not (root / "preprocessor_config.json").is_file():
+            raise InputError(f"{root} has no preprocessor_config.json; an image-classification folder carries its "
+                             "image processor")
+    elif not any((root / n).is_file() for n in _TOKENIZER_VOCABS):
+        raise InputError(f"{root} has no tokenizer files ({', '.join(_TOKENIZER_VOCABS)}); the text it is "
+                         "checked on is encoded by the folder's own tokenizer")
     onnx_names = set(onnx_files)
     sides = sorted(p.name for p in root.iterdir() if p.is_file() and p.name not in onnx_names and not _is_data_of(p.name, onnx_files))
     return ExportedFolder(root=root, onnx_files=onnx_files, config=config, task=task, side_files=sides)
@@ -122,9 +127,9 @@ def load_tokenizer(root: Path):
 
 
 def token_outputs(task: str, output_names: list[str]) -> tuple[str, ...]:
-    from onnxkit.frameworks.hf_fw import _TOKEN_LEVEL
+    from onnxkit.frameworks.hf_fw import TOKEN_LEVEL
 
-    return tuple(n for n in output_names if n in _TOKEN_LEVEL.get(task, ()))
+    return tuple(n for n in output_names if n in TOKEN_LEVEL.get(task, ()))
 
 
 class OnnxTextModel:
@@ -156,7 +161,10 @@ class OnnxTextModel:
             raise InputError(f"{folder.root.name}: its ONNX model takes no input_ids; not a text model")
 
     def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="np")
+        from onnxkit.frameworks.hf_fw import max_tokens
+
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_tokens(self.tokenizer, self.folder.config),
+                             return_tensors="np")
         return {n: np.asarray(enc[n], dtype=np.int64) for n in TEXT_INPUTS if n in self.input_names and n in enc}
 
     def predict(self, feeds: dict) -> dict:

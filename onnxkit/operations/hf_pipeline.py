@@ -36,10 +36,28 @@ def run_class(cfg: Any) -> type:
         if cfg["source"]["inputs"]:
             raise ConfigError(f"{cfg.path.name}: source.inputs does not apply to a Hugging Face folder source; its "
                               "tokenizer decides the inputs")
+        _check_task(cfg)
         return HFRun
     if cfg["source"].get("task"):
         raise ConfigError(f"{cfg.path.name}: source.task applies to a Hugging Face folder source (config.json + safetensors)")
     return _Run
+
+
+def _check_task(cfg: Any) -> None:
+    """A task the steps cannot run is refused before the first step, not as a missing model.onnx."""
+    from onnxkit.frameworks.hf_scan import HFFolder, read_json
+    from onnxkit.operations.hf_config import check_pipeline_task
+
+    task = cfg["source"].get("task")
+    cfg_path = Path(str(cfg["source"]["path"])) / "config.json"
+    if task is None and cfg_path.is_file():
+        config = read_json(cfg_path, "config.json")
+        if isinstance(config, dict):
+            try:
+                task = HFFolder(root=cfg_path.parent, model_dir=cfg_path.parent, config=config, weights="").infer_task()
+            except UsageError:
+                task = None  # export says why, with the folder in hand
+    check_pipeline_task(task)
 
 
 def _replace_folder(out: Path, write) -> None:

@@ -40,7 +40,7 @@ def read_images(path: str | Path) -> list[tuple[str, np.ndarray]]:
     image_mod = require("PIL.Image", "pillow")
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        files = _image_files(p)
         if not files:
             raise InputError(f"--data {p}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder")
         files = files[:MAX_IMAGES]
@@ -62,6 +62,19 @@ def read_images(path: str | Path) -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _where(data, images: list) -> str:
+    if data is None:
+        return f"{len(images)} built-in synthetic images"
+    total = len(_image_files(Path(data))) if Path(data).is_dir() else len(images)
+    if total > len(images):
+        return f"the first {len(images)} of the {total} images in {data} (by name; the others were not read)"
+    return f"{len(images)} image(s) from {data}"
+
+
 def image_batches(model_src, images: list[tuple[str, np.ndarray]]):
     """All images in one batch, then the first one alone (batch 1)."""
     yield f"{len(images)} images", model_src.preprocess([a for _, a in images]), None
@@ -80,9 +93,8 @@ def validate_on_images(model_src, run, specs, data, tolerance: Tolerance | None,
     result = validate_models(model_src.predict, run, specs, tolerance=tolerance or Tolerance(),
                              reference_name=reference_name, candidate_name=candidate_name,
                              batches=image_batches(model_src, images))
-    where = f"{len(images)} image(s) from {data}" if data is not None else f"{len(images)} built-in synthetic images"
     result.notes.append(f"pixel_values made by the folder's image processor ({type(model_src.processor).__name__}) "
-                        f"from {where}")
+                        f"from {_where(data, images)}")
     return result
 
 
