@@ -13,25 +13,15 @@ own (an actor died).
 from __future__ import annotations
 
 import os
-import traceback
 from typing import Any
 
-from onnxkit.errors import OnnxkitError
-
-
-def reply_of(exc: BaseException) -> tuple:
-    if isinstance(exc, OnnxkitError):
-        return ("onnxkit", (type(exc).__module__, type(exc).__qualname__, exc.message, exc.hint))
-    if isinstance(exc, KeyboardInterrupt):
-        return ("interrupted", None)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return ("error", (type(exc).__name__, text, traceback.format_exc()))
+from onnxkit.runtime.ray_actors import error_reply
 
 
 def _where_reply(exc: BaseException, shard: Any, start: int, stop: int) -> tuple:
     """An error reply that names the shard and rows it happened on (a batch over the time or
     memory limit, data that does not fit the model)."""
-    reply = reply_of(exc)
+    reply = error_reply(exc)
     if reply[0] == "onnxkit":
         module, qualname, message, hint = reply[1]
         if shard.path.name not in message:
@@ -105,7 +95,7 @@ class SourceActor(_Actor):
                 src = _load_reference_source(source, options, specs)
                 self.predict, _ = _paired(src.predict, src.input_specs, specs, input_map, src.framework == "torch")
         except BaseException as exc:  # noqa: BLE001 - reported by ready()
-            self.error = reply_of(exc)
+            self.error = error_reply(exc)
 
     def reference(self, shard: Any, start: int, stop: int, batch: int | None = None) -> tuple:
         """([reference outputs of each batch], names of inputs holding NaN/Inf) of rows [start,
@@ -147,7 +137,7 @@ class OnnxCompareActor(_Actor):
                                          timeout_s=timeout, provider_options=provider_options_for(chosen))
             self.provider = self.session.providers[0]
         except BaseException as exc:  # noqa: BLE001 - reported by ready()
-            self.error = reply_of(exc)
+            self.error = error_reply(exc)
 
     def ready(self) -> tuple:
         return self.error or ("ok", self.provider)
