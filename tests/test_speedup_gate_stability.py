@@ -10,6 +10,8 @@ is not (what made `bench --vs` report a CNN at 5.6x to 1546x).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -121,3 +123,25 @@ def test_gate_lets_cpu_time_decide_only_where_it_is_the_work(framework, threads,
     gate_bench(res, 10.0)
     assert res.speedup_gate["status"] == expected
     assert res.passed is False
+
+
+@pytest.mark.parametrize("framework,expected", [("torch", FAIL), ("onnx", INCONCLUSIVE)])
+def test_the_pipeline_gate_judges_as_bench_does(framework, expected):
+    """The pipeline's min_speedup reads the bench step's rows: the same rule as bench --min-speedup,
+    or a CI gate and the command a user reruns by hand would disagree."""
+    from onnxkit.operations.gates import bench_rows, speedup_gate
+
+    res = _Result(framework)
+    res.entries[1].speedup_vs_source = res.entries[1].speedup_ci95 = res.entries[1].speedup_cpu_ci95 = None
+    res.entries = [_with_stats(e) for e in res.entries]
+    rows = [r for r in bench_rows(res) if not r["is_source"]]
+    gate = speedup_gate(rows, 10.0, Path("m.onnx"), None)
+    assert gate.status == expected and not gate.passed
+
+
+def _with_stats(entry):
+    class _Stats:
+        p50_ms, p99_ms = 1.0, 2.0
+
+    entry.stats, entry.kind = _Stats(), "onnx"
+    return entry

@@ -49,7 +49,7 @@ def gate_bench(result, threshold: float) -> None:
     for e in onnx:
         if e.name == last:
             status, reason = speedup_status(e.speedup_vs_source, e.speedup_ci95, threshold, e.speedup_cpu_ci95,
-                                            cpu_decides=_cpu_time_is_the_work(result, e))
+                                            cpu_decides=cpu_time_is_the_work(result, e))
             judged.append((rank[status], -e.batch_size, status, reason, e))
     _, _, status, reason, e = min(judged, key=lambda j: (j[0], j[1]))
     result.min_speedup = threshold
@@ -61,7 +61,7 @@ def gate_bench(result, threshold: float) -> None:
     result.notes.append(f"speed-up gate {status}: {last} at batch {e.batch_size}, {reason}")
 
 
-def _cpu_time_is_the_work(result, e) -> bool:
+def cpu_time_is_the_work(result, e) -> bool:
     """Whether both sides' CPU time is the whole of their work: one thread, CPU kernels only, and
     a source that runs in this process (an untrusted ONNX source runs in a contained worker,
     whose CPU time this process does not see)."""
