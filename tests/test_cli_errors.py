@@ -95,3 +95,13 @@ def test_bad_flag_is_usage_error_through_public_typer_api(cli, linear_onnx):
 def test_common_uses_no_private_typer_module():
     source = (Path(__file__).resolve().parents[1] / "onnxkit" / "cli" / "common.py").read_text()
     assert "typer._" not in source
+
+
+def test_a_missing_export_source_is_named_before_the_output_is_judged(cli, tmp_path):
+    # -o without .onnx is what a Hugging Face folder takes; a source that does not exist at all
+    # must say so rather than blame the output name.
+    for out in (tmp_path / "o_x", tmp_path / "o.onnx"):
+        r = cli("export", tmp_path / "nope", "-o", out)
+        assert r.code == 2, r
+        assert r.stderr.strip() == f"Error: source not found: {tmp_path / 'nope'}"
+    assert list(tmp_path.iterdir()) == []

@@ -220,6 +220,11 @@ def export_model(
     check_weights_options(source, options)
     if data is not None and not validate:
         raise UsageError("--data gives the rows to validate on; it has no use with --no-validate")
+    from onnxkit.foundation.files import preflight
+    from onnxkit.frameworks.registry import is_factory_ref
+
+    if not is_factory_ref(str(source)):  # a missing source says so before -o is judged
+        preflight(source, what="source", allow_dir=True)
     out = check_output_path(output, source, options.weights, options.sample, data, onnx=True)
     t0 = time.perf_counter()
     model_src = loaded or load_source(source, options)
