@@ -208,6 +208,7 @@ def run_in_browser(browser: str, package: Path, model: Path, external: list[dict
     than ``memory_mb`` resident, is a result with an ``error``."""
     prefix = f"/{secrets.token_urlsafe(18)}/"
     files: dict[str, Path | bytes] = {"index.html": PAGE_DIR / "page.html", "page.mjs": PAGE_DIR / "page.mjs",
+                                      "job.mjs": PAGE_DIR / "job.mjs",
                                       "model.onnx": model, **_ort_files(package / "dist")}
     page_job = {"feeds": spec["feeds"], "timed_runs": spec["timed_runs"], "external": []}
     for i, e in enumerate(external):
