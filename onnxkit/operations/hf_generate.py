@@ -48,14 +48,19 @@ def validate_generation(model_src, run, specs, texts: list[str], tolerance: Tole
         if want.shape[1] < generated[k].shape[1]:
             result.notes.append(f"text {k + 1}: generate() stopped at EOS after {want.shape[1] - prompt.shape[1]} "
                                 "new tokens; those are compared")
-        ids = compare_once({"generated_ids": want}, {"generated_ids": got}, tolerance,
-                           label_outputs=("generated_ids",))[0]
-        ids.name = f"generated_ids (text {k + 1})"
-        result.outputs.append(ids)
-        if not ids.passed:
-            result.notes.append(f"text {k + 1}: greedy ids through ONNX Runtime {got[0, prompt.shape[1]:].tolist()} "
-                                f"differ from generate()'s {want[0, prompt.shape[1]:].tolist()}")
+        compare_generated_ids(result, k, want, got, prompt.shape[1], tolerance)
     result.passed = all(o.passed for o in result.outputs)
     result.notes.append(f"greedy decoding of {new_tokens} new tokens through the KV cache on {len(prompts)} prompt(s), "
                         "against generate(do_sample=False)")
     return result
+
+
+def compare_generated_ids(result, k: int, want, got, start: int, tolerance) -> None:
+    """Text ``k``'s greedy ids through ONNX Runtime (``got``) against generate()'s (``want``),
+    as an output of ``result``; a difference is noted from position ``start`` (the new tokens)."""
+    ids = compare_once({"generated_ids": want}, {"generated_ids": got}, tolerance, label_outputs=("generated_ids",))[0]
+    ids.name = f"generated_ids (text {k + 1})"
+    result.outputs.append(ids)
+    if not ids.passed:
+        result.notes.append(f"text {k + 1}: greedy ids through ONNX Runtime {got[0, start:].tolist()} "
+                            f"differ from generate()'s {want[0, start:].tolist()}")

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxkit.foundation.compare import Tolerance, compare_once
-from onnxkit.operations.hf_generate import DEFAULT_NEW_TOKENS
+from onnxkit.foundation.compare import Tolerance
+from onnxkit.operations.hf_generate import DEFAULT_NEW_TOKENS, compare_generated_ids
 from onnxkit.operations.hf_validate import masked, text_batches
 
 
@@ -50,13 +50,7 @@ def validate_seq2seq(model_src, runs: dict, texts: list[str], tolerance: Toleran
     want_all = model_src.generate(enc, new_tokens)
     for k in range(seq.shape[0]):
         want, got = want_all[k:k + 1], seq[k:k + 1, :want_all.shape[1]]
-        ids = compare_once({"generated_ids": want}, {"generated_ids": got}, tolerance,
-                           label_outputs=("generated_ids",))[0]
-        ids.name = f"generated_ids (text {k + 1})"
-        result.outputs.append(ids)
-        if not ids.passed:
-            result.notes.append(f"text {k + 1}: greedy ids through ONNX Runtime {got[0, 1:].tolist()} "
-                                f"differ from generate()'s {want[0, 1:].tolist()}")
+        compare_generated_ids(result, k, want, got, 1, tolerance)  # position 0: the decoder start token
     result.passed = all(o.passed for o in result.outputs)
     result.notes.append("last_hidden_state: compared where attention_mask is 1 (padding is never read)")
     result.notes.append(f"greedy decoding of {new_tokens} new tokens through encoder, decoder and cache on "
