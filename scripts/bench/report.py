@@ -206,13 +206,19 @@ def charts(doc: dict, img: Path) -> dict[str, str]:
     return made
 
 
+def _busy(doc: dict) -> bool:
+    """Whether other jobs competed for the cores: a 1-minute load average above the core count."""
+    cores = doc["machine"].get("usable cores") or doc["machine"].get("cores") or 1
+    return max((doc.get("load_before") or [0])[0], (doc.get("load_after") or [0])[0]) > cores
+
+
 def _threads_line(threads: int | None) -> str:
     if not threads:
         return "- Threads: each framework's default (all cores)."
     return (f"- Threads: {threads} for ONNX Runtime *and* every source framework (`torch.set_num_threads`, XGBoost "
-            "`nthread`, `TF_NUM_INTRAOP_THREADS`; LightGBM and scikit-learn already use 1). Why: the 2 cores were "
-            "shared with other jobs (load average up to ~6), and there two-thread OpenMP (PyTorch) stalled at every "
-            "barrier: the residual CNN took 700+ ms at batch 8 with 2 threads against 25 ms with 1, which would have "
+            "`nthread`, `TF_NUM_INTRAOP_THREADS`; LightGBM and scikit-learn already use 1). Why: on these 2-core machines, "
+            "shared with other jobs (load average up to ~6), two-thread OpenMP (PyTorch) stalled at every "
+            "barrier: in an earlier run the residual CNN took 700+ ms at batch 8 with 2 threads against 25 ms with 1, which would have "
             "inflated every speed-up. One thread each is the comparison that stays fair on a busy machine; run "
             "`suite.py --threads 0` on an idle one for the framework defaults.")
 
@@ -222,6 +228,7 @@ def write_report(doc: dict, out: Path, findings: str = "") -> Path:
     run: those are computed, findings.py); rendered after the computed findings."""
     from findings import findings as computed_findings
     from roofline_report import lead_table, limits_section, profiles_section
+    from warm import warm_section
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -247,7 +254,9 @@ def write_report(doc: dict, out: Path, findings: str = "") -> Path:
          f"- Load average (1/5/15 min) before: {', '.join(f'{x:.2f}' for x in doc['load_before'])}; after: "
          f"{', '.join(f'{x:.2f}' for x in doc.get('load_after', [0, 0, 0]))}. The machine was shared with other jobs "
          "during the run; the interleaving below spreads that noise over all rows of a table alike, but absolute "
-         "latencies are higher than on an idle machine.", "",
+         "latencies are higher than on an idle machine." if _busy(doc) else
+         f"- Load average (1/5/15 min) before: {', '.join(f'{x:.2f}' for x in doc['load_before'])}; after: "
+         f"{', '.join(f'{x:.2f}' for x in doc.get('load_after', [0, 0, 0]))}: below the core count, so other jobs took little of the cores.", "",
          "## Method", "",
          "- Each model's artifacts are made by the `onnxkit` commands a user would run (`export`, `optimize`, "
          "`quantize`, each as its own process with `--json`); the chain column says which.",
@@ -273,7 +282,7 @@ def write_report(doc: dict, out: Path, findings: str = "") -> Path:
     L += ["## Findings", "", "Computed from this run's numbers by `scripts/bench/findings.py`.", "", computed_findings(doc), ""]
     if findings:
         L += ["What the code does that explains some of them (`scripts/bench/findings.md`):", "", findings.strip(), ""]
-    L += limits_section(doc) + profiles_section(doc)
+    L += limits_section(doc) + profiles_section(doc) + warm_section(doc)
     for m in ordered:
         L += [f"## {m['title']}", ""]
         L += [f"- {n}" for n in m["notes"]]

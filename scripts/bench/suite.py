@@ -37,6 +37,7 @@ import models as M  # noqa: E402  (the sibling modules, found through sys.path a
 import roofline  # noqa: E402
 from accuracy import accuracy, source_task_accuracy  # noqa: E402
 from profile_ops import profile_rows  # noqa: E402
+from warm import warm_rows  # noqa: E402
 
 SECTIONS = ("minilm", "cnn", "tabular", "keras")
 
@@ -230,7 +231,7 @@ def bench_model(bundle: M.Bundle, title: str, plan: list[tuple], work: Path, ite
     from onnxkit.foundation.spec import parse_specs
     from onnxkit.frameworks.base import LoadOptions
     from onnxkit.frameworks.registry import load_source
-    from onnxkit.runtime.bench import bench_models
+    from onnxkit.runtime.bench import _source_call, _source_feeds, bench_models
 
     report = ModelReport(bundle.name, title, notes=list(bundle.notes))
     print(f"== {title}", flush=True)
@@ -277,6 +278,9 @@ def bench_model(bundle: M.Bundle, title: str, plan: list[tuple], work: Path, ite
     paths = [(v.name, v.path) for v in variants]
     report.limits = roofline.annotate(paths, bundle.bench_feeds, report.rows, threads)
     report.profiles = profile_rows(paths, bundle.bench_feeds, report.rows, report.limits)
+    print("  back-to-back calls", flush=True)
+    warm_rows(paths, lambda feeds: _source_call(timing_src, _source_feeds(feeds, timing_src)), bundle.bench_feeds,
+              report.rows, threads)
     return report
 
 
