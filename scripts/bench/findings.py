@@ -40,8 +40,15 @@ def _goal_gap(m: dict, r: dict, goal: float) -> str:
     if rf["bound_ms"] > need_ms:
         return (f" {goal:g}x would need {need_ms:.2f} ms, less than its GEMM work alone takes at this machine's peak "
                 f"({rf['bound_ms']:.2f} ms): out of reach here whatever the rest costs.")
-    return (f" {goal:g}x needs {need_ms:.2f} ms, i.e. {rf['bound_ms'] / need_ms:.0%} of its roofline bound "
+    text = (f" {goal:g}x needs {need_ms:.2f} ms, i.e. {rf['bound_ms'] / need_ms:.0%} of its roofline bound "
             f"(it runs at {rf.get('efficiency', 0):.0%}).")
+    own = rf.get("shape_bound_ms")
+    if own and own > need_ms * 0.9:
+        # The peak is the best shape's rate; small GEMMs never reach it in ORT's kernels.
+        text += (f" With every GEMM at the rate ONNX Runtime reaches at its own shape and nothing else, the call would "
+                 f"take {own:.2f} ms ({(src.get('work_ms') or src['p50_ms']) / own:.1f}x): "
+                 + ("beyond these kernels." if own > need_ms else "all but the GEMMs would have to be free."))
+    return text
 
 
 def _warm_gap(m: dict, d: dict) -> str:
