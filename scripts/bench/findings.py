@@ -51,6 +51,20 @@ def _goal_gap(m: dict, r: dict, goal: float) -> str:
     return text
 
 
+def _memory_note(m: dict, d: dict) -> str:
+    """The weights' read time, where it is a large part of an interleaved call."""
+    rf = d.get("roofline") or {}
+    bw = (m.get("limits") or {}).get("read_gbps")
+    call = d.get("work_ms") or d["p50_ms"]
+    if not rf.get("memory_ms") or not bw or rf["memory_ms"] < 0.25 * call:
+        return ""
+    text = (f"Reading its {rf['weights_mb']:.1f} MB of weights from memory at the measured {bw:.1f} GB/s takes "
+            f"{rf['memory_ms']:.2f} ms, {rf['memory_ms'] / call:.0%} of its interleaved call")
+    if rf.get("bound_ms") and rf["memory_ms"] > rf["bound_ms"]:
+        text += f", longer than its GEMM work at the peak ({rf['bound_ms']:.2f} ms)"
+    return text + "."
+
+
 def _warm_gap(m: dict, d: dict) -> str:
     """What interleaving costs the default chain: its call after its own previous call against
     its call after the other models'."""
@@ -82,6 +96,7 @@ def _model_lines(m: dict) -> list[str]:
             if goal:
                 parts.append(("Goal met." if d["speedup"] >= goal and valid(m["name"], d["acc"]) else "Goal missed.")
                              + _goal_gap(m, d, goal))
+            parts.append(_memory_note(m, d))
             parts.append(_warm_gap(m, d))
         if good:
             best = max(good, key=lambda r: r["speedup"])

@@ -476,13 +476,17 @@ def annotate(variants: list[tuple[str, str]], feeds_by_batch: dict[int, dict[str
 
     run_threads = threads or all_threads()
     threads_list = sorted({1, all_threads()})
+    from memory_roof import read_bandwidth, weight_bytes
+
     works: dict[tuple[str, int], Work] = {}
+    weights: dict[str, int] = {}
     for name, path in variants:
         try:
             model = onnx.load(path)
         except Exception as exc:  # noqa: BLE001 - a variant ORT can run but onnx cannot load is reported
             print(f"  roofline: {name} not counted ({type(exc).__name__})", flush=True)
             continue
+        weights[name] = weight_bytes(model)
         for b, feeds in feeds_by_batch.items():
             try:
                 works[(name, b)] = count_work(model, _input_shapes(feeds))
@@ -492,18 +496,23 @@ def annotate(variants: list[tuple[str, str]], feeds_by_batch: dict[int, dict[str
     t0 = time.perf_counter()
     peaks.measure(list(works.values()), threads_list)
     probes = {g.probe for w in works.values() for g in w.gemms}
+    bandwidth = read_bandwidth()
     first = variants[0][0] if variants else None
     for r in rows:
-        w = works.get((first if r["source"] else r["variant"], r["batch"]))
+        name = first if r["source"] else r["variant"]
+        w = works.get((name, r["batch"]))
         if w is None:
             continue
         rf = bound(w, peaks, run_threads, probes)
+        if name in weights:
+            rf["weights_mb"] = weights[name] / 1e6
+            rf["memory_ms"] = 1000 * weights[name] / bandwidth
         if rf.get("bound_ms"):
             rf["efficiency"] = rf["bound_ms"] / (r.get("work_ms") or r["p50_ms"])
         if rf.get("shape_bound_ms"):
             rf["shape_efficiency"] = rf["shape_bound_ms"] / (r.get("work_ms") or r["p50_ms"])
         r["roofline"] = rf
-    limits = {"threads": run_threads, "measure_s": time.perf_counter() - t0,
+    limits = {"threads": run_threads, "measure_s": time.perf_counter() - t0, "read_gbps": bandwidth / 1e9,
               "peak_gops": {f"{d} {t}t": (peaks.peak(d, t, probes) or 0) / 1e9 for d in ("float", "int8") for t in threads_list},
               "probes": [{"probe": _probe_text(p), "dtype": d, "threads": t, "gops": r / 1e9}
                          for (p, d, t), r in sorted(peaks.rates.items(), key=lambda kv: (kv[0][2], kv[0][1], -kv[1]))]}

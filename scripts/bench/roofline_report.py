@@ -17,6 +17,17 @@ def _gop(n: int | None) -> str:
     return "-" if not n else f"{n / 1e9:.2f}"
 
 
+def _gbps(doc: dict) -> str:
+    bws = sorted({round(m["limits"]["read_gbps"], 1) for m in doc["models"] if (m.get("limits") or {}).get("read_gbps")})
+    return ", ".join(f"{b:g} GB/s" for b in bws) or "not measured"
+
+
+def _mem(rf: dict) -> str:
+    if rf.get("weights_mb") is None or rf.get("memory_ms") is None:
+        return "-"
+    return f"{rf['weights_mb']:.1f}, {_ms(rf['memory_ms'])}"
+
+
 def lead_table(doc: dict, acc_text: Any, ordered: list[dict]) -> list[str]:
     threads = {m["limits"].get("threads") for m in doc["models"] if m.get("limits")}
     t = ", ".join(str(x) for x in sorted(t for t in threads if t)) or "?"
@@ -27,10 +38,12 @@ def lead_table(doc: dict, acc_text: Any, ordered: list[dict]) -> list[str]:
          f"the same thread count ({t}): int8 work at the int8 peak, float work at the fp32 peak (see *Measured "
          "limits* below). **Efficiency** = bound / latency: 100% would be every GEMM at peak speed and nothing else. "
          "*At own shapes*: each GEMM at the rate measured at its own shape instead (small GEMMs cannot reach the "
-         "peak). *Best possible speed-up*: the source's latency over the bound.", "",
+         "peak). *Best possible speed-up*: the source's latency over the bound. *Weights from memory*: the roofline's "
+         "other ceiling, the bytes of weights a call reads (embedding tables left out) at the read bandwidth of one "
+         f"thread measured in this run ({_gbps(doc)}); in interleaved timing each call reads them again.", "",
          "| model | variant | batch | p50 ms | GEMM G ops (fp / int8) | bound ms | efficiency | at own shapes | "
-         "speed-up vs source | best possible | accuracy vs source |",
-         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+         "weights MB, from memory ms | speed-up vs source | best possible | accuracy vs source |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for m in ordered:
         src = {r["batch"]: r for r in m["rows"] if r["source"]}
         for r in sorted(m["rows"], key=lambda r: (r["batch"], not r["source"])):
@@ -40,7 +53,7 @@ def lead_table(doc: dict, acc_text: Any, ordered: list[dict]) -> list[str]:
             name = r["variant"] + (" (default chain)" if r["default"] else "")
             L.append(f"| {m['name']} | {name} | {r['batch']} | {_ms(r['p50_ms'])} | "
                      f"{_gop(rf.get('ops_float'))} / {_gop(rf.get('ops_int8'))} | {_ms(rf.get('bound_ms'))} | "
-                     f"{_pct(rf.get('efficiency'))} | {_pct(rf.get('shape_efficiency'))} | "
+                     f"{_pct(rf.get('efficiency'))} | {_pct(rf.get('shape_efficiency'))} | {_mem(rf)} | "
                      f"{'-' if r['source'] else format(r['speedup'], '.2f') + 'x'} | "
                      f"{'-' if best is None else format(best, '.1f') + 'x'} | {acc_text(r['acc'])} |")
     L.append("")
