@@ -161,3 +161,55 @@ def test_a_corrupt_untrusted_source_is_refused_before_timing(cli, pair, tmp_path
     assert r.stderr.startswith("Error: ") and "bad.onnx" in r.stderr and "Traceback" not in r.stderr
     assert not baseline.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
     assert _digest(bad) == digest
+
+
+def _looping(path: Path) -> Path:
+    """Takes x [N, 512] like the pair, then loops 10^12 times: hostile, or far too slow."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    v = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", WIDTH]) for n in ("v", "v_out")]
+    body = helper.make_graph([helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Neg", ["v"], ["v_out"])],
+                             "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                                      helper.make_tensor_value_info("c", TensorProto.BOOL, []), v[0]],
+                             [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), v[1]])
+    graph = helper.make_graph([helper.make_node("Loop", ["M", "cond", "x"], ["y"], body=body)], "looping",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", WIDTH])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", WIDTH])],
+                              [numpy_helper.from_array(np.array(10**12, np.int64), "M"),
+                               numpy_helper.from_array(np.array(True), "cond")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_looping_untrusted_source_is_stopped_at_the_bench_timeout(cli, pair, tmp_path):
+    import multiprocessing
+
+    _, light = pair
+    src = _looping(tmp_path / "loops.onnx")
+    digest = _digest(src)
+    baseline = tmp_path / "base.json"
+    r = cli("bench", light, "--vs", src, "--threads", "1", "--timeout", "2", "-n", "5", "--save-baseline", baseline)
+    assert r.code == 2, r
+    assert r.stderr.startswith("Error: model loops.onnx did not finish") and "--timeout 2 s" in r.stderr, r.stderr
+    assert not baseline.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["loops.onnx"]
+    assert _digest(src) == digest
+    assert not multiprocessing.active_children()  # the worker was killed, not left spinning
+
+
+def test_a_failed_rebuild_ends_the_worker_and_every_later_run(pair):
+    import multiprocessing
+
+    from onnxkit.errors import InputError, UsageError
+    from onnxkit.runtime.contained import ContainedSession
+
+    heavy, _ = pair
+    sess = ContainedSession(heavy)
+    with pytest.raises(UsageError, match="--threads must be at least 1"):
+        sess.configure(threads=-1, spinning=False)
+    with pytest.raises(InputError, match="--threads must be at least 1"):
+        sess.run({"x": np.ones((1, WIDTH), np.float32)})
+    sess.close()
+    assert not multiprocessing.active_children()

@@ -131,12 +131,16 @@ def _worker(conn, model_path: str, session_kwargs: dict, memory_mb: int | None, 
         except (EOFError, OSError):
             return
         if msg is None:
-            sess.node_providers()  # ends ORT profiling and removes its file
+            if sess is not None:
+                sess.node_providers()  # ends ORT profiling and removes its file
             conn.close()
             return
         if isinstance(msg[0], str):  # ("configure", changed session options): a new session
             try:
-                sess.node_providers()
+                if sess is not None:
+                    sess.node_providers()
+                # The old session goes first: two of a large model need not fit the memory limit.
+                sess = None
                 session_kwargs = {**session_kwargs, **msg[1]}
                 sess = make_session(model_path, **session_kwargs)
                 first = True
@@ -298,7 +302,13 @@ class ContainedSession:
         except KeyboardInterrupt:
             self.close()
             raise Interrupted() from None
-        self._take(self._answer(self.session_timeout_s, doing, "load"))
+        try:
+            meta = self._answer(self.session_timeout_s, doing, "load")
+        except OnnxkitError as err:  # the worker has no session left to run
+            self._failed = err if isinstance(err, InputError) else InputError(err.message, hint=err.hint)
+            self._finalizer()
+            raise
+        self._take(meta)
 
     def node_providers(self) -> dict[str, int] | None:
         return self._nodes
