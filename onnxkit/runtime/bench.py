@@ -11,7 +11,6 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from onnxkit.errors import InputError, UsageError
 from onnxkit.results import Result, Table, fmt_num
 from onnxkit.runtime.bench_source import handover_note, source_runner
 from onnxkit.runtime.bench_source import limit_source_threads as _limit_source_threads
-from onnxkit.runtime.bench_source import source_call as _source_call
 from onnxkit.runtime.bench_source import source_feeds as _source_feeds
 from onnxkit.runtime.bench_source import source_name as _source_name
 from onnxkit.runtime.speedup_ci import speedup_ci
