@@ -120,6 +120,9 @@ def run_bench(
             rehearse(m, feeds_by_batch, _adapt_feeds, providers=chosen, provider_options=options,
                      threads=threads if isinstance(threads, int) else None,
                      timeout_s=timeout)
+        if timeout is not None and hasattr(getattr(src, "session", None), "timeout_s"):
+            # An untrusted ONNX source predicts in its contained worker during the timing itself.
+            src.session.timeout_s = float(timeout)
     if use_openvino:
         from onnxkit.operations.bench_openvino import bench_with_openvino
 

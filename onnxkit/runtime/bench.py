@@ -11,7 +11,6 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,10 @@ import numpy as np
 from onnxkit.foundation.data import Feeds, check_feeds
 from onnxkit.errors import InputError, UsageError
 from onnxkit.results import Result, Table, fmt_num
+from onnxkit.runtime.bench_source import handover_note, source_runner
+from onnxkit.runtime.bench_source import limit_source_threads as _limit_source_threads
+from onnxkit.runtime.bench_source import source_feeds as _source_feeds
+from onnxkit.runtime.bench_source import source_name as _source_name
 from onnxkit.runtime.speedup_ci import speedup_ci
 from onnxkit.runtime.timing import MAX_ITERATIONS_FOR_DURATION, MIN_ITERATIONS, LatencyStats, load_average
 from onnxkit.runtime.timing import Runner as _Runner
@@ -48,6 +51,9 @@ class BenchEntry:
     speedup_cpu: float | None = None  # the same ratio on median process CPU time (timing.LatencyStats)
     speedup_cpu_ci95: tuple[float, float] | None = None  # its interval; only at 1 thread, where CPU time is the call's work
     is_source: bool = False        # the --vs framework model, not an ONNX model
+    # A contained source's median wall time per call outside its timed session run (the pipe
+    # round trip to its worker); not part of its times, which are measured in the worker.
+    handover_p50_ms: float | None = None
     precision: str | None = None   # OpenVINO's inference precision (bench --provider openvino); None: ONNX Runtime
 
 
@@ -171,57 +177,6 @@ def _adapt_feeds(feeds: Feeds, specs: list, where: str) -> Feeds:
     return check_feeds(adapted, specs, where=where)
 
 
-def _source_feeds(feeds: Feeds, source) -> Feeds:
-    """The same inputs keyed the way the source model names them (positional if names differ)."""
-    specs = list(getattr(source, "input_specs", []) or [])
-    if not specs or {s.name for s in specs} == set(feeds):
-        names = {s.name: s for s in specs}
-        return {k: (v.astype(names[k].dtype) if k in names and names[k].dtype.kind == "f" and v.dtype.kind == "f" else v)
-                for k, v in feeds.items()}
-    if len(specs) != len(feeds):
-        raise InputError(
-            f"the source model takes {len(specs)} inputs ({', '.join(s.name for s in specs)}) but the ONNX model "
-            f"{len(feeds)} ({', '.join(feeds)}); they cannot be timed on the same inputs",
-        )
-    return {s.name: v for s, v in zip(specs, feeds.values())}
-
-
-def _source_call(source, feeds: Feeds) -> Callable[[], object]:
-    framework = getattr(source, "framework", "")
-    if framework == "torch":
-        import torch
-
-        # Eager PyTorch is timed as it is served: no autograd bookkeeping.
-        def call() -> object:
-            with torch.inference_mode():
-                return source.predict(feeds)
-        return call
-    return lambda: source.predict(feeds)
-
-
-def _limit_source_threads(source, threads: int) -> list[str]:
-    """Give the source framework the same thread count as ONNX Runtime, so a speed-up
-    compares like with like. Returns notes for frameworks that cannot be told."""
-    framework = getattr(source, "framework", "")
-    if framework == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-    elif framework == "xgboost" and hasattr(source, "booster"):
-        source.booster.set_param({"nthread": threads})
-    elif framework == "tensorflow":
-        return ["TensorFlow's thread count is fixed once it starts; set TF_NUM_INTRAOP_THREADS to match --threads"]
-    elif framework in ("sklearn", "lightgbm"):
-        # Their heavy lifting runs in BLAS/OpenMP pools, which threadpoolctl (a scikit-learn
-        # dependency) can size; without it they keep their defaults, and the note says so.
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            return [f"{framework} runs at its own thread count (threadpoolctl is not installed to set it)"]
-        threadpool_limits(limits=threads)
-    return []
-
-
 def _unique_names(models: list) -> list[str]:
     names = []
     for m in models:
@@ -343,15 +298,13 @@ def bench_models(
         result.thread_probe, result.recommended_threads = probe.p50_ms, probe.best
         result.notes.append(probe.summary())
     if source is not None:
-        result.source = {k: v for k, v in source.describe().items() if k != "inputs"} if hasattr(source, "describe") else {"framework": getattr(source, "framework", "")}
+        result.source = _describe_source(source)
 
     result.spin_policy = _spin_policy(source, interleaved, threads)
     try:
         if source is not None:
-            if threads:
-                result.notes.extend(_limit_source_threads(source, threads))
-            else:
-                result.notes.append("the source framework runs at its own default thread count; give --threads to match")
+            result.notes.extend(_limit_source_threads(source, threads))
+            result.source = _describe_source(source)  # with the threads it now runs at, where it says
         _bench_batches(result, sessions, names, feeds_by_batch, source, io_binding, provider_options, warmup, iterations, duration)
     finally:
         for s in sessions:  # ends ORT profiling (and removes its file) on every path
@@ -359,6 +312,12 @@ def bench_models(
     result.load_after = load_average()
     _note_busy(result)
     return result
+
+
+def _describe_source(source: Any) -> dict[str, Any]:
+    if not hasattr(source, "describe"):
+        return {"framework": getattr(source, "framework", "")}
+    return {k: v for k, v in source.describe().items() if k != "inputs"}
 
 
 def _note_stretch(result: BenchResult, e: BenchEntry) -> None:
@@ -381,15 +340,14 @@ def _note_busy(result: BenchResult) -> None:
                             "timings spread, read the intervals")
 
 
-def _source_name(source: Any) -> str:
-    return Path(str(getattr(source, "path", "source"))).name if source is not None else ""
-
-
 def _spin_policy(source: Any, interleaved: bool, threads: int | None) -> str:
     """What idle worker threads do between runs, for each side: a spinning side steals the
     CPU from the other in interleaved timing, so both are said."""
     ort = ("ONNX Runtime threads do not spin (session.intra_op.allow_spinning=0)" if interleaved
            else "ONNX Runtime threads spin between runs (its default)")
+    if getattr(source, "framework", "") == "onnx":
+        where = "in its contained worker" if getattr(source, "contained", False) else "in this process"
+        return f"{ort}, the ONNX source's ({where}) alike"
     if source is None or getattr(source, "framework", "") != "torch":
         return ort
     if threads == 1:
@@ -422,8 +380,7 @@ def _bench_batches(result: BenchResult, sessions: list, names: list[str], feeds_
                 runners.append(_Runner(name, "onnx", (lambda s=sess, f=f: s.session.run(s.output_names, f)), sess.providers, False, nodes))
         if source is not None:
             sf = _source_feeds(feeds, source)
-            runners.append(_Runner(_source_name(source), getattr(source, "framework", "") or "source",
-                                   _source_call(source, sf), is_source=True))
+            runners.append(source_runner(source, sf))
         _time_round_robin(runners, warmup=warmup, iterations=iterations, duration=duration)
         first = None
         src_p50 = None
@@ -437,6 +394,8 @@ def _bench_batches(result: BenchResult, sessions: list, names: list[str], feeds_
                 entry.ratio_to_first = stats.p50_ms / first if first else None
             else:
                 src_p50, src_times, src_cpu, src_cpu_times = stats.p50_ms, r.times, stats.cpu_p50_ms, r.cpu_times
+                entry.handover_p50_ms, notes = handover_note(source, r.overhead_ms, batch)
+                result.notes.extend(notes)
             times[id(entry)] = r.times
             cpu_times[id(entry)] = r.cpu_times
             result.entries.append(entry)

@@ -97,6 +97,18 @@ def _silence_stderr() -> None:
     os.close(devnull)
 
 
+def _meta(sess) -> dict:
+    """What the parent needs to know of the worker's session; the thread count and spin policy
+    are read back from ONNX Runtime, so a caller sees what the session runs with, not what it asked."""
+    so = sess.session.get_session_options()
+    try:
+        spin = so.get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:  # not set: ONNX Runtime's default, which spins
+        spin = "1"
+    return {"providers": list(sess.providers), "input_specs": sess.input_specs, "output_names": sess.output_names,
+            "threads": so.intra_op_num_threads or None, "spinning": spin != "0"}
+
+
 def _worker(conn, model_path: str, session_kwargs: dict, memory_mb: int | None, verbose: bool) -> None:
     # Ctrl-C is the parent's business: it kills the worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -107,8 +119,7 @@ def _worker(conn, model_path: str, session_kwargs: dict, memory_mb: int | None, 
         from onnxkit.runtime.session import make_session
 
         sess = make_session(model_path, **session_kwargs)
-        meta = {"providers": list(sess.providers), "input_specs": sess.input_specs, "output_names": sess.output_names}
-        _send(conn, ("ready", meta))
+        _send(conn, ("ready", _meta(sess)))
     except BaseException as exc:  # noqa: BLE001 - everything must reach the parent as text
         _send(conn, _error_reply(exc))
         conn.close()
@@ -120,15 +131,37 @@ def _worker(conn, model_path: str, session_kwargs: dict, memory_mb: int | None, 
         except (EOFError, OSError):
             return
         if msg is None:
-            sess.node_providers()  # ends ORT profiling and removes its file
+            if sess is not None:
+                sess.node_providers()  # ends ORT profiling and removes its file
             conn.close()
             return
+        if isinstance(msg[0], str):  # ("configure", changed session options): a new session
+            try:
+                if sess is not None:
+                    sess.node_providers()
+                # The old session goes first: two of a large model need not fit the memory limit.
+                sess = None
+                session_kwargs = {**session_kwargs, **msg[1]}
+                sess = make_session(model_path, **session_kwargs)
+                first = True
+                reply = ("ready", _meta(sess))
+            except BaseException as exc:  # noqa: BLE001
+                reply = _error_reply(exc)
+            try:
+                _send(conn, reply)
+            except (BrokenPipeError, EOFError, OSError):
+                return
+            continue
         feeds, outputs = msg
         try:
+            # Timed here, around the run alone: the parent's clocks would count the pipe
+            # round trip as the model's work and would not see this process's CPU time at all.
+            c0, t0 = time.process_time_ns(), time.perf_counter_ns()
             out = sess.run(feeds, outputs)
+            took = ((time.perf_counter_ns() - t0) / 1e6, (time.process_time_ns() - c0) / 1e6)
             nodes = sess.node_providers() if first else None
             first = False
-            reply: tuple = ("ok", (out, nodes))
+            reply: tuple = ("ok", (out, nodes, took))
         except BaseException as exc:  # noqa: BLE001
             reply = _error_reply(exc)
         try:
@@ -199,6 +232,8 @@ class ContainedSession:
         self.options: dict = {}
         self.batches = 0
         self.rows = 0
+        # (wall ms, CPU ms) of the last run, measured in the worker around the session run alone
+        self.last_call_ms: tuple[float, float] | None = None
         self._nodes: dict[str, int] | None = None
         self._failed: InputError | None = None
         kwargs = {"providers": providers, "provider_options": provider_options, "threads": threads,
@@ -220,9 +255,13 @@ class ContainedSession:
         except BaseException:
             self.close()
             raise
+        self._take(meta)
+
+    def _take(self, meta: dict) -> None:
         self.providers: list[str] = meta["providers"]
         self.input_specs = meta["input_specs"]
         self.output_names: list[str] = meta["output_names"]
+        self.threads, self.spinning = meta["threads"], meta["spinning"]  # as the worker's session reports them
 
     # -- the OnnxSession interface
 
@@ -245,10 +284,31 @@ class ContainedSession:
         except KeyboardInterrupt:
             self.close()
             raise Interrupted() from None
-        out, nodes = self._answer(self.timeout_s, doing, "run")
+        out, nodes, self.last_call_ms = self._answer(self.timeout_s, doing, "run")
         if nodes is not None and self._nodes is None:
             self._nodes = nodes
         return out
+
+    def configure(self, *, threads: int | None, spinning: bool) -> None:
+        """Rebuild the worker's session with this intra-op thread count and spin policy (a
+        benchmark sets both sides alike); the worker process and its limits stay."""
+        if self._failed is not None:
+            raise self._failed
+        doing = f"rebuilding its session at {threads or 'the default'} intra-op threads"
+        try:
+            self._conn.send(("configure", {"threads": threads, "spinning": spinning}))
+        except (BrokenPipeError, EOFError, OSError):
+            self._fail(self._death(doing))
+        except KeyboardInterrupt:
+            self.close()
+            raise Interrupted() from None
+        try:
+            meta = self._answer(self.session_timeout_s, doing, "load")
+        except OnnxkitError as err:  # the worker has no session left to run
+            self._failed = err if isinstance(err, InputError) else InputError(err.message, hint=err.hint)
+            self._finalizer()
+            raise
+        self._take(meta)
 
     def node_providers(self) -> dict[str, int] | None:
         return self._nodes

@@ -50,7 +50,8 @@ def probe_threads(models: list, names: list[str], feeds: dict, *, source: Any = 
                   counts: list[int] | None = None) -> ThreadProbe:
     """Time every model (paths) and the source at each thread count, a few interleaved rounds
     each, on ``feeds`` (one batch size). ONNX Runtime sessions do not spin, as in the bench."""
-    from onnxkit.runtime.bench import _adapt_feeds, _limit_source_threads, _source_call, _source_feeds
+    from onnxkit.runtime.bench import _adapt_feeds, _limit_source_threads, _source_feeds
+    from onnxkit.runtime.bench_source import source_runner
     from onnxkit.runtime.session import make_session
     from onnxkit.runtime.timing import Runner, time_round_robin
 
@@ -64,7 +65,7 @@ def probe_threads(models: list, names: list[str], feeds: dict, *, source: Any = 
             runners.append(Runner(name, "onnx", (lambda s=sess, f=f: s.session.run(s.output_names, f))))
         if source is not None:
             _limit_source_threads(source, count)
-            runners.append(Runner(source_name, "source", _source_call(source, src_feeds), is_source=True))
+            runners.append(source_runner(source, src_feeds, source_name))  # a contained one timed in its worker
         time_round_robin(runners, warmup=PROBE_WARMUP, iterations=PROBE_ROUNDS, duration=None)
         for r in runners:
             probe.p50_ms.setdefault(r.name, {})[count] = sorted(r.times)[len(r.times) // 2]

@@ -77,8 +77,14 @@ class Runner:
     """One thing to time at one batch size: ``call()`` runs it once."""
 
     def __init__(self, name: str, kind: str, call: Callable[[], object], providers: list[str] | None = None,
-                 io_binding: bool = False, node_providers: dict[str, int] | None = None, is_source: bool = False) -> None:
+                 io_binding: bool = False, node_providers: dict[str, int] | None = None, is_source: bool = False,
+                 own_times: Callable[[], tuple[float, float] | None] | None = None) -> None:
         self.is_source = is_source
+        # For a call that runs in another process: (wall ms, CPU ms) it measured there around
+        # the work itself. This process's clocks would count the hand-over as work (wall) and
+        # see none of the other process's CPU time.
+        self.own_times = own_times
+        self.overhead_ms: list[float] = []  # wall time per call outside the measured work
         self.name = name
         self.kind = kind
         self.call = call
@@ -110,8 +116,13 @@ def time_round_robin(runners: list[Runner], *, warmup: int, iterations: int | No
                 r = runners[(i + j) % k]
                 c0, t0 = time.process_time_ns(), time.perf_counter_ns()
                 r.call()
-                r.times.append((time.perf_counter_ns() - t0) / 1e6)
-                r.cpu_times.append((time.process_time_ns() - c0) / 1e6)
+                wall, cpu = (time.perf_counter_ns() - t0) / 1e6, (time.process_time_ns() - c0) / 1e6
+                own = r.own_times() if r.own_times is not None else None
+                if own is not None:
+                    r.overhead_ms.append(max(wall - own[0], 0.0))
+                    wall, cpu = own
+                r.times.append(wall)
+                r.cpu_times.append(cpu)
             if budget is not None and i + 1 >= MIN_ITERATIONS and time.perf_counter() - started >= budget:
                 break
     finally:
