@@ -231,7 +231,8 @@ def bench_model(bundle: M.Bundle, title: str, plan: list[tuple], work: Path, ite
     from onnxkit.foundation.spec import parse_specs
     from onnxkit.frameworks.base import LoadOptions
     from onnxkit.frameworks.registry import load_source
-    from onnxkit.runtime.bench import _source_call, _source_feeds, bench_models
+    from onnxkit.runtime.bench import bench_models
+    from onnxkit.runtime.bench_source import source_call, source_feeds
 
     report = ModelReport(bundle.name, title, notes=list(bundle.notes))
     print(f"== {title}", flush=True)
@@ -279,7 +280,7 @@ def bench_model(bundle: M.Bundle, title: str, plan: list[tuple], work: Path, ite
     report.limits = roofline.annotate(paths, bundle.bench_feeds, report.rows, threads)
     report.profiles = profile_rows(paths, bundle.bench_feeds, report.rows, report.limits)
     print("  back-to-back calls", flush=True)
-    warm_rows(paths, lambda feeds: _source_call(timing_src, _source_feeds(feeds, timing_src)), bundle.bench_feeds,
+    warm_rows(paths, lambda feeds: source_call(timing_src, source_feeds(feeds, timing_src)), bundle.bench_feeds,
               report.rows, threads)
     return report
 
