@@ -338,9 +338,13 @@ class _OutputAccumulator:
     def _add_cosine(self, r: np.ndarray, k: np.ndarray) -> None:
         rows = r.reshape(r.shape[0], -1) if r.ndim >= 2 else r.reshape(1, -1)
         krows = k.reshape(rows.shape)
-        ok = np.isfinite(rows).all(axis=1) & np.isfinite(krows).all(axis=1)
-        rows = np.where(ok[:, None], rows, 0.0)
-        krows = np.where(ok[:, None], krows, 0.0)
+        # The cosine of a row is taken over its finite pairs: dropping a whole row for one
+        # NaN (even a NaN both sides share, which is no mismatch) would hide every other
+        # value of that row from the cosine floor. A row with no finite pair has no cosine.
+        finite = np.isfinite(rows) & np.isfinite(krows)
+        ok = finite.any(axis=1)
+        rows = np.where(finite, rows, 0.0)
+        krows = np.where(finite, krows, 0.0)
         num = (rows * krows).sum(axis=1)
         den = np.linalg.norm(rows, axis=1) * np.linalg.norm(krows, axis=1)
         both_zero = (np.abs(rows).sum(axis=1) == 0) & (np.abs(krows).sum(axis=1) == 0)
