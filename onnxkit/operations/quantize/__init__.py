@@ -34,7 +34,7 @@ from onnxkit.operations.quantize.budget import (
 from onnxkit.operations.quantize.calibration import (
     _Batches,
 )
-from onnxkit.operations.quantize.checks import check_quantizable, check_something_quantized, conv_hint
+from onnxkit.operations.quantize.checks import check_finite_weights, check_quantizable, check_something_quantized, conv_hint
 from onnxkit.operations.quantize.engines import (
     preprocess,
     _prepare_large,
@@ -117,6 +117,7 @@ def quantize_model(
     original = loaded.model
     _name_nodes(original)
     check_quantizable(original, mode)
+    check_finite_weights(original, mode)
     specs = specs_from_onnx(original)
     res = _new_result(model_path, output, loaded, original, mode=mode, metric=metric, per_channel=per_channel,
                       weight_type=weight_type, fmt=fmt, budget=budget, max_error=max_error,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxkit.errors import OnnxkitError, UsageError
+from onnxkit.errors import InputError, OnnxkitError, UsageError
 from onnxkit.operations.quantize.engines import run_quantizer
 from onnxkit.operations.quantize.options import MAX_BUDGET_ROUNDS, QuantConfig, WEIGHTED_OPS
 from onnxkit.operations.quantize.selection import _has_weight, left_in_float
@@ -67,6 +67,15 @@ def measure_error(float_model: Any, quant_model: Any, batches: list[dict], metri
         m.error = float("inf")
     elif metric == "cosine":
         if m.cosine is None:
+            float_outs = [o.name for o in outs if o.kind == "numeric"]
+            if float_outs:
+                # Float outputs with no finite value on either side: nothing is wrong with the
+                # metric, the float model computes NaN/Inf on these inputs.
+                raise InputError(
+                    f"the float model's output {float_outs[0]!r} is NaN or Inf everywhere on the "
+                    f"{comp.rows} measurement sample(s): there is nothing to measure the quantization error on",
+                    hint="check the model (a NaN weight, a Log or Sqrt of negative values) or measure on --data "
+                         "where it computes finite values; nothing was written")
             raise UsageError("--metric cosine needs a float output; use --metric label or maxabs")
         m.error = 1.0 - m.cosine
     elif metric == "label":
