@@ -50,3 +50,19 @@ def test_regressor_with_int8_sized_error_still_passes(cli, tmp_path):
     r = cli("validate", ref, cand, "--preset-tol", "int8", "--json")
     assert r.code == 0, r
     assert r.json["outputs"][0]["rel_error"] < 0.05
+
+
+def test_quantize_budget_sees_a_regressor_off_by_40_percent(tmp_path):
+    # The budget's cosine of a [N, 1] output was the sign of each prediction: 1.0 (error 0) here.
+    from onnxkit.operations.quantize.budget import measure_error
+
+    ref = onnx.load(_regressor(tmp_path / "ref.onnx", 1.0))
+    cand = onnx.load(_regressor(tmp_path / "cand.onnx", 1.4))
+    rng = np.random.default_rng(1)
+    batches = [{"x": rng.standard_normal((16, 6)).astype(np.float32)} for _ in range(2)]
+    m = measure_error(ref, cand, batches, "cosine")
+    assert m.cosine is not None and m.cosine < 0.95, m
+    assert m.error > 0.02  # over the default budgets (0.01 on data, 0.02 on random inputs)
+    assert m.outputs[0]["rel_error"] > 0.35
+    same = measure_error(ref, ref, batches, "cosine")
+    assert same.error == 0.0 and same.cosine == 1.0
