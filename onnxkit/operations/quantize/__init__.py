@@ -225,6 +225,12 @@ def _budget_and_save(qmodel: Any, err: ErrorMeasure, res: QuantizeResult, *, ori
             qmodel, err = _budget_loop(original, base, qmodel, err, cfg, excluded, eval_batches, res.metric, res.max_error, work)
     res.error = vars(err) | {}
     res.budget_met = None if res.max_error is None else err.error <= res.max_error
+    if err.constant_outputs:
+        # A dead (all-ReLU-zero) or saturated output: any model that outputs the same constant
+        # meets the budget, so "cosine 1" here says nothing about the quantized weights.
+        res.notes.append(f"the float model's output {', '.join(err.constant_outputs)} is constant on the {err.samples} "
+                         "measurement sample(s): a quantized model that outputs the same constant meets any budget, so "
+                         "this measure proves little; measure on real --data or a trained model")
     res.excluded = [{"node": n, "op": by_node[n].op_type if n in by_node else "", "reason": r} for n, r in excluded.items()]
     if cfg.mode == "fp16":
         res.nodes_quantized, res.quantized_ops = _fp16_count(qmodel)

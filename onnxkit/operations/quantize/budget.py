@@ -28,6 +28,7 @@ class ErrorMeasure:
     agreement: float | None = None
     samples: int = 0
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    constant_outputs: list[str] = field(default_factory=list)  # the float model's, on these samples
 
 
 def measure_error(float_model: Any, quant_model: Any, batches: list[dict], metric: str, *,
@@ -64,6 +65,9 @@ def measure_error(float_model: Any, quant_model: Any, batches: list[dict], metri
                      outputs=[{"name": o.name, "cosine": budget_cosine(o), "rel_error": o.rel_error, "max_abs": o.max_abs, "mean_abs": o.mean_abs,
                                "agreement": o.label_agreement if o.label_agreement is not None else o.top1_agreement,
                                "nan_mismatch": o.nan_mismatch} for o in outs])
+    from onnxkit.foundation.compare import REFERENCE_CONSTANT
+
+    m.constant_outputs = [o.name for o in outs if REFERENCE_CONSTANT in o.warning_codes]
     if any(o.nan_mismatch for o in outs):
         m.error = float("inf")
     elif metric == "cosine":
