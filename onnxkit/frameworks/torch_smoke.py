@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from onnxkit._lazy import require
 from onnxkit.errors import OnnxkitError
 from onnxkit.foundation.data import concrete_shape
 from onnxkit.foundation.spec import InputSpec
@@ -49,8 +50,18 @@ def baked_size_failure(model, specs: list[InputSpec], source_predict: Callable[[
         log.debug("source does not run at batch=%d seq=%d: %s", batch, seq, exc)
         return None
     try:
-        make_session(model).run(feeds)
-    except OnnxkitError as exc:
+        session = make_session(model)
+    except OnnxkitError as exc:  # not loadable at all: the checker and validation say why
+        log.debug("exported graph does not load: %s", exc)
+        return None
+    # ONNX Runtime logs a failed run on stderr (in red) before raising; this trial run's failure
+    # is expected and handled, so it must not reach the user's terminal.
+    quiet = require("onnxruntime").RunOptions()
+    quiet.log_severity_level = 4
+    try:
+        session.session.run(None, feeds, quiet)
+    except Exception as exc:  # ORT raises its own Fail/InvalidArgument types
         shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
-        return f"the exported graph does not run at {shapes} where the model does ({exc.message[:300]})"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"the exported graph does not run at {shapes} where the model does ({first[:300]})"
     return None
