@@ -66,3 +66,37 @@ def test_dynamo_exporter_that_bakes_a_size_is_a_conversion_failure(cli, rnn):
     assert line.startswith("Error: ") and "--exporter torchscript" in line
     assert "Traceback" not in r.stderr
     assert sorted(p.name for p in rnn.iterdir() if p.name != "__pycache__") == [n for n in before if n != "__pycache__"]
+
+
+BAKE = textwrap.dedent(
+    """\
+    import torch
+
+
+    class Bake(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            # int() of a size is a constant to the TorchScript tracer: the batch gets baked in.
+            return torch.zeros(int(x.shape[0]), 3) + self.fc(x)
+
+
+    def build():
+        return Bake()
+    """,
+)
+
+
+def test_exported_graph_failing_where_the_source_runs_is_exit_4(cli, tmp_path):
+    # Was exit 2 "ONNX Runtime could not run the model on these inputs": the inputs were fine.
+    (tmp_path / "bake.py").write_text(BAKE)
+    out = tmp_path / "bake.onnx"
+    r = cli("export", f"{tmp_path / 'bake.py'}:build", "--random-weights", "-o", out, "-i", "x:[batch,4]:float32",
+            "--exporter", "torchscript")
+    assert r.code == 4, r
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error: the exported model does not run on inputs the torch model accepts (x [8, 4])"), line
+    assert "nothing was written" in line and "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == ["bake.py"]
