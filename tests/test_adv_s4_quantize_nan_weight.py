@@ -50,3 +50,21 @@ def test_fp16_says_the_float_outputs_are_nan(cli, tmp_path):
     assert line.startswith("Error: the float model's output 'y' is NaN or Inf everywhere"), r.stderr
     assert "needs a float output" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_truncated_weight_is_a_load_error_not_a_crash(cli, tmp_path):
+    # The weight scan must leave a malformed tensor to the loader (was exit 70: a reshape error).
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w")
+    w.raw_data = w.raw_data[:40]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    model = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "t", [x], [y], [w]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    src = tmp_path / "m.onnx"
+    onnx.save(model, src)
+    r = cli("quantize", src, "-o", tmp_path / "q.onnx", "--mode", "dynamic")
+    assert r.code == 2, r
+    assert r.stderr.startswith("Error: cannot load") and "raw_data size" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
