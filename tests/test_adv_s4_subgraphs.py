@@ -43,3 +43,13 @@ def test_scalar_bool_input_gets_random_flags(cli, tmp_path):
     r = cli("validate", m, m, "--json")
     assert r.code == 0, r
     assert r.json["outputs"][0]["elements"] > 0
+
+
+def test_fp16_counts_the_nodes_inside_if_branches(cli, tmp_path):
+    # Was exit 1 "nothing was quantized": only top-level nodes were counted, and both MatMuls sit in branches.
+    m = _if_model(tmp_path / "if.onnx", cond_input=False)
+    out = tmp_path / "if.fp16.onnx"
+    r = cli("quantize", m, "-o", out, "--mode", "fp16", "--json")
+    assert r.code == 0, r
+    assert r.json["quantized_ops"].get("MatMul") == 2, r.json["quantized_ops"]
+    assert out.exists()
