@@ -352,7 +352,7 @@ def random_feeds(
 def random_array(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator, vocab: int = DEFAULT_VOCAB) -> np.ndarray:
     dt = spec.dtype
     if dt.kind == "b":
-        return rng.random(shape) < 0.5
+        return np.asarray(rng.random(shape) < 0.5)  # a 0-d comparison is a numpy scalar, which ORT refuses
     if dt.kind in "iu":
         if _MASK.search(spec.name):
             return np.ones(shape, dtype=dt)

@@ -332,10 +332,8 @@ class SklearnSource(SourceModel):
             # measured speed in bench --vs) for the same answer.
             scores = call_native(est, "predict_proba", X, where)
             label = np.asarray(est.classes_)[np.argmax(scores, axis=1)]
-            label = label.astype(np.int64) if label.dtype.kind in "iub" else label.astype(str)
-            return {names[0]: label, names[1]: scores.astype(np.float32)}
-        label = call_native(est, "predict", X, where)
-        label = label.astype(np.int64) if label.dtype.kind in "iub" else label.astype(str)
+            return {names[0]: _label_array(label), names[1]: scores.astype(np.float32)}
+        label = _label_array(call_native(est, "predict", X, where))
         if hasattr(est, "predict_proba"):
             scores = call_native(est, "predict_proba", X, where)
         else:
@@ -443,3 +441,16 @@ def convert_opset(model: Any, target: int) -> Any:
             f"the model converts at opset {default_opset(model)} but could not be upgraded to opset {target}: {first_line(exc)}",
             hint=f"omit --opset or use --opset {default_opset(model)}",
         ) from None
+
+
+def _label_array(label: np.ndarray) -> np.ndarray:
+    """Class labels as the export writes them: integers (and float classes, which scikit-learn
+    only accepts when integral: y = 0.0/1.0/2.0, written as int64 by skl2onnx) as int64, the
+    others as text. Float classes compared as text ("1.0" vs "1") failed a correct export."""
+    label = np.asarray(label)
+    if label.dtype.kind in "iub":
+        return label.astype(np.int64)
+    if label.dtype.kind == "f" and np.all(np.isfinite(label)) and np.all(label == np.round(label)):
+        return label.astype(np.int64)
+    return label.astype(str)
+

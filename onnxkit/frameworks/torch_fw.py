@@ -378,6 +378,7 @@ class TorchSource(SourceModel):
         if exporter in ("auto", "dynamo"):
             try:
                 model = self._export_dynamo(options.opset)
+                self._check_other_sizes(model)
                 return self._outcome(model, "torch.onnx (dynamo)", notes)
             except ConversionError as exc:
                 if exporter == "dynamo":
@@ -388,6 +389,17 @@ class TorchSource(SourceModel):
                 )
         model = self._export_torchscript(options.opset)
         return self._outcome(model, "torch.onnx (torchscript)", notes)
+
+    def _check_other_sizes(self, model) -> None:
+        """A graph whose inputs are dynamic but that only runs at the traced sizes is a failed
+        conversion, not a model the user's inputs break: say so here so ``auto`` can fall back."""
+        from onnxkit.frameworks.torch_smoke import baked_size_failure
+
+        why = baked_size_failure(model, self.input_specs, self.predict, EXAMPLE_BATCH + 1, EXAMPLE_SEQ + 4)
+        if why is not None:
+            err = ConversionError(f"torch: {why}; try --exporter torchscript, or give the dynamic dims fixed sizes in --input")
+            err.detail = why  # type: ignore[attr-defined]
+            raise err
 
     def _outcome(self, model, exporter: str, notes: list[str]) -> ExportOutcome:
         opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)

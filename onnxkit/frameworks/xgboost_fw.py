@@ -34,6 +34,10 @@ REGRESSOR_OBJECTIVES = (
     "reg:squarederror", "reg:squaredlogerror", "reg:absoluteerror", "reg:pseudohubererror",
     "reg:logistic", "count:poisson", "reg:gamma", "reg:tweedie", "reg:linear",
 )
+# A ranker's score is the raw margin (identity link), as a squared-error regressor's is.
+# onnxmltools reads a bare Booster as a classifier unless its objective starts with "reg:",
+# so a ranker goes to it wrapped as an XGBRegressor that keeps its objective.
+RANKING_OBJECTIVES = ("rank:pairwise", "rank:ndcg", "rank:map")
 
 
 class XGBoostSource(SourceModel):
@@ -48,10 +52,11 @@ class XGBoostSource(SourceModel):
         learner = config["learner"]
         self.objective = learner["objective"]["name"]
         self.num_class = int(learner["learner_model_param"].get("num_class", "0") or 0)
-        if self.objective not in CLASSIFIER_OBJECTIVES + REGRESSOR_OBJECTIVES:
+        supported = CLASSIFIER_OBJECTIVES + REGRESSOR_OBJECTIVES + RANKING_OBJECTIVES
+        if self.objective not in supported:
             raise ConversionError(
                 f"XGBoost objective {self.objective!r} is not supported by the ONNX converter",
-                hint=f"supported: {', '.join(CLASSIFIER_OBJECTIVES + REGRESSOR_OBJECTIVES)}",
+                hint=f"supported: {', '.join(supported)}",
             )
         self.is_classifier = self.objective in CLASSIFIER_OBJECTIVES
         self.input_specs = [matrix_spec(options, int(booster.num_features()))]
@@ -84,7 +89,12 @@ class XGBoostSource(SourceModel):
         # onnxmltools reads features as f0, f1, ...; named features make it fail.
         booster.feature_names = None
         booster.feature_types = None
-        return convert_tree_model(self, options, "convert_xgboost", booster, "XGBoost")
+        native: Any = booster
+        if self.objective in RANKING_OBJECTIVES:
+            xgb = require("xgboost", "sklearn")
+            native = xgb.XGBRegressor(objective=self.objective)
+            native._Booster = booster
+        return convert_tree_model(self, options, "convert_xgboost", native, "XGBoost")
 
 
 def set_tree_outputs(src: SourceModel) -> None:

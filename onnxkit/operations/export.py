@@ -16,7 +16,7 @@ from onnxkit import __version__
 from onnxkit.foundation.compare import Tolerance
 from onnxkit.foundation.files import check_output_path, sha256_file
 from onnxkit.operations.validate import DEFAULT_BATCH_SIZES, ValidationResult, validate_models
-from onnxkit.errors import ConversionError, Interrupted, UsageError
+from onnxkit.errors import ConversionError, InputError, Interrupted, UsageError
 from onnxkit.frameworks.base import LoadOptions, SourceModel
 from onnxkit.results import Result, Table, fmt_bytes
 
@@ -171,9 +171,21 @@ def _validate_staged(result: ExportResult, staged: Path, model_src: SourceModel,
     known = {s.name: s.high for s in session.input_specs if s.high is not None}
     specs = with_bounds(session.input_specs, {s.name: min(s.high, known.get(s.name, s.high)) for s in model_src.input_specs
                                               if s.high is not None and s.dtype.kind in "iu"})
+    def exported(feeds):
+        # validate_models runs the source first: an error here is the exported graph's, on
+        # inputs the source accepted, so a broken conversion, not a bad input.
+        try:
+            return session.run(feeds)
+        except InputError as exc:
+            shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
+            raise ConversionError(
+                f"the exported model does not run on inputs the {model_src.framework} model accepts ({shapes}): "
+                f"{exc.message}", hint="the exporter likely fixed a size the model treats as dynamic; try another "
+                "--exporter or --opset, or fixed sizes in --input; nothing was written") from exc
+
     result.validation = validate_models(
         model_src.predict,
-        session.run,
+        exported,
         specs,
         tolerance=tolerance or Tolerance(),
         reference_name=f"{model_src.framework} {Path(result.source).name}",

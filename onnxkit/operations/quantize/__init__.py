@@ -34,7 +34,7 @@ from onnxkit.operations.quantize.budget import (
 from onnxkit.operations.quantize.calibration import (
     _Batches,
 )
-from onnxkit.operations.quantize.checks import check_quantizable, check_something_quantized, conv_hint
+from onnxkit.operations.quantize.checks import check_finite_weights, check_quantizable, check_something_quantized, conv_hint
 from onnxkit.operations.quantize.engines import (
     preprocess,
     _prepare_large,
@@ -117,6 +117,7 @@ def quantize_model(
     original = loaded.model
     _name_nodes(original)
     check_quantizable(original, mode)
+    check_finite_weights(original, mode)
     specs = specs_from_onnx(original)
     res = _new_result(model_path, output, loaded, original, mode=mode, metric=metric, per_channel=per_channel,
                       weight_type=weight_type, fmt=fmt, budget=budget, max_error=max_error,
@@ -224,6 +225,12 @@ def _budget_and_save(qmodel: Any, err: ErrorMeasure, res: QuantizeResult, *, ori
             qmodel, err = _budget_loop(original, base, qmodel, err, cfg, excluded, eval_batches, res.metric, res.max_error, work)
     res.error = vars(err) | {}
     res.budget_met = None if res.max_error is None else err.error <= res.max_error
+    if err.constant_outputs:
+        # A dead (all-ReLU-zero) or saturated output: any model that outputs the same constant
+        # meets the budget, so "cosine 1" here says nothing about the quantized weights.
+        res.notes.append(f"the float model's output {', '.join(err.constant_outputs)} is constant on the {err.samples} "
+                         "measurement sample(s): a quantized model that outputs the same constant meets any budget, so "
+                         "this measure proves little; measure on real --data or a trained model")
     res.excluded = [{"node": n, "op": by_node[n].op_type if n in by_node else "", "reason": r} for n, r in excluded.items()]
     if cfg.mode == "fp16":
         res.nodes_quantized, res.quantized_ops = _fp16_count(qmodel)

@@ -4,13 +4,14 @@ most sensitive nodes in float until it is within budget."""
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from onnxkit.errors import OnnxkitError, UsageError
+from onnxkit.errors import InputError, OnnxkitError, UsageError
 from onnxkit.operations.quantize.engines import run_quantizer
 from onnxkit.operations.quantize.options import MAX_BUDGET_ROUNDS, QuantConfig, WEIGHTED_OPS
 from onnxkit.operations.quantize.selection import _has_weight, left_in_float
@@ -27,6 +28,7 @@ class ErrorMeasure:
     agreement: float | None = None
     samples: int = 0
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    constant_outputs: list[str] = field(default_factory=list)  # the float model's, on these samples
 
 
 def measure_error(float_model: Any, quant_model: Any, batches: list[dict], metric: str, *,
@@ -55,18 +57,30 @@ def measure_error(float_model: Any, quant_model: Any, batches: list[dict], metri
             r, c = ref.run(feeds), cand.run(feeds)
             comp.add(r, ignore_padding(feeds, r, c))
     outs = comp.results()
-    cosines = [o.cosine for o in outs if o.cosine is not None]
+    cosines = [c for c in map(budget_cosine, outs) if c is not None]
     agrees = [a for o in outs for a in (o.label_agreement if o.label_agreement is not None else o.top1_agreement,) if a is not None]
     m = ErrorMeasure(metric=metric, error=0.0, samples=comp.rows,
                      cosine=min(cosines) if cosines else None,
                      max_abs=max(o.max_abs for o in outs), agreement=min(agrees) if agrees else None,
-                     outputs=[{"name": o.name, "cosine": o.cosine, "max_abs": o.max_abs, "mean_abs": o.mean_abs,
+                     outputs=[{"name": o.name, "cosine": budget_cosine(o), "rel_error": o.rel_error, "max_abs": o.max_abs, "mean_abs": o.mean_abs,
                                "agreement": o.label_agreement if o.label_agreement is not None else o.top1_agreement,
                                "nan_mismatch": o.nan_mismatch} for o in outs])
+    from onnxkit.foundation.compare import REFERENCE_CONSTANT
+
+    m.constant_outputs = [o.name for o in outs if REFERENCE_CONSTANT in o.warning_codes]
     if any(o.nan_mismatch for o in outs):
         m.error = float("inf")
     elif metric == "cosine":
         if m.cosine is None:
+            float_outs = [o.name for o in outs if o.kind == "numeric"]
+            if float_outs:
+                # Float outputs with no finite value on either side: nothing is wrong with the
+                # metric, the float model computes NaN/Inf on these inputs.
+                raise InputError(
+                    f"the float model's output {float_outs[0]!r} is NaN or Inf everywhere on the "
+                    f"{comp.rows} measurement sample(s): there is nothing to measure the quantization error on",
+                    hint="check the model (a NaN weight, a Log or Sqrt of negative values) or measure on --data "
+                         "where it computes finite values; nothing was written")
             raise UsageError("--metric cosine needs a float output; use --metric label or maxabs")
         m.error = 1.0 - m.cosine
     elif metric == "label":
@@ -76,6 +90,19 @@ def measure_error(float_model: Any, quant_model: Any, batches: list[dict], metri
     else:
         m.error = float(m.max_abs or 0.0)
     return m
+
+
+def budget_cosine(o: Any) -> float | None:
+    """The cosine the budget reads for one output. A row of at most NARROW_ROW values (a
+    regressor's [N, 1]) has a cosine that is only its sign: 1.0 for a prediction 40% off. There
+    the cosine that an error of that relative size admits, 1 / sqrt(1 + e^2), stands in when lower."""
+    from onnxkit.foundation.compare import NARROW_ROW
+
+    shape = o.ref_shape or []
+    width = int(np.prod(shape[1:])) if len(shape) >= 2 else 1
+    if o.cosine is None or o.rel_error is None or width > NARROW_ROW:
+        return o.cosine
+    return min(o.cosine, 1.0 / math.sqrt(1.0 + o.rel_error ** 2))
 
 
 def _padding_mask(feeds: dict) -> np.ndarray | None:

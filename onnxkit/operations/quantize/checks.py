@@ -163,3 +163,38 @@ def skip_when_nothing_quantized(fn: Callable[[Any], None], skipped: str) -> Call
             rec.status, rec.reason = skipped, exc.message
 
     return run
+
+
+def check_finite_weights(model: Any, mode: str) -> None:
+    """Refuse (exit 2) a weight the quantizer would read that holds NaN or Inf: ONNX Runtime's
+    quantizers fail on it with "scale issue" (dynamic) or write NaN scales, and the float model
+    already computes NaN from it, so there is nothing sound to quantize or to measure."""
+    from onnx import TensorProto, numpy_helper
+
+    from onnxkit.errors import InputError
+
+    ops = QUANTIZABLE.get(mode)
+    if ops is None:
+        return
+    inits = {t.name: t for t in model.graph.initializer}
+    seen: set[str] = set()
+    for node in _weighted(model.graph, ops):
+        for name in node.input[1:]:
+            t = inits.get(name)
+            if t is None or name in seen or t.data_location == TensorProto.EXTERNAL:
+                continue
+            seen.add(name)
+            try:
+                w = numpy_helper.to_array(t)
+            except Exception:  # malformed (truncated data): ONNX Runtime's load refuses it, naming why
+                continue
+            if w.dtype.kind != "f":
+                continue
+            bad = ~np.isfinite(w)
+            if bad.any():
+                kinds = ", ".join(k for k, m in (("NaN", np.isnan(w)), ("Inf", np.isinf(w))) if m.any())
+                raise InputError(
+                    f"weight {name!r} of node {node.name or node.op_type!r} holds {int(bad.sum())} non-finite value(s) "
+                    f"({kinds}): the model computes {kinds} from it and no quantization scale can be taken from it",
+                    hint="fix or re-export the model; nothing was written",
+                )

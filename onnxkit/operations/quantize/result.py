@@ -85,12 +85,27 @@ def _quantized_count(model: Any) -> tuple[int, dict[str, int]]:
     return n_q, hist
 
 
+def _all_graphs(graph: Any):
+    """The graph and every subgraph (If branches, Loop and Scan bodies), depth first."""
+    yield graph
+    for n in graph.node:
+        for a in n.attribute:
+            if a.HasField("g"):
+                yield from _all_graphs(a.g)
+            for sub in a.graphs:
+                yield from _all_graphs(sub)
+
+
 def _fp16_count(model: Any) -> tuple[int, dict[str, int]]:
-    # fp16: a node computes in half precision when its first float input is fp16.
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(model.graph.value_info) + list(model.graph.input)}
-    types.update({t.name: t.data_type for t in model.graph.initializer})
+    # fp16: a node computes in half precision when its first float input is fp16. Subgraphs
+    # count too: a model whose float work sits in If/Loop branches was "nothing quantized".
+    graphs = list(_all_graphs(model.graph))
+    types: dict[str, int] = {}
+    for g in graphs:
+        types.update({vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.input) + list(g.output)})
+        types.update({t.name: t.data_type for t in g.initializer})
     hist: dict[str, int] = {}
-    for n in model.graph.node:
+    for n in (n for g in graphs for n in g.node):
         if n.op_type != "Cast" and any(types.get(i) == 10 for i in n.input):
             hist[n.op_type] = hist.get(n.op_type, 0) + 1
     return sum(hist.values()), hist
