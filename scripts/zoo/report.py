@@ -128,7 +128,9 @@ WHY = {
                                                     "scikit-learn 1.9 HGB models)"),
     ("sklearn", "HistGradientBoostingRegressor"): ("onnxkit better", "onnxkit's own converter (skl2onnx 1.20 fails on "
                                                    "scikit-learn 1.9 HGB models)"),
-    ("boosters", "xgb_rank_pairwise"): ("both fail", "onnxmltools has no converter for XGBRanker"),
+    ("boosters", "xgb_rank_pairwise"): ("onnxkit better", "onnxmltools has no converter for XGBRanker; onnxkit converts "
+                                        "the ranker's booster as a regressor that keeps its objective (the score is the "
+                                        "raw margin)"),
 }
 
 
