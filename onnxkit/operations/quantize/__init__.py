@@ -167,7 +167,8 @@ def quantize_model(
     res.size_after = file_size(output)
     if res.budget_met is False:
         res.passed = False
-        res.notes.append(f"accuracy budget missed: {metric} error {err.error:.4g} > {res.max_error:g} even after excluding "
+        worst = f" ({err.worst})" if err.worst else ""
+        res.notes.append(f"accuracy budget missed: {metric} error {err.error:.4g}{worst} > {res.max_error:g} even after excluding "
                          f"{len(res.excluded)} node(s); {output} was written anyway")
     if latency:
         _measure_latency(res, specs, model_path, output, large=large)
