@@ -4,7 +4,6 @@ most sensitive nodes in float until it is within budget."""
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from onnxkit.errors import InputError, OnnxkitError, UsageError
+from onnxkit.foundation.compare import judged_cosine as budget_cosine
 from onnxkit.operations.quantize.engines import run_quantizer
 from onnxkit.operations.quantize.options import MAX_BUDGET_ROUNDS, QuantConfig, WEIGHTED_OPS
 from onnxkit.operations.quantize.selection import _has_weight, left_in_float
@@ -111,19 +111,6 @@ def _count_label_outputs(m: ErrorMeasure, outs: list[Any], metric: str) -> None:
         m.error = err
         m.worst = (f"output {worst.name!r} ({worst.ref_dtype}) agrees with the float model on "
                    f"{100 * worst.label_agreement:.4g}% of its values ({100 * share:.3g}% differ)")
-
-
-def budget_cosine(o: Any) -> float | None:
-    """The cosine the budget reads for one output. A row of at most NARROW_ROW values (a
-    regressor's [N, 1]) has a cosine that is only its sign: 1.0 for a prediction 40% off. There
-    the cosine that an error of that relative size admits, 1 / sqrt(1 + e^2), stands in when lower."""
-    from onnxkit.foundation.compare import NARROW_ROW
-
-    shape = o.ref_shape or []
-    width = int(np.prod(shape[1:])) if len(shape) >= 2 else 1
-    if o.cosine is None or o.rel_error is None or width > NARROW_ROW:
-        return o.cosine
-    return min(o.cosine, 1.0 / math.sqrt(1.0 + o.rel_error ** 2))
 
 
 def _padding_mask(feeds: dict) -> np.ndarray | None:
