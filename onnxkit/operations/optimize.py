@@ -181,8 +181,10 @@ def convert_opset(model: Any, opset: int) -> Any:
     try:
         return version_converter.convert_version(model, opset)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise ConversionError(f"pass opset conversion to {opset} (onnx.version_converter) failed: {first}") from exc
+        from onnxkit.operations.optimize_opset import opset_failure
+
+        message, hint = opset_failure(exc, _opset_of(model), opset)
+        raise ConversionError(message, hint=hint) from exc
 
 
 def _record_outcome(res: Any, records: list, model: Any, level: str | None) -> None:
