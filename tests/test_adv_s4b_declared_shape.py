@@ -57,3 +57,18 @@ def test_a_wrong_rank_is_named_too():
     watch({})
     ((name, message),) = watch.mismatches()
     assert name == "y" and "m.onnx declares shape [N, 3, 1] but the model produces [2, 3]" in message
+
+
+def test_optimize_and_quantize_say_so_too(cli, tmp_path):
+    bad = _model(tmp_path / "bad.onnx", ["N", 5])
+    before = bad.read_bytes()
+    r = cli("optimize", bad, "-o", tmp_path / "o.onnx", "--json")
+    assert r.code == 0, r
+    assert any("bad.onnx declares shape [N, 5]" in n for n in r.json["notes"]), r.json["notes"]
+    r = cli("quantize", bad, "-o", tmp_path / "q.onnx", "--json")
+    assert r.code == 0, r
+    assert any("the input model declares shape [N, 5]" in n for n in r.json["notes"]), r.json["notes"]
+    assert bad.read_bytes() == before
+    good = _model(tmp_path / "good.onnx", ["N", 3])
+    r = cli("quantize", good, "-o", tmp_path / "q2.onnx", "--json")
+    assert r.code == 0 and not [n for n in r.json["notes"] if "declares shape" in n], r

@@ -75,3 +75,23 @@ def add_shape_warnings(result: Any, *watches: ShapeWatch | None) -> None:
         for name, message in watch.mismatches() if watch is not None else ():
             result.notes.append(message)
             result.warnings.append({"code": DECLARED_SHAPE_MISMATCH, "output": name})
+
+
+def declared_shape_notes(result: Any) -> list[str]:
+    """The notes add_shape_warnings put in a validation result, for a command (optimize) that
+    reports a validation inside its own result."""
+    names = {w["output"] for w in result.warnings if w.get("code") == DECLARED_SHAPE_MISMATCH}
+    return [n for n in result.notes if "declares shape" in n and any(n.startswith(f"output {x!r}: ") for x in names)]
+
+
+def watch_file(run: Callable[[Feeds], Feeds], path: Any) -> ShapeWatch | None:
+    """A ShapeWatch on an ONNX file given by path (its graph read without the weights); None
+    for anything else (a model in memory)."""
+    import os
+
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    import onnx
+
+    graph = onnx.load(os.fspath(path), load_external_data=False)
+    return ShapeWatch(run, graph, os.path.basename(os.fspath(path)))

@@ -218,6 +218,7 @@ def _budget_and_save(qmodel: Any, err: ErrorMeasure, res: QuantizeResult, *, ori
     error), stamp the target CPU and write the model."""
     by_node = {n.name: n for n in base.graph.node}
     res.error_first = vars(err) | {}
+    res.notes.extend(err.shape_notes)
     if res.max_error is not None and err.error > res.max_error:
         if large:
             res.notes.append("accuracy budget not enforced by excluding nodes on a model over 2 GB (each round "

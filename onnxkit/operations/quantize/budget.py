@@ -30,6 +30,7 @@ class ErrorMeasure:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     constant_outputs: list[str] = field(default_factory=list)  # the float model's, on these samples
     worst: str | None = None  # which output sets the error, when it is not what the metric's name says
+    shape_notes: list[str] = field(default_factory=list)  # float model outputs that contradict their declared shape
 
 
 def measure_error(float_model: Any, quant_model: Any, batches: list[dict], metric: str, *,
@@ -53,9 +54,12 @@ def measure_error(float_model: Any, quant_model: Any, batches: list[dict], metri
         del cand
         gc.collect()
     else:
+        from onnxkit.operations.validate_shapes import ShapeWatch
+
         ref, cand = make_session(float_model), make_session(quant_model)
+        watch = ShapeWatch(ref.run, float_model, "the input model") if hasattr(float_model, "graph") else None
         for feeds in batches:
-            r, c = ref.run(feeds), cand.run(feeds)
+            r, c = (watch or ref.run)(feeds), cand.run(feeds)
             comp.add(r, ignore_padding(feeds, r, c))
     outs = comp.results()
     cosines = [c for c in map(budget_cosine, outs) if c is not None]
@@ -69,6 +73,8 @@ def measure_error(float_model: Any, quant_model: Any, batches: list[dict], metri
     from onnxkit.foundation.compare import REFERENCE_CONSTANT
 
     m.constant_outputs = [o.name for o in outs if REFERENCE_CONSTANT in o.warning_codes]
+    if not sequential and watch is not None:
+        m.shape_notes = [msg for _, msg in watch.mismatches()]
     if any(o.nan_mismatch for o in outs):
         m.error = float("inf")
     elif metric == "cosine":
