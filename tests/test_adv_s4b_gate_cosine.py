@@ -47,3 +47,15 @@ def test_min_cosine_gate_passes_a_close_regressor_and_wide_rows_as_before():
     wide = _outputs(1.4, 16)
     (gate,) = evaluate_gates(_run(wide), {"min_cosine": 0.99})
     assert gate.actual == pytest.approx(wide[0].cosine) and "values per sample" not in gate.detail
+
+
+def test_max_error_gate_does_not_read_a_label_outputs_zero_as_a_match():
+    from onnxkit.foundation.compare import Comparator, Tolerance
+    from onnxkit.operations.gates import evaluate_gates
+
+    comp = Comparator(Tolerance(atol=1e-3, rtol=0.0, min_agreement=0.5))
+    comp.add({"cls": np.array([1, 2, 3, 4])}, {"cls": np.array([1, 2, 3, 9])})
+    outs = comp.results()
+    assert outs[0].kind == "label" and outs[0].max_abs == 0.0  # no abs error is measured on labels
+    (gate,) = evaluate_gates(_run(outs), {"max_error.max_abs": 0.5})
+    assert not gate.passed and gate.actual is None and "no numeric output has max_abs" in gate.detail

@@ -102,8 +102,10 @@ def evaluate_gates(run: Any, gates: dict[str, float]) -> list[GateOutcome]:
         detail = ""
         if name.startswith("max_error."):
             metric = name.split(".", 1)[1]
+            # A label output (class ids, masks) is compared by agreement: its error fields stay 0.0
+            # whatever differs, and would read as a perfect match.
             vals = [(getattr(o, metric), o.name) for o in (validation.outputs if validation else [])
-                    if isinstance(getattr(o, metric, None), (int, float))]
+                    if o.kind != "label" and isinstance(getattr(o, metric, None), (int, float))]
             if vals:
                 actual, worst = max(vals)
                 detail = f"worst output {worst}" + (f" of {final.name}" if final else "")
