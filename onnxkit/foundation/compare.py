@@ -451,6 +451,17 @@ class _OutputAccumulator:
         return c
 
 
+def judged_cosine(o: OutputComparison) -> float | None:
+    """The cosine a verdict reads for one output. A row of at most NARROW_ROW values (a
+    regressor's [N, 1]) has a cosine that is only its sign: 1.0 for a prediction 40% off. There
+    the cosine that an error of that relative size admits, 1 / sqrt(1 + e^2), stands in when lower."""
+    shape = o.ref_shape or []
+    width = int(np.prod(shape[1:])) if len(shape) >= 2 else 1
+    if o.cosine is None or o.rel_error is None or width > NARROW_ROW:
+        return o.cosine
+    return min(o.cosine, 1.0 / math.sqrt(1.0 + o.rel_error ** 2))
+
+
 def _hist_edges() -> np.ndarray:
     return np.concatenate([[0.0], np.logspace(-12, 6, 1800)])
 

@@ -77,11 +77,17 @@ def validate_pair(reference: Any, candidate: Any, specs: list, tolerance: Any, *
     from onnxkit.operations.validate import onnx_predict, validate_models
     from onnxkit.runtime.session import make_session
 
+    from onnxkit.operations.validate_shapes import add_shape_warnings, watch_file
+
     ref = make_session(reference)
     cand = make_session(candidate)
-    return validate_models(onnx_predict(ref), onnx_predict(cand), specs, tolerance=tolerance,
-                           reference_name=ref_name, candidate_name=cand_name, data=data,
-                           batch_sizes=(1, 4), seq_lens=(16, 32))
+    # The input's annotation only: the output inherits it, one note is enough.
+    watch = watch_file(onnx_predict(ref), reference)
+    v = validate_models(watch or onnx_predict(ref), onnx_predict(cand), specs, tolerance=tolerance,
+                        reference_name=ref_name, candidate_name=cand_name, data=data,
+                        batch_sizes=(1, 4), seq_lens=(16, 32))
+    add_shape_warnings(v, watch)
+    return v
 
 
 def histogram_table(title: str, before: dict[str, int], after: dict[str, int]) -> Table:
@@ -181,8 +187,10 @@ def convert_opset(model: Any, opset: int) -> Any:
     try:
         return version_converter.convert_version(model, opset)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise ConversionError(f"pass opset conversion to {opset} (onnx.version_converter) failed: {first}") from exc
+        from onnxkit.operations.optimize_opset import opset_failure
+
+        message, hint = opset_failure(exc, _opset_of(model), opset)
+        raise ConversionError(message, hint=hint) from exc
 
 
 def _record_outcome(res: Any, records: list, model: Any, level: str | None) -> None:
@@ -323,6 +331,9 @@ def _measure_and_validate(res: OptimizeResult, model_path, output, specs: list, 
         warnings.simplefilter("ignore")
         v = compare(str(model_path), str(output), specs, tolerance)
     res.validated = True
+    from onnxkit.operations.validate_shapes import declared_shape_notes
+
+    res.notes.extend(declared_shape_notes(v))
     res.validation = {"passed": v.passed, "samples": v.samples, "tolerance": v.tolerance,
                       "outputs": [o.to_dict() for o in v.outputs], "rows": validation_rows(v.outputs)}
     if not v.passed:

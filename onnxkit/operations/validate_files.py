@@ -147,6 +147,7 @@ def _validate_with(cand_session, sessions: list, cand_graph, source, model: Path
     from onnxkit.foundation import mapping
     from onnxkit.foundation.data import open_data
     from onnxkit.foundation.spec import merge_specs
+    from onnxkit.operations.validate_shapes import ShapeWatch, add_shape_warnings
     from onnxkit.runtime.session import select_providers
 
     specs = merge_specs(cand_session.input_specs, mapping.user_specs_for_model(options.inputs, cand_session.input_specs, input_map))
@@ -191,6 +192,13 @@ def _validate_with(cand_session, sessions: list, cand_graph, source, model: Path
         failing["feeds"] = {k: np.array(v) for k, v in feeds.items()}
 
     data_src = open_data(data, specs) if data is not None else None
+    shapes = ShapeWatch(cand_session.run, cand_graph, model.name)
+    ref_shapes = None
+    if reference_model is not None and reference is not None:
+        from onnxkit.foundation.onnx_io import load_onnx
+
+        ref_graph = load_onnx(reference_model, trust=options.trust, load_external=False).model
+        reference = ref_shapes = ShapeWatch(reference, ref_graph, reference_model.name)
     total = _total_rows(refs, data_src, specs, samples=samples, batch_sizes=batch_sizes, seq_lens=seq_lens,
                         edge_cases=edge_cases)
 
@@ -200,7 +208,7 @@ def _validate_with(cand_session, sessions: list, cand_graph, source, model: Path
             progress.start(total)
         with writer if writer is not None else _nullcontext():
             result = validate_models(
-                reference, cand_session.run, specs, tolerance=tolerance,
+                reference, shapes, specs, tolerance=tolerance,
                 reference_name=reference_name, candidate_name=candidate_name, data=data_src,
                 batch_sizes=batch_sizes, seq_lens=seq_lens, samples=samples, seed=seed,
                 edge_cases=edge_cases, accepts_nan=accepts_nan,
@@ -218,6 +226,7 @@ def _validate_with(cand_session, sessions: list, cand_graph, source, model: Path
             refs.close()
     if pairing_note:
         result.notes.insert(0, pairing_note)
+    add_shape_warnings(result, shapes, ref_shapes)
     if writer is not None:
         result.saved_outputs = str(save_outputs)
         result.notes.append(f"reference outputs and their inputs saved to {save_outputs}")

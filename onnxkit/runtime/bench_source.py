@@ -47,7 +47,9 @@ def source_call(source, feeds: Feeds) -> Callable[[], object]:
             with torch.inference_mode():
                 return source.predict(feeds)
         return call
-    return lambda: source.predict(feeds)
+    timed = getattr(source, "timed_call", None)
+    call = timed(feeds) if timed is not None else None
+    return call or (lambda: source.predict(feeds))
 
 
 def source_runner(source, feeds: Feeds, name: str | None = None) -> Runner:

@@ -167,7 +167,8 @@ def quantize_model(
     res.size_after = file_size(output)
     if res.budget_met is False:
         res.passed = False
-        res.notes.append(f"accuracy budget missed: {metric} error {err.error:.4g} > {res.max_error:g} even after excluding "
+        worst = f" ({err.worst})" if err.worst else ""
+        res.notes.append(f"accuracy budget missed: {metric} error {err.error:.4g}{worst} > {res.max_error:g} even after excluding "
                          f"{len(res.excluded)} node(s); {output} was written anyway")
     if latency:
         _measure_latency(res, specs, model_path, output, large=large)
@@ -217,6 +218,7 @@ def _budget_and_save(qmodel: Any, err: ErrorMeasure, res: QuantizeResult, *, ori
     error), stamp the target CPU and write the model."""
     by_node = {n.name: n for n in base.graph.node}
     res.error_first = vars(err) | {}
+    res.notes.extend(err.shape_notes)
     if res.max_error is not None and err.error > res.max_error:
         if large:
             res.notes.append("accuracy budget not enforced by excluding nodes on a model over 2 GB (each round "

@@ -4,7 +4,6 @@ most sensitive nodes in float until it is within budget."""
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from onnxkit.errors import InputError, OnnxkitError, UsageError
+from onnxkit.foundation.compare import judged_cosine as budget_cosine
 from onnxkit.operations.quantize.engines import run_quantizer
 from onnxkit.operations.quantize.options import MAX_BUDGET_ROUNDS, QuantConfig, WEIGHTED_OPS
 from onnxkit.operations.quantize.selection import _has_weight, left_in_float
@@ -29,6 +29,8 @@ class ErrorMeasure:
     samples: int = 0
     outputs: list[dict[str, Any]] = field(default_factory=list)
     constant_outputs: list[str] = field(default_factory=list)  # the float model's, on these samples
+    worst: str | None = None  # which output sets the error, when it is not what the metric's name says
+    shape_notes: list[str] = field(default_factory=list)  # float model outputs that contradict their declared shape
 
 
 def measure_error(float_model: Any, quant_model: Any, batches: list[dict], metric: str, *,
@@ -52,9 +54,12 @@ def measure_error(float_model: Any, quant_model: Any, batches: list[dict], metri
         del cand
         gc.collect()
     else:
+        from onnxkit.operations.validate_shapes import ShapeWatch
+
         ref, cand = make_session(float_model), make_session(quant_model)
+        watch = ShapeWatch(ref.run, float_model, "the input model") if hasattr(float_model, "graph") else None
         for feeds in batches:
-            r, c = ref.run(feeds), cand.run(feeds)
+            r, c = (watch or ref.run)(feeds), cand.run(feeds)
             comp.add(r, ignore_padding(feeds, r, c))
     outs = comp.results()
     cosines = [c for c in map(budget_cosine, outs) if c is not None]
@@ -68,6 +73,8 @@ def measure_error(float_model: Any, quant_model: Any, batches: list[dict], metri
     from onnxkit.foundation.compare import REFERENCE_CONSTANT
 
     m.constant_outputs = [o.name for o in outs if REFERENCE_CONSTANT in o.warning_codes]
+    if not sequential and watch is not None:
+        m.shape_notes = [msg for _, msg in watch.mismatches()]
     if any(o.nan_mismatch for o in outs):
         m.error = float("inf")
     elif metric == "cosine":
@@ -89,20 +96,27 @@ def measure_error(float_model: Any, quant_model: Any, batches: list[dict], metri
         m.error = 1.0 - m.agreement
     else:
         m.error = float(m.max_abs or 0.0)
+    if metric != "label":
+        _count_label_outputs(m, outs, metric)
     return m
 
 
-def budget_cosine(o: Any) -> float | None:
-    """The cosine the budget reads for one output. A row of at most NARROW_ROW values (a
-    regressor's [N, 1]) has a cosine that is only its sign: 1.0 for a prediction 40% off. There
-    the cosine that an error of that relative size admits, 1 / sqrt(1 + e^2), stands in when lower."""
-    from onnxkit.foundation.compare import NARROW_ROW
-
-    shape = o.ref_shape or []
-    width = int(np.prod(shape[1:])) if len(shape) >= 2 else 1
-    if o.cosine is None or o.rel_error is None or width > NARROW_ROW:
-        return o.cosine
-    return min(o.cosine, 1.0 / math.sqrt(1.0 + o.rel_error ** 2))
+def _count_label_outputs(m: ErrorMeasure, outs: list[Any], metric: str) -> None:
+    """Integer and bool outputs (class ids, argmax, masks) have no cosine, yet they are often
+    the answer the model is used for: a mask agreeing on 87.5% of its values passed an int4
+    budget of cosine 0.98. They are held to what ``--metric label`` holds them to, the share
+    of values that differ (1 - agreement) against the same budget; under maxabs a changed id
+    or flag is an absolute difference of at least 1."""
+    labels = [o for o in outs if o.kind == "label" and o.label_agreement is not None and o.label_agreement < 1.0]
+    if not labels:
+        return
+    worst = min(labels, key=lambda o: o.label_agreement)
+    share = 1.0 - worst.label_agreement
+    err = share if metric == "cosine" else 1.0
+    if err > m.error:
+        m.error = err
+        m.worst = (f"output {worst.name!r} ({worst.ref_dtype}) agrees with the float model on "
+                   f"{100 * worst.label_agreement:.4g}% of its values ({100 * share:.3g}% differ)")
 
 
 def _padding_mask(feeds: dict) -> np.ndarray | None:
