@@ -74,6 +74,29 @@ def linear_onnx(tmp_path_factory) -> Path:
     return make_linear_onnx(tmp_path_factory.mktemp("linear") / "linear.onnx")
 
 
+@pytest.fixture(scope="session")
+def t5_folder(tmp_path_factory) -> Path:
+    """The tiny T5 folder of test_hf_seq2seq, saved once for every module that reads it."""
+    pytest.importorskip("transformers")
+    from test_hf_seq2seq import tiny_t5
+
+    return tiny_t5(tmp_path_factory.mktemp("t5") / "t5")
+
+
+@pytest.fixture(scope="session")
+def t5_exported(t5_folder):
+    """``(run, out)``: t5_folder exported once to ``out`` beside it, validated with 6 generated
+    tokens. An encoder-decoder export is among the slowest steps of the suite, and the modules
+    that use it only read it (or copy it). The source is checked unchanged here."""
+    from test_hf_folders import snapshot
+
+    before = snapshot(t5_folder)
+    out = t5_folder.parent / "out"
+    r = run_cli("export", t5_folder, "-o", out, "--generate", "6", "--json")
+    assert snapshot(t5_folder) == before
+    return r, out
+
+
 def make_runaway_onnx(path: Path) -> Path:
     """A model whose output shape is computed at run time from its input's shape: 2^38
     floats (1 TiB) for any batch. No static check can see it; only containment can."""
