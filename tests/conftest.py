@@ -5,11 +5,19 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pytest
+# One BLAS thread for the test process and the workers it starts (set before numpy loads):
+# on a 2-core CI runner, OpenBLAS's spinning pool competed with ONNX Runtime's and torch's
+# own threads in the same process and made numpy-heavy tests several times slower (an RFE
+# fit went from 0.4 s to 2.8 s). No test measures BLAS itself; bench sizes a source's pool
+# with threadpoolctl regardless, and Ray actors set their own share.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 @dataclass
