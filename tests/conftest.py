@@ -5,11 +5,19 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pytest
+# One BLAS thread for the test process and the workers it starts (set before numpy loads):
+# on a 2-core CI runner, OpenBLAS's spinning pool competed with ONNX Runtime's and torch's
+# own threads in the same process and made numpy-heavy tests several times slower (an RFE
+# fit went from 0.4 s to 2.8 s). No test measures BLAS itself; bench sizes a source's pool
+# with threadpoolctl regardless, and Ray actors set their own share.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 @dataclass
@@ -72,6 +80,29 @@ def make_linear_onnx(path: Path, *, in_features: int = 4, out_features: int = 3,
 @pytest.fixture(scope="session")
 def linear_onnx(tmp_path_factory) -> Path:
     return make_linear_onnx(tmp_path_factory.mktemp("linear") / "linear.onnx")
+
+
+@pytest.fixture(scope="session")
+def t5_folder(tmp_path_factory) -> Path:
+    """The tiny T5 folder of test_hf_seq2seq, saved once for every module that reads it."""
+    pytest.importorskip("transformers")
+    from test_hf_seq2seq import tiny_t5
+
+    return tiny_t5(tmp_path_factory.mktemp("t5") / "t5")
+
+
+@pytest.fixture(scope="session")
+def t5_exported(t5_folder):
+    """``(run, out)``: t5_folder exported once to ``out`` beside it, validated with 6 generated
+    tokens. An encoder-decoder export is among the slowest steps of the suite, and the modules
+    that use it only read it (or copy it). The source is checked unchanged here."""
+    from test_hf_folders import snapshot
+
+    before = snapshot(t5_folder)
+    out = t5_folder.parent / "out"
+    r = run_cli("export", t5_folder, "-o", out, "--generate", "6", "--json")
+    assert snapshot(t5_folder) == before
+    return r, out
 
 
 def make_runaway_onnx(path: Path) -> Path:

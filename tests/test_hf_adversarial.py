@@ -205,15 +205,10 @@ def test_decoder_that_ignores_its_cache_fails(cli, tmp_path):
     assert not _verdict(model_src, session, no_cache)
 
 
-@pytest.fixture(scope="module")
-def t5_out(tmp_path_factory):
-    from conftest import run_cli
-
-    from test_hf_seq2seq import tiny_t5
-
-    base = tmp_path_factory.mktemp("t5")
-    out = base / "out"
-    r = run_cli("export", tiny_t5(base / "t5"), "-o", out, "--no-validate")
+@pytest.fixture
+def t5_out(t5_exported):
+    # The session's T5 export (conftest), shared with test_hf_seq2seq; its source is beside it.
+    r, out = t5_exported
     assert r.code == 0, r
     return out
 

@@ -50,21 +50,16 @@ def tiny_bart(dest: Path) -> Path:
     return _save(transformers.BartForConditionalGeneration(cfg), dest)
 
 
-@pytest.fixture(scope="module")
-def t5(tmp_path_factory):
-    return tiny_t5(tmp_path_factory.mktemp("s2s") / "t5")
+@pytest.fixture
+def t5(t5_folder):
+    return t5_folder
 
 
-@pytest.fixture(scope="module")
-def t5_export(t5, tmp_path_factory):
-    """The T5 folder exported once (and validated, 6 new tokens) for the tests that read it."""
-    from conftest import run_cli
-
-    before = snapshot(t5)
-    out = tmp_path_factory.mktemp("s2s-out") / "out"
-    r = run_cli("export", t5, "-o", out, "--generate", "6", "--json")
-    assert snapshot(t5) == before
-    return r, out
+@pytest.fixture
+def t5_export(t5_exported):
+    """The T5 folder exported once per session (and validated, 6 new tokens; conftest), for
+    the tests that read it."""
+    return t5_exported
 
 
 def _names(path):

@@ -72,7 +72,7 @@ def test_multi_output_classifier_probabilities_are_one_tensor(cli, tmp_path):
 
     X, y = load_wine(return_X_y=True)
     Y = np.column_stack([y, (X[:, 0] > 13).astype(int)])
-    src = _save(MultiOutputClassifier(LogisticRegression(max_iter=3000)), tmp_path / "moc.skops", X, Y)
+    src = _save(MultiOutputClassifier(LogisticRegression(max_iter=300)), tmp_path / "moc.skops", X, Y)
     r = _export(cli, src, tmp_path / "moc.onnx")
     assert r.code == 0, r
     assert r.json["passed"] is True
@@ -88,7 +88,7 @@ def test_feature_selectors_compare_their_transform(cli, tmp_path, kind):
     from sklearn.linear_model import LogisticRegression
 
     X, y = load_wine(return_X_y=True)
-    clf = LogisticRegression(max_iter=3000)
+    clf = LogisticRegression(max_iter=300)
     est = RFE(clf, n_features_to_select=4) if kind == "rfe" else SelectFromModel(clf)
     src = _save(est, tmp_path / "sel.skops", X, y)
     r = _export(cli, src, tmp_path / "sel.onnx")
@@ -102,7 +102,7 @@ def test_one_vs_one_label_shape_is_repaired_not_failed(cli, tmp_path):
     from sklearn.multiclass import OneVsOneClassifier
 
     X, y = load_wine(return_X_y=True)
-    src = _save(OneVsOneClassifier(LogisticRegression(max_iter=3000)), tmp_path / "ovo.skops", X, y)
+    src = _save(OneVsOneClassifier(LogisticRegression(max_iter=300)), tmp_path / "ovo.skops", X, y)
     r = _export(cli, src, tmp_path / "ovo.onnx")
     assert r.code == 0, r
     assert r.json["passed"] is True and r.json["checker_problems"] == []

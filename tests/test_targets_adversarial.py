@@ -226,6 +226,32 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+class _Watch:
+    """Polls ``probe()`` in a thread while a contained run lasts and keeps whether it was ever
+    true: a time limit short enough for a fast suite must still find the runtime started (or
+    its scratch folder made), or the test would prove nothing."""
+
+    def __init__(self, probe):
+        import threading
+
+        self.seen = False
+        self._probe, self._done = probe, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self):
+        while not self._done.is_set():
+            self.seen = self.seen or bool(self._probe())
+            self._done.wait(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+
+
 @pytest.mark.parametrize("browser", ["none", "chromium"])
 def test_web_runtime_dies_with_the_contained_child_that_timed_out(tmp_path, browser, monkeypatch):
     """An endless model on web: the contained child is killed at its time limit, and the
@@ -247,9 +273,11 @@ def test_web_runtime_dies_with_the_contained_child_that_timed_out(tmp_path, brow
     scratch = Path(tempfile.mkdtemp(prefix="okw-", dir="/tmp"))
     monkeypatch.setenv("TMPDIR", str(scratch))
     model = _endless_loop_model(tmp_path / "endless.onnx")
-    with pytest.raises(InputError, match="took longer than"):
+    # 6 s: Node.js or Chromium is up within one here; the watch proves it was, at the kill.
+    with _Watch(lambda: _processes_mentioning(str(scratch))) as runtime, pytest.raises(InputError, match="took longer than"):
         run_isolated(targets_web.run, str(model), [{"x": np.ones((1, 4), np.float32)}], None, {"browser": browser},
-                     timeout_s=15, what="endless on web")
+                     timeout_s=6, what="endless on web")
+    assert runtime.seen, "the runtime never started: the time limit is too short to test anything"
     deadline = time.monotonic() + 10
     while _processes_mentioning(str(scratch)) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -460,12 +488,17 @@ def test_a_target_child_killed_at_its_time_limit_leaves_no_temporary_folder(tmp_
     try:
         monkeypatch.setenv("TMPDIR", str(scratch))
         monkeypatch.setattr(tempfile, "tempdir", None)
-        monkeypatch.setattr(targets_op, "TARGET_TIMEOUT_S", 8.0)
+        monkeypatch.setattr(targets_op, "TARGET_TIMEOUT_S", 4.0)
         model = _endless_loop_model(tmp_path / "endless.onnx")
         run = targets_op._runner(target)[1]
-        with pytest.raises(InputError, match="took longer than"):
+
+        def child_folders():  # inside the parent's onnxkit-<target>-* folder: made by the child
+            return [p for p in scratch.glob("onnxkit*/*") if p.is_dir()]
+
+        with _Watch(child_folders) as made, pytest.raises(InputError, match="took longer than"):
             targets_op._execute(run, str(model), [{"x": np.ones((1, 4), np.float32)}], None, {"browser": "none"},
                                 trust=False, target=target)
+        assert made.seen, "the child was killed before it made a folder: the time limit is too short to test anything"
         assert [p.name for p in scratch.iterdir() if p.name.startswith("onnxkit")] == []
     finally:
         for pid in _processes_mentioning(str(scratch)):
