@@ -296,7 +296,8 @@ class ContainedSession:
         except (BrokenPipeError, EOFError, OSError):
             self._fail(self._death(doing))
         except KeyboardInterrupt:
-            self.close()
+            # The worker is busy with the request and would never read a polite stop.
+            self._finalizer()
             raise Interrupted() from None
         out, nodes, self.last_call_ms = self._answer(self.timeout_s, doing, "run")
         if nodes is not None and self._nodes is None:
@@ -314,7 +315,8 @@ class ContainedSession:
         except (BrokenPipeError, EOFError, OSError):
             self._fail(self._death(doing))
         except KeyboardInterrupt:
-            self.close()
+            # The worker is busy with the request and would never read a polite stop.
+            self._finalizer()
             raise Interrupted() from None
         try:
             meta = self._answer(self.session_timeout_s, doing, "load")
@@ -368,7 +370,8 @@ class ContainedSession:
                             f"{self.what} used more than {self.memory_mb} MB of memory on {doing} and was stopped; "
                             "the file is corrupt, hostile or too large for this machine"))
         except KeyboardInterrupt:
-            self.close()
+            # The worker is busy with the request and would never read a polite stop.
+            self._finalizer()
             raise Interrupted() from None
         if kind in ("ok", "ready"):
             return payload

@@ -236,8 +236,11 @@ def test_ctrl_c_kills_the_worker(hostile):
     s = ContainedSession(hostile["loop"], timeout_s=60)
     pid = s._proc.pid
     threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    t0 = time.monotonic()
     with pytest.raises(Interrupted):
         s.run({"n": np.array([10**15], np.int64)})
+    # A busy worker never reads a polite stop: waiting for one kept the user at Ctrl-C for 5 s.
+    assert time.monotonic() - t0 < 3.5
     assert not _alive(pid)
 
 
