@@ -458,11 +458,16 @@ def test_threads_apply_to_the_torch_source(torch_mlp_pair):
     pt2, onnx_path = torch_mlp_pair
     source = load_source(pt2)
     before = torch.get_num_threads()
+    seen = []
+    predict = source.predict
+    source.predict = lambda feeds: (seen.append(torch.get_num_threads()), predict(feeds))[1]
+    torch.set_num_threads(2)
     try:
         spec = source.input_specs[0]
         bench_models([onnx_path], {2: {spec.name: np.ones((2, *spec.shape[1:]), np.float32)}}, iterations=2, warmup=0,
                      threads=1, source=source)
-        assert torch.get_num_threads() == 1
+        assert seen and set(seen) == {1}  # every timed call ran at the bench's count
+        assert torch.get_num_threads() == 2  # and the process's setting is back afterwards
     finally:
         torch.set_num_threads(before)
 

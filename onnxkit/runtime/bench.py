@@ -301,12 +301,15 @@ def bench_models(
         result.source = _describe_source(source)
 
     result.spin_policy = _spin_policy(source, interleaved, threads)
+    undo: list = []
     try:
         if source is not None:
-            result.notes.extend(_limit_source_threads(source, threads))
+            result.notes.extend(_limit_source_threads(source, threads, undo))
             result.source = _describe_source(source)  # with the threads it now runs at, where it says
         _bench_batches(result, sessions, names, feeds_by_batch, source, io_binding, provider_options, warmup, iterations, duration)
     finally:
+        for restore in reversed(undo):
+            restore()
         for s in sessions:  # ends ORT profiling (and removes its file) on every path
             s.node_providers()
     result.load_after = load_average()

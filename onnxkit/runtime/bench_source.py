@@ -58,11 +58,14 @@ def source_runner(source, feeds: Feeds, name: str | None = None) -> Runner:
                   is_source=True, own_times=getattr(source, "call_times", None))
 
 
-def limit_source_threads(source, threads: int | None) -> list[str]:
+def limit_source_threads(source, threads: int | None, undo: list[Callable[[], object]] | None = None) -> list[str]:
     """Give the source framework the same thread count as ONNX Runtime, so a speed-up
-    compares like with like. Returns notes for frameworks that cannot be told.
+    compares like with like. Returns notes for frameworks that cannot be told. ``undo`` gets
+    the calls that put the process-wide settings back (torch's threads, the BLAS pools): in
+    library use a benchmark must not leave them changed.
 
     ``threads=None``: ONNX Runtime's default on both sides; only an ONNX source can follow it."""
+    undo = [] if undo is None else undo
     framework = getattr(source, "framework", "")
     if framework == "onnx" and hasattr(source, "set_timing"):
         # Always timed interleaved, so its threads sleep between runs as the ONNX side's do.
@@ -73,6 +76,7 @@ def limit_source_threads(source, threads: int | None) -> list[str]:
     if framework == "torch":
         import torch
 
+        undo.append(lambda before=torch.get_num_threads(): torch.set_num_threads(before))
         torch.set_num_threads(threads)
     elif framework == "xgboost" and hasattr(source, "booster"):
         source.booster.set_param({"nthread": threads})
@@ -85,7 +89,7 @@ def limit_source_threads(source, threads: int | None) -> list[str]:
             from threadpoolctl import threadpool_limits
         except ImportError:
             return [f"{framework} runs at its own thread count (threadpoolctl is not installed to set it)"]
-        threadpool_limits(limits=threads)
+        undo.append(threadpool_limits(limits=threads).restore_original_limits)
     return []
 
 
