@@ -41,7 +41,7 @@ def _session_call(path: str, feeds: dict[str, np.ndarray], threads: int) -> Call
 
     rt = ort()
     so = rt.SessionOptions()
-    so.intra_op_num_threads = threads
+    so.intra_op_num_threads = threads  # 0: ONNX Runtime's default, as the interleaved timing had it
     so.inter_op_num_threads = 1
     sess = rt.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
@@ -68,7 +68,7 @@ def warm_rows(variants: list[tuple[str, str]], source_call: Callable[[dict[str, 
         src_ms = None
         for r in sorted((r for r in rows if r["batch"] == b), key=lambda r: not r["source"]):
             try:
-                call = source_call(feeds) if r["source"] else _session_call(paths[r["variant"]], feeds, threads or 1)
+                call = source_call(feeds) if r["source"] else _session_call(paths[r["variant"]], feeds, threads)
                 probe = _median_call_ms(call, calls=3, warmup=2, cpu=cpu)
                 # Enough calls for a stable median, within a time budget per row.
                 n = int(min(200, max(15, budget_s * 1000 / max(probe, 1e-3))))
