@@ -113,16 +113,8 @@ def run_bench(
     specs = _common_specs(models, user_specs, trust=trust)
     src = _load_source(source, trust, user_specs) if source is not None else None
     feeds_by_batch = {b: random_feeds(specs, batch=b, seed=seed) for b in sizes}
-    if not trust:  # the exact inputs of the timing loop, contained first (see contained.rehearse)
-        from onnxkit.runtime.contained import rehearse
-
-        for m in models:
-            rehearse(m, feeds_by_batch, _adapt_feeds, providers=chosen, provider_options=options,
-                     threads=threads if isinstance(threads, int) else None,
-                     timeout_s=timeout)
-        if timeout is not None and hasattr(getattr(src, "session", None), "timeout_s"):
-            # An untrusted ONNX source predicts in its contained worker during the timing itself.
-            src.session.timeout_s = float(timeout)
+    if not trust:
+        _contain(models, src, feeds_by_batch, chosen, options, threads, timeout)
     if use_openvino:
         from onnxkit.operations.bench_openvino import bench_with_openvino
 
@@ -145,6 +137,19 @@ def run_bench(
 
         gate_bench(result, min_speedup)
     return result
+
+
+def _contain(models, src, feeds_by_batch, chosen, options, threads, timeout) -> None:
+    """Untrusted models: the exact inputs of the timing loop run contained first (see
+    contained.rehearse); an untrusted ONNX source gets ``--timeout`` too, as it predicts in its
+    contained worker during the timing itself."""
+    from onnxkit.runtime.contained import rehearse
+
+    for m in models:
+        rehearse(m, feeds_by_batch, _adapt_feeds, providers=chosen, provider_options=options,
+                 threads=threads if isinstance(threads, int) else None, timeout_s=timeout)
+    if timeout is not None and hasattr(getattr(src, "session", None), "timeout_s"):
+        src.session.timeout_s = float(timeout)
 
 
 def _load_source(source, trust: bool, user_specs):

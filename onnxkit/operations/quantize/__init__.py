@@ -166,10 +166,7 @@ def quantize_model(
                                stamp=lambda m: quantize_target.stamp(m, target, weights=int8_weights))
     res.size_after = file_size(output)
     if res.budget_met is False:
-        res.passed = False
-        worst = f" ({err.worst})" if err.worst else ""
-        res.notes.append(f"accuracy budget missed: {metric} error {err.error:.4g}{worst} > {res.max_error:g} even after excluding "
-                         f"{len(res.excluded)} node(s); {output} was written anyway")
+        _budget_missed(res, err, metric, output)
     if latency:
         _measure_latency(res, specs, model_path, output, large=large)
     hint = conv_hint(original, mode, res.latency_ms_before, res.latency_ms_after)
@@ -209,6 +206,13 @@ def _load_input(model_path: Any, *, trust: bool, mode: str) -> tuple[Any, bool]:
     if not large and loaded.external_files:
         loaded = load_onnx(model_path, trust=trust)
     return loaded, large
+
+
+def _budget_missed(res: QuantizeResult, err: ErrorMeasure, metric: str, output: Any) -> None:
+    res.passed = False
+    worst = f" ({err.worst})" if err.worst else ""
+    res.notes.append(f"accuracy budget missed: {metric} error {err.error:.4g}{worst} > {res.max_error:g} even after excluding "
+                     f"{len(res.excluded)} node(s); {output} was written anyway")
 
 
 def _budget_and_save(qmodel: Any, err: ErrorMeasure, res: QuantizeResult, *, original: Any, base: Any,
