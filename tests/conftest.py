@@ -82,6 +82,18 @@ def linear_onnx(tmp_path_factory) -> Path:
     return make_linear_onnx(tmp_path_factory.mktemp("linear") / "linear.onnx")
 
 
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C as a terminal delivers it. A test run started in the background by a
+    non-interactive shell (`cmd &` in a CI script) inherits SIGINT ignored, and a test that
+    interrupts itself would then wait for a KeyboardInterrupt that never comes."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.fixture(scope="session")
 def t5_folder(tmp_path_factory) -> Path:
     """The tiny T5 folder of test_hf_seq2seq, saved once for every module that reads it."""

@@ -229,7 +229,7 @@ def test_worker_crash_names_the_signal_and_batch(hostile):
         s.run({"n": np.array([1], np.int64)})
 
 
-def test_ctrl_c_kills_the_worker(hostile):
+def test_ctrl_c_kills_the_worker(hostile, sigint_raises):
     from onnxkit.runtime.contained import ContainedSession
     from onnxkit.errors import Interrupted
 

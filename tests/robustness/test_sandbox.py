@@ -64,7 +64,7 @@ def test_run_onnx_isolated(linear_onnx):
     np.testing.assert_allclose(out["y"], make_session(str(linear_onnx)).run({"x": x})["y"])
 
 
-def test_ctrl_c_kills_child(tmp_path):
+def test_ctrl_c_kills_child(tmp_path, sigint_raises):
     import os
     import signal
     import threading
