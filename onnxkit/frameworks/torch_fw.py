@@ -271,18 +271,9 @@ class TorchSource(SourceModel):
     def _example_feeds(self) -> Feeds:
         """Example inputs for tracing: ones for integer inputs (a safe token id, a full
         attention mask), seeded normals for floats."""
-        from onnxkit.foundation.data import concrete_shape
+        from onnxkit.frameworks.torch_smoke import example_feeds
 
-        rng = np.random.default_rng(0)
-        named: dict[str, int] = {}
-        feeds: Feeds = {}
-        for spec in self.input_specs:
-            shape = concrete_shape(spec, EXAMPLE_BATCH, EXAMPLE_SEQ, named)
-            if spec.dtype.kind == "f":
-                feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-            else:
-                feeds[spec.name] = np.ones(shape, dtype=spec.dtype)
-        return feeds
+        return example_feeds(self.input_specs, EXAMPLE_BATCH, EXAMPLE_SEQ)
 
     def _args(self, feeds: Feeds) -> tuple:
         torch = _torch()

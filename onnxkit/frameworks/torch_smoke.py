@@ -21,8 +21,10 @@ log = logging.getLogger(__name__)
 Feeds = dict[str, np.ndarray]
 
 
-def _feeds_at(specs: list[InputSpec], batch: int, seq: int) -> Feeds:
-    rng = np.random.default_rng(1)
+def example_feeds(specs: list[InputSpec], batch: int, seq: int, *, seed: int = 0) -> Feeds:
+    """Inputs at these sizes: seeded normals for floats, ones for the rest (a valid token id,
+    a full attention mask, a true flag)."""
+    rng = np.random.default_rng(seed)
     named: dict[str, int] = {}
     feeds: Feeds = {}
     for spec in specs:
@@ -30,7 +32,6 @@ def _feeds_at(specs: list[InputSpec], batch: int, seq: int) -> Feeds:
         if spec.dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         else:
-            # Ones: a valid token id, a full attention mask, a true flag.
             feeds[spec.name] = np.ones(shape, dtype=spec.dtype)
     return feeds
 
@@ -43,7 +44,7 @@ def baked_size_failure(model, specs: list[InputSpec], source_predict: Callable[[
 
     if all(isinstance(d, int) for s in specs for d in s.shape):
         return None
-    feeds = _feeds_at(specs, batch, seq)
+    feeds = example_feeds(specs, batch, seq, seed=1)
     try:
         source_predict(feeds)
     except Exception as exc:  # the source itself refuses these sizes: nothing to blame the graph for
