@@ -85,21 +85,12 @@ def _quantized_count(model: Any) -> tuple[int, dict[str, int]]:
     return n_q, hist
 
 
-def _all_graphs(graph: Any):
-    """The graph and every subgraph (If branches, Loop and Scan bodies), depth first."""
-    yield graph
-    for n in graph.node:
-        for a in n.attribute:
-            if a.HasField("g"):
-                yield from _all_graphs(a.g)
-            for sub in a.graphs:
-                yield from _all_graphs(sub)
-
-
 def _fp16_count(model: Any) -> tuple[int, dict[str, int]]:
     # fp16: a node computes in half precision when its first float input is fp16. Subgraphs
     # count too: a model whose float work sits in If/Loop branches was "nothing quantized".
-    graphs = list(_all_graphs(model.graph))
+    from onnxkit.foundation.onnx_io import _iter_graphs
+
+    graphs = list(_iter_graphs(model.graph))  # If branches, Loop and Scan bodies too
     types: dict[str, int] = {}
     for g in graphs:
         types.update({vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.input) + list(g.output)})
