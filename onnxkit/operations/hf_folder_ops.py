@@ -102,13 +102,24 @@ class _Staging:
         self.dir = Path(tempfile.mkdtemp(prefix=prefix, dir=out.absolute().parent))
         self.scratch = Path(tempfile.mkdtemp(prefix="onnxkit-hf-"))
 
-    def publish(self) -> None:
+    def __enter__(self) -> "_Staging":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        self.cleanup()
+        if kind is KeyboardInterrupt:
+            raise Interrupted() from None
+
+    def publish(self, folder: ExportedFolder) -> list[str]:
+        """Copy the folder's side files in, then rename into place; the side files copied."""
+        copied = _copy_sides(folder, self.dir)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.dir, 0o777 & ~umask)  # mkdtemp's 0700 is for staging, not for the user's folder
         if self.out.exists() or self.out.is_symlink():  # appeared while we worked
             raise UsageError(f"output folder appeared while writing: {self.out}; not overwritten")
         os.rename(self.dir, self.out)
+        return copied
 
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -233,8 +244,7 @@ def optimize_folder(model_path: Any, output: Any, *, transformer: str | None = N
         if transformer:
             res.notes.append(f"transformer fusion ({transformer}) chosen from config.json's model_type "
                              f"{folder.config.get('model_type')}")
-    staging = _Staging(out, ".onnxkit-optimize-")
-    try:
+    with _Staging(out, ".onnxkit-optimize-") as staging:
         tokenizer = load_tokenizer(folder.root) if validate and folder.task != IMAGE_TASK else None
         for name in folder.onnx_files:
             def run(fusion: str | None):
@@ -262,12 +272,7 @@ def optimize_folder(model_path: Any, output: Any, *, transformer: str | None = N
             res.notes.append("validation skipped (--no-validate): the result was not compared with the input")
         elif not res.passed:
             res.notes.append(f"an optimized file differs from the input beyond tolerance; {out}/ was written anyway")
-        res.copied = _copy_sides(folder, staging.dir)
-        staging.publish()
-    except KeyboardInterrupt:
-        raise Interrupted() from None
-    finally:
-        staging.cleanup()
+        res.copied = staging.publish(folder)
     return res
 
 
@@ -307,8 +312,7 @@ def quantize_folder(model_path: Any, output: Any, *, trust: bool = False, data: 
     check_links(folder.root, [folder.root / n for n in folder.side_files], trust)
     res = FolderResult(command="quantize", model=str(folder.root), output=str(out), task=folder.task,
                        config_shape=folder.shape_from_config())
-    staging = _Staging(out, ".onnxkit-quantize-")
-    try:
+    with _Staging(out, ".onnxkit-quantize-") as staging:
         tokenizer = load_tokenizer(folder.root) if folder.task != IMAGE_TASK else None
         for name in folder.onnx_files:
             src = folder.root / name
@@ -341,10 +345,5 @@ def quantize_folder(model_path: Any, output: Any, *, trust: bool = False, data: 
             _record_validation(res, v, name=name, decides=False)
             res.notes.append(f"{name}: the comparison on the validation {'inputs' if tokenizer is None else 'sentences'} "
                              "above informs; the verdict is the error budget")
-        res.copied = _copy_sides(folder, staging.dir)
-        staging.publish()
-    except KeyboardInterrupt:
-        raise Interrupted() from None
-    finally:
-        staging.cleanup()
+        res.copied = staging.publish(folder)
     return res
