@@ -153,8 +153,8 @@ def _worker(conn, model_path: str, session_kwargs: dict, memory_mb: int | None, 
                 sess.node_providers()  # ends ORT profiling and removes its file
             conn.close()
             return
-        if isinstance(msg[0], str):  # ("configure", changed session options): a new session
-            try:
+        try:
+            if isinstance(msg[0], str):  # ("configure", changed session options): a new session
                 if sess is not None:
                     sess.node_providers()
                 # The old session goes first: two of a large model need not fit the memory limit.
@@ -162,20 +162,13 @@ def _worker(conn, model_path: str, session_kwargs: dict, memory_mb: int | None, 
                 session_kwargs = {**session_kwargs, **msg[1]}
                 sess = make_session(model_path, **session_kwargs)
                 first = True
-                reply = ("ready", _meta(sess))
-            except BaseException as exc:  # noqa: BLE001
-                reply = _error_reply(exc)
-            try:
-                _send(conn, reply)
-            except (BrokenPipeError, EOFError, OSError):
-                return
-            continue
-        feeds, outputs = msg
-        try:
-            out, took = _timed_run(sess, feeds, outputs)
-            nodes = sess.node_providers() if first else None
-            first = False
-            reply: tuple = ("ok", (out, nodes, took))
+                reply: tuple = ("ready", _meta(sess))
+            else:
+                feeds, outputs = msg
+                out, took = _timed_run(sess, feeds, outputs)
+                nodes = sess.node_providers() if first else None
+                first = False
+                reply = ("ok", (out, nodes, took))
         except BaseException as exc:  # noqa: BLE001
             reply = _error_reply(exc)
         try:
